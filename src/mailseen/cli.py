@@ -1,0 +1,397 @@
+"""The `mailseen` command line. Every command loads settings once and reports failures as
+one line on stderr with a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .config import Settings, load_settings
+from .core.compose import Attachment, Draft
+from .core.tracking import decide
+from .errors import InvalidInput, MailseenError, NotAMessage
+from .services.instance import Instance
+from .storage import MailboxIn, MailboxRecord, MessageRecord
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MailseenError as exc:
+            click.echo(f"mailseen: error: {exc}", err=True)
+            ctx.exit(2 if isinstance(exc, InvalidInput) else 1)
+        except OSError as exc:
+            click.echo(f"mailseen: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(
+                ": "), err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="TOML config file (or MAILSEEN_CONFIG).")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Data folder (or MAILSEEN_DATA_DIR). Default: ./data")
+@click.option("--database-url", help="Database URL (or MAILSEEN_DATABASE_URL). "
+              "Default: SQLite in the data folder.")
+@click.version_option(package_name="mailseen")
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None, data_dir: Path | None,
+         database_url: str | None) -> None:
+    """mailseen: see whether the mail your team sends is viewed."""
+    ctx.obj = {"config_file": config_file,
+               "options": {"data_dir": data_dir, "database_url": database_url}}
+
+
+def _settings(ctx: click.Context, **extra: Any) -> Settings:
+    obj = ctx.find_root().obj
+    return load_settings({**obj["options"], **extra}, config_file=obj["config_file"])
+
+
+def _instance(ctx: click.Context) -> Instance:
+    inst = Instance.open(_settings(ctx))
+    ctx.call_on_close(inst.close)
+    return inst
+
+
+def _out(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+# -- serve / worker / db ---------------------------------------------------------------------
+
+@main.command()
+@click.option("--host", help="Listen address (MAILSEEN_HOST). Default 127.0.0.1")
+@click.option("--port", type=int, help="Listen port (MAILSEEN_PORT). Default 8000")
+@click.option("--public-url", help="Base URL recipients reach this server at.")
+@click.option("--trusted-proxies", help="Comma-separated proxy addresses/networks.")
+@click.option("--secret-key", help="Instance secret (default: generated into the data folder).")
+@click.option("--worker/--no-worker", default=None, help="Run the delivery worker here.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, public_url: str | None,
+          trusted_proxies: str | None, secret_key: str | None, worker: bool | None) -> None:
+    """Run the HTTP server (pixel and REST API) and the delivery worker."""
+    import uvicorn
+
+    from .web.app import MailseenApp
+
+    settings = _settings(ctx, host=host, port=port, public_url=public_url,
+                         trusted_proxies=trusted_proxies, secret_key=secret_key, worker=worker)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    inst = Instance.open(settings)
+    app = MailseenApp(inst, run_worker=settings.worker)
+    click.echo(f"mailseen on http://{settings.host}:{settings.port} "
+               f"(pixels at {settings.base_url}/t/…, data in {settings.data_dir})", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                access_log=False, proxy_headers=False, server_header=False)
+    inst.close()
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@click.pass_context
+def worker(ctx: click.Context, once: bool) -> None:
+    """Run a delivery worker on its own (several may run against PostgreSQL)."""
+    inst = _instance(ctx)
+    logging.basicConfig(level=inst.settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    w = inst.worker()
+    if once:
+        click.echo(f"delivered {asyncio.run(w.drain())} message(s)")
+        return
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await w.run(stop)
+
+    asyncio.run(run())
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply migrations (also done on every start)."""
+    inst = Instance.open(_settings(ctx), migrate=False)
+    ctx.call_on_close(inst.close)
+    inst.db.upgrade()
+    click.echo("database is up to date")
+
+
+# -- settings ------------------------------------------------------------------------------
+
+@main.group("settings")
+def settings_group() -> None:
+    """Global mail settings."""
+
+
+@settings_group.command("show")
+@click.pass_context
+def settings_show(ctx: click.Context) -> None:
+    """Show the global settings."""
+    inst = _instance(ctx)
+    click.echo(f"tracking: {'on' if inst.sender.global_tracking() else 'off'}")
+
+
+@settings_group.command("tracking")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.pass_context
+def settings_tracking(ctx: click.Context, state: str) -> None:
+    """Switch open tracking on or off for mailboxes that use the global setting."""
+    inst = _instance(ctx)
+    inst.sender.set_global_tracking(state == "on")
+    click.echo(f"tracking: {state}")
+
+
+# -- mailboxes -------------------------------------------------------------------------------
+
+def _mailbox_options(f: F) -> F:
+    opts = [
+        click.option("--name", "display_name", help="Display name."),
+        click.option("--transport", type=click.Choice(["outbox", "smtp"]),
+                     help="How mail leaves: the local outbox or an SMTP relay."),
+        click.option("--smtp-host"), click.option("--smtp-port", type=click.IntRange(1, 65535)),
+        click.option("--smtp-tls", type=click.Choice(["none", "starttls", "implicit"])),
+        click.option("--smtp-username"),
+        click.option("--smtp-password", help="Better: MAILSEEN_SMTP_PASSWORD in the env.",
+                     envvar="MAILSEEN_SMTP_PASSWORD"),
+        click.option("--tracking", type=click.Choice(["global", "enabled", "disabled"]),
+                     help="Use the global setting, or override it."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _mailbox_json(inst: Instance, box: MailboxRecord) -> dict[str, Any]:
+    d = decide(inst.sender.global_tracking(), box.tracking)
+    return {**box.__dict__, "effective_tracking": d.enabled, "tracking_reason": d.reason}
+
+
+def _check_smtp(box: MailboxIn) -> MailboxIn:
+    if box.transport == "smtp" and not box.smtp_host:
+        raise InvalidInput("--smtp-host is needed with --transport smtp", field="smtp_host")
+    return box
+
+
+@main.group()
+def mailbox() -> None:
+    """Team mailboxes (support@, sales@ …)."""
+
+
+@mailbox.command("add")
+@click.argument("address")
+@_mailbox_options
+@click.pass_context
+def mailbox_add(ctx: click.Context, address: str, **opts: Any) -> None:
+    """Create a mailbox."""
+    from .core.compose import parse_address
+
+    inst = _instance(ctx)
+    values = {k: v for k, v in opts.items() if v is not None}
+    box = inst.store.add_mailbox(_check_smtp(MailboxIn(parse_address(address, "address"),
+                                                       **values)))
+    _out(_mailbox_json(inst, box))
+
+
+@mailbox.command("list")
+@click.pass_context
+def mailbox_list(ctx: click.Context) -> None:
+    """List mailboxes."""
+    inst = _instance(ctx)
+    for box in inst.store.list_mailboxes():
+        d = decide(inst.sender.global_tracking(), box.tracking)
+        click.echo(f"{box.id}\t{box.address}\t{box.transport}\ttracking {box.tracking} "
+                   f"({d.reason})")
+
+
+@mailbox.command("show")
+@click.argument("address")
+@click.pass_context
+def mailbox_show(ctx: click.Context, address: str) -> None:
+    """Show one mailbox."""
+    inst = _instance(ctx)
+    _out(_mailbox_json(inst, inst.store.find_mailbox(address)))
+
+
+@mailbox.command("set")
+@click.argument("address")
+@click.option("--address", "new_address", help="Change the address.")
+@_mailbox_options
+@click.pass_context
+def mailbox_set(ctx: click.Context, address: str, new_address: str | None, **opts: Any) -> None:
+    """Change a mailbox, e.g. `mailbox set support@example.com --tracking disabled`."""
+    from .core.compose import parse_address
+
+    inst = _instance(ctx)
+    box = inst.store.find_mailbox(address)
+    values = {k: v for k, v in opts.items() if v is not None}
+    if new_address:
+        values["address"] = parse_address(new_address, "address")
+    updated = inst.store.update_mailbox(
+        box.id, lambda cur: _check_smtp(replace(cur, **values)))
+    _out(_mailbox_json(inst, updated))
+
+
+# -- sending ------------------------------------------------------------------------------
+
+def _message_json(m: MessageRecord) -> dict[str, Any]:
+    d = dict(m.__dict__)
+    d["viewed"] = m.view_count > 0
+    return d
+
+
+@main.command()
+@click.option("--mailbox", "mailbox_address", required=True, help="Sending mailbox address.")
+@click.option("--to", multiple=True, help="Recipient (repeatable).")
+@click.option("--cc", multiple=True, help="Cc recipient (repeatable).")
+@click.option("--bcc", multiple=True, help="Bcc recipient (repeatable; no Bcc header is sent).")
+@click.option("--subject", default="")
+@click.option("--text", help="Plain-text body.")
+@click.option("--html", "html_file", type=click.File("r"), help="File with the HTML body.")
+@click.option("--attach", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="File to attach (repeatable).")
+@click.option("--in-reply-to", help="Message-ID this replies to.")
+@click.option("--references", help="References header for a reply.")
+@click.option("--raw", "raw_file", type=click.File("rb"),
+              help="Send this complete RFC 5322 message as is ('-' for stdin).")
+@click.pass_context
+def send(ctx: click.Context, mailbox_address: str, to: tuple[str, ...], cc: tuple[str, ...],
+         bcc: tuple[str, ...], subject: str, text: str | None, html_file: Any,
+         attach: tuple[Path, ...], in_reply_to: str | None, references: str | None,
+         raw_file: Any) -> None:
+    """Queue a message for delivery (the server's worker or `mailseen worker` sends it)."""
+    import mimetypes
+
+    inst = _instance(ctx)
+    box = inst.store.find_mailbox(mailbox_address)
+    if raw_file is not None:
+        record = inst.sender.submit(box, raw_file.read(), bcc=list(bcc), source="cli",
+                                    envelope_to=list(to + cc + bcc) or None)
+    else:
+        attachments = [Attachment(p.name, mimetypes.guess_type(p.name)[0] or
+                                  "application/octet-stream", p.read_bytes()) for p in attach]
+        draft = Draft(from_addr=box.address, to=list(to), cc=list(cc), bcc=list(bcc),
+                      subject=subject, text=text, html=html_file.read() if html_file else None,
+                      attachments=attachments, in_reply_to=in_reply_to, references=references)
+        record = inst.sender.send_draft(box, draft, source="cli")
+    click.echo(f"queued message {record.id} {record.message_id} "
+               f"(tracking: {record.tracking_reason})")
+
+
+@main.command()
+@click.option("--mailbox", "mailbox_address", required=True, help="Sending mailbox address.")
+@click.pass_context
+def tag(ctx: click.Context, mailbox_address: str) -> None:
+    """Filter: read a message on stdin, write it tracked to stdout.
+
+    The message is registered as sent by MAILBOX. One line on stderr says
+    `trackable=true` or `trackable=false reason=...`. A message that cannot be changed
+    safely passes through unchanged.
+    """
+    raw = sys.stdin.buffer.read()
+    inst = _instance(ctx)
+    box = inst.store.find_mailbox(mailbox_address)
+    if not raw.strip():
+        raise NotAMessage("input is empty, not a message")
+    record = inst.sender.submit(box, raw, source="tag", queue=False)
+    data = inst.store.get_raw(record.id)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    if record.tracked:
+        click.echo("trackable=true", err=True)
+    else:
+        click.echo(f"trackable=false reason={record.tracking_reason}", err=True)
+
+
+@main.group()
+def message() -> None:
+    """Sent messages and their views."""
+
+
+@message.command("list")
+@click.option("--mailbox", "mailbox_address", help="Only this mailbox.")
+@click.option("--status", type=click.Choice(["queued", "sending", "sent", "failed"]))
+@click.option("--limit", type=click.IntRange(1, 1000), default=50)
+@click.pass_context
+def message_list(ctx: click.Context, mailbox_address: str | None, status: str | None,
+                 limit: int) -> None:
+    """List messages, newest first."""
+    inst = _instance(ctx)
+    box_id = inst.store.find_mailbox(mailbox_address).id if mailbox_address else None
+    for m in inst.store.list_messages(mailbox_id=box_id, status=status, limit=limit):
+        seen = f"viewed {m.view_count}x" if m.view_count else (
+            "not viewed" if m.tracked else "not tracked")
+        err = f"\t{m.last_error}" if m.status == "failed" and m.last_error else ""
+        click.echo(f"{m.id}\t{m.status}\t{seen}\t{m.subject}{err}")
+
+
+@message.command("show")
+@click.argument("message_id", type=click.IntRange(1))
+@click.pass_context
+def message_show(ctx: click.Context, message_id: int) -> None:
+    """Show one message with its tracking status and views."""
+    inst = _instance(ctx)
+    m = inst.store.get_message(message_id)
+    data = _message_json(m)
+    data["views"] = [v.__dict__ for v in inst.store.list_views(m.id)]
+    _out(data)
+
+
+# -- API tokens --------------------------------------------------------------------------------
+
+@main.group()
+def token() -> None:
+    """API tokens for the REST API."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.pass_context
+def token_create(ctx: click.Context, name: str) -> None:
+    """Create a token and print it (it is shown only once)."""
+    from .web.api import hash_token
+
+    inst = _instance(ctx)
+    value = "ms_" + secrets.token_urlsafe(32)
+    inst.store.add_token(name, hash_token(value))
+    click.echo(value)
+
+
+@token.command("list")
+@click.pass_context
+def token_list(ctx: click.Context) -> None:
+    """List tokens (never their values)."""
+    for tid, name, created, used in _instance(ctx).store.list_tokens():
+        click.echo(f"{tid}\t{name}\tcreated {created:%Y-%m-%d}\t"
+                   f"last used {used:%Y-%m-%d %H:%M}" if used else
+                   f"{tid}\t{name}\tcreated {created:%Y-%m-%d}\tnever used")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=click.IntRange(1))
+@click.pass_context
+def token_revoke(ctx: click.Context, token_id: int) -> None:
+    """Delete a token."""
+    _instance(ctx).store.delete_token(token_id)
+    click.echo(f"token {token_id} revoked")

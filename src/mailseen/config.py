@@ -1,0 +1,151 @@
+"""Typed settings, loaded once at the edge (the CLI) and passed down.
+
+Precedence: command-line options, then ``MAILSEEN_*`` environment variables, then the config
+file (TOML, ``--config`` or ``MAILSEEN_CONFIG``), then the defaults below. Every setting has a
+help line; ``tests/test_config.py`` checks that each one is documented in the README.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import InvalidInput
+
+__all__ = ["Settings", "load_settings"]
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = _help("Folder for the SQLite database, the outbox and the secret key.",
+                           default=Path("data"))
+    host: str = _help("Address the HTTP server listens on.", default="127.0.0.1")
+    port: int = _help("Port the HTTP server listens on.", default=8000)
+    database_url: str = _help(
+        "SQLAlchemy URL of the database; empty means SQLite in the data folder.", default="")
+    public_url: str = _help(
+        "Base URL recipients reach this server at; pixel URLs start with it. "
+        "Empty means http://HOST:PORT.", default="")
+    trusted_proxies: tuple[_Network, ...] = _help(
+        "Comma-separated addresses/networks of reverse proxies whose X-Forwarded-For is "
+        "believed.", default=())
+    secret_key: str = _help(
+        "Secret that signs pixel tokens and encrypts stored passwords; generated into the data "
+        "folder on first run when empty. Every node of one installation needs the same.",
+        default="")
+    worker: bool = _help("Run the delivery worker inside `mailseen serve`.", default=True)
+    retry_base_seconds: float = _help(
+        "First retry delay after a temporary delivery failure; doubles each attempt.",
+        default=30.0)
+    retry_max_seconds: float = _help("Longest delay between two delivery attempts.",
+                                     default=3600.0)
+    max_attempts: int = _help("Delivery attempts before a message is marked failed.",
+                              default=12)
+    smtp_timeout: float = _help("Seconds to wait on an SMTP relay before giving up an attempt.",
+                                default=60.0)
+    smtp_ca_file: str = _help(
+        "Extra CA certificates (PEM file) to trust for SMTP relays with private certificates.",
+        default="")
+    log_level: str = _help("Logging level: debug, info, warning or error.", default="info")
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'mailseen.db'}"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    def secret(self) -> bytes:
+        """The instance secret, created in the data folder the first time it is needed."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+
+def setting_help() -> dict[str, str]:
+    return {f.name: f.metadata["help"] for f in fields(Settings)}
+
+
+def _convert(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if kind == "Path":
+            return Path(value)
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(value)
+            return lowered in ("1", "true", "yes", "on")
+        if name == "trusted_proxies":
+            items = value if isinstance(value, list) else str(value).split(",")
+            return tuple(ipaddress.ip_network(str(i).strip(), strict=False)
+                         for i in items if str(i).strip())
+        return str(value)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid value for {name}: {value!r}", field=name) from exc
+
+
+def load_settings(options: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None,
+                  config_file: Path | None = None) -> Settings:
+    """Merge defaults, the config file, the environment and explicit options."""
+    environ = os.environ if environ is None else environ
+    names = {f.name for f in fields(Settings)}
+    merged: dict[str, Any] = {}
+    path = config_file or (Path(environ["MAILSEEN_CONFIG"]) if environ.get("MAILSEEN_CONFIG")
+                           else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidInput(f"cannot read config file {path}: {exc}", field="config") from exc
+        for key, value in data.items():
+            key = key.replace("-", "_")
+            if key not in names:
+                raise InvalidInput(f"unknown setting {key!r} in {path}", field=key)
+            merged[key] = value
+    for name in names:
+        env = environ.get(f"MAILSEEN_{name.upper()}")
+        if env is not None:
+            merged[name] = env
+    for key, value in (options or {}).items():
+        if value is not None:
+            merged[key] = value
+    settings = Settings(**{k: _convert(k, v) for k, v in merged.items()})
+    if settings.public_url:
+        parts = urlsplit(settings.public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInput("public_url must be an absolute http(s) URL", field="public_url")
+    if not 0 <= settings.port < 65536:
+        raise InvalidInput("port must be between 0 and 65535", field="port")
+    return settings

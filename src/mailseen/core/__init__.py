@@ -1,0 +1,1 @@
+"""The pure core: plain functions over plain data, importing only the standard library."""

@@ -1,0 +1,130 @@
+"""A byte-offset view of a MIME message: which bytes are whose headers and bodies.
+
+The standard library's ``email`` package re-folds headers and re-encodes parts when it
+serialises a message, which would break "everything else stays exactly as written". So this
+module parses headers with ``email`` but keeps every part as offsets into the original bytes,
+letting the injector replace one body and leave every other byte alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+__all__ = ["BrokenMime", "Part", "eol_of", "parse_tree", "split_head"]
+
+_MAX_DEPTH = 40
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
+
+
+class BrokenMime(ValueError):
+    """The MIME structure cannot be followed safely (no boundary, bad nesting …)."""
+
+
+@dataclass
+class Part:
+    start: int  # offset of the part's first header byte in the whole message
+    body_start: int
+    end: int  # offset just past the body (the eol before the next delimiter is not body)
+    headers: Message
+    children: list[Part] = field(default_factory=list)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get_content_type()
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.headers.get_content_maintype() == "multipart"
+
+    @property
+    def is_attachment(self) -> bool:
+        return self.headers.get_content_disposition() == "attachment"
+
+    @property
+    def transfer_encoding(self) -> str:
+        return str(self.headers.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+
+    def walk(self) -> list[Part]:
+        out = [self]
+        for child in self.children:
+            out.extend(child.walk())
+        return out
+
+
+def eol_of(raw: bytes) -> bytes:
+    """The line ending a message uses, judged by its first line."""
+    nl = raw.find(b"\n")
+    return b"\r\n" if nl > 0 and raw[nl - 1 : nl] == b"\r" else b"\n"
+
+
+def split_head(raw: bytes, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """Return (end of header block, start of body) for the entity in ``raw[start:end]``."""
+    end = len(raw) if end is None else end
+    # An entity that starts with a blank line has no headers.
+    if raw.startswith(b"\r\n", start) or raw.startswith(b"\n", start):
+        nl = raw.index(b"\n", start)
+        return start, nl + 1
+    m = _HEAD_END.search(raw, start, end)
+    if m is None:
+        return end, end
+    return m.start(), m.end()
+
+
+def _headers(raw: bytes, start: int, head_end: int, default_type: str) -> Message:
+    msg = BytesHeaderParser(policy=compat32).parsebytes(raw[start:head_end] + b"\n\n")
+    if default_type != "text/plain":
+        msg.set_default_type(default_type)
+    return msg
+
+
+def parse_tree(raw: bytes) -> Part:
+    """Parse ``raw`` into a tree of parts with absolute offsets. Raises :class:`BrokenMime`."""
+    return _parse(raw, 0, len(raw), "text/plain", 0)
+
+
+def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int) -> Part:
+    if depth > _MAX_DEPTH:
+        raise BrokenMime("MIME parts nested too deeply")
+    head_end, body_start = split_head(raw, start, end)
+    headers = _headers(raw, start, head_end, default_type)
+    part = Part(start, body_start, end, headers)
+    if not part.is_multipart:
+        return part
+    boundary = headers.get_boundary()
+    if not boundary:
+        raise BrokenMime(f"{part.content_type} without a boundary")
+    if len(boundary) > 200:
+        raise BrokenMime("MIME boundary longer than 200 characters")
+    child_type = "message/rfc822" if part.content_type == "multipart/digest" else "text/plain"
+    delim = re.compile(
+        rb"(?:\r?\n|^)--" + re.escape(boundary.encode("latin-1", "replace")) +
+        rb"(--)?[ \t]*(?:\r?\n|\Z)",
+        re.M,
+    )
+    # The eol before a delimiter belongs to it; the first delimiter may start the body.
+    marks = []
+    pos = body_start
+    while True:
+        m = delim.search(raw, pos, end)
+        if m is None:
+            break
+        marks.append(m)
+        if m.group(1):  # the closing delimiter
+            break
+        pos = m.end()
+    if not marks:
+        raise BrokenMime(f"{part.content_type} whose boundary never appears")
+    for i, m in enumerate(marks):
+        if m.group(1):
+            break
+        child_start = m.end()
+        child_end = marks[i + 1].start() if i + 1 < len(marks) else end
+        part.children.append(_parse(raw, child_start, child_end, child_type, depth + 1))
+    if not part.children:
+        raise BrokenMime(f"{part.content_type} with no parts")
+    return part

@@ -1,0 +1,31 @@
+"""Whether a message is tracked, and why, in the words the user sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Decision", "decide", "not_trackable"]
+
+Mode = Literal["global", "enabled", "disabled"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    enabled: bool
+    reason: str
+
+
+def decide(global_enabled: bool, mailbox_mode: Mode) -> Decision:
+    """The mailbox setting wins both ways; "global" defers to the global setting."""
+    if mailbox_mode == "enabled":
+        return Decision(True, "enabled by mailbox setting")
+    if mailbox_mode == "disabled":
+        return Decision(False, "disabled by mailbox setting")
+    if global_enabled:
+        return Decision(True, "enabled globally")
+    return Decision(False, "disabled globally")
+
+
+def not_trackable(why: str) -> str:
+    return f"not trackable: {why}"

@@ -1,0 +1,89 @@
+"""The one send pipeline: every outbound message, composed or handed over whole, goes
+through :meth:`Sender.submit`, which decides tracking, tags and queues it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from ..core.compose import Draft, build_message, prepare_raw
+from ..core.inject import tag_message
+from ..core.pixel import PIXEL_PATH_RE, pixel_tag, pixel_url
+from ..core.tokens import TokenRef, TokenSigner
+from ..core.tracking import decide, not_trackable
+from ..errors import InvalidInput
+from ..storage import MailboxRecord, MessageRecord, NewMessage, Store
+from ..storage.store import Rendered
+
+__all__ = ["TRACKING_SETTING", "Sender"]
+
+TRACKING_SETTING = "tracking_enabled"
+
+
+class Sender:
+    def __init__(self, store: Store, signer: TokenSigner, base_url: str,
+                 on_queued: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.signer = signer
+        self.base_url = base_url
+        self.on_queued = on_queued
+
+    def is_own_pixel(self, url: str) -> bool:
+        """An image URL is ours when its path ends in /t/<token>.gif with a genuine token,
+        whatever host it names (the public URL may have changed since)."""
+        m = PIXEL_PATH_RE.search(urlsplit(url).path)
+        return m is not None and self.signer.check(m.group(1)) is not None
+
+    def global_tracking(self) -> bool:
+        return self.store.get_setting(TRACKING_SETTING, "false") == "true"
+
+    def set_global_tracking(self, enabled: bool) -> None:
+        self.store.set_setting(TRACKING_SETTING, "true" if enabled else "false")
+
+    def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api"
+                   ) -> MessageRecord:
+        draft.from_addr = draft.from_addr or mailbox.address
+        draft.from_name = draft.from_name or mailbox.display_name
+        raw = build_message(draft, _domain(mailbox.address))
+        return self.submit(mailbox, raw, bcc=draft.bcc, source=source)
+
+    def submit(self, mailbox: MailboxRecord, raw: bytes, *, bcc: list[str] | None = None,
+               envelope_to: list[str] | None = None, source: str = "api", queue: bool = True
+               ) -> MessageRecord:
+        """Store ``raw`` as a message of ``mailbox``, tracked as the settings say, and queue
+        it for delivery (or, with ``queue=False``, record it as sent by other software)."""
+        raw, facts = prepare_raw(raw, _domain(mailbox.address))
+        all_bcc = list(dict.fromkeys([*facts.bcc, *(bcc or [])]))
+        recipients = envelope_to or list(dict.fromkeys([*facts.to, *facts.cc, *all_bcc]))
+        if queue and not recipients:
+            raise InvalidInput("to: the message has no recipients", field="to")
+        decision = decide(self.global_tracking(), mailbox.tracking)
+
+        def render(message_id: int) -> Rendered:
+            if not decision.enabled:
+                # Still take out our earlier pixels quoted in a reply, or displaying this
+                # message would count as a view of the earlier one.
+                cleaned = tag_message(raw, "", self.is_own_pixel)
+                data = cleaned.data if cleaned.pixels_removed else raw
+                return Rendered(data, False, decision.reason)
+            token = self.signer.make(TokenRef(message_id))
+            result = tag_message(raw, pixel_tag(pixel_url(self.base_url, token)),
+                                 self.is_own_pixel)
+            if not result.trackable:
+                return Rendered(raw, False, not_trackable(result.reason or "unknown"))
+            return Rendered(result.data, True, decision.reason)
+
+        new = NewMessage(
+            mailbox_id=mailbox.id, message_id=facts.message_id, subject=facts.subject,
+            from_addr=facts.from_addr or mailbox.address, to=facts.to, cc=facts.cc, bcc=all_bcc,
+            envelope_to=recipients, in_reply_to=facts.in_reply_to, references=facts.references,
+            source=source,
+        )
+        record = self.store.add_message(new, render, queued=queue)
+        if queue and self.on_queued is not None:
+            self.on_queued()
+        return record
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2] or "localhost"

@@ -1,0 +1,145 @@
+"""Tables. Times are stored as naive UTC and handed out as aware UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+# BIGINT primary keys on PostgreSQL, INTEGER (rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+intpk = Annotated[int, mapped_column(BigId, primary_key=True, autoincrement=True)]
+utc = Annotated[datetime, mapped_column(UTCDateTime())]
+utc_null = Annotated[datetime | None, mapped_column(UTCDateTime(), nullable=True)]
+str_null = Annotated[str | None, mapped_column(Text, nullable=True)]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class AppSetting(Base):
+    __tablename__ = "app_settings"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+    id: Mapped[intpk]
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    transport: Mapped[str] = mapped_column(String(10), default="outbox")
+    smtp_host: Mapped[str_null]
+    smtp_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    smtp_tls: Mapped[str] = mapped_column(String(10), default="starttls")
+    smtp_username: Mapped[str_null]
+    smtp_password_enc: Mapped[str_null]
+    tracking: Mapped[str] = mapped_column(String(10), default="global")
+    created_at: Mapped[utc]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[intpk]
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"), index=True)
+    message_id: Mapped[str] = mapped_column(String(998), index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_addr: Mapped[str] = mapped_column(Text, default="")
+    to_json: Mapped[str] = mapped_column(Text, default="[]")
+    cc_json: Mapped[str] = mapped_column(Text, default="[]")
+    bcc_json: Mapped[str] = mapped_column(Text, default="[]")
+    envelope_json: Mapped[str] = mapped_column(Text, default="[]")
+    in_reply_to: Mapped[str_null]
+    references: Mapped[str_null]
+    source: Mapped[str] = mapped_column(String(20), default="api")
+    status: Mapped[str] = mapped_column(String(10), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str_null]
+    created_at: Mapped[utc]
+    next_attempt_at: Mapped[utc_null]
+    lease_until: Mapped[utc_null]
+    sent_at: Mapped[utc_null]
+    tracked: Mapped[bool] = mapped_column(Boolean, default=False)
+    tracking_reason: Mapped[str] = mapped_column(Text, default="")
+    first_viewed_at: Mapped[utc_null]
+    last_viewed_at: Mapped[utc_null]
+    view_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_messages_queue", "status", "next_attempt_at"),)
+
+
+class MessageData(Base):
+    """The bytes to deliver, kept apart so listing messages never reads them."""
+
+    __tablename__ = "message_data"
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ViewEvent(Base):
+    """Append-only: one row per pixel hit on a genuine token of an existing message."""
+
+    __tablename__ = "view_events"
+    id: Mapped[intpk]
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    recipient: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[utc]
+    method: Mapped[str] = mapped_column(String(10))
+    ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    user_agent: Mapped[str_null]
+    headers_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[utc]
+    last_used_at: Mapped[utc_null]

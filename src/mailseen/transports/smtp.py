@@ -1,0 +1,57 @@
+"""Delivery through an SMTP relay with aiosmtplib: STARTTLS, implicit TLS, AUTH."""
+
+from __future__ import annotations
+
+import ssl
+
+import aiosmtplib
+
+from ..errors import DeliveryError
+from ..storage.store import Claim
+
+__all__ = ["SmtpTransport"]
+
+
+class SmtpTransport:
+    def __init__(self, timeout: float = 60.0, ca_file: str | None = None) -> None:
+        self.timeout = timeout
+        self.ca_file = ca_file or None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        if self.ca_file:
+            ctx.load_verify_locations(self.ca_file)
+        return ctx
+
+    async def deliver(self, claim: Claim) -> str:
+        box = claim.mailbox
+        if not box.smtp_host:
+            raise DeliveryError("the mailbox has no SMTP host set", permanent=True)
+        mode = box.smtp_tls
+        port = box.smtp_port or {"implicit": 465, "starttls": 587}.get(mode, 25)
+        client = aiosmtplib.SMTP(
+            hostname=box.smtp_host, port=port, timeout=self.timeout,
+            use_tls=mode == "implicit", start_tls=mode == "starttls",
+            tls_context=self._tls_context() if mode != "none" else None,
+        )
+        try:
+            async with client:
+                if box.smtp_username:
+                    await client.login(box.smtp_username, claim.smtp_password or "")
+                refused, reply = await client.sendmail(
+                    box.address, claim.message.envelope_to, claim.raw)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            raise DeliveryError(f"all recipients refused: {text}",
+                                permanent=all(500 <= c < 600 for c in codes)) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryError(f"{exc.code} {exc.message}",
+                                permanent=500 <= exc.code < 600) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+        note = reply
+        if refused:
+            note += " (refused: " + "; ".join(
+                f"{rcpt}: {resp.code} {resp.message}" for rcpt, resp in refused.items()) + ")"
+        return note

@@ -1,0 +1,362 @@
+"""The REST API under /api/v1: JSON in and out, Bearer tokens, an OpenAPI document."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from ..core.compose import Attachment, Draft, parse_address
+from ..core.tracking import decide
+from ..errors import Conflict, InvalidInput, MailseenError, NotFound, StorageUnavailable
+from ..services.instance import Instance
+from ..storage import MailboxIn, MailboxRecord, MessageRecord, ViewRecord
+
+__all__ = ["build_api", "hash_token"]
+
+MAX_RAW_BYTES = 50 * 1024 * 1024
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# -- schemas ----------------------------------------------------------------------------
+
+class Problem(BaseModel):
+    error: str
+    field: str | None = None
+
+
+class SettingsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tracking_enabled: bool = Field(description="Open tracking for mailboxes that use the "
+                                               "global setting.")
+
+
+TrackingMode = Literal["global", "enabled", "disabled"]
+
+
+class MailboxBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str = Field(max_length=320)
+    display_name: str = Field("", max_length=200)
+    transport: Literal["outbox", "smtp"] = "outbox"
+    smtp_host: str | None = Field(None, max_length=255)
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "implicit"] = "starttls"
+    smtp_username: str | None = Field(None, max_length=320)
+    smtp_password: str | None = Field(None, max_length=1000, description="Write-only.")
+    tracking: TrackingMode = "global"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return parse_address(v, "address")
+
+
+class MailboxPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, max_length=320)
+    display_name: str | None = Field(None, max_length=200)
+    transport: Literal["outbox", "smtp"] | None = None
+    smtp_host: str | None = Field(None, max_length=255)
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "implicit"] | None = None
+    smtp_username: str | None = Field(None, max_length=320)
+    smtp_password: str | None = Field(None, max_length=1000)
+    tracking: TrackingMode | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return None if v is None else parse_address(v, "address")
+
+
+class MailboxOut(BaseModel):
+    id: int
+    address: str
+    display_name: str
+    transport: str
+    smtp_host: str | None
+    smtp_port: int | None
+    smtp_tls: str
+    smtp_username: str | None
+    has_smtp_password: bool
+    tracking: str
+    effective_tracking: bool
+    tracking_reason: str
+    created_at: datetime
+
+
+class AttachmentBody(BaseModel):
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field("application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    data_base64: str
+
+    def decode(self) -> Attachment:
+        try:
+            data = base64.b64decode(self.data_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput("attachments: data_base64 is not valid base64",
+                               field="attachments") from exc
+        return Attachment(self.filename, self.content_type, data)
+
+
+class MessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mailbox: str = Field(description="Address of the sending mailbox.")
+    to: list[str] = Field(default_factory=list, max_length=500)
+    cc: list[str] = Field(default_factory=list, max_length=500)
+    bcc: list[str] = Field(default_factory=list, max_length=500)
+    subject: str = Field("", max_length=998)
+    text: str | None = None
+    html: str | None = None
+    attachments: list[AttachmentBody] = Field(default_factory=list, max_length=100)
+    in_reply_to: str | None = Field(None, max_length=998)
+    references: str | None = Field(None, max_length=20000)
+
+
+class Tracking(BaseModel):
+    tracked: bool
+    reason: str
+
+
+class MessageOut(BaseModel):
+    id: int
+    mailbox_id: int
+    message_id: str
+    subject: str
+    from_addr: str
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    tracking: Tracking
+    viewed: bool
+    first_viewed_at: datetime | None
+    last_viewed_at: datetime | None
+    view_count: int
+
+
+class ViewOut(BaseModel):
+    id: int
+    at: datetime
+    method: str
+    ip: str | None
+    user_agent: str | None
+    recipient: int
+    headers: dict[str, str]
+
+
+class MessageDetail(MessageOut):
+    views: list[ViewOut]
+
+
+def _message(m: MessageRecord) -> dict[str, Any]:
+    return {
+        "id": m.id, "mailbox_id": m.mailbox_id, "message_id": m.message_id,
+        "subject": m.subject, "from_addr": m.from_addr, "to": m.to, "cc": m.cc, "bcc": m.bcc,
+        "status": m.status, "attempts": m.attempts, "last_error": m.last_error,
+        "created_at": m.created_at, "next_attempt_at": m.next_attempt_at, "sent_at": m.sent_at,
+        "tracking": {"tracked": m.tracked, "reason": m.tracking_reason},
+        "viewed": m.view_count > 0, "first_viewed_at": m.first_viewed_at,
+        "last_viewed_at": m.last_viewed_at, "view_count": m.view_count,
+    }
+
+
+def _view(v: ViewRecord) -> dict[str, Any]:
+    return {"id": v.id, "at": v.at, "method": v.method, "ip": v.ip,
+            "user_agent": v.user_agent, "recipient": v.recipient, "headers": v.headers}
+
+
+# -- the app -----------------------------------------------------------------------------
+
+def build_api(instance: Instance) -> FastAPI:
+    store, sender = instance.store, instance.sender
+    api = FastAPI(
+        title="mailseen", version="1", openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs", redoc_url=None,
+        description="Email open tracking for team mailboxes. Authenticate with "
+                    "`Authorization: Bearer <token>` (`mailseen token create`).",
+    )
+
+    def problem(status: int, message: str, field: str | None = None) -> JSONResponse:
+        return JSONResponse({"error": message, "field": field}, status_code=status)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        msg = str(first.get("msg", "invalid request"))
+        ctx = first.get("ctx", {}) or {}
+        if isinstance(ctx.get("error"), InvalidInput):
+            msg, field = str(ctx["error"]), ctx["error"].field or field
+        return problem(422, f"{field}: {msg}" if field and not msg.startswith(field) else msg,
+                       field)
+
+    @api.exception_handler(MailseenError)
+    async def _domain_error(request: Request, exc: MailseenError) -> JSONResponse:
+        if isinstance(exc, InvalidInput):
+            return problem(422, str(exc), exc.field)
+        if isinstance(exc, NotFound):
+            return problem(404, str(exc))
+        if isinstance(exc, Conflict):
+            return problem(409, str(exc))
+        if isinstance(exc, StorageUnavailable):
+            return problem(503, "the database is unavailable; try again shortly")
+        return problem(400, str(exc))
+
+    def authorized(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token or not store.check_token(
+                hash_token(token.strip())):
+            raise _Unauthorized()
+
+    @api.exception_handler(_Unauthorized)
+    async def _unauth(request: Request, exc: _Unauthorized) -> JSONResponse:
+        resp = problem(401, "missing or invalid API token")
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
+
+    auth = [Depends(authorized)]
+    Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+    def mailbox_out(box: MailboxRecord) -> dict[str, Any]:
+        decision = decide(sender.global_tracking(), box.tracking)
+        return {**box.__dict__, "effective_tracking": decision.enabled,
+                "tracking_reason": decision.reason}
+
+    @api.get("/api/v1/health", include_in_schema=True)
+    def health() -> dict[str, Any]:
+        return {"ok": True, "queue": store.queue_counts()}
+
+    @api.get("/api/v1/settings", dependencies=auth, response_model=SettingsBody)
+    def get_settings() -> dict[str, Any]:
+        return {"tracking_enabled": sender.global_tracking()}
+
+    @api.put("/api/v1/settings", dependencies=auth, response_model=SettingsBody)
+    def put_settings(body: SettingsBody) -> dict[str, Any]:
+        sender.set_global_tracking(body.tracking_enabled)
+        return {"tracking_enabled": sender.global_tracking()}
+
+    @api.get("/api/v1/mailboxes", dependencies=auth, response_model=list[MailboxOut])
+    def list_mailboxes() -> list[dict[str, Any]]:
+        return [mailbox_out(b) for b in store.list_mailboxes()]
+
+    @api.post("/api/v1/mailboxes", dependencies=auth, response_model=MailboxOut,
+              status_code=201, responses={409: {"model": Problem}, 422: {"model": Problem}})
+    def add_mailbox(body: MailboxBody) -> dict[str, Any]:
+        _check_smtp(body.transport, body.smtp_host)
+        return mailbox_out(store.add_mailbox(MailboxIn(**body.model_dump())))
+
+    @api.get("/api/v1/mailboxes/{mailbox_id}", dependencies=auth, response_model=MailboxOut,
+             responses={404: {"model": Problem}})
+    def get_mailbox(mailbox_id: Id) -> dict[str, Any]:
+        return mailbox_out(store.get_mailbox(mailbox_id))
+
+    @api.patch("/api/v1/mailboxes/{mailbox_id}", dependencies=auth, response_model=MailboxOut,
+               responses={404: {"model": Problem}, 409: {"model": Problem}})
+    def patch_mailbox(mailbox_id: Id, body: MailboxPatch) -> dict[str, Any]:
+        changes = body.model_dump(exclude_unset=True)
+        if changes.get("smtp_password", "") is None:
+            changes["smtp_password"] = ""
+
+        def change(current: MailboxIn) -> MailboxIn:
+            merged = {**current.__dict__, **{k: v for k, v in changes.items()
+                                             if v is not None or k.startswith("smtp_")}}
+            new = MailboxIn(**merged)
+            _check_smtp(new.transport, new.smtp_host)
+            return new
+
+        return mailbox_out(store.update_mailbox(mailbox_id, change))
+
+    @api.post("/api/v1/messages", dependencies=auth, response_model=MessageOut,
+              status_code=202, responses={404: {"model": Problem}, 422: {"model": Problem}})
+    def send_message(body: MessageBody) -> dict[str, Any]:
+        box = _find_mailbox(body.mailbox)
+        draft = Draft(from_addr=box.address, from_name=box.display_name, to=body.to,
+                      cc=body.cc, bcc=body.bcc, subject=body.subject, text=body.text,
+                      html=body.html, attachments=[a.decode() for a in body.attachments],
+                      in_reply_to=body.in_reply_to, references=body.references)
+        return _message(sender.send_draft(box, draft))
+
+    @api.post("/api/v1/messages/raw", dependencies=auth, response_model=MessageOut,
+              status_code=202, responses={404: {"model": Problem}, 413: {"model": Problem},
+                                          422: {"model": Problem}},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "message/rfc822": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def send_raw(request: Request,
+                       mailbox: Annotated[str, Query(description="Sending mailbox address.")],
+                       to: Annotated[list[str] | None, Query(
+                           description="Envelope recipients; default: To, Cc and Bcc.")] = None,
+                       ) -> Any:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_RAW_BYTES:
+                return problem(413, "message larger than 50 MB", "body")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        envelope = [parse_address(a, "to") for a in to] if to else None
+        box = await run_in_threadpool(_find_mailbox, mailbox)
+        record = await run_in_threadpool(
+            lambda: sender.submit(box, raw, envelope_to=envelope))
+        return _message(record)
+
+    @api.get("/api/v1/messages", dependencies=auth, response_model=list[MessageOut])
+    def list_messages(
+        mailbox_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+        status: Annotated[Literal["queued", "sending", "sent", "failed"] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                            description="Only messages with a smaller id.")
+                          ] = None,
+    ) -> list[dict[str, Any]]:
+        return [_message(m) for m in store.list_messages(
+            mailbox_id=mailbox_id, status=status, limit=limit, before_id=before)]
+
+    @api.get("/api/v1/messages/{message_id}", dependencies=auth, response_model=MessageDetail,
+             responses={404: {"model": Problem}})
+    def get_message(message_id: Id) -> dict[str, Any]:
+        m = store.get_message(message_id)
+        return {**_message(m), "views": [_view(v) for v in store.list_views(m.id)]}
+
+    @api.get("/api/v1/messages/{message_id}/views", dependencies=auth,
+             response_model=list[ViewOut], responses={404: {"model": Problem}})
+    def get_views(message_id: Id) -> list[dict[str, Any]]:
+        store.get_message(message_id)
+        return [_view(v) for v in store.list_views(message_id)]
+
+    def _find_mailbox(ref: str) -> MailboxRecord:
+        try:
+            return store.find_mailbox(ref)
+        except NotFound as exc:
+            raise InvalidInput(f"mailbox: no mailbox {ref}", field="mailbox") from exc
+
+    return api
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _check_smtp(transport: str, host: str | None) -> None:
+    if transport == "smtp" and not host:
+        raise InvalidInput("smtp_host: needed when transport is smtp", field="smtp_host")

@@ -1,0 +1,93 @@
+"""``GET``/``HEAD /t/<token>.gif``: always the image, whatever happens.
+
+Plain ASGI: this path is the busiest one and needs no routing, validation or middleware.
+A genuine token's view is committed (group commit) before the response goes out; anything
+else (unknown, forged, truncated or oversized tokens, a database failure) still gets the same
+image and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..core.clientip import Network, client_ip
+from ..core.pixel import GIF
+from ..core.tokens import TOKEN_LENGTH, TokenSigner
+from ..services.recorder import ViewRecorder
+from ..storage import ViewIn
+
+__all__ = ["PixelApp"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# Request headers kept with each view, for classifying the hit later.
+KEPT_HEADERS = frozenset({b"accept", b"accept-language", b"via", b"from", b"referer",
+                          b"sec-purpose", b"purpose", b"x-moz"})
+_MAX_HEADER_VALUE = 1024
+
+_IMAGE_HEADERS = [
+    (b"content-type", b"image/gif"),
+    (b"content-length", str(len(GIF)).encode()),
+    (b"cache-control", b"no-store, no-cache, must-revalidate, private, max-age=0"),
+    (b"pragma", b"no-cache"),
+    (b"expires", b"Thu, 01 Jan 1970 00:00:00 GMT"),
+    (b"x-content-type-options", b"nosniff"),
+]
+_IMAGE_START = {"type": "http.response.start", "status": 200, "headers": _IMAGE_HEADERS}
+_IMAGE_BODY = {"type": "http.response.body", "body": GIF}
+_EMPTY_BODY = {"type": "http.response.body", "body": b""}
+_PREFIX_LEN = len("/t/")
+_SUFFIX = ".gif"
+
+
+class PixelApp:
+    def __init__(self, signer: TokenSigner, recorder: ViewRecorder,
+                 trusted_proxies: Sequence[Network] = ()) -> None:
+        self.signer = signer
+        self.recorder = recorder
+        self.trusted = tuple(trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 405,
+                        "headers": [(b"allow", b"GET, HEAD"), (b"content-length", b"0")]})
+            await send(_EMPTY_BODY)
+            return
+        try:
+            await self._record(scope, method)
+        except Exception:  # never let recording stop the image
+            log.exception("pixel hit not recorded")
+        await send(_IMAGE_START)
+        await send(_IMAGE_BODY if method == "GET" else _EMPTY_BODY)
+
+    async def _record(self, scope: Scope, method: str) -> None:
+        path: str = scope["path"]
+        if not path.endswith(_SUFFIX) or len(path) != _PREFIX_LEN + TOKEN_LENGTH + len(_SUFFIX):
+            return
+        ref = self.signer.check(path[_PREFIX_LEN : -len(_SUFFIX)])
+        if ref is None:
+            return
+        kept: dict[str, str] = {}
+        user_agent: str | None = None
+        forwarded: str | None = None
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.lower()
+            if name == b"user-agent":
+                user_agent = raw_value[:_MAX_HEADER_VALUE].decode("latin-1")
+            elif name == b"x-forwarded-for":
+                forwarded = raw_value[:_MAX_HEADER_VALUE].decode("latin-1")
+            elif name in KEPT_HEADERS:
+                kept[name.decode()] = raw_value[:_MAX_HEADER_VALUE].decode("latin-1")
+        peer = scope.get("client")
+        ip = client_ip(peer[0] if peer else None, forwarded, self.trusted)
+        await self.recorder.record(ViewIn(
+            message_id=ref.message_id, recipient=ref.recipient, at=datetime.now(UTC),
+            method=method, ip=ip, user_agent=user_agent, headers=kept))
