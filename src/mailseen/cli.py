@@ -85,7 +85,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     """Run the HTTP server (pixel and REST API) and the delivery worker."""
     import uvicorn
 
-    from .web.app import MailseenApp
+    from .web.app import MailseenApp, server_config
 
     settings = _settings(ctx, host=host, port=port, public_url=public_url,
                          trusted_proxies=trusted_proxies, secret_key=secret_key, worker=worker)
@@ -95,8 +95,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     app = MailseenApp(inst, run_worker=settings.worker)
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
                f"(pixels at {settings.base_url}/t/…, data in {settings.data_dir})", err=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                access_log=False, proxy_headers=False, server_header=False)
+    uvicorn.Server(server_config(app, settings.host, settings.port)).run()
     inst.close()
 
 

@@ -7,6 +7,8 @@ import contextlib
 import functools
 import logging
 
+import uvicorn
+
 from ..services.instance import Instance
 from ..services.recorder import ViewRecorder
 from .api import build_api
@@ -88,3 +90,10 @@ class MailseenApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+
+
+def server_config(app: MailseenApp, host: str, port: int) -> uvicorn.Config:
+    """How mailseen runs under uvicorn. Proxy headers are off: the pixel app decides which
+    X-Forwarded-For to believe (only from configured trusted proxies)."""
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                          proxy_headers=False, server_header=False, ws="none", lifespan="on")

@@ -1,0 +1,130 @@
+"""The pixel endpoint: always the image, a view recorded only for a genuine token."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from mailseen.core.pixel import GIF
+from mailseen.core.tokens import TokenRef
+from mailseen.services.instance import Instance
+from mailseen.storage import MailboxIn
+
+from .conftest import LiveServer
+
+NO_CACHE = "no-store, no-cache, must-revalidate, private"
+
+
+def _tracked_message(instance: Instance) -> tuple[int, str]:
+    box = instance.store.add_mailbox(MailboxIn("support@example.com", tracking="enabled"))
+    raw = (b"From: support@example.com\r\nTo: bob@example.org\r\nSubject: hi\r\n"
+           b"Content-Type: text/html\r\n\r\n<html><body><p>Hi</p></body></html>\r\n")
+    msg = instance.sender.submit(box, raw)
+    return msg.id, instance.signer.make(TokenRef(msg.id))
+
+
+def _assert_image(resp: httpx.Response, head: bool = False) -> None:
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "image/gif"
+    assert resp.headers["cache-control"].startswith(NO_CACHE)
+    assert resp.headers["expires"] == "Thu, 01 Jan 1970 00:00:00 GMT"
+    assert "set-cookie" not in resp.headers
+    assert resp.content == (b"" if head else GIF)
+
+
+def test_genuine_token_records_a_view_with_its_headers(live_server: LiveServer,
+                                                       instance: Instance) -> None:
+    mid, token = _tracked_message(instance)
+    headers = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0) Outlook/16.0",
+               "Accept": "image/*", "X-Moz": "prefetch", "Cookie": "not=kept"}
+    resp = httpx.get(f"{live_server.url}/t/{token}.gif", headers=headers)
+    _assert_image(resp)
+    msg = instance.store.get_message(mid)
+    assert msg.view_count == 1
+    assert msg.first_viewed_at == msg.last_viewed_at is not None
+    [view] = instance.store.list_views(mid)
+    assert view.ip == "127.0.0.1"
+    assert view.user_agent == headers["User-Agent"]
+    assert view.headers == {"accept": "image/*", "x-moz": "prefetch"}
+    assert view.method == "GET"
+
+
+@pytest.mark.parametrize("path", [
+    "/t/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.gif",  # right length, wrong signature
+    "/t/short.gif",
+    "/t/" + "A" * 5000 + ".gif",
+    "/t/..%2F..%2Fetc%2Fpasswd.gif",
+    "/t/%00%ff.gif",
+    "/t/",
+])
+def test_any_other_token_gets_the_same_image_and_records_nothing(
+        live_server: LiveServer, instance: Instance, path: str) -> None:
+    mid, _ = _tracked_message(instance)
+    resp = httpx.get(live_server.url + path)
+    _assert_image(resp)
+    assert instance.store.get_message(mid).view_count == 0
+
+
+def test_truncated_and_tampered_tokens_record_nothing(live_server: LiveServer,
+                                                      instance: Instance) -> None:
+    mid, token = _tracked_message(instance)
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for bad in (token[:-1], token + "A", flipped, token.swapcase()):
+        _assert_image(httpx.get(f"{live_server.url}/t/{bad}.gif"))
+    assert instance.store.get_message(mid).view_count == 0
+
+
+def test_head_answers_like_get_without_a_body(live_server: LiveServer,
+                                              instance: Instance) -> None:
+    mid, token = _tracked_message(instance)
+    resp = httpx.head(f"{live_server.url}/t/{token}.gif")
+    _assert_image(resp, head=True)
+    assert resp.headers["content-length"] == "43"
+    [view] = instance.store.list_views(mid)
+    assert view.method == "HEAD"
+
+
+def test_other_methods_are_refused(live_server: LiveServer) -> None:
+    resp = httpx.post(f"{live_server.url}/t/x.gif")
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "GET, HEAD"
+
+
+async def test_concurrent_hits_are_all_durable(live_server: LiveServer,
+                                               instance: Instance) -> None:
+    mid, token = _tracked_message(instance)
+    async with httpx.AsyncClient(base_url=live_server.url) as client:
+        replies = await asyncio.gather(*[client.get(f"/t/{token}.gif") for _ in range(200)])
+    assert all(r.status_code == 200 for r in replies)
+    # Every answered hit was committed before its answer: no waiting needed here.
+    assert instance.store.get_message(mid).view_count == 200
+    assert len(instance.store.list_views(mid)) == 200
+
+
+def test_recording_failure_still_answers_the_image(live_server: LiveServer,
+                                                   instance: Instance,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    mid, token = _tracked_message(instance)
+
+    def broken(views: object) -> int:
+        raise RuntimeError("disk on fire")
+
+    live_server.instance.store.record_views = broken  # type: ignore[method-assign]
+    resp = httpx.get(f"{live_server.url}/t/{token}.gif")
+    _assert_image(resp)
+    assert "pixel hit not recorded" in caplog.text
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path, database_url,
+                                                             instance: Instance) -> None:
+    mid, token = _tracked_message(instance)
+    for trusted, expected in (("", "127.0.0.1"), ("127.0.0.1/32", "203.0.113.9")):
+        server = LiveServer(tmp_path, database_url, trusted_proxies=trusted).start()
+        try:
+            httpx.get(f"{server.url}/t/{token}.gif",
+                      headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
+        finally:
+            server.stop()
+        assert instance.store.list_views(mid)[-1].ip == expected
