@@ -1,0 +1,211 @@
+"""Delivery: the queue in the database, the SMTP relay transport against a real aiosmtpd
+server (STARTTLS, implicit TLS, AUTH), the local outbox, retries and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mailseen.core.compose import Draft
+from mailseen.services.instance import Instance
+from mailseen.storage import MailboxIn
+from mailseen.storage.store import now
+
+from .conftest import make_settings
+from .smtp_server import SmtpServer
+
+USERS = {"relay-user": "s3cret pass"}
+
+
+@pytest.fixture
+def smtp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SmtpServer]:
+    mode = getattr(request, "param", "starttls")
+    server = SmtpServer(mode, USERS).start(tmp_path)
+    yield server
+    server.stop()
+
+
+def _open(tmp_path: Path, database_url: str, smtp: SmtpServer | None = None) -> Instance:
+    extra = {"smtp_ca_file": smtp.ca_file} if smtp else {}
+    return Instance.open(make_settings(tmp_path, database_url, **extra), migrate=False)
+
+
+def _smtp_box(inst: Instance, smtp: SmtpServer, tls: str = "starttls",
+              password: str = "s3cret pass", port: int | None = None) -> int:
+    box = inst.store.add_mailbox(MailboxIn(
+        "sales@example.com", "Sales", transport="smtp", smtp_host="127.0.0.1",
+        smtp_port=port or smtp.port, smtp_tls=tls,  # type: ignore[arg-type]
+        smtp_username="relay-user", smtp_password=password, tracking="enabled"))
+    return box.id
+
+
+def _draft(**kw: object) -> Draft:
+    base: dict[str, object] = {"from_addr": "", "to": ["alice@example.org"],
+                               "bcc": ["boss@example.net"], "subject": "Quote",
+                               "text": "hello", "html": "<p>hello</p>"}
+    base.update(kw)
+    return Draft(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("smtp", ["starttls", "implicit"], indirect=True)
+async def test_smtp_relay_delivers_with_tls_and_auth(tmp_path: Path, database_url: str,
+                                                    smtp: SmtpServer) -> None:
+    inst = _open(tmp_path, database_url, smtp)
+    box = inst.store.get_mailbox(_smtp_box(inst, smtp, tls=smtp.mode))
+    msg = inst.sender.send_draft(box, _draft())
+    assert await inst.worker().drain() == 1
+    [got] = smtp.messages
+    assert got.authenticated_as == "relay-user"
+    assert got.mail_from == "sales@example.com"
+    assert sorted(got.rcpt_tos) == ["alice@example.org", "boss@example.net"]
+    parsed = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert parsed["Bcc"] is None  # Bcc recipients get it without a Bcc header
+    assert parsed["Message-ID"] == msg.message_id
+    assert b"/t/" in got.data  # tracked: the pixel went out
+    assert got.data == inst.store.get_raw(msg.id)
+    done = inst.store.get_message(msg.id)
+    assert done.status == "sent" and done.sent_at is not None and done.attempts == 1
+    inst.close()
+
+
+async def test_temporary_failure_retries_with_backoff_then_delivers(
+        tmp_path: Path, database_url: str, smtp: SmtpServer) -> None:
+    inst = _open(tmp_path, database_url, smtp)
+    box = inst.store.get_mailbox(_smtp_box(inst, smtp))
+    msg = inst.sender.send_draft(box, _draft())
+    smtp.handler.reply = "451 4.3.0 mailbox busy, try later"
+    worker = inst.worker()
+    assert await worker.drain() == 1
+    queued = inst.store.get_message(msg.id)
+    assert queued.status == "queued" and queued.attempts == 1
+    assert "451" in (queued.last_error or "")
+    assert queued.next_attempt_at is not None and queued.next_attempt_at > now()
+    assert await worker.drain() == 0  # not due yet: backoff is respected
+    smtp.handler.reply = None
+    await asyncio.sleep(worker.backoff(1) + 0.05)
+    assert await worker.drain() == 1
+    sent = inst.store.get_message(msg.id)
+    assert sent.status == "sent" and sent.attempts == 2
+    assert len(smtp.messages) == 1
+    inst.close()
+
+
+def test_backoff_doubles_up_to_the_cap(tmp_path: Path, database_url: str) -> None:
+    inst = _open(tmp_path, database_url)
+    w = inst.worker()
+    assert [w.backoff(n) for n in (1, 2, 3, 10)] == [0.05, 0.1, 0.2, 0.2]
+    inst.close()
+
+
+async def test_permanent_failure_marks_the_message_failed_with_the_reply(
+        tmp_path: Path, database_url: str, smtp: SmtpServer) -> None:
+    inst = _open(tmp_path, database_url, smtp)
+    box = inst.store.get_mailbox(_smtp_box(inst, smtp))
+    msg = inst.sender.send_draft(box, _draft())
+    smtp.handler.reply = "554 5.7.1 message rejected as spam"
+    assert await inst.worker().drain() == 1
+    failed = inst.store.get_message(msg.id)
+    assert failed.status == "failed"
+    assert failed.last_error == "554 5.7.1 message rejected as spam"
+    inst.close()
+
+
+async def test_wrong_password_is_a_permanent_failure(tmp_path: Path, database_url: str,
+                                                     smtp: SmtpServer) -> None:
+    inst = _open(tmp_path, database_url, smtp)
+    box = inst.store.get_mailbox(_smtp_box(inst, smtp, password="wrong"))
+    msg = inst.sender.send_draft(box, _draft())
+    await inst.worker().drain()
+    failed = inst.store.get_message(msg.id)
+    assert failed.status == "failed" and (failed.last_error or "").startswith("535")
+    assert smtp.messages == []
+    inst.close()
+
+
+async def test_unreachable_relay_retries_then_gives_up(tmp_path: Path,
+                                                       database_url: str) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inst = _open(tmp_path, database_url)
+    box = inst.store.add_mailbox(MailboxIn("ops@example.com", transport="smtp",
+                                           smtp_host="127.0.0.1", smtp_port=port,
+                                           smtp_tls="none"))
+    msg = inst.sender.send_draft(box, _draft())
+    worker = inst.worker()
+    for _ in range(inst.settings.max_attempts):
+        await worker.drain()
+        await asyncio.sleep(worker.retry_max + 0.05)
+    failed = inst.store.get_message(msg.id)
+    assert failed.status == "failed"
+    assert failed.attempts == inst.settings.max_attempts
+    assert (failed.last_error or "").startswith("gave up after 3 attempts")
+    inst.close()
+
+
+async def test_outbox_writes_eml_files_named_after_the_message(
+        tmp_path: Path, database_url: str) -> None:
+    inst = _open(tmp_path, database_url)
+    box = inst.store.add_mailbox(MailboxIn("support@example.com"))
+    msg = inst.sender.send_draft(box, _draft())
+    assert await inst.worker().drain() == 1
+    [path] = inst.settings.outbox_dir.glob("*.eml")
+    assert path.name.endswith(f"-{msg.id}.eml")
+    assert path.read_bytes() == inst.store.get_raw(msg.id)
+    inst.close()
+
+
+async def test_a_claim_whose_worker_died_is_delivered_after_its_lease(
+        tmp_path: Path, database_url: str) -> None:
+    inst = _open(tmp_path, database_url)
+    box = inst.store.add_mailbox(MailboxIn("support@example.com"))
+    msg = inst.sender.send_draft(box, _draft())
+    # A worker claims it and dies before finishing: the row stays "sending".
+    claim = inst.store.claim_next(timedelta(seconds=0.2))
+    assert claim is not None and claim.message.id == msg.id
+    assert inst.store.claim_next(timedelta(minutes=5)) is None  # leased: nobody else takes it
+    await asyncio.sleep(0.3)
+    assert await inst.worker().drain() == 1
+    done = inst.store.get_message(msg.id)
+    assert done.status == "sent" and done.attempts == 2
+    inst.close()
+
+
+async def test_concurrent_workers_deliver_each_message_exactly_once(
+        tmp_path: Path, database_url: str, smtp: SmtpServer) -> None:
+    inst = _open(tmp_path, database_url, smtp)
+    box = inst.store.get_mailbox(_smtp_box(inst, smtp))
+    ids = [inst.sender.send_draft(box, _draft(subject=f"n{i}")).id for i in range(30)]
+    others = [_open(tmp_path, database_url, smtp) for _ in range(3)]
+    counts = await asyncio.gather(*[o.worker().drain() for o in others])
+    assert sum(counts) == 30
+    subjects = sorted(email.message_from_bytes(m.data)["Subject"] for m in smtp.messages)
+    assert subjects == sorted(f"n{i}" for i in range(30))
+    assert all(inst.store.get_message(i).status == "sent" for i in ids)
+    for o in [inst, *others]:
+        o.close()
+
+
+async def test_worker_stops_on_request_after_finishing(tmp_path: Path,
+                                                       database_url: str) -> None:
+    inst = _open(tmp_path, database_url)
+    box = inst.store.add_mailbox(MailboxIn("support@example.com"))
+    msg = inst.sender.send_draft(box, _draft())
+    stop = asyncio.Event()
+    worker = inst.worker()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(100):
+        if inst.store.get_message(msg.id).status == "sent":
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert inst.store.get_message(msg.id).status == "sent"
+    inst.close()
