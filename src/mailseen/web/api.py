@@ -23,6 +23,7 @@ from ..storage import MailboxIn, MailboxRecord, MessageRecord, ViewRecord
 __all__ = ["build_api", "hash_token"]
 
 MAX_RAW_BYTES = 50 * 1024 * 1024
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def hash_token(token: str) -> str:
@@ -235,7 +236,6 @@ def build_api(instance: Instance) -> FastAPI:
         return resp
 
     auth = [Depends(authorized)]
-    Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
     def mailbox_out(box: MailboxRecord) -> dict[str, Any]:
         decision = decide(sender.global_tracking(), box.tracking)
