@@ -1,0 +1,99 @@
+"""End to end: a message sent through the API and delivered over SMTP is displayed by a real
+HTML mail reader (headless Chromium), which fetches the pixel, and the API shows the view."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mailseen.web.api import hash_token
+
+from .conftest import API_TOKEN, LiveServer
+from .smtp_server import SmtpServer
+
+CHROMIUM = os.environ.get("MAILSEEN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[SmtpServer]:
+    server = SmtpServer("starttls", {"relay": "pw"}).start(tmp_path)
+    yield server
+    server.stop()
+
+
+def _html_of(raw: bytes) -> str:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    part = msg.get_body(preferencelist=("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+async def test_chromium_displaying_the_delivered_message_records_a_view(
+        tmp_path: Path, database_url: str, relay: SmtpServer, browser: object) -> None:
+    server = LiveServer(tmp_path, database_url, smtp_ca_file=relay.ca_file).start()
+    try:
+        api = httpx.Client(base_url=server.url + "/api/v1",
+                           headers={"Authorization": f"Bearer {API_TOKEN}"})
+        server.instance.store.add_token("e2e", hash_token(API_TOKEN))
+        assert api.put("/settings", json={"tracking_enabled": True}).status_code == 200
+        api.post("/mailboxes", json={
+            "address": "support@example.com", "display_name": "Support", "transport": "smtp",
+            "smtp_host": "127.0.0.1", "smtp_port": relay.port, "smtp_tls": "starttls",
+            "smtp_username": "relay", "smtp_password": "pw"}).raise_for_status()
+        sent = api.post("/messages", json={
+            "mailbox": "support@example.com", "to": ["customer@example.org"],
+            "subject": "Your ticket", "text": "Hello",
+            "html": "<html><body><h1>Hello</h1><p>We fixed it.</p></body></html>"}).json()
+        assert sent["tracking"] == {"tracked": True, "reason": "enabled globally"}
+        for _ in range(200):  # the server's worker delivers it to the relay
+            if relay.messages:
+                break
+            time.sleep(0.025)
+        [delivered] = relay.messages
+        html = _html_of(delivered.data)
+        assert f"{server.url}/t/" in html
+
+        before = api.get(f"/messages/{sent['id']}").json()
+        assert before["viewed"] is False
+
+        page = await browser.new_page()  # type: ignore[attr-defined]
+        async with page.expect_response(lambda r: "/t/" in r.url) as pixel:
+            await page.set_content(html)
+        response = await pixel.value
+        assert response.status == 200
+        assert await response.header_value("content-type") == "image/gif"
+        await page.close()
+
+        after = api.get(f"/messages/{sent['id']}").json()
+        assert after["viewed"] is True and after["view_count"] == 1
+        [view] = after["views"]
+        assert "Chrome" in view["user_agent"]
+        assert view["ip"] == "127.0.0.1"
+        api.close()
+    finally:
+        server.stop()
