@@ -320,7 +320,8 @@ def tag(ctx: click.Context, mailbox_address: str) -> None:
     if record.tracked:
         click.echo("trackable=true", err=True)
     else:
-        click.echo(f"trackable=false reason={record.tracking_reason}", err=True)
+        reason = record.tracking_reason.removeprefix("not trackable: ")
+        click.echo(f"trackable=false reason={reason}", err=True)
 
 
 @main.group()

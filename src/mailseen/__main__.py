@@ -1,0 +1,3 @@
+from mailseen.cli import main
+
+main()

@@ -1,0 +1,215 @@
+"""The command line: every command, its output, and one-line errors with non-zero exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from mailseen.cli import main
+
+from .conftest import SECRET
+
+HTML_MESSAGE = (b"From: support@example.com\r\nTo: bob@example.org\r\nSubject: Hi\r\n"
+                b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+                b"<html><body><p>Hello</p></body></html>\r\n")
+TEXT_MESSAGE = (b"From: support@example.com\r\nTo: bob@example.org\r\nSubject: Hi\r\n"
+                b"\r\nHello\r\n")
+
+
+class Cli:
+    """Runs `mailseen` in-process against the test database."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __call__(self, *args: str, input: bytes | str | None = None) -> Result:
+        return CliRunner().invoke(main, list(args), input=input, env=self.env,
+                                  catch_exceptions=False)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, database_url: str) -> Cli:
+    return Cli({"MAILSEEN_DATA_DIR": str(tmp_path / "data"),
+                "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET})
+
+
+def _ok(result: Result) -> str:
+    assert result.exit_code == 0, result.output + result.stderr
+    return result.stdout
+
+
+def _error(result: Result, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mailseen: error: ")
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_mailbox_add_list_show_set(cli: Cli) -> None:
+    box = json.loads(_ok(cli("mailbox", "add", "support@example.com", "--name", "Support")))
+    assert box["tracking"] == "global" and box["tracking_reason"] == "disabled globally"
+    assert "support@example.com" in _ok(cli("mailbox", "list"))
+    changed = json.loads(_ok(cli("mailbox", "set", "support@example.com",
+                                 "--tracking", "enabled")))
+    assert changed["tracking_reason"] == "enabled by mailbox setting"
+    shown = json.loads(_ok(cli("mailbox", "show", "SUPPORT@example.com")))
+    assert shown["id"] == box["id"] and shown["display_name"] == "Support"
+
+
+def test_smtp_mailbox_needs_a_host_and_hides_the_password(cli: Cli) -> None:
+    assert "--smtp-host" in _error(cli("mailbox", "add", "a@example.com", "--transport", "smtp"),
+                                   2)
+    out = _ok(cli("mailbox", "add", "a@example.com", "--transport", "smtp", "--smtp-host",
+                  "smtp.example.com", "--smtp-password", "hunter2"))
+    assert "hunter2" not in out and json.loads(out)["has_smtp_password"] is True
+
+
+def test_global_tracking_setting(cli: Cli) -> None:
+    assert _ok(cli("settings", "show")).strip() == "tracking: off"
+    _ok(cli("settings", "tracking", "on"))
+    assert _ok(cli("settings", "show")).strip() == "tracking: on"
+    _ok(cli("mailbox", "add", "a@example.com"))
+    assert json.loads(_ok(cli("mailbox", "show", "a@example.com")))["effective_tracking"]
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (("mailbox", "add", "not-an-address"), 2),
+    (("mailbox", "show", "nobody@example.com"), 1),
+    (("mailbox", "set", "nobody@example.com", "--tracking", "enabled"), 1),
+    (("send", "--mailbox", "nobody@example.com", "--to", "x@y.org", "--text", "t"), 1),
+    (("message", "show", "42"), 1),
+    (("token", "revoke", "42"), 1),
+])
+def test_bad_input_is_one_line_and_non_zero(cli: Cli, args: tuple[str, ...], code: int) -> None:
+    _error(cli(*args), code)
+
+
+def test_duplicate_mailbox_is_an_error(cli: Cli) -> None:
+    _ok(cli("mailbox", "add", "a@example.com"))
+    assert "exists already" in _error(cli("mailbox", "add", "a@example.com"))
+
+
+def test_send_queues_and_worker_delivers_to_the_outbox(cli: Cli, tmp_path: Path) -> None:
+    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
+    html = tmp_path / "body.html"
+    html.write_text("<p>Hello <b>there</b></p>")
+    att = tmp_path / "notes.txt"
+    att.write_text("attached")
+    out = _ok(cli("send", "--mailbox", "support@example.com", "--to", "bob@example.org",
+                  "--bcc", "boss@example.org", "--subject", "Hello", "--text", "Hello there",
+                  "--html", str(html), "--attach", str(att)))
+    assert out.startswith("queued message 1 <") and "enabled by mailbox setting" in out
+    assert "delivered 1 message(s)" in _ok(cli("worker", "--once"))
+    [eml] = (tmp_path / "data" / "outbox").glob("*.eml")
+    raw = eml.read_bytes()
+    assert b"/t/" in raw and b"Bcc" not in raw and b'filename="notes.txt"' in raw
+    listing = _ok(cli("message", "list"))
+    assert listing.startswith("1\tsent\tnot viewed\tHello")
+    shown = json.loads(_ok(cli("message", "show", "1")))
+    assert shown["envelope_to"] == ["bob@example.org", "boss@example.org"]
+    assert shown["views"] == []
+
+
+def test_send_raw_from_stdin(cli: Cli) -> None:
+    _ok(cli("mailbox", "add", "support@example.com"))
+    out = _ok(cli("send", "--mailbox", "support@example.com", "--raw", "-",
+                  input=TEXT_MESSAGE))
+    assert "disabled globally" in out
+
+
+def test_tag_filter_tracks_html_and_registers_the_message(cli: Cli) -> None:
+    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
+    result = cli("tag", "--mailbox", "support@example.com", input=HTML_MESSAGE)
+    assert result.exit_code == 0
+    assert result.stderr == "trackable=true\n"
+    out = result.stdout_bytes
+    assert out.startswith(b"Message-ID: <") and b"/t/" in out
+    assert out.endswith(b'</body></html>\r\n')
+    # Everything but the added Message-ID and the pixel is unchanged.
+    tag_start = out.index(b"<img")
+    tag_end = out.index(b"/>", tag_start) + 2
+    body = out[out.index(b"From:"):tag_start] + out[tag_end:]
+    assert body == HTML_MESSAGE
+    assert _ok(cli("message", "list")).startswith("1\tsent\tnot viewed\tHi")
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    (TEXT_MESSAGE, "plain text"),
+    (b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com\r\n" + HTML_MESSAGE, "signed"),
+    (b"From: a@example.com\r\nContent-Type: multipart/mixed\r\n\r\n--x\r\n\r\nhi\r\n",
+     "broken MIME: multipart/mixed without a boundary"),
+])
+def test_tag_filter_passes_what_it_cannot_track_unchanged(cli: Cli, message: bytes,
+                                                          reason: str) -> None:
+    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
+    message = b"Message-ID: <fixed@example.com>\r\n" + message
+    result = cli("tag", "--mailbox", "support@example.com", input=message)
+    assert result.exit_code == 0
+    assert result.stdout_bytes == message
+    assert result.stderr == f"trackable=false reason={reason}\n"
+
+
+def test_tag_filter_reports_disabled_tracking(cli: Cli) -> None:
+    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "disabled"))
+    result = cli("tag", "--mailbox", "support@example.com", input=HTML_MESSAGE)
+    assert result.stderr == "trackable=false reason=disabled by mailbox setting\n"
+    assert b"/t/" not in result.stdout_bytes
+
+
+@pytest.mark.parametrize("garbage", [b"", b"   \n", b"\x00\x01\x02\xff\xfe binary", b"hello"])
+def test_tag_filter_refuses_what_is_not_a_message(cli: Cli, garbage: bytes) -> None:
+    _ok(cli("mailbox", "add", "support@example.com"))
+    result = cli("tag", "--mailbox", "support@example.com", input=garbage)
+    assert "not" in _error(result, 2)
+    assert result.stdout_bytes == b""
+
+
+def test_tag_filter_refuses_an_unknown_mailbox(cli: Cli) -> None:
+    result = cli("tag", "--mailbox", "nobody@example.com", input=HTML_MESSAGE)
+    assert "no mailbox nobody@example.com" in _error(result)
+
+
+def test_tag_runs_as_a_real_process_filter(cli: Cli, tmp_path: Path) -> None:
+    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
+    proc = subprocess.run([sys.executable, "-m", "mailseen", "tag", "--mailbox",
+                           "support@example.com"], input=HTML_MESSAGE, capture_output=True,
+                          env={**cli.env, "PATH": "/usr/bin:/bin"}, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b"trackable=true\n" and b"/t/" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "mailseen", "tag", "--mailbox",
+                          "support@example.com"], input=b"", capture_output=True,
+                         env={**cli.env, "PATH": "/usr/bin:/bin"}, timeout=60, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.decode().count("\n") == 1 and b"Traceback" not in bad.stderr
+
+
+def test_token_create_list_revoke(cli: Cli) -> None:
+    token = _ok(cli("token", "create", "ci")).strip()
+    assert token.startswith("ms_") and len(token) > 30
+    assert "ci" in _ok(cli("token", "list")) and token not in _ok(cli("token", "list"))
+    _ok(cli("token", "revoke", "1"))
+    assert _ok(cli("token", "list")) == ""
+
+
+def test_db_upgrade_is_idempotent(cli: Cli) -> None:
+    assert "up to date" in _ok(cli("db", "upgrade"))
+    assert "up to date" in _ok(cli("db", "upgrade"))
+
+
+def test_every_command_has_help(cli: Cli) -> None:
+    def walk(cmd: click.Command, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    for path, cmd in walk(main, []):
+        assert "Usage:" in _ok(cli(*path, "--help"))
+        assert cmd.help, f"mailseen {' '.join(path)} has no help text"
