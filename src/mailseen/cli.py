@@ -66,6 +66,12 @@ def _instance(ctx: click.Context) -> Instance:
     return inst
 
 
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def _out(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -89,8 +95,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
 
     settings = _settings(ctx, host=host, port=port, public_url=public_url,
                          trusted_proxies=trusted_proxies, secret_key=secret_key, worker=worker)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging(settings)
     inst = Instance.open(settings)
     app = MailseenApp(inst, run_worker=settings.worker)
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
@@ -105,8 +110,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
 def worker(ctx: click.Context, once: bool) -> None:
     """Run a delivery worker on its own (several may run against PostgreSQL)."""
     inst = _instance(ctx)
-    logging.basicConfig(level=inst.settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging(inst.settings)
     w = inst.worker()
     if once:
         click.echo(f"delivered {asyncio.run(w.drain())} message(s)")

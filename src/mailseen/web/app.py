@@ -73,6 +73,7 @@ class MailseenApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
         await self.recorder.stop()
+        log.info("stopped: pending views written, delivery worker finished")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
