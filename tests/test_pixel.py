@@ -106,7 +106,7 @@ async def test_concurrent_hits_are_all_durable(live_server: LiveServer,
 def test_recording_failure_still_answers_the_image(live_server: LiveServer,
                                                    instance: Instance,
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    mid, token = _tracked_message(instance)
+    _mid, token = _tracked_message(instance)
 
     def broken(views: object) -> int:
         raise RuntimeError("disk on fire")

@@ -41,7 +41,7 @@ def test_serve_starts_on_a_fresh_data_folder_and_stops_on_sigterm(tmp_path: Path
         assert (tmp_path / "fresh" / "secret.key").exists()
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _out, err = proc.communicate(timeout=20)
     # uvicorn re-raises SIGTERM once it has shut down, as servers conventionally do.
     assert proc.returncode in (0, -signal.SIGTERM), err.decode()
     assert b"stopped: pending views written" in err

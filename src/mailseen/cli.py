@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from .config import Settings, load_settings
-from .core.compose import Attachment, Draft
+from .core.compose import Attachment, Draft, parse_address
 from .core.tracking import decide
 from .errors import InvalidInput, MailseenError, NotAMessage
 from .services.instance import Instance
@@ -206,10 +206,8 @@ def mailbox() -> None:
 @click.argument("address")
 @_mailbox_options
 @click.pass_context
-def mailbox_add(ctx: click.Context, address: str, **opts: Any) -> None:
+def mailbox_add(ctx: click.Context, /, address: str, **opts: Any) -> None:
     """Create a mailbox."""
-    from .core.compose import parse_address
-
     inst = _instance(ctx)
     values = {k: v for k, v in opts.items() if v is not None}
     box = inst.store.add_mailbox(_check_smtp(MailboxIn(parse_address(address, "address"),
@@ -242,10 +240,9 @@ def mailbox_show(ctx: click.Context, address: str) -> None:
 @click.option("--address", "new_address", help="Change the address.")
 @_mailbox_options
 @click.pass_context
-def mailbox_set(ctx: click.Context, address: str, new_address: str | None, **opts: Any) -> None:
+def mailbox_set(ctx: click.Context, /, address: str, new_address: str | None,
+                **opts: Any) -> None:
     """Change a mailbox, e.g. `mailbox set support@example.com --tracking disabled`."""
-    from .core.compose import parse_address
-
     inst = _instance(ctx)
     box = inst.store.find_mailbox(address)
     values = {k: v for k, v in opts.items() if v is not None}

@@ -50,8 +50,7 @@ class DeliveryWorker:
                 continue
             self._wake.clear()
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            _, pending = await asyncio.wait(waits, timeout=self.idle_poll,
-                                            return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=self.idle_poll, return_when=asyncio.FIRST_COMPLETED)
             for task in waits:
                 task.cancel()
 

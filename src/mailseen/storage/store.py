@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -241,10 +242,10 @@ class Store:
                                      .order_by(Message.next_attempt_at, Message.id).limit(1))
                 if candidate is None:
                     return None
-                won = s.execute(
+                result = s.execute(
                     update(Message).where(Message.id == candidate, due).values(
-                        status="sending", lease_until=t + lease, attempts=Message.attempts + 1)
-                ).rowcount
+                        status="sending", lease_until=t + lease, attempts=Message.attempts + 1))
+                won = cast(CursorResult[Any], result).rowcount
                 if not won:
                     continue
                 row = s.get(Message, candidate)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 
 import uvicorn
@@ -62,9 +61,13 @@ class MailseenApp:
         await self.recorder.start()
         if self.run_worker:
             worker = self.instance.worker()
-            # The API queues messages from worker threads; wake the worker on its own loop.
-            self.instance.sender.on_queued = functools.partial(
-                asyncio.get_running_loop().call_soon_threadsafe, worker.wake)
+            loop = asyncio.get_running_loop()
+
+            def wake() -> None:
+                # The API queues messages from its threads; wake the worker on its own loop.
+                loop.call_soon_threadsafe(worker.wake)
+
+            self.instance.sender.on_queued = wake
             self._worker_task = asyncio.create_task(worker.run(self._stop), name="delivery")
 
     async def shutdown(self) -> None:
