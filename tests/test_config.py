@@ -8,17 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from mailseen.config import Settings, load_settings, setting_help
+from mailseen.config import Settings, load_settings, setting_help, settings_table
 from mailseen.errors import InvalidInput
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_every_setting_has_help_and_is_documented_in_the_readme() -> None:
+def test_every_setting_has_help_and_the_readme_table_is_current() -> None:
     readme = README.read_text()
     for name, help_text in setting_help().items():
         assert help_text.strip(), name
         assert f"`MAILSEEN_{name.upper()}`" in readme, f"{name} missing from README"
+    start = readme.index("-->\n", readme.index("<!-- settings table")) + 4
+    end = readme.index("<!-- /settings table -->")
+    assert readme[start:end] == settings_table(), "regenerate the README settings table"
 
 
 def test_options_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:

@@ -90,6 +90,19 @@ def setting_help() -> dict[str, str]:
     return {f.name: f.metadata["help"] for f in fields(Settings)}
 
 
+def settings_table() -> str:
+    """The README's settings table, made from the fields above."""
+    rows = ["| environment variable | config file key | default | meaning |",
+            "| --- | --- | --- | --- |"]
+    for f in fields(Settings):
+        default = f.default
+        shown = (", ".join(map(str, default)) if isinstance(default, tuple) else
+                 str(default).lower() if isinstance(default, bool) else str(default))
+        rows.append(f"| `MAILSEEN_{f.name.upper()}` | `{f.name}` | "
+                    f"{'`' + shown + '`' if shown else '(empty)'} | {f.metadata['help']} |")
+    return "\n".join(rows) + "\n"
+
+
 def _convert(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     try:
@@ -146,6 +159,8 @@ def load_settings(options: Mapping[str, Any] | None = None,
         parts = urlsplit(settings.public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise InvalidInput("public_url must be an absolute http(s) URL", field="public_url")
+    if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise InvalidInput("log_level must be debug, info, warning or error", field="log_level")
     if not 0 <= settings.port < 65536:
         raise InvalidInput("port must be between 0 and 65535", field="port")
     return settings
