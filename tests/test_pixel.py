@@ -128,3 +128,18 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path, database_
         finally:
             server.stop()
         assert instance.store.list_views(mid)[-1].ip == expected
+
+
+async def test_two_nodes_sharing_one_database_both_record(tmp_path, database_url,
+                                                          instance: Instance) -> None:
+    mid, token = _tracked_message(instance)
+    nodes = [LiveServer(tmp_path, database_url).start() for _ in range(2)]
+    try:
+        async with httpx.AsyncClient() as client:
+            await asyncio.gather(*[client.get(f"{node.url}/t/{token}.gif")
+                                   for node in nodes for _ in range(50)])
+    finally:
+        for node in nodes:
+            node.stop()
+    msg = instance.store.get_message(mid)
+    assert msg.view_count == 100 == len(instance.store.list_views(mid))
