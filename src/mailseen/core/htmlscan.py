@@ -9,6 +9,7 @@ the string it was given so the caller can splice.
 
 from __future__ import annotations
 
+import html as htmllib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,21 +17,40 @@ from dataclasses import dataclass, field
 __all__ = ["Scan", "scan_html", "splice_pixel"]
 
 # Elements whose content is raw text: nothing inside is a tag (HTML Living Standard, 13.1.2).
+# noscript is not among them: mail clients never run scripts, so its content is markup.
 _RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed",
                        "noframes", "plaintext"})
 
-_MARKUP = re.compile(
-    r"""
-      (?P<comment><!--.*?(?:-->|\Z))
-    | (?P<cond><!\[if[^\]]*\]>.*?(?:<!\[endif\]>|\Z))
-    | (?P<decl><![^>]*(?:>|\Z))
-    | (?P<pi><\?[^>]*(?:>|\Z))
-    | </(?P<close>[A-Za-z][^\s/>]*)(?:[^>"']|"[^"]*"|'[^']*')*(?:>|\Z)
-    | <(?P<open>[A-Za-z][^\s/>]*)(?P<attrs>(?:[^>"']|"[^"]*"|'[^']*')*)(?:>|\Z)
-    """,
-    re.S | re.X | re.I,
+# Only these five are whitespace to an HTML tokenizer; ``\s`` would also match U+00A0, which
+# is a continuation byte of UTF-8 text seen through latin-1.
+_WS = r"[\t\n\f\r ]"
+# Attributes as the tokenizer reads them: a quote only opens a value right after "=", so
+# ``<p class=it's>`` holds no quoted string (a quote inside a name or unquoted value is a
+# plain character there).
+_ATTRS = (
+    rf"(?:[\t\n\f\r /]+|[^\t\n\f\r />][^\t\n\f\r />=]*"
+    rf"(?:{_WS}*={_WS}*(?:\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z)|[^\t\n\f\r >]*))?)*"
 )
-_SRC = re.compile(r"""(?:^|[\s/])src\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
+_MARKUP_SOURCE = rf"""
+      (?P<comment><!--(?:-?>|.*?(?:--!?>|\Z)))
+    | (?P<cond><!\[if[^\]>]*\]>)(?P<condbody>.*?)(?:<!\[endif\]{_WS}*>|\Z)
+    | <![^>]*(?:>|\Z)
+    | <\?[^>]*(?:>|\Z)
+    | </(?P<close>[A-Za-z][^\t\n\f\r />]*){_ATTRS}(?:>|\Z)
+    | </(?![A-Za-z>])[^>]*(?:>|\Z)
+    | <(?P<open>[A-Za-z][^\t\n\f\r />]*)(?P<attrs>{_ATTRS})(?:>|\Z)
+    """
+_MARKUP = re.compile(_MARKUP_SOURCE, re.S | re.X | re.I)
+# Inside a conditional block a nested conditional's opener is passed over and its content
+# scanned in place: finding each nested block's end first would make piled-up openers
+# quadratic, and only our pixels are looked for there.
+_MARKUP_INNER = re.compile(r"(?P<nested><!--\[if[^\]>]*\]>|<!\[if[^\]>]*\]>)|" +
+                           _MARKUP_SOURCE, re.S | re.X | re.I)
+_ATTR = re.compile(
+    rf"""([^\t\n\f\r />][^\t\n\f\r />=]*)(?:{_WS}*={_WS}*("[^"]*"?|'[^']*'?|[^\t\n\f\r >]*))?"""
+)
+_COND_COMMENT = re.compile(r"<!--\[if[^\]]*\]>", re.I)
+_RAW_END = {name: re.compile(rf"</{name}[\t\n\f\r />]", re.I) for name in _RAW_TEXT}
 
 
 @dataclass
@@ -43,47 +63,80 @@ class Scan:
 def scan_html(html: str, is_own_pixel: Callable[[str], bool]) -> Scan:
     """Tokenize just enough of ``html`` to find the real closing tags and our own pixels."""
     scan = Scan()
-    pos = 0
-    search = _MARKUP.search
+    _scan(html, 0, len(html), scan, is_own_pixel, True)
+    return scan
+
+
+def _scan(html: str, pos: int, endpos: int, scan: Scan, is_own_pixel: Callable[[str], bool],
+          closes: bool) -> None:
+    """Scan ``html[pos:endpos]``; with ``closes`` False only look for our pixels (inside an
+    Outlook conditional block, whose markup some clients render but whose end tags we
+    must not take as the document's)."""
+    search = (_MARKUP if closes else _MARKUP_INNER).search
     while True:
-        m = search(html, pos)
+        m = search(html, pos, endpos)
         if m is None:
-            return scan
+            return
         pos = m.end()
+        if not closes and m.group("nested") is not None:
+            continue
+        comment = m.group("comment")
+        if comment is not None:
+            cond = _COND_COMMENT.match(comment)
+            if cond is not None:
+                # Outlook renders the inside, so an old pixel there would load.
+                closer = 4 if comment.endswith("--!>") else 3 if comment.endswith("-->") else 0
+                _scan(html, m.start() + cond.end(), m.end() - closer, scan, is_own_pixel, False)
+            continue
+        if m.group("cond") is not None:
+            _scan(html, m.start("condbody"), m.end("condbody"), scan, is_own_pixel, False)
+            continue
         close = m.group("close")
         if close is not None:
-            name = close.lower()
-            if name == "body":
-                scan.body_close = m.start()
-            elif name == "html":
-                scan.html_close = m.start()
+            if closes:
+                name = close.lower()
+                if name == "body":
+                    scan.body_close = m.start()
+                elif name == "html":
+                    scan.html_close = m.start()
             continue
         name = m.group("open")
         if name is None:
             continue
         name = name.lower()
         if name == "img":
-            src = _SRC.search(m.group("attrs"))
-            if src is not None:
-                url = next(g for g in src.groups() if g is not None)
-                if is_own_pixel(url.replace("&amp;", "&")):
-                    scan.own_pixels.append((m.start(), m.end()))
+            src = _src(m.group("attrs"))
+            if src is not None and is_own_pixel(src):
+                scan.own_pixels.append((m.start(), m.end()))
         elif name in _RAW_TEXT:
             if name == "plaintext":
-                return scan
-            end = re.compile(r"</" + name + r"[\s/>]", re.I).search(html, pos)
+                return
+            end = _RAW_END[name].search(html, pos, endpos)
             if end is None:
-                return scan
+                return
             pos = end.start()
 
 
+def _src(attrs: str) -> str | None:
+    """The value of the first ``src`` attribute (a repeated attribute is ignored by browsers),
+    with character references resolved."""
+    for m in _ATTR.finditer(attrs):
+        if m.group(1).lower() == "src":
+            value = m.group(2) or ""
+            if value[:1] in ("'", '"'):
+                value = value[1:-1] if len(value) > 1 and value[-1] == value[0] else value[1:]
+            return htmllib.unescape(value)
+    return None
+
+
 def splice_pixel(html: str, tag: str, is_own_pixel: Callable[[str], bool],
-                 max_line: int | None = None) -> tuple[str, int]:
+                 max_line: int | None = None, eol: str | None = None) -> tuple[str, int]:
     """Return ``html`` with our earlier pixels removed and ``tag`` before the last real
     ``</body>`` (else ``</html>``, else at the end), and how many earlier pixels went.
 
     With ``max_line`` the tag is put on a line of its own when inserting it inline would make
-    its line longer than that, so 7bit/8bit parts keep within SMTP's 998-octet limit.
+    its line longer than that, so 7bit/8bit parts keep within SMTP's 998-octet limit; ``eol``
+    is the line ending to use for that (default: the one ``html`` uses).
     """
     scan = scan_html(html, is_own_pixel)
     at = scan.body_close if scan.body_close is not None else scan.html_close
@@ -92,13 +145,15 @@ def splice_pixel(html: str, tag: str, is_own_pixel: Callable[[str], bool],
     parts: list[str] = []
     last = 0
     removed_before_at = 0
-    for start, end in scan.own_pixels:
+    for start, end in sorted(scan.own_pixels):
         parts.append(html[last:start])
         if end <= at:
             removed_before_at += end - start
         last = end
     parts.append(html[last:])
     cleaned = "".join(parts)
+    if not tag:
+        return cleaned, len(scan.own_pixels)
     at -= removed_before_at
     insert = tag
     if max_line is not None:
@@ -107,6 +162,7 @@ def splice_pixel(html: str, tag: str, is_own_pixel: Callable[[str], bool],
         if line_end == -1:
             line_end = len(cleaned)
         if line_end - line_start + len(tag) > max_line:
-            eol = "\r\n" if "\r\n" in cleaned else "\n"
+            if eol is None:
+                eol = "\r\n" if "\r\n" in cleaned else "\n"
             insert = eol + tag + eol
     return cleaned[:at] + insert + cleaned[at:], len(scan.own_pixels)

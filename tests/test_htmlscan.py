@@ -1,0 +1,264 @@
+"""Where the pixel goes in HTML: before the last *real* </body>, found without re-serialising."""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailseen.core.htmlscan import scan_html, splice_pixel
+from mailseen.core.pixel import PIXEL_PATH_RE
+from mailseen.core.tokens import TokenRef, TokenSigner
+
+SIGNER = TokenSigner(b"test-secret-key-0123456789abcdef")
+OLD_TOKEN = SIGNER.make(TokenRef(41))
+OLD_PIXEL = f'<img src="https://old.example/t/{OLD_TOKEN}.gif" width="1" height="1" alt="">'
+TAG = '<img src="https://track.example/t/NEW.gif" width="1" height="1" alt="">'
+
+
+def is_own_pixel(url: str) -> bool:
+    """As ``Sender.is_own_pixel``: our path with a genuine token, whatever the host."""
+    m = PIXEL_PATH_RE.search(urlsplit(url).path)
+    return m is not None and SIGNER.check(m.group(1)) is not None
+
+
+def never_own(url: str) -> bool:
+    return False
+
+
+def spliced(marked: str, own: bool = True) -> tuple[str, str]:
+    """``marked`` shows with ``@@`` where the pixel must land; return (input, expected)."""
+    assert marked.count("@@") == 1
+    return splice_pixel(marked.replace("@@", ""), TAG, is_own_pixel if own else never_own)[0], \
+        marked.replace("@@", TAG)
+
+
+@pytest.mark.parametrize("marked", [
+    pytest.param("<html><body><p>Hi</p>@@</body></html>", id="plain"),
+    pytest.param("<html><body>x@@</body></html>\n<!-- </body> -->\n", id="trailing-comment"),
+    pytest.param("<html><body>x@@</body>\n<!--[if mso]></body><![endif]-->\n</html>",
+                 id="mso-conditional-comment"),
+    pytest.param("<html><body>x@@</body>\n<![if !mso]></body><![endif]>\n</html>",
+                 id="downlevel-revealed-conditional"),
+    pytest.param("<html><body>x@@</body>\n<![IF !MSO]><p></BODY></p><![ENDIF]></html>",
+                 id="downlevel-revealed-uppercase"),
+    pytest.param("<body>x@@</body><script>var s = '</body>';</script></html>",
+                 id="script-string"),
+    pytest.param('<body>x@@</body><script type="text/javascript">\n'
+                 'document.write("<\\/script></body>")</script>', id="script-escaped-end"),
+    pytest.param("<body>x@@</body><style>/* </body> */ p { color: red }</style>",
+                 id="style"),
+    pytest.param("<body>x@@</body><textarea></body></textarea>", id="textarea"),
+    pytest.param("<html><head><title>a </body> b</title></head>x@@</html>",
+                 id="title-then-no-body"),
+    pytest.param("<body>x@@</body><noframes></body></noframes><xmp></body></xmp>",
+                 id="noframes-and-xmp"),
+    pytest.param('<body><p>x</p>@@</body><a title="</body>">y</a>', id="attribute-dq"),
+    pytest.param("<body><p>x</p>@@</body><a title='</body>'>y</a>", id="attribute-sq"),
+    pytest.param("<body><p>x</p>@@</body><a title=</body>>y</a>", id="attribute-unquoted"),
+    pytest.param("<html><body><p class=it's>x</p>@@</body><p title='y'></p></html>",
+                 id="apostrophe-in-unquoted-value"),
+    pytest.param("<html><body><b class=it's>x</b>@@</body><i title='y'>'</i></html>",
+                 id="apostrophe-in-unquoted-value-even-quotes"),
+    pytest.param('<html><body><p data-x=a"b>x</p>@@</body><p title="y">"</p></html>',
+                 id="quote-in-unquoted-value"),
+    pytest.param("<html><body><b it's>x</b>@@</body><i title='y'>'</i></html>",
+                 id="apostrophe-in-attribute-name"),
+    pytest.param("<html><body>x@@</BODY >\n</HTML>", id="uppercase-with-space"),
+    pytest.param("<html><body>x@@</Body\n  foo='>'></html>", id="end-tag-with-attribute"),
+    pytest.param("<html><body>x</body>y@@</body></html>", id="two-real-ends-last-wins"),
+    pytest.param("<html><p>no body</p>@@</html>\n", id="no-body-but-html"),
+    pytest.param("<p>fragment</p>\n@@", id="neither"),
+    pytest.param("@@", id="empty"),
+    pytest.param("<html><body>x@@</body><![CDATA[ </body> ]]></html>", id="cdata-bogus"),
+    pytest.param("<html><body>x@@</body><? </body> ?></html>", id="processing-instruction"),
+    pytest.param("<html><body>x@@</body></ </body></html>", id="bogus-end-tag"),
+    pytest.param("<html><body>x<!-->y@@</body></html>", id="abrupt-empty-comment"),
+    pytest.param("<html><body>x<!--->y@@</body></html>", id="abrupt-dash-comment"),
+    pytest.param("<html><body>x<!-- a --!>y@@</body></html>", id="comment-closed-by-bang"),
+    pytest.param("<html><body>x<!--[if !mso]><!-->y<!--<![endif]-->@@</body></html>",
+                 id="downlevel-revealed-valid-form"),
+    pytest.param("<html><body>x@@</body><plaintext></body></html>", id="plaintext"),
+    pytest.param("<html><body><style>p{}</style>x@@</body></html>", id="style-before-end"),
+    pytest.param("<html><body>x<bodyx></bodyx>@@</body></html>", id="similar-tag-name"),
+    pytest.param("<html><body>unclosed <style> p {} </body></html>@@",
+                 id="unclosed-style-hides-the-rest"),
+    pytest.param("<html><body>a<!-- unclosed comment </body></html>@@",
+                 id="unclosed-comment-hides-the-rest"),
+])
+def test_pixel_goes_before_the_last_real_body_end(marked: str) -> None:
+    got, expected = spliced(marked)
+    assert got == expected
+
+
+def test_scan_reports_offsets_into_the_given_string() -> None:
+    html = "<html><body>x</body>\n<!-- </body> --></html>"
+    scan = scan_html(html, never_own)
+    assert scan.body_close == html.index("</body>")
+    assert scan.html_close == html.index("</html>")
+    assert scan.own_pixels == []
+
+
+def test_our_old_pixel_in_a_quoted_reply_is_removed() -> None:
+    html = (f"<html><body><p>Thanks!</p><blockquote><p>Earlier</p>{OLD_PIXEL}</blockquote>"
+            "</body></html>")
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    assert removed == 1
+    assert OLD_TOKEN not in out
+    assert out == html.replace(OLD_PIXEL, "").replace("</body>", TAG + "</body>")
+
+
+@pytest.mark.parametrize("old", [
+    f"<img src='https://old.example/t/{OLD_TOKEN}.gif'>",
+    f"<img src=https://old.example/t/{OLD_TOKEN}.gif>",
+    f'<IMG SRC="http://moved.example:8080/base/t/{OLD_TOKEN}.gif" />',
+    f'<img\n  width="1"\n  src = "https://old.example/t/{OLD_TOKEN}.gif?x=1&amp;y=2">',
+    f'<img alt="quoted > reply" src="https://old.example/t/{OLD_TOKEN}.gif">',
+    f'<img src="https://old.example&#47;t&#47;{OLD_TOKEN}.gif">',
+])
+def test_every_spelling_of_our_old_pixel_is_removed(old: str) -> None:
+    html = f"<body><blockquote>{old}</blockquote>x</body>"
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    assert removed == 1
+    assert out == f"<body><blockquote></blockquote>x{TAG}</body>"
+
+
+@pytest.mark.parametrize("old", [
+    f"<!--[if mso]>{OLD_PIXEL}<![endif]-->",
+    f"<![if !mso]>{OLD_PIXEL}<![endif]>",
+])
+def test_our_old_pixel_inside_an_outlook_conditional_is_removed(old: str) -> None:
+    # Outlook (or everything but Outlook) shows these blocks, so the old pixel would load.
+    html = f"<body><blockquote>{old}</blockquote>x</body>"
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    assert removed == 1
+    assert out == f"<body><blockquote>{old.replace(OLD_PIXEL, '')}</blockquote>x{TAG}</body>"
+
+
+@pytest.mark.parametrize("img", [
+    '<img src="https://cdn.example/t/x.gif">',  # a foreign image on a /t/ path
+    f'<img src="https://old.example/t/{OLD_TOKEN[:-1]}.gif">',  # truncated token
+    f'<img src="https://old.example/t/{OLD_TOKEN}.png">',
+    f'<img alt="src=https://old.example/t/{OLD_TOKEN}.gif" src="logo.gif">',
+    f'<a href="https://old.example/t/{OLD_TOKEN}.gif">link</a>',
+    f'<script>var i = \'<img src="https://old.example/t/{OLD_TOKEN}.gif">\';</script>',
+])
+def test_foreign_images_and_lookalikes_are_kept(img: str) -> None:
+    html = f"<body>{img}x</body>"
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    assert removed == 0
+    assert out == f"<body>{img}x{TAG}</body>"
+
+
+def test_old_pixel_after_the_body_end_is_removed_and_the_offset_still_right() -> None:
+    html = f"<body>x</body>{OLD_PIXEL}</html>"
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    assert (out, removed) == (f"<body>x{TAG}</body></html>", 1)
+
+
+def test_several_old_pixels_before_and_after_the_insertion_point() -> None:
+    html = f"<body>{OLD_PIXEL}a{OLD_PIXEL}b</body>{OLD_PIXEL}"
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    assert (out, removed) == (f"<body>ab{TAG}</body>", 3)
+
+
+def test_empty_tag_only_removes_old_pixels() -> None:
+    html = f"<body>{OLD_PIXEL}a</body>"
+    assert splice_pixel(html, "", is_own_pixel) == ("<body>a</body>", 1)
+    long_line = "<body>" + "x" * 2000 + "</body>"
+    assert splice_pixel(long_line, "", is_own_pixel, max_line=998) == (long_line, 0)
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_long_line_gets_the_tag_on_a_line_of_its_own(eol: str) -> None:
+    html = f"<html>{eol}<body>" + "x" * 980 + f"</body>{eol}</html>{eol}"
+    out, _ = splice_pixel(html, TAG, never_own, max_line=998)
+    assert out.replace(eol + TAG + eol, "") == html
+    assert all(len(line.encode()) <= 998 for line in out.split(eol))
+
+
+def test_short_line_keeps_the_tag_inline() -> None:
+    html = "<body>\n<p>x</p></body>\n"
+    out, _ = splice_pixel(html, TAG, never_own, max_line=998)
+    assert out == f"<body>\n<p>x</p>{TAG}</body>\n"
+
+
+# Pieces that stress the tokenizer: hiding constructs, quotes, raw text, our old pixel.
+PIECES = [
+    "<html>", "</html>", "<body>", "</body>", "</BODY >", "<p>", "</p>", "text", " ", "\n",
+    "\r\n", "<", ">", "'", '"', "=", "/", "-", "!", "<!--", "-->", "--!>", "<!-->",
+    "<!--[if mso]>", "<![endif]-->", "<![if !mso]>", "<![endif]>", "<script>", "</script>",
+    "<style>", "</style>", "<title>", "</title>", "<textarea>", "</textarea>", '<a title="',
+    "<a title='", "<a title=", '">', "'>", "<![CDATA[", "]]>", "<?", "?>", "</ ", "é", "\u2603",
+    OLD_PIXEL, '<img src="https://cdn.example/t/x.gif">', "<img src=", "<plaintext>",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=30))
+def test_random_markup_changes_nothing_but_the_pixel(pieces: list[str]) -> None:
+    html = "".join(pieces)
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    assert out.count(TAG) == 1
+    at = out.index(TAG)
+    rest = out[:at] + out[at + len(TAG) :]
+    # Exactly the reported old pixels went, each a whole <img> tag naming our token.
+    spans = scan_html(html, is_own_pixel).own_pixels
+    assert removed == len(spans)
+    for start, end in spans:
+        assert html[start:end].lower().startswith("<img") and OLD_TOKEN in html[start:end]
+    kept = "".join(html[a:b] for a, b in zip([0] + [e for _, e in spans],
+                                            [s for s, _ in spans] + [len(html)], strict=True))
+    assert rest == kept
+    # The pixel sits at a closing body or html tag or at the very end.
+    after = out[at + len(TAG) :].lower()
+    assert after.startswith(("</body", "</html")) or after == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["<p>", "</p>", "text", "\n", "<body>", "</body>", "</BODY >",
+                                 "<html>", "</html>", "<br/>", "<b>", "</b>", OLD_PIXEL]),
+                max_size=30))
+def test_without_hiding_constructs_the_last_body_end_wins(pieces: list[str]) -> None:
+    html = "".join(pieces)
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    cleaned = html.replace(OLD_PIXEL, "")
+    assert removed == html.count(OLD_PIXEL)
+    ends = [m.start() for m in re.finditer("(?i)</body", cleaned)]
+    html_ends = [m.start() for m in re.finditer("(?i)</html", cleaned)]
+    at = ends[-1] if ends else html_ends[-1] if html_ends else len(cleaned)
+    assert out == cleaned[:at] + TAG + cleaned[at:]
+
+
+def test_old_pixel_ending_a_conditional_comment_goes_whole() -> None:
+    bare = f'<img src="https://old.example/t/{OLD_TOKEN}.gif">'
+    html = f"<body><!--[if mso]>{bare}--> x</body>"
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    assert (out, removed) == (f"<body><!--[if mso]>--> x{TAG}</body>", 1)
+
+
+PATHOLOGICAL = {
+    "piled-downlevel-openers": "<![if x]>" * 20000,
+    "piled-conditional-comments": "<!--[if x]>" * 20000,
+    "piled-mixed-conditionals": "<!--[if x]><![if y]>" * 10000,
+    "piled-unfinished-openers": "<![if" * 20000,
+    "piled-open-quotes": "<a b='" * 20000,
+    "one-huge-tag": "<p " + "a=b " * 50000,
+    "lone-angles": "<" * 100000,
+    "unfinished-end-tags": "</body" * 20000,
+    "unfinished-raw-text-end": "<style>" + "</styl" * 20000,
+    "many-tags": "<body>" + "<p class=x>y</p>" * 20000 + "</body>",
+}
+
+
+@pytest.mark.parametrize("name", list(PATHOLOGICAL))
+def test_pathological_markup_is_scanned_in_linear_time(name: str) -> None:
+    html = PATHOLOGICAL[name]
+    started = time.perf_counter()
+    out, _ = splice_pixel(html, TAG, is_own_pixel)
+    assert time.perf_counter() - started < 2
+    assert out.count(TAG) == 1
