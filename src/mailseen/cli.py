@@ -256,9 +256,7 @@ def mailbox_set(ctx: click.Context, /, address: str, new_address: str | None,
 # -- sending ------------------------------------------------------------------------------
 
 def _message_json(m: MessageRecord) -> dict[str, Any]:
-    d = dict(m.__dict__)
-    d["viewed"] = m.view_count > 0
-    return d
+    return {**m.__dict__, "viewed": m.viewed}
 
 
 @main.command()
@@ -341,8 +339,8 @@ def message_list(ctx: click.Context, mailbox_address: str | None, status: str | 
     inst = _instance(ctx)
     box_id = inst.store.find_mailbox(mailbox_address).id if mailbox_address else None
     for m in inst.store.list_messages(mailbox_id=box_id, status=status, limit=limit):
-        seen = f"viewed {m.view_count}x" if m.view_count else (
-            "not viewed" if m.tracked else "not tracked")
+        seen = (f"viewed {m.view_count}x" if m.view_count else "replied" if m.replied_at
+                else "not viewed" if m.tracked else "not tracked")
         err = f"\t{m.last_error}" if m.status == "failed" and m.last_error else ""
         click.echo(f"{m.id}\t{m.status}\t{seen}\t{m.subject}{err}")
 

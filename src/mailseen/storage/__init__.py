@@ -2,6 +2,9 @@
 
 from .db import Database
 from .records import (
+    ConversationRecord,
+    ImapState,
+    Judged,
     MailboxIn,
     MailboxRecord,
     MessageRecord,
@@ -12,7 +15,10 @@ from .records import (
 from .store import Store
 
 __all__ = [
+    "ConversationRecord",
     "Database",
+    "ImapState",
+    "Judged",
     "MailboxIn",
     "MailboxRecord",
     "MessageRecord",

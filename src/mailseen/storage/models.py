@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -80,6 +81,32 @@ class Mailbox(Base):
     smtp_password_enc: Mapped[str_null]
     tracking: Mapped[str] = mapped_column(String(10), default="global")
     created_at: Mapped[utc]
+    # Receiving by IMAP: the account, and where polling got to.
+    imap_host: Mapped[str_null]
+    imap_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    imap_tls: Mapped[str] = mapped_column(String(10), default="implicit")
+    imap_username: Mapped[str_null]
+    imap_password_enc: Mapped[str_null]
+    imap_folder: Mapped[str] = mapped_column(String(200), default="INBOX")
+    imap_uidvalidity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    imap_last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    imap_status: Mapped[str] = mapped_column(String(20), default="")
+    imap_error: Mapped[str_null]
+    imap_checked_at: Mapped[utc_null]
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    id: Mapped[intpk]
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id"))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    other_party: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[utc]
+    last_activity_at: Mapped[utc]
+    # The newest message the team sent here: its status is the conversation's eye.
+    latest_sent_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+
+    __table_args__ = (Index("ix_conversations_listing", "mailbox_id", "last_activity_at"),)
 
 
 class Message(Base):
@@ -107,9 +134,23 @@ class Message(Base):
     tracking_reason: Mapped[str] = mapped_column(Text, default="")
     first_viewed_at: Mapped[utc_null]
     last_viewed_at: Mapped[utc_null]
-    view_count: Mapped[int] = mapped_column(Integer, default=0)
+    view_count: Mapped[int] = mapped_column(Integer, default=0)  # human views only
+    machine_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_machine_at: Mapped[utc_null]
+    last_machine_at: Mapped[utc_null]
+    replied_at: Mapped[utc_null]  # a person replied: seen, even with images blocked
+    direction: Mapped[str] = mapped_column(String(3), default="out")
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id"), nullable=True, index=True)
+    automatic: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_reason: Mapped[str] = mapped_column(Text, default="")
 
-    __table_args__ = (Index("ix_messages_queue", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_messages_queue", "status", "next_attempt_at"),
+        # An inbound message seen twice (IMAP and SMTP, a re-poll) is one message.
+        Index("uq_messages_inbound", "mailbox_id", "message_id", unique=True,
+              sqlite_where=text("direction = 'in'"), postgresql_where=text("direction = 'in'")),
+    )
 
 
 class MessageData(Base):
@@ -134,6 +175,9 @@ class ViewEvent(Base):
     ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     user_agent: Mapped[str_null]
     headers_json: Mapped[str] = mapped_column(Text, default="{}")
+    verdict: Mapped[str] = mapped_column(String(7), default="human")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    client: Mapped[str] = mapped_column(Text, default="")
 
 
 class ApiToken(Base):

@@ -9,11 +9,16 @@ from typing import Literal
 TrackingMode = Literal["global", "enabled", "disabled"]
 Transport = Literal["outbox", "smtp"]
 TlsMode = Literal["none", "starttls", "implicit"]
-Status = Literal["queued", "sending", "sent", "failed"]
+Status = Literal["queued", "sending", "sent", "failed", "received"]
+Direction = Literal["out", "in"]
+Verdict = Literal["human", "machine"]
 
 
 @dataclass(frozen=True)
 class MailboxIn:
+    """A mailbox's settings as given by a user. A password of None means "unchanged" and
+    an empty one "remove"."""
+
     address: str
     display_name: str = ""
     transport: Transport = "outbox"
@@ -23,6 +28,15 @@ class MailboxIn:
     smtp_username: str | None = None
     smtp_password: str | None = None
     tracking: TrackingMode = "global"
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_tls: TlsMode = "implicit"
+    imap_username: str | None = None
+    imap_password: str | None = None
+    imap_folder: str = "INBOX"
+
+
+SECRET_FIELDS = ("smtp_password", "imap_password")
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,30 @@ class MailboxRecord:
     has_smtp_password: bool
     tracking: TrackingMode
     created_at: datetime
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_tls: TlsMode = "implicit"
+    imap_username: str | None = None
+    has_imap_password: bool = False
+    imap_folder: str = "INBOX"
+    imap_status: str = ""
+    imap_error: str | None = None
+    imap_checked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ImapState:
+    """Where polling a mailbox's IMAP folder got to, with its credentials."""
+
+    mailbox_id: int
+    host: str
+    port: int | None
+    tls: TlsMode
+    username: str
+    password: str
+    folder: str
+    uidvalidity: int | None
+    last_uid: int
 
 
 @dataclass(frozen=True)
@@ -53,6 +91,9 @@ class NewMessage:
     in_reply_to: str | None
     references: str | None
     source: str
+    direction: Direction = "out"
+    automatic: bool = False
+    auto_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +121,30 @@ class MessageRecord:
     first_viewed_at: datetime | None
     last_viewed_at: datetime | None
     view_count: int
+    machine_count: int = 0
+    first_machine_at: datetime | None = None
+    last_machine_at: datetime | None = None
+    replied_at: datetime | None = None
+    direction: Direction = "out"
+    conversation_id: int | None = None
+    automatic: bool = False
+    auto_reason: str = ""
+
+    @property
+    def viewed(self) -> bool:
+        """Seen by a person: a human view of the pixel, or a human reply."""
+        return self.view_count > 0 or self.replied_at is not None
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    id: int
+    mailbox_id: int
+    subject: str
+    other_party: str
+    created_at: datetime
+    last_activity_at: datetime
+    latest_sent_id: int | None
 
 
 @dataclass(frozen=True)
@@ -96,6 +161,15 @@ class ViewIn:
 
 
 @dataclass(frozen=True)
+class Judged:
+    """What classifying a hit said of it."""
+
+    verdict: Verdict
+    reason: str
+    client: str
+
+
+@dataclass(frozen=True)
 class ViewRecord:
     id: int
     message_id: int
@@ -105,3 +179,6 @@ class ViewRecord:
     ip: str | None
     user_agent: str | None
     headers: dict[str, str]
+    verdict: Verdict = "human"
+    reason: str = ""
+    client: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from ..core.tracking import decide
 from ..errors import Conflict, InvalidInput, MailseenError, NotFound, StorageUnavailable
 from ..services.instance import Instance
 from ..storage import MailboxIn, MailboxRecord, MessageRecord, ViewRecord
+from ..storage.records import SECRET_FIELDS
 
 __all__ = ["build_api", "hash_token"]
 
@@ -57,6 +59,12 @@ class MailboxBody(BaseModel):
     smtp_username: str | None = Field(None, max_length=320)
     smtp_password: str | None = Field(None, max_length=1000, description="Write-only.")
     tracking: TrackingMode = "global"
+    imap_host: str | None = Field(None, max_length=255, description="Receive by IMAP.")
+    imap_port: int | None = Field(None, ge=1, le=65535)
+    imap_tls: Literal["none", "starttls", "implicit"] = "implicit"
+    imap_username: str | None = Field(None, max_length=320)
+    imap_password: str | None = Field(None, max_length=1000, description="Write-only.")
+    imap_folder: str = Field("INBOX", min_length=1, max_length=200)
 
     @field_validator("address")
     @classmethod
@@ -75,6 +83,12 @@ class MailboxPatch(BaseModel):
     smtp_username: str | None = Field(None, max_length=320)
     smtp_password: str | None = Field(None, max_length=1000)
     tracking: TrackingMode | None = None
+    imap_host: str | None = Field(None, max_length=255)
+    imap_port: int | None = Field(None, ge=1, le=65535)
+    imap_tls: Literal["none", "starttls", "implicit"] | None = None
+    imap_username: str | None = Field(None, max_length=320)
+    imap_password: str | None = Field(None, max_length=1000)
+    imap_folder: str | None = Field(None, min_length=1, max_length=200)
 
     @field_validator("address")
     @classmethod
@@ -96,6 +110,15 @@ class MailboxOut(BaseModel):
     effective_tracking: bool
     tracking_reason: str
     created_at: datetime
+    imap_host: str | None
+    imap_port: int | None
+    imap_tls: str
+    imap_username: str | None
+    has_imap_password: bool
+    imap_folder: str
+    imap_status: str = Field(description='"ok", "error" or "" (never polled).')
+    imap_error: str | None
+    imap_checked_at: datetime | None
 
 
 class AttachmentBody(BaseModel):
@@ -147,10 +170,18 @@ class MessageOut(BaseModel):
     next_attempt_at: datetime | None
     sent_at: datetime | None
     tracking: Tracking
-    viewed: bool
+    viewed: bool = Field(description="Seen by a person: a human view, or a human reply.")
     first_viewed_at: datetime | None
     last_viewed_at: datetime | None
-    view_count: int
+    view_count: int = Field(description="Views judged human.")
+    replied_at: datetime | None
+    machine_count: int = Field(description="Fetches judged machine (never count as views).")
+    first_machine_at: datetime | None
+    last_machine_at: datetime | None
+    direction: Literal["out", "in"]
+    conversation_id: int | None
+    automatic: bool = Field(description="An inbound auto-reply or bounce.")
+    auto_reason: str
 
 
 class ViewOut(BaseModel):
@@ -161,6 +192,9 @@ class ViewOut(BaseModel):
     user_agent: str | None
     recipient: int
     headers: dict[str, str]
+    verdict: Literal["human", "machine"]
+    reason: str
+    client: str
 
 
 class MessageDetail(MessageOut):
@@ -174,14 +208,19 @@ def _message(m: MessageRecord) -> dict[str, Any]:
         "status": m.status, "attempts": m.attempts, "last_error": m.last_error,
         "created_at": m.created_at, "next_attempt_at": m.next_attempt_at, "sent_at": m.sent_at,
         "tracking": {"tracked": m.tracked, "reason": m.tracking_reason},
-        "viewed": m.view_count > 0, "first_viewed_at": m.first_viewed_at,
+        "viewed": m.viewed, "first_viewed_at": m.first_viewed_at,
         "last_viewed_at": m.last_viewed_at, "view_count": m.view_count,
+        "replied_at": m.replied_at, "machine_count": m.machine_count,
+        "first_machine_at": m.first_machine_at, "last_machine_at": m.last_machine_at,
+        "direction": m.direction, "conversation_id": m.conversation_id,
+        "automatic": m.automatic, "auto_reason": m.auto_reason,
     }
 
 
 def _view(v: ViewRecord) -> dict[str, Any]:
     return {"id": v.id, "at": v.at, "method": v.method, "ip": v.ip,
-            "user_agent": v.user_agent, "recipient": v.recipient, "headers": v.headers}
+            "user_agent": v.user_agent, "recipient": v.recipient, "headers": v.headers,
+            "verdict": v.verdict, "reason": v.reason, "client": v.client}
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -274,13 +313,14 @@ def build_api(instance: Instance) -> FastAPI:
                responses={404: {"model": Problem}, 409: {"model": Problem}})
     def patch_mailbox(mailbox_id: Id, body: MailboxPatch) -> dict[str, Any]:
         changes = body.model_dump(exclude_unset=True)
-        if changes.get("smtp_password", "") is None:
-            changes["smtp_password"] = ""
+        for key, value in list(changes.items()):
+            if value is None and key in SECRET_FIELDS:
+                changes[key] = ""  # an explicit null removes a stored password
+            elif value is None and key in _REQUIRED_ON_PATCH:
+                raise InvalidInput(f"{key}: may not be null", field=key)
 
         def change(current: MailboxIn) -> MailboxIn:
-            merged = {**current.__dict__, **{k: v for k, v in changes.items()
-                                             if v is not None or k.startswith("smtp_")}}
-            new = MailboxIn(**merged)
+            new = replace(current, **changes)
             _check_smtp(new.transport, new.smtp_host)
             return new
 
@@ -323,7 +363,8 @@ def build_api(instance: Instance) -> FastAPI:
     @api.get("/api/v1/messages", dependencies=auth, response_model=list[MessageOut])
     def list_messages(
         mailbox_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
-        status: Annotated[Literal["queued", "sending", "sent", "failed"] | None, Query()] = None,
+        status: Annotated[Literal["queued", "sending", "sent", "failed", "received"] | None,
+                          Query()] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         before: Annotated[int | None, Query(ge=1, le=2**63 - 1,
                                             description="Only messages with a smaller id.")
@@ -355,6 +396,10 @@ def build_api(instance: Instance) -> FastAPI:
 
 class _Unauthorized(Exception):
     pass
+
+
+_REQUIRED_ON_PATCH = {"address", "display_name", "transport", "smtp_tls", "tracking",
+                      "imap_tls", "imap_folder"}
 
 
 def _check_smtp(transport: str, host: str | None) -> None:

@@ -1,0 +1,90 @@
+"""What every part of the store shares: the transaction helper and the row converters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from ..errors import StorageUnavailable
+from .db import Database
+from .models import Conversation, Mailbox, Message, ViewEvent
+from .records import ConversationRecord, MailboxRecord, MessageRecord, ViewRecord
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Cipher(Protocol):
+    def encrypt(self, plain: str) -> str: ...
+    def decrypt(self, token: str) -> str: ...
+
+
+class StoreBase:
+    def __init__(self, db: Database, cipher: Cipher) -> None:
+        self.db = db
+        self.cipher = cipher
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        try:
+            with self.db.session() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise StorageUnavailable(f"database unavailable: {exc.orig}") from exc
+
+
+def mailbox_record(row: Mailbox) -> MailboxRecord:
+    return MailboxRecord(
+        id=row.id, address=row.address, display_name=row.display_name,
+        transport=row.transport,  # type: ignore[arg-type]
+        smtp_host=row.smtp_host, smtp_port=row.smtp_port,
+        smtp_tls=row.smtp_tls,  # type: ignore[arg-type]
+        smtp_username=row.smtp_username, has_smtp_password=bool(row.smtp_password_enc),
+        tracking=row.tracking,  # type: ignore[arg-type]
+        created_at=row.created_at, imap_host=row.imap_host, imap_port=row.imap_port,
+        imap_tls=row.imap_tls,  # type: ignore[arg-type]
+        imap_username=row.imap_username, has_imap_password=bool(row.imap_password_enc),
+        imap_folder=row.imap_folder, imap_status=row.imap_status, imap_error=row.imap_error,
+        imap_checked_at=row.imap_checked_at,
+    )
+
+
+def message_record(row: Message) -> MessageRecord:
+    return MessageRecord(
+        id=row.id, mailbox_id=row.mailbox_id, message_id=row.message_id, subject=row.subject,
+        from_addr=row.from_addr, to=json.loads(row.to_json), cc=json.loads(row.cc_json),
+        bcc=json.loads(row.bcc_json), envelope_to=json.loads(row.envelope_json),
+        in_reply_to=row.in_reply_to, references=row.references, source=row.source,
+        status=row.status,  # type: ignore[arg-type]
+        attempts=row.attempts, last_error=row.last_error, created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at, sent_at=row.sent_at, tracked=row.tracked,
+        tracking_reason=row.tracking_reason, first_viewed_at=row.first_viewed_at,
+        last_viewed_at=row.last_viewed_at, view_count=row.view_count,
+        machine_count=row.machine_count, first_machine_at=row.first_machine_at,
+        last_machine_at=row.last_machine_at, replied_at=row.replied_at,
+        direction=row.direction,  # type: ignore[arg-type]
+        conversation_id=row.conversation_id, automatic=row.automatic,
+        auto_reason=row.auto_reason,
+    )
+
+
+def conversation_record(row: Conversation) -> ConversationRecord:
+    return ConversationRecord(
+        id=row.id, mailbox_id=row.mailbox_id, subject=row.subject, other_party=row.other_party,
+        created_at=row.created_at, last_activity_at=row.last_activity_at,
+        latest_sent_id=row.latest_sent_id)
+
+
+def view_record(r: ViewEvent) -> ViewRecord:
+    return ViewRecord(id=r.id, message_id=r.message_id, recipient=r.recipient, at=r.at,
+                      method=r.method, ip=r.ip, user_agent=r.user_agent,
+                      headers=json.loads(r.headers_json),
+                      verdict=r.verdict,  # type: ignore[arg-type]
+                      reason=r.reason, client=r.client)

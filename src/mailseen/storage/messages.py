@@ -1,0 +1,208 @@
+"""Messages in both directions and the conversations that thread them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import NotFound
+from .base import StoreBase, conversation_record, message_record, now
+from .models import Conversation, Message, MessageData
+from .records import ConversationRecord, MessageRecord, NewMessage
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What the send pipeline made of a message once its id was known."""
+
+    raw: bytes
+    tracked: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ingested:
+    message: MessageRecord
+    duplicate: bool
+    replied_to: list[int]  # outbound messages this human reply proves were seen
+
+
+def referenced_ids(in_reply_to: str | None, references: str | None) -> list[str]:
+    """Message-IDs a message points back to, nearest first."""
+    found = _MSGID.findall(in_reply_to or "")
+    refs = _MSGID.findall(references or "")
+    return list(dict.fromkeys([*found, *reversed(refs)]))
+
+
+def _new_row(new: NewMessage) -> Message:
+    t = now()
+    return Message(
+        mailbox_id=new.mailbox_id, message_id=new.message_id, subject=new.subject,
+        from_addr=new.from_addr, to_json=json.dumps(new.to), cc_json=json.dumps(new.cc),
+        bcc_json=json.dumps(new.bcc), envelope_json=json.dumps(new.envelope_to),
+        in_reply_to=new.in_reply_to, references=new.references, source=new.source,
+        attempts=0, created_at=t, tracked=False, tracking_reason="", view_count=0,
+        machine_count=0, direction=new.direction, automatic=new.automatic,
+        auto_reason=new.auto_reason,
+    )
+
+
+class MessageStore(StoreBase):
+    def _thread(self, s: Session, new: NewMessage, hint_ids: Sequence[int] = ()
+                ) -> Conversation:
+        """The conversation ``new`` belongs to: that of a message it references, else that
+        of a message whose pixel it quotes (``hint_ids``), else a new one."""
+        refs = referenced_ids(new.in_reply_to, new.references)
+        conv_id = None
+        if refs:
+            rows = s.execute(select(Message.message_id, Message.conversation_id).where(
+                Message.mailbox_id == new.mailbox_id, Message.message_id.in_(refs),
+                Message.conversation_id.is_not(None))).all()
+            by_ref = {mid: cid for mid, cid in rows}
+            conv_id = next((by_ref[r] for r in refs if r in by_ref), None)
+        if conv_id is None and hint_ids:
+            conv_id = s.scalar(select(Message.conversation_id).where(
+                Message.id.in_(hint_ids), Message.mailbox_id == new.mailbox_id,
+                Message.conversation_id.is_not(None)).limit(1))
+        if conv_id is not None:
+            conv = s.get(Conversation, conv_id)
+            if conv is not None:
+                return conv
+        other = (new.to or [""])[0] if new.direction == "out" else new.from_addr
+        t = now()
+        conv = Conversation(mailbox_id=new.mailbox_id, subject=new.subject, other_party=other,
+                            created_at=t, last_activity_at=t)
+        s.add(conv)
+        s.flush()
+        return conv
+
+    def add_message(self, new: NewMessage, render: Callable[[int], Rendered],
+                    queued: bool = True) -> MessageRecord:
+        """Store an outbound message and queue it, atomically. ``render`` gets the new row's
+        id (the token needs it) and returns the bytes to deliver and the tracking decision.
+        With ``queued=False`` it is recorded as already sent (by other software)."""
+        with self._tx() as s:
+            row = _new_row(new)
+            row.status = "queued" if queued else "sent"
+            row.next_attempt_at = row.created_at if queued else None
+            row.sent_at = None if queued else row.created_at
+            conv = self._thread(s, new)
+            row.conversation_id = conv.id
+            s.add(row)
+            s.flush()
+            rendered = render(row.id)
+            row.tracked = rendered.tracked
+            row.tracking_reason = rendered.reason
+            s.add(MessageData(message_id=row.id, raw=rendered.raw))
+            conv.latest_sent_id = row.id
+            conv.last_activity_at = row.created_at
+            s.flush()
+            return message_record(row)
+
+    def add_inbound(self, new: NewMessage, raw: bytes, hint_ids: Sequence[int] = ()
+                    ) -> Ingested:
+        """Store a received message once (the same Message-ID again is a duplicate), thread
+        it, and when a person (not an auto-reply) replied, mark what they replied to as
+        seen."""
+        try:
+            with self._tx() as s:
+                existing = s.scalar(select(Message).where(
+                    Message.mailbox_id == new.mailbox_id, Message.direction == "in",
+                    Message.message_id == new.message_id))
+                if existing is not None:
+                    return Ingested(message_record(existing), True, [])
+                row = _new_row(new)
+                row.status, row.sent_at = "received", row.created_at
+                conv = self._thread(s, new, hint_ids)
+                row.conversation_id = conv.id
+                s.add(row)
+                s.flush()
+                s.add(MessageData(message_id=row.id, raw=raw))
+                conv.last_activity_at = row.created_at
+                replied: list[int] = []
+                if not new.automatic:
+                    replied = self._mark_replied(s, new, hint_ids)
+                s.flush()
+                return Ingested(message_record(row), False, replied)
+        except IntegrityError:  # the same message arrived by another path meanwhile
+            with self._tx() as s:
+                existing = s.scalar(select(Message).where(
+                    Message.mailbox_id == new.mailbox_id, Message.direction == "in",
+                    Message.message_id == new.message_id))
+                if existing is None:
+                    raise
+                return Ingested(message_record(existing), True, [])
+
+    def _mark_replied(self, s: Session, new: NewMessage, hint_ids: Sequence[int]) -> list[int]:
+        refs = referenced_ids(new.in_reply_to, None) or referenced_ids(None, new.references)[:1]
+        conditions = []
+        if refs:
+            conditions.append(Message.message_id.in_(refs))
+        if hint_ids:
+            conditions.append(Message.id.in_(hint_ids))
+        if not conditions:
+            return []
+        ids = list(s.scalars(select(Message.id).where(
+            Message.mailbox_id == new.mailbox_id, Message.direction == "out", or_(*conditions))))
+        if ids:
+            s.execute(update(Message).where(Message.id.in_(ids), Message.replied_at.is_(None))
+                      .values(replied_at=now()))
+        return ids
+
+    def get_message(self, message_id: int) -> MessageRecord:
+        with self._tx() as s:
+            row = s.get(Message, message_id)
+            if row is None:
+                raise NotFound(f"no message with id {message_id}")
+            return message_record(row)
+
+    def get_raw(self, message_id: int) -> bytes:
+        with self._tx() as s:
+            row = s.get(MessageData, message_id)
+            if row is None:
+                raise NotFound(f"no message with id {message_id}")
+            return row.raw
+
+    def list_messages(self, *, mailbox_id: int | None = None, status: str | None = None,
+                      limit: int = 50, before_id: int | None = None,
+                      conversation_id: int | None = None) -> list[MessageRecord]:
+        q = select(Message).order_by(Message.id.desc()).limit(limit)
+        if mailbox_id is not None:
+            q = q.where(Message.mailbox_id == mailbox_id)
+        if status is not None:
+            q = q.where(Message.status == status)
+        if before_id is not None:
+            q = q.where(Message.id < before_id)
+        if conversation_id is not None:
+            q = q.where(Message.conversation_id == conversation_id)
+        with self._tx() as s:
+            return [message_record(r) for r in s.scalars(q)]
+
+    def conversation_messages(self, conversation_id: int) -> list[MessageRecord]:
+        with self._tx() as s:
+            return [message_record(r) for r in s.scalars(
+                select(Message).where(Message.conversation_id == conversation_id)
+                .order_by(Message.created_at, Message.id))]
+
+    def get_conversation(self, conversation_id: int) -> ConversationRecord:
+        with self._tx() as s:
+            row = s.get(Conversation, conversation_id)
+            if row is None:
+                raise NotFound(f"no conversation with id {conversation_id}")
+            return conversation_record(row)
+
+    def list_conversations(self, mailbox_ids: Sequence[int], limit: int = 50,
+                           offset: int = 0) -> list[ConversationRecord]:
+        with self._tx() as s:
+            return [conversation_record(r) for r in s.scalars(
+                select(Conversation).where(Conversation.mailbox_id.in_(mailbox_ids))
+                .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+                .limit(limit).offset(offset))]

@@ -1,0 +1,79 @@
+"""The delivery queue, kept in the messages table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import CursorResult
+
+from .base import StoreBase, mailbox_record, message_record, now
+from .models import Mailbox, Message, MessageData
+from .records import MailboxRecord, MessageRecord
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message claimed for delivery, with what the transport needs."""
+
+    message: MessageRecord
+    raw: bytes
+    mailbox: MailboxRecord
+    smtp_password: str | None
+
+
+class QueueStore(StoreBase):
+    def claim_next(self, lease: timedelta) -> Claim | None:
+        """Claim one due message for delivery, or None. Safe with many workers: the claim
+        is a conditional UPDATE whose row count says who won. A claim whose worker died is
+        taken over once its lease has run out."""
+        t = now()
+        due = or_(
+            (Message.status == "queued") & (Message.next_attempt_at <= t),
+            (Message.status == "sending") & (Message.lease_until < t),
+        )
+        for _ in range(5):
+            with self._tx() as s:
+                candidate = s.scalar(select(Message.id).where(due)
+                                     .order_by(Message.next_attempt_at, Message.id).limit(1))
+                if candidate is None:
+                    return None
+                result = s.execute(
+                    update(Message).where(Message.id == candidate, due).values(
+                        status="sending", lease_until=t + lease, attempts=Message.attempts + 1))
+                if not cast(CursorResult[Any], result).rowcount:
+                    continue  # another worker won this one
+                row = s.get(Message, candidate)
+                assert row is not None
+                s.refresh(row)
+                box = s.get(Mailbox, row.mailbox_id)
+                data = s.get(MessageData, row.id)
+                assert box is not None and data is not None
+                password = (self.cipher.decrypt(box.smtp_password_enc)
+                            if box.smtp_password_enc else None)
+                return Claim(message_record(row), data.raw, mailbox_record(box), password)
+        return None
+
+    def mark_sent(self, message_id: int, note: str | None = None) -> None:
+        with self._tx() as s:
+            s.execute(update(Message).where(Message.id == message_id).values(
+                status="sent", sent_at=now(), lease_until=None, next_attempt_at=None,
+                last_error=note))
+
+    def mark_retry(self, message_id: int, error: str, at: datetime) -> None:
+        with self._tx() as s:
+            s.execute(update(Message).where(Message.id == message_id).values(
+                status="queued", next_attempt_at=at, lease_until=None, last_error=error))
+
+    def mark_failed(self, message_id: int, error: str) -> None:
+        with self._tx() as s:
+            s.execute(update(Message).where(Message.id == message_id).values(
+                status="failed", lease_until=None, next_attempt_at=None, last_error=error))
+
+    def queue_counts(self) -> dict[str, int]:
+        with self._tx() as s:
+            rows = s.execute(select(Message.status, func.count())
+                             .where(Message.direction == "out").group_by(Message.status))
+            return {status: count for status, count in rows}
