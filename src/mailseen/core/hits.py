@@ -1,0 +1,317 @@
+"""Whether a fetch of the tracking pixel was a person displaying the message, or a machine.
+
+Every hit gets a verdict, a reason and the client in words; only ``human`` verdicts count as
+views. The rules below are tried in order and the first that answers wins. Their order is the
+design:
+
+1. Facts about the request itself come first (our own web app, HEAD, prefetch headers, no
+   user agent): nothing about the client can make them a view.
+2. Then the machines that name themselves or their network: security gateways, link-preview
+   bots, scripts and headless browsers, Apple Mail Privacy Protection, Gmail's prefetch.
+3. Then behaviour: one client fetching several messages' pixels at once, and fetches within
+   about two seconds of sending. Both run *before* the human image proxies on purpose:
+
+   - The burst rule skips the image proxies (Gmail, Yahoo, Fastmail, HEY), because one proxy
+     address and user agent serve many people, who may well open our messages in the same
+     second. For anyone else, pixels of several different messages in two seconds are a
+     scanner working through a mailbox.
+   - The two-second rule does *not* skip them. Gmail's proxy fetches when a person opens the
+     message, but ``seconds_after_send`` counts from when we handed the message over, so a
+     fetch inside two seconds means relay, delivery, a person noticing the message and
+     opening it all took under two seconds. No person is that quick; a delivery-time check
+     is, and Gmail has been seen fetching images at delivery. Losing a rare genuine
+     one-second open costs less than counting every delivery-time fetch as a read.
+4. Last, the people: image proxies that fetch only when a person displays the message (bot
+   lists call them bots; they are opens), mail clients, browsers (webmail), and any other
+   client that no rule above recognised as a machine.
+
+Everything that depends on the user agent alone is computed once per distinct user agent and
+kept in an LRU cache: user agents repeat heavily, so a hit usually costs a dict lookup, a
+bisect over the network table and a handful of attribute tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from mailseen.core.netdata import ClassifierData, NetEntry, load_data
+
+__all__ = ["RULES", "Hit", "HitClassifier", "Verdict"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    method: str  # "GET" / "HEAD"
+    headers: Mapping[str, str]  # request headers, names lower-cased
+    remote_addr: str | None
+    seconds_after_send: float | None = None  # None when unknown
+    # distinct OTHER messages this client (IP + user agent) fetched pixels of in the last ~2 s
+    other_messages_from_client: int = 0
+    own_viewer: bool = False  # mailseen's own web app: the team looking at its sent mail
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: Literal["human", "machine"]
+    reason: str  # short and user-facing
+    client: str  # the client in words, "unknown" when there is nothing to go on
+
+    @property
+    def counts(self) -> bool:
+        """Whether this hit is a view: only a person displaying the message is."""
+        return self.verdict == "human"
+
+
+@dataclass(frozen=True)
+class Agent:
+    """What the user agent alone says: the kind of its first matching pattern and a name."""
+
+    kind: str | None  # a kind from user_agents.txt, or None when no pattern matched
+    client: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    hit: Hit
+    user_agent: str
+    agent: Agent
+    network: NetEntry | None
+    data: ClassifierData
+
+
+Rule = Callable[[Facts], Verdict | None]
+
+MACHINE_AGENTS = frozenset({"headless", "script", "bot"})
+PERSON_AGENTS = frozenset({"client", "applemail"})
+PREFETCH_HEADERS = ("sec-purpose", "purpose", "x-purpose", "x-moz")
+
+
+def _machine(reason: str, client: str) -> Verdict:
+    return Verdict("machine", reason, client)
+
+
+def _human(reason: str, client: str) -> Verdict:
+    return Verdict("human", reason, client)
+
+
+# --- the request itself ---------------------------------------------------------------
+
+def own_viewer(f: Facts) -> Verdict | None:
+    # The issue: "the team's own viewing in mailseen never counts"; the web app flags it.
+    if f.hit.own_viewer:
+        return _machine("your team viewing it in mailseen", "mailseen")
+    return None
+
+
+def head_request(f: Facts) -> Verdict | None:
+    # RFC 9110 §9.3.2: HEAD transfers no content, so nothing can be displayed; link checkers
+    # (Safe Links, Office's existence discovery) use it to probe URLs.
+    if f.hit.method.upper() == "HEAD":
+        return _machine("HEAD request", f.agent.client)
+    return None
+
+
+def prefetch_header(f: Facts) -> Verdict | None:
+    # Fetch spec and Chrome speculation rules: "Sec-Purpose: prefetch"; older Chrome and
+    # Safari: "Purpose: prefetch" / "X-Purpose: preview"; Firefox link prefetching FAQ:
+    # "X-Moz: prefetch". A prefetched image has not been shown to anyone yet.
+    for name in PREFETCH_HEADERS:
+        value = f.hit.headers.get(name, "").lower()
+        if "prefetch" in value or "preview" in value:
+            return _machine(f"prefetch request ({name}: {value})", f.agent.client)
+    return None
+
+
+def no_user_agent(f: Facts) -> Verdict | None:
+    # RFC 9110 §10.1.5: user agents SHOULD send User-Agent, and every mail client and browser
+    # does; Microsoft's link checks were seen with a blank one
+    # (edalzell/laravel-passwordless-login#79).
+    if not f.user_agent:
+        return _machine("no user agent", "unknown")
+    return None
+
+
+# --- machines that name themselves or their network -------------------------------------
+
+def scanner_by_agent(f: Facts) -> Verdict | None:
+    # user_agents.txt, kind "scanner": vendor tokens of security gateways and link checkers.
+    if f.agent.kind == "scanner":
+        return _machine("security scanner", f.agent.client)
+    return None
+
+
+def scanner_by_network(f: Facts) -> Verdict | None:
+    # networks.txt, kind "scanner": ranges the gateways publish or were seen scanning from.
+    # They render mail in a sandbox with an ordinary browser user agent, so the network is
+    # what gives them away.
+    if f.network is not None and f.network.kind == "scanner":
+        return _machine("security scanner (by network)", f.network.label)
+    return None
+
+
+def link_preview(f: Facts) -> Verdict | None:
+    # user_agents.txt, kind "preview": Slack, Discord, Telegram, Teams... fetch a URL pasted
+    # into a chat to draw a preview card; nobody is reading the mail.
+    if f.agent.kind == "preview":
+        return _machine("link preview bot", f.agent.client)
+    return None
+
+
+def script_or_headless(f: Facts) -> Verdict | None:
+    # user_agents.txt, kinds "headless", "script", "bot": default user agents of headless
+    # browsers and HTTP libraries, and crawler conventions (".../bot/1.0", "+http://").
+    if f.agent.kind in MACHINE_AGENTS:
+        reason = {"headless": "headless browser", "script": "script or HTTP library"}
+        return _machine(reason.get(f.agent.kind or "", "crawler or bot"), f.agent.client)
+    return None
+
+
+def apple_privacy_protection(f: Facts) -> Verdict | None:
+    # Mailgun and SocketLabs on Apple Mail Privacy Protection: it fetches every image at
+    # delivery, opened or not, with a bare "Mozilla/5.0" from Apple's proxies (networks.txt,
+    # kind "apple": 17.0.0.0/8 and the iCloud Private Relay egress list). A Safari user agent
+    # from a Private Relay address is a person on webmail, so the network alone convicts only
+    # Apple Mail's own user agent or one we do not recognise.
+    if f.agent.kind == "mpp":
+        return _machine("Apple Mail Privacy Protection prefetch", f.agent.client)
+    if (f.network is not None and f.network.kind == "apple"
+            and f.agent.kind in (None, "applemail")):
+        return _machine("Apple Mail Privacy Protection prefetch", "Apple Mail Privacy Protection")
+    return None
+
+
+def known_prefetcher(f: Facts) -> Verdict | None:
+    # user_agents.txt, kind "prefetch": Gmail fetches images for a signed-in session before
+    # the message is shown, with a fixed user agent (MessageBird, 2022).
+    if f.agent.kind == "prefetch":
+        return _machine("prefetched before display", f.agent.client)
+    return None
+
+
+# --- behaviour ---------------------------------------------------------------------------
+
+def burst_across_messages(f: Facts) -> Verdict | None:
+    # ESP guides (Act-On, Suped): scanners open every message of a mailing at once. A person
+    # opens one message at a time; a conversation view can show a few of ours together, hence
+    # a threshold above one. Shared image proxies serve many people and are exempt.
+    others = f.hit.other_messages_from_client
+    if others >= f.data.burst_other_messages and f.agent.kind != "proxy":
+        return _machine(f"one client fetched {others + 1} messages at once", f.agent.client)
+    return None
+
+
+def at_delivery(f: Facts) -> Verdict | None:
+    # ESP field guides: a fetch within seconds of sending is a gateway or a prefetch, "humans
+    # are not that fast". Applies to the image proxies too; see the module docstring.
+    seconds = f.hit.seconds_after_send
+    if seconds is not None and seconds < f.data.fast_seconds:
+        limit = f"{f.data.fast_seconds:g}"
+        return _machine(f"fetched within {limit} s of sending", f.agent.client)
+    return None
+
+
+# --- people -------------------------------------------------------------------------------
+
+def image_proxy(f: Facts) -> Verdict | None:
+    # user_agents.txt, kind "proxy": Gmail's GoogleImageProxy, YahooMailProxy, Fastmail and HEY
+    # fetch images when a person displays the message (their own documentation).
+    if f.agent.kind == "proxy":
+        return _human(f"opened in {f.agent.client}", f.agent.client)
+    return None
+
+
+def mail_client(f: Facts) -> Verdict | None:
+    # user_agents.txt, kinds "client" and "applemail": desktop and mobile mail apps load
+    # remote images when the message is displayed.
+    if f.agent.kind in PERSON_AGENTS:
+        return _human(f"opened in {f.agent.client}", f.agent.client)
+    return None
+
+
+def browser(f: Facts) -> Verdict | None:
+    # user_agents.txt, kind "browser": webmail shows the message in an ordinary browser.
+    if f.agent.kind == "browser":
+        return _human("opened in a browser (webmail)", f.agent.client)
+    return None
+
+
+def anyone_else(f: Facts) -> Verdict:
+    # No rule above saw a machine: the long tail of mail apps is people, so count it.
+    return _human("opened (client not recognised)", f.agent.client)
+
+
+RULES: tuple[Rule, ...] = (
+    own_viewer,
+    head_request,
+    prefetch_header,
+    no_user_agent,
+    scanner_by_agent,
+    scanner_by_network,
+    link_preview,
+    script_or_headless,
+    apple_privacy_protection,
+    known_prefetcher,
+    burst_across_messages,
+    at_delivery,
+    image_proxy,
+    mail_client,
+    browser,
+    anyone_else,
+)
+
+
+PRODUCT_RE = re.compile(r"^([A-Za-z][\w.-]{0,40})/")
+
+
+def describe_agent(data: ClassifierData, ua: str) -> Agent:
+    """The first matching pattern's kind and the client in words ("Outlook 16 on Windows")."""
+    if not ua:
+        return Agent(None, "unknown")
+    for pattern in data.user_agents:
+        match = pattern.pattern.search(ua)
+        if match is not None:
+            name = pattern.name(match)
+            if pattern.kind in ("client", "applemail", "browser"):
+                system = _system(data, ua)
+                if system and system.split()[0] not in name:
+                    name = f"{name} on {system}"
+            return Agent(pattern.kind, name)
+    product = PRODUCT_RE.match(ua)
+    if product and product.group(1) != "Mozilla":
+        return Agent(None, product.group(1))
+    return Agent(None, "unknown")
+
+
+def _system(data: ClassifierData, ua: str) -> str | None:
+    for pattern in data.systems:
+        match = pattern.pattern.search(ua)
+        if match is not None:
+            return pattern.name(match)
+    return None
+
+
+class HitClassifier:
+    """Classifies pixel hits with :data:`RULES`; one instance per process, shared by requests.
+
+    ``ua_cache_size`` bounds the per-user-agent cache (0 turns it off, for the benchmark).
+    """
+
+    def __init__(self, data: ClassifierData | None = None, *, ua_cache_size: int = 4096) -> None:
+        self.data = data if data is not None else load_data()
+        describe = functools.partial(describe_agent, self.data)
+        self._agent: Callable[[str], Agent] = (
+            functools.lru_cache(maxsize=ua_cache_size)(describe) if ua_cache_size else describe)
+
+    def classify(self, hit: Hit) -> Verdict:
+        ua = hit.headers.get("user-agent", "").strip()
+        facts = Facts(hit, ua, self._agent(ua), self.data.networks.lookup(hit.remote_addr),
+                      self.data)
+        for rule in RULES:
+            verdict = rule(facts)
+            if verdict is not None:
+                return verdict
+        raise AssertionError("anyone_else always answers")  # pragma: no cover

@@ -1,0 +1,280 @@
+"""The data the hit classifier looks things up in: networks and user-agent patterns.
+
+Both live in text files (``src/mailseen/data/networks.txt`` and ``user_agents.txt``) so an
+operator can refresh them without a release: ``mailseen data update`` writes files of the same
+format into an override folder, and :func:`load_data` merges them over the shipped snapshot.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from mailseen.errors import InvalidInput
+
+__all__ = [
+    "NET_KINDS",
+    "UA_KINDS",
+    "ClassifierData",
+    "NetEntry",
+    "NetworkTable",
+    "UAPattern",
+    "format_networks",
+    "load_data",
+    "merge_networks",
+    "parse_networks",
+    "parse_published_list",
+    "parse_user_agents",
+    "shipped_text",
+    "write_override",
+]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+NETWORKS_FILE = "networks.txt"
+USER_AGENTS_FILE = "user_agents.txt"
+
+# "apple": Apple Mail Privacy Protection / iCloud Private Relay; "scanner": security gateways.
+NET_KINDS = frozenset({"apple", "scanner"})
+# Machine kinds, then human kinds, then "os" (names the system, never decides anything).
+UA_KINDS = frozenset({"mpp", "prefetch", "scanner", "preview", "headless", "script", "bot",
+                      "proxy", "client", "applemail", "browser", "os"})
+
+
+@dataclass(frozen=True)
+class NetEntry:
+    network: Network
+    kind: str
+    label: str
+
+
+@dataclass(frozen=True)
+class UAPattern:
+    pattern: re.Pattern[str]
+    kind: str
+    label: str  # may hold "{1}": the pattern's first group
+
+    def name(self, match: re.Match[str]) -> str:
+        if "{1}" not in self.label:
+            return self.label
+        return self.label.replace("{1}", match.group(1) or "").strip()
+
+
+class NetworkTable:
+    """Which entry, if any, holds an address; the most specific network wins.
+
+    CIDR blocks are either nested or disjoint, so after sorting by start (wider first) each
+    block has at most one enclosing parent. A lookup bisects to the last block starting at or
+    before the address and climbs parents until one also ends after it: O(log n) plus the
+    nesting depth, with no ``ipaddress`` objects on the hot path besides parsing the address.
+    """
+
+    def __init__(self, entries: Iterable[NetEntry]) -> None:
+        self._tables = {4: _Table(), 6: _Table()}
+        seen: set[Network] = set()
+        ordered: list[NetEntry] = []
+        for entry in entries:  # earlier entries (overrides) win over later duplicates
+            if entry.network not in seen:
+                seen.add(entry.network)
+                ordered.append(entry)
+        for version in (4, 6):
+            self._tables[version].build([e for e in ordered if e.network.version == version])
+        self.size = len(ordered)
+
+    def lookup(self, address: str | None) -> NetEntry | None:
+        if not address:
+            return None
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return self._tables[ip.version].find(int(ip))
+
+
+@dataclass
+class _Table:
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    entries: list[NetEntry] = field(default_factory=list)
+
+    def build(self, entries: list[NetEntry]) -> None:
+        entries.sort(key=lambda e: (int(e.network.network_address), e.network.prefixlen))
+        stack: list[int] = []  # indexes of the open enclosing blocks
+        for i, entry in enumerate(entries):
+            start = int(entry.network.network_address)
+            end = int(entry.network.broadcast_address)
+            while stack and self.ends[stack[-1]] < start:
+                stack.pop()
+            self.starts.append(start)
+            self.ends.append(end)
+            self.parents.append(stack[-1] if stack else -1)
+            self.entries.append(entry)
+            stack.append(i)
+
+    def find(self, value: int) -> NetEntry | None:
+        i = bisect.bisect_right(self.starts, value) - 1
+        while i >= 0 and self.ends[i] < value:
+            i = self.parents[i]
+        return self.entries[i] if i >= 0 else None
+
+
+@dataclass(frozen=True)
+class ClassifierData:
+    """Everything the classifier needs besides the hit itself.
+
+    ``fast_seconds`` and ``burst_other_messages`` are policy, not facts about the world; they
+    sit here so a test or an operator can change them without touching the rules.
+    """
+
+    networks: NetworkTable
+    user_agents: tuple[UAPattern, ...]  # every kind but "os", in file order
+    systems: tuple[UAPattern, ...]  # the "os" lines
+    fast_seconds: float = 2.0
+    burst_other_messages: int = 3
+
+    @classmethod
+    def build(cls, networks: Iterable[NetEntry], user_agents: Iterable[UAPattern], *,
+              fast_seconds: float = 2.0, burst_other_messages: int = 3) -> ClassifierData:
+        patterns = list(user_agents)
+        return cls(
+            networks=NetworkTable(networks),
+            user_agents=tuple(p for p in patterns if p.kind != "os"),
+            systems=tuple(p for p in patterns if p.kind == "os"),
+            fast_seconds=fast_seconds,
+            burst_other_messages=burst_other_messages,
+        )
+
+
+def _lines(text: str) -> Iterable[tuple[int, str]]:
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip("\r\n")
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield number, line
+
+
+def _network(text: str, where: str) -> Network:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise InvalidInput(f"{where}: not a network: {text.strip()!r}") from None
+
+
+def parse_networks(text: str, source: str = NETWORKS_FILE) -> list[NetEntry]:
+    """``CIDR<TAB>kind<TAB>label`` lines; ``#`` starts a comment line."""
+    entries = []
+    for number, line in _lines(text):
+        parts = line.split("\t")
+        where = f"{source} line {number}"
+        if len(parts) != 3 or parts[1] not in NET_KINDS or not parts[2].strip():
+            raise InvalidInput(f"{where}: expected CIDR<TAB>kind<TAB>label with kind one of "
+                               f"{', '.join(sorted(NET_KINDS))}")
+        entries.append(NetEntry(_network(parts[0], where), parts[1], parts[2].strip()))
+    return entries
+
+
+def parse_user_agents(text: str, source: str = USER_AGENTS_FILE) -> list[UAPattern]:
+    """``regex<TAB>kind<TAB>label`` lines, kept in file order (the first match wins)."""
+    patterns = []
+    for number, line in _lines(text):
+        parts = line.split("\t")
+        where = f"{source} line {number}"
+        if len(parts) != 3 or parts[1] not in UA_KINDS or not parts[2].strip():
+            raise InvalidInput(f"{where}: expected regex<TAB>kind<TAB>label with kind one of "
+                               f"{', '.join(sorted(UA_KINDS))}")
+        try:
+            compiled = re.compile(parts[0])
+        except re.error as err:
+            raise InvalidInput(f"{where}: bad regex: {err}") from None
+        patterns.append(UAPattern(compiled, parts[1], parts[2].strip()))
+    return patterns
+
+
+def parse_published_list(text: str, label: str, kind: str = "apple") -> list[NetEntry]:
+    """A list as its owner publishes it, as entries labelled ``label``.
+
+    Reads Apple's iCloud Private Relay egress CSV (``prefix,country,region,city,`` per line;
+    https://mask-api.icloud.com/egress-ip-ranges.csv) and plain lists with one CIDR or address
+    per line. Blank lines, ``#`` comments and a header row are skipped; any other line that is
+    not a network is an error, so a changed format or an HTML error page is not half-read.
+    """
+    if kind not in NET_KINDS:
+        raise InvalidInput(f"unknown network kind {kind!r}")
+    entries = []
+    for number, line in _lines(text):
+        first = line.split(",", 1)[0].split()[0] if line.split(",", 1)[0].split() else ""
+        if number == 1 and not re.match(r"^[0-9A-Fa-f:.]+(/\d+)?$", first):
+            continue  # a header such as "prefix,country,region,city"
+        entries.append(NetEntry(_network(first, f"{label} line {number}"), kind, label))
+    if not entries:
+        raise InvalidInput(f"{label}: the list holds no networks")
+    return entries
+
+
+def format_networks(entries: Iterable[NetEntry]) -> str:
+    return "".join(f"{e.network}\t{e.kind}\t{e.label}\n" for e in entries)
+
+
+def shipped_text(name: str) -> str:
+    """The text of a data file shipped in the package (``networks.txt``, ...)."""
+    return resources.files("mailseen.data").joinpath(name).read_text(encoding="utf-8")
+
+
+def _override_text(override_dir: Path | None, name: str) -> tuple[str, str] | None:
+    if override_dir is None:
+        return None
+    path = override_dir / name
+    return (path.read_text(encoding="utf-8"), str(path)) if path.is_file() else None
+
+
+def merge_networks(override: Sequence[NetEntry], shipped: Sequence[NetEntry]) -> list[NetEntry]:
+    """A label present in the override replaces every shipped line with that label."""
+    replaced = {e.label for e in override}
+    return [*override, *(e for e in shipped if e.label not in replaced)]
+
+
+def load_data(override_dir: Path | None = None) -> ClassifierData:
+    """The shipped snapshot, with the override folder's files merged over it when present.
+
+    Networks: the override's labels replace the shipped lines with the same label, others are
+    kept. User agents: the override's patterns are tried first, then the shipped ones.
+    """
+    nets = parse_networks(shipped_text(NETWORKS_FILE))
+    uas = parse_user_agents(shipped_text(USER_AGENTS_FILE))
+    if (found := _override_text(override_dir, NETWORKS_FILE)) is not None:
+        nets = merge_networks(parse_networks(*found), nets)
+    if (found := _override_text(override_dir, USER_AGENTS_FILE)) is not None:
+        uas = [*parse_user_agents(*found), *uas]
+    return ClassifierData.build(nets, uas)
+
+
+def write_override(override_dir: Path, label: str, entries: Sequence[NetEntry]) -> Path:
+    """Put ``entries`` in the override ``networks.txt`` in place of the lines labelled
+    ``label``, keeping the other labels; written to a temporary file and renamed, so a server
+    reading it never sees half a file."""
+    if any(e.label != label for e in entries):
+        raise InvalidInput(f"every entry written for {label!r} must carry that label")
+    override_dir.mkdir(parents=True, exist_ok=True)
+    path = override_dir / NETWORKS_FILE
+    kept = [] if not path.is_file() else [
+        e for e in parse_networks(path.read_text(encoding="utf-8"), str(path)) if e.label != label]
+    body = ("# Written by `mailseen data update`; lines here replace the shipped lines with the\n"
+            "# same label. Format: CIDR<TAB>kind<TAB>label.\n" + format_networks([*kept, *entries]))
+    fd, tmp = tempfile.mkstemp(dir=override_dir, prefix=".networks.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
