@@ -27,7 +27,7 @@ from email.utils import parseaddr
 
 from mailseen.core.netdata import shipped_text
 
-__all__ = ["RULES", "AutoResult", "detect_automatic"]
+__all__ = ["RULES", "AutoResult", "Headers", "detect_automatic", "parse_headers"]
 
 
 @dataclass(frozen=True)
@@ -194,9 +194,16 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+def parse_headers(raw: bytes) -> Headers:
+    """The header block of ``raw``; the body is not even decoded."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    head = raw[: min(ends) + 2] if ends else raw
+    return Headers(BytesHeaderParser(policy=compat32).parsebytes(head))
+
+
 def detect_automatic(raw: bytes) -> AutoResult:
     """Whether the message in ``raw`` (RFC 5322 bytes) was sent by a machine, and why."""
-    headers = Headers(BytesHeaderParser(policy=compat32).parsebytes(raw))
+    headers = parse_headers(raw)
     for rule in RULES:
         result = rule(headers)
         if result is not None:

@@ -307,11 +307,15 @@ class HitClassifier:
             functools.lru_cache(maxsize=ua_cache_size)(describe) if ua_cache_size else describe)
 
     def classify(self, hit: Hit) -> Verdict:
+        return self.decide(hit)[1]
+
+    def decide(self, hit: Hit) -> tuple[Rule, Verdict]:
+        """The verdict and the rule that gave it (for tests and for explaining a verdict)."""
         ua = hit.headers.get("user-agent", "").strip()
         facts = Facts(hit, ua, self._agent(ua), self.data.networks.lookup(hit.remote_addr),
                       self.data)
         for rule in RULES:
             verdict = rule(facts)
             if verdict is not None:
-                return verdict
+                return rule, verdict
         raise AssertionError("anyone_else always answers")  # pragma: no cover
