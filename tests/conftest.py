@@ -25,7 +25,7 @@ from mailseen.config import Settings, load_settings
 from mailseen.services.instance import Instance
 from mailseen.storage import Database
 from mailseen.storage.models import Base
-from mailseen.web.api import hash_token
+from mailseen.services.accounts import hash_token
 from mailseen.web.app import MailseenApp, server_config
 
 BACKEND = os.environ.get("MAILSEEN_TEST_DATABASE", "sqlite")

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from mailseen.core.tokens import TokenRef
+from mailseen.services.accounts import hash_token
 from mailseen.services.instance import Instance
 
 from .conftest import API_TOKEN, LiveServer
@@ -236,3 +237,44 @@ def test_message_list_filters_and_pages(api: httpx.Client) -> None:
 def test_health_needs_no_token(live_server: LiveServer) -> None:
     resp = httpx.get(f"{live_server.url}/api/v1/health")
     assert resp.status_code == 200 and resp.json()["ok"] is True
+
+
+def _member_client(live_server: LiveServer, instance: Instance, email: str,
+                   mailboxes: list[int]) -> httpx.Client:
+    user = instance.accounts.create_user(email, "correct horse battery")
+    instance.store.set_memberships(user.id, mailboxes)
+    instance.store.add_token("member", hash_token(f"tok-{email}"), user_id=user.id)
+    return httpx.Client(base_url=live_server.url + "/api/v1",
+                        headers={"Authorization": f"Bearer tok-{email}"})
+
+
+def test_a_member_sees_only_their_mailboxes(api: httpx.Client, live_server: LiveServer,
+                                            instance: Instance) -> None:
+    mine = api.post("/mailboxes", json={"address": "mine@example.com"}).json()["id"]
+    other = api.post("/mailboxes", json={"address": "other@example.com"}).json()["id"]
+    theirs = api.post("/messages", json={"mailbox": "other@example.com", "to": ["x@y.org"],
+                                         "text": "secret"}).json()["id"]
+    with _member_client(live_server, instance, "m@example.com", [mine]) as member:
+        assert [b["id"] for b in member.get("/mailboxes").json()] == [mine]
+        _problem(member.get(f"/mailboxes/{other}"), 404)
+        _problem(member.get(f"/messages/{theirs}"), 404)
+        _problem(member.get(f"/messages/{theirs}/views"), 404)
+        _problem(member.get("/messages", params={"mailbox_id": other}), 404)
+        assert member.get("/messages").json() == []
+        _problem(member.post("/messages", json={"mailbox": "other@example.com",
+                                                "to": ["x@y.org"], "text": "t"}),
+                 422, "mailbox")
+        sent = member.post("/messages", json={"mailbox": "mine@example.com",
+                                              "to": ["x@y.org"], "text": "t"})
+        assert sent.status_code == 202
+        assert [m["id"] for m in member.get("/messages").json()] == [sent.json()["id"]]
+
+
+def test_only_admins_change_settings_and_mailboxes(api: httpx.Client, live_server: LiveServer,
+                                                   instance: Instance) -> None:
+    box = api.post("/mailboxes", json={"address": "mine@example.com"}).json()["id"]
+    with _member_client(live_server, instance, "m@example.com", [box]) as member:
+        _problem(member.put("/settings", json={"tracking_enabled": True}), 403)
+        _problem(member.post("/mailboxes", json={"address": "new@example.com"}), 403)
+        _problem(member.patch(f"/mailboxes/{box}", json={"tracking": "enabled"}), 403)
+        assert member.get("/settings").json() == {"tracking_enabled": False}

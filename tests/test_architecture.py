@@ -19,7 +19,8 @@ FORBIDDEN = {
 # third-party module -> the only package allowed to import it
 OWNERS = {"sqlalchemy": {"storage"}, "alembic": {"storage"}, "aiosmtplib": {"transports"},
           "fastapi": {"web"}, "starlette": {"web"}, "uvicorn": {"web", "cli"},
-          "click": {"cli"}, "cryptography": {"services"}}
+          "click": {"cli"}, "cryptography": {"services"}, "argon2": {"services"},
+          "jinja2": {"web"}, "nh3": {"web"}}
 
 
 def _imports(path: Path) -> set[str]:

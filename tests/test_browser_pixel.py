@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailseen.web.api import hash_token
+from mailseen.services.accounts import hash_token
 
 from .conftest import API_TOKEN, LiveServer
 from .smtp_server import SmtpServer

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -19,9 +20,11 @@ import click
 from .config import Settings, load_settings
 from .core.compose import Attachment, Draft, parse_address
 from .core.tracking import decide
-from .errors import InvalidInput, MailseenError, NotAMessage
+from .errors import InvalidInput, MailseenError, NotAMessage, NotFound
+from .services.accounts import hash_token
 from .services.instance import Instance
 from .storage import MailboxIn, MailboxRecord, MessageRecord
+from .storage.records import UserRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -357,6 +360,104 @@ def message_show(ctx: click.Context, message_id: int) -> None:
     _out(data)
 
 
+# -- users --------------------------------------------------------------------------------
+
+def _find_user(inst: Instance, email: str) -> UserRecord:
+    found = inst.store.find_user(email)
+    if found is None:
+        raise NotFound(f"no user {email}")
+    return found[0]
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    env = os.environ.get("MAILSEEN_USER_PASSWORD")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise InvalidInput("no password: use --password-stdin or MAILSEEN_USER_PASSWORD",
+                           field="password")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _user_json(u: UserRecord, inst: Instance) -> dict[str, Any]:
+    boxes = {b.id: b.address for b in inst.store.list_mailboxes()}
+    return {"id": u.id, "email": u.email, "name": u.name, "role": u.role,
+            "mailboxes": [boxes[i] for i in u.mailbox_ids if i in boxes]}
+
+
+def _mailbox_ids(inst: Instance, addresses: str) -> list[int]:
+    return [inst.store.find_mailbox(a.strip()).id for a in addresses.split(",") if a.strip()]
+
+
+@main.group()
+def user() -> None:
+    """People who sign in to the web app."""
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="Display name.")
+@click.option("--admin", is_flag=True, help="Admins manage settings, mailboxes and users.")
+@click.option("--mailboxes", default="", help="Comma-separated mailbox addresses (members).")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from stdin (else MAILSEEN_USER_PASSWORD or a prompt).")
+@click.pass_context
+def user_add(ctx: click.Context, email: str, name: str, admin: bool, mailboxes: str,
+             password_stdin: bool) -> None:
+    """Create a user (the first admin, for instance)."""
+    inst = _instance(ctx)
+    ids = _mailbox_ids(inst, mailboxes)
+    created = inst.accounts.create_user(email, _read_password(password_stdin), name=name,
+                                        role="admin" if admin else "member")
+    if ids:
+        inst.store.set_memberships(created.id, ids)
+    _out(_user_json(inst.store.get_user(created.id), inst))
+
+
+@user.command("list")
+@click.pass_context
+def user_list(ctx: click.Context) -> None:
+    """List users."""
+    inst = _instance(ctx)
+    for u in inst.store.list_users():
+        data = _user_json(u, inst)
+        click.echo(f"{u.id}\t{u.email}\t{u.role}\t{','.join(data['mailboxes'])}")
+
+
+@user.command("set")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "member"]))
+@click.option("--name")
+@click.option("--mailboxes", help="Comma-separated mailbox addresses (replaces the list).")
+@click.option("--password", "new_password", is_flag=True,
+              help="Set a new password (stdin, MAILSEEN_USER_PASSWORD or a prompt).")
+@click.pass_context
+def user_set(ctx: click.Context, email: str, role: str | None, name: str | None,
+             mailboxes: str | None, new_password: bool) -> None:
+    """Change a user's role, name, mailboxes or password."""
+    inst = _instance(ctx)
+    u = _find_user(inst, email)
+    if mailboxes is not None:
+        inst.store.set_memberships(u.id, _mailbox_ids(inst, mailboxes))
+    if role or name is not None:
+        inst.store.update_user(u.id, role=role, name=name)  # type: ignore[arg-type]
+    if new_password:
+        inst.accounts.set_password(u.id, _read_password(not sys.stdin.isatty()))
+    _out(_user_json(inst.store.get_user(u.id), inst))
+
+
+@user.command("remove")
+@click.argument("email")
+@click.pass_context
+def user_remove(ctx: click.Context, email: str) -> None:
+    """Delete a user, their sessions and tokens."""
+    inst = _instance(ctx)
+    inst.store.delete_user(_find_user(inst, email).id)
+    click.echo(f"user {email} removed")
+
+
 # -- API tokens --------------------------------------------------------------------------------
 
 @main.group()
@@ -366,14 +467,15 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("name")
+@click.option("--user", "user_email", help="Carry this user's rights (default: admin token "
+              "for the whole installation).")
 @click.pass_context
-def token_create(ctx: click.Context, name: str) -> None:
+def token_create(ctx: click.Context, name: str, user_email: str | None) -> None:
     """Create a token and print it (it is shown only once)."""
-    from .web.api import hash_token
-
     inst = _instance(ctx)
+    user_id = _find_user(inst, user_email).id if user_email else None
     value = "ms_" + secrets.token_urlsafe(32)
-    inst.store.add_token(name, hash_token(value))
+    inst.store.add_token(name, hash_token(value), user_id=user_id)
     click.echo(value)
 
 

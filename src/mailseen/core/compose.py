@@ -6,7 +6,7 @@ Header edits work on the raw header block so every other header keeps its exact 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -24,6 +24,7 @@ __all__ = [
     "build_message",
     "parse_address",
     "prepare_raw",
+    "read_facts",
 ]
 
 _FIELD_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:", re.M)
@@ -168,9 +169,9 @@ def _remove_header(raw: bytes, name: bytes) -> bytes:
     return head + raw[head_end:]
 
 
-def prepare_raw(raw: bytes, domain: str) -> tuple[bytes, HeaderFacts]:
-    """Check ``raw`` is a message, give it a Message-ID if it has none, take any Bcc header
-    out, and return it with the facts the store keeps. Other headers keep their bytes."""
+def read_facts(raw: bytes) -> HeaderFacts:
+    """Check ``raw`` is a message and read the facts the store keeps from its headers.
+    ``message_id`` is empty when the message has none."""
     _check_is_message(raw)
     head_end, _ = split_head(raw)
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:head_end] + b"\n\n")
@@ -180,23 +181,32 @@ def prepare_raw(raw: bytes, domain: str) -> tuple[bytes, HeaderFacts]:
         return "" if value is None else " ".join(str(value).split())
 
     def addrs(name: str) -> list[str]:
-        return [a for _, a in getaddresses(headers.get_all(name, [])) if a]
+        return [a for _, a in getaddresses([str(v) for v in headers.get_all(name, [])]) if a]
 
-    bcc = addrs("Bcc")
-    if headers.get("Bcc") is not None:
-        raw = _remove_header(raw, b"Bcc")
-    message_id = text("Message-ID")
-    if not message_id:
-        message_id = make_msgid(domain=domain)
-        raw = b"Message-ID: " + message_id.encode("ascii") + eol_of(raw) + raw
-    from_pairs = getaddresses(headers.get_all("From", []))
-    facts = HeaderFacts(
-        message_id=message_id, subject=_decode(text("Subject")),
-        from_addr=from_pairs[0][1] if from_pairs else "", to=addrs("To"), cc=addrs("Cc"),
-        bcc=bcc, in_reply_to=text("In-Reply-To") or None,
+    from_pairs = addrs("From")
+    return HeaderFacts(
+        message_id=text("Message-ID"), subject=_decode(text("Subject")),
+        from_addr=from_pairs[0] if from_pairs else "", to=addrs("To"), cc=addrs("Cc"),
+        bcc=addrs("Bcc"), in_reply_to=text("In-Reply-To") or None,
         references=text("References") or None,
     )
+
+
+def prepare_raw(raw: bytes, domain: str) -> tuple[bytes, HeaderFacts]:
+    """Check ``raw`` is a message, give it a Message-ID if it has none, take any Bcc header
+    out, and return it with the facts the store keeps. Other headers keep their bytes."""
+    facts = read_facts(raw)
+    if facts.bcc or _has_header(raw, b"Bcc"):
+        raw = _remove_header(raw, b"Bcc")
+    if not facts.message_id:
+        facts = replace(facts, message_id=make_msgid(domain=domain))
+        raw = b"Message-ID: " + facts.message_id.encode("ascii") + eol_of(raw) + raw
     return raw, facts
+
+
+def _has_header(raw: bytes, name: bytes) -> bool:
+    head_end, _ = split_head(raw)
+    return re.search(rb"(?im)^" + re.escape(name) + rb"[ \t]*:", raw[:head_end]) is not None
 
 
 def _decode(value: str) -> str:

@@ -10,6 +10,7 @@ from ..storage import Database, Store
 from ..transports import Transport
 from ..transports.outbox import OutboxTransport
 from ..transports.smtp import SmtpTransport
+from .accounts import Accounts
 from .delivery import DeliveryWorker
 from .secrets import SecretBox
 from .sending import Sender
@@ -24,6 +25,7 @@ class Instance:
     store: Store
     signer: TokenSigner
     sender: Sender
+    accounts: Accounts
     transports: dict[str, Transport] = field(default_factory=dict)
 
     @classmethod
@@ -39,7 +41,7 @@ class Instance:
             "outbox": OutboxTransport(settings.outbox_dir),
             "smtp": SmtpTransport(settings.smtp_timeout, settings.smtp_ca_file),
         }
-        return cls(settings, db, store, signer, sender, transports)
+        return cls(settings, db, store, signer, sender, Accounts(store), transports)
 
     def worker(self) -> DeliveryWorker:
         s = self.settings

@@ -116,9 +116,9 @@ class MailboxStore(StoreBase):
 
     # -- API tokens -----------------------------------------------------------------------
 
-    def add_token(self, name: str, token_hash: str) -> int:
+    def add_token(self, name: str, token_hash: str, user_id: int | None = None) -> int:
         with self._tx() as s:
-            row = ApiToken(name=name, token_hash=token_hash, created_at=now())
+            row = ApiToken(name=name, token_hash=token_hash, created_at=now(), user_id=user_id)
             s.add(row)
             s.flush()
             return row.id

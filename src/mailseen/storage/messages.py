@@ -173,7 +173,8 @@ class MessageStore(StoreBase):
 
     def list_messages(self, *, mailbox_id: int | None = None, status: str | None = None,
                       limit: int = 50, before_id: int | None = None,
-                      conversation_id: int | None = None) -> list[MessageRecord]:
+                      conversation_id: int | None = None,
+                      mailbox_ids: Sequence[int] | None = None) -> list[MessageRecord]:
         q = select(Message).order_by(Message.id.desc()).limit(limit)
         if mailbox_id is not None:
             q = q.where(Message.mailbox_id == mailbox_id)
@@ -183,6 +184,8 @@ class MessageStore(StoreBase):
             q = q.where(Message.id < before_id)
         if conversation_id is not None:
             q = q.where(Message.conversation_id == conversation_id)
+        if mailbox_ids is not None:
+            q = q.where(Message.mailbox_id.in_(mailbox_ids))
         with self._tx() as s:
             return [message_record(r) for r in s.scalars(q)]
 

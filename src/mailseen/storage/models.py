@@ -187,3 +187,45 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[utc]
     last_used_at: Mapped[utc_null]
+    # The user whose rights the token carries; None: an installation-wide admin token.
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[intpk]
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(10), default="member")
+    created_at: Mapped[utc]
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random id; only its hash is stored."""
+
+    __tablename__ = "web_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[utc]
+    expires_at: Mapped[utc]
+
+
+class LoginFailure(Base):
+    """Failed sign-ins, by account and by client address, for throttling."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[intpk]
+    key: Mapped[str] = mapped_column(String(400), index=True)
+    at: Mapped[utc]

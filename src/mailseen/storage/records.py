@@ -182,3 +182,27 @@ class ViewRecord:
     verdict: Verdict = "human"
     reason: str = ""
     client: str = ""
+
+
+Role = Literal["admin", "member"]
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: int
+    email: str
+    name: str
+    role: Role
+    created_at: datetime
+    mailbox_ids: tuple[int, ...] = ()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    user: UserRecord
+    csrf_token: str
+    expires_at: datetime

@@ -1,6 +1,6 @@
 """Every database operation mailseen performs, as methods over plain records.
 
-The store is split by noun into mixins (mailboxes, messages, queue, views) that share one
+The store is split by noun into mixins (mailboxes, messages, queue, views, users) that share one
 transaction helper; adapters and services see only :class:`Store`.
 """
 
@@ -10,11 +10,12 @@ from .base import Cipher, now
 from .mailboxes import MailboxStore
 from .messages import Ingested, MessageStore, Rendered, referenced_ids
 from .queue import Claim, QueueStore
+from .users import UserStore
 from .views import Judge, ViewStore
 
 __all__ = ["Cipher", "Claim", "Ingested", "Judge", "Rendered", "Store", "now",
            "referenced_ids"]
 
 
-class Store(MailboxStore, MessageStore, QueueStore, ViewStore):
+class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore):
     pass

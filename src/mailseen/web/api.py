@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -20,16 +19,13 @@ from ..core.tracking import decide
 from ..errors import Conflict, InvalidInput, MailseenError, NotFound, StorageUnavailable
 from ..services.instance import Instance
 from ..storage import MailboxIn, MailboxRecord, MessageRecord, ViewRecord
-from ..storage.records import SECRET_FIELDS
+from ..services.accounts import can_see_mailbox, hash_token
+from ..storage.records import SECRET_FIELDS, UserRecord
 
-__all__ = ["build_api", "hash_token"]
+__all__ = ["build_api"]
 
 MAX_RAW_BYTES = 50 * 1024 * 1024
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # -- schemas ----------------------------------------------------------------------------
@@ -261,12 +257,9 @@ def build_api(instance: Instance) -> FastAPI:
             return problem(503, "the database is unavailable; try again shortly")
         return problem(400, str(exc))
 
-    def authorized(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token or not store.check_token(
-                hash_token(token.strip())):
-            raise _Unauthorized()
+    @api.exception_handler(_Forbidden)
+    async def _forbidden(request: Request, exc: _Forbidden) -> JSONResponse:
+        return problem(403, "only admins may do this")
 
     @api.exception_handler(_Unauthorized)
     async def _unauth(request: Request, exc: _Unauthorized) -> JSONResponse:
@@ -274,7 +267,17 @@ def build_api(instance: Instance) -> FastAPI:
         resp.headers["WWW-Authenticate"] = "Bearer"
         return resp
 
-    auth = [Depends(authorized)]
+    api.state.instance = instance
+
+    def visible_mailbox(who: Principal, mailbox_id: int) -> MailboxRecord:
+        instance.accounts.require_mailbox(who.user, mailbox_id)
+        return store.get_mailbox(mailbox_id)
+
+    def visible_message(who: Principal, message_id: int) -> MessageRecord:
+        m = store.get_message(message_id)
+        if not can_see_mailbox(who.user, m.mailbox_id):
+            raise NotFound(f"no message with id {message_id}")
+        return m
 
     def mailbox_out(box: MailboxRecord) -> dict[str, Any]:
         decision = decide(sender.global_tracking(), box.tracking)
@@ -285,32 +288,36 @@ def build_api(instance: Instance) -> FastAPI:
     def health() -> dict[str, Any]:
         return {"ok": True, "queue": store.queue_counts()}
 
-    @api.get("/api/v1/settings", dependencies=auth, response_model=SettingsBody)
-    def get_settings() -> dict[str, Any]:
+    @api.get("/api/v1/settings", response_model=SettingsBody)
+    def get_settings(who: Who) -> dict[str, Any]:
         return {"tracking_enabled": sender.global_tracking()}
 
-    @api.put("/api/v1/settings", dependencies=auth, response_model=SettingsBody)
+    @api.put("/api/v1/settings", dependencies=Admin, response_model=SettingsBody,
+             responses={403: {"model": Problem}})
     def put_settings(body: SettingsBody) -> dict[str, Any]:
         sender.set_global_tracking(body.tracking_enabled)
         return {"tracking_enabled": sender.global_tracking()}
 
-    @api.get("/api/v1/mailboxes", dependencies=auth, response_model=list[MailboxOut])
-    def list_mailboxes() -> list[dict[str, Any]]:
-        return [mailbox_out(b) for b in store.list_mailboxes()]
+    @api.get("/api/v1/mailboxes", response_model=list[MailboxOut])
+    def list_mailboxes(who: Who) -> list[dict[str, Any]]:
+        return [mailbox_out(b) for b in store.list_mailboxes()
+                if can_see_mailbox(who.user, b.id)]
 
-    @api.post("/api/v1/mailboxes", dependencies=auth, response_model=MailboxOut,
-              status_code=201, responses={409: {"model": Problem}, 422: {"model": Problem}})
+    @api.post("/api/v1/mailboxes", dependencies=Admin, response_model=MailboxOut,
+              status_code=201, responses={403: {"model": Problem}, 409: {"model": Problem},
+                                          422: {"model": Problem}})
     def add_mailbox(body: MailboxBody) -> dict[str, Any]:
         _check_smtp(body.transport, body.smtp_host)
         return mailbox_out(store.add_mailbox(MailboxIn(**body.model_dump())))
 
-    @api.get("/api/v1/mailboxes/{mailbox_id}", dependencies=auth, response_model=MailboxOut,
+    @api.get("/api/v1/mailboxes/{mailbox_id}", response_model=MailboxOut,
              responses={404: {"model": Problem}})
-    def get_mailbox(mailbox_id: Id) -> dict[str, Any]:
-        return mailbox_out(store.get_mailbox(mailbox_id))
+    def get_mailbox(mailbox_id: Id, who: Who) -> dict[str, Any]:
+        return mailbox_out(visible_mailbox(who, mailbox_id))
 
-    @api.patch("/api/v1/mailboxes/{mailbox_id}", dependencies=auth, response_model=MailboxOut,
-               responses={404: {"model": Problem}, 409: {"model": Problem}})
+    @api.patch("/api/v1/mailboxes/{mailbox_id}", dependencies=Admin, response_model=MailboxOut,
+               responses={403: {"model": Problem}, 404: {"model": Problem},
+                          409: {"model": Problem}})
     def patch_mailbox(mailbox_id: Id, body: MailboxPatch) -> dict[str, Any]:
         changes = body.model_dump(exclude_unset=True)
         for key, value in list(changes.items()):
@@ -326,22 +333,22 @@ def build_api(instance: Instance) -> FastAPI:
 
         return mailbox_out(store.update_mailbox(mailbox_id, change))
 
-    @api.post("/api/v1/messages", dependencies=auth, response_model=MessageOut,
+    @api.post("/api/v1/messages", response_model=MessageOut,
               status_code=202, responses={404: {"model": Problem}, 422: {"model": Problem}})
-    def send_message(body: MessageBody) -> dict[str, Any]:
-        box = _find_mailbox(body.mailbox)
+    def send_message(body: MessageBody, who: Who) -> dict[str, Any]:
+        box = _find_mailbox(who, body.mailbox)
         draft = Draft(from_addr=box.address, from_name=box.display_name, to=body.to,
                       cc=body.cc, bcc=body.bcc, subject=body.subject, text=body.text,
                       html=body.html, attachments=[a.decode() for a in body.attachments],
                       in_reply_to=body.in_reply_to, references=body.references)
         return _message(sender.send_draft(box, draft))
 
-    @api.post("/api/v1/messages/raw", dependencies=auth, response_model=MessageOut,
+    @api.post("/api/v1/messages/raw", response_model=MessageOut,
               status_code=202, responses={404: {"model": Problem}, 413: {"model": Problem},
                                           422: {"model": Problem}},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "message/rfc822": {"schema": {"type": "string", "format": "binary"}}}}})
-    async def send_raw(request: Request,
+    async def send_raw(request: Request, who: Who,
                        mailbox: Annotated[str, Query(description="Sending mailbox address.")],
                        to: Annotated[list[str] | None, Query(
                            description="Envelope recipients; default: To, Cc and Bcc.")] = None,
@@ -355,13 +362,14 @@ def build_api(instance: Instance) -> FastAPI:
             chunks.append(chunk)
         raw = b"".join(chunks)
         envelope = [parse_address(a, "to") for a in to] if to else None
-        box = await run_in_threadpool(_find_mailbox, mailbox)
+        box = await run_in_threadpool(_find_mailbox, who, mailbox)
         record = await run_in_threadpool(
             lambda: sender.submit(box, raw, envelope_to=envelope))
         return _message(record)
 
-    @api.get("/api/v1/messages", dependencies=auth, response_model=list[MessageOut])
+    @api.get("/api/v1/messages", response_model=list[MessageOut])
     def list_messages(
+        who: Who,
         mailbox_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
         status: Annotated[Literal["queued", "sending", "sent", "failed", "received"] | None,
                           Query()] = None,
@@ -370,24 +378,30 @@ def build_api(instance: Instance) -> FastAPI:
                                             description="Only messages with a smaller id.")
                           ] = None,
     ) -> list[dict[str, Any]]:
+        if mailbox_id is not None:
+            visible_mailbox(who, mailbox_id)
+        allowed = None if who.user is None or who.user.is_admin else who.user.mailbox_ids
         return [_message(m) for m in store.list_messages(
-            mailbox_id=mailbox_id, status=status, limit=limit, before_id=before)]
+            mailbox_id=mailbox_id, status=status, limit=limit, before_id=before,
+            mailbox_ids=allowed)]
 
-    @api.get("/api/v1/messages/{message_id}", dependencies=auth, response_model=MessageDetail,
+    @api.get("/api/v1/messages/{message_id}", response_model=MessageDetail,
              responses={404: {"model": Problem}})
-    def get_message(message_id: Id) -> dict[str, Any]:
-        m = store.get_message(message_id)
+    def get_message(message_id: Id, who: Who) -> dict[str, Any]:
+        m = visible_message(who, message_id)
         return {**_message(m), "views": [_view(v) for v in store.list_views(m.id)]}
 
-    @api.get("/api/v1/messages/{message_id}/views", dependencies=auth,
+    @api.get("/api/v1/messages/{message_id}/views",
              response_model=list[ViewOut], responses={404: {"model": Problem}})
-    def get_views(message_id: Id) -> list[dict[str, Any]]:
-        store.get_message(message_id)
+    def get_views(message_id: Id, who: Who) -> list[dict[str, Any]]:
+        visible_message(who, message_id)
         return [_view(v) for v in store.list_views(message_id)]
 
-    def _find_mailbox(ref: str) -> MailboxRecord:
+    def _find_mailbox(who: Principal, ref: str) -> MailboxRecord:
         try:
-            return store.find_mailbox(ref)
+            box = store.find_mailbox(ref)
+            instance.accounts.require_mailbox(who.user, box.id)
+            return box
         except NotFound as exc:
             raise InvalidInput(f"mailbox: no mailbox {ref}", field="mailbox") from exc
 
@@ -398,8 +412,45 @@ class _Unauthorized(Exception):
     pass
 
 
+class _Forbidden(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: UserRecord | None  # None: an installation-wide token (mailseen token create)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user is None or self.user.is_admin
+
+
 _REQUIRED_ON_PATCH = {"address", "display_name", "transport", "smtp_tls", "tracking",
                       "imap_tls", "imap_folder"}
+
+
+def principal(request: Request) -> Principal:
+    """Who the Bearer token speaks for: a user, or (None) the whole installation."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _Unauthorized()
+    instance: Instance = request.app.state.instance
+    valid, user = instance.store.token_user(hash_token(token.strip()))
+    if not valid:
+        raise _Unauthorized()
+    return Principal(user)
+
+
+Who = Annotated[Principal, Depends(principal)]
+
+
+def _admin(who: Who) -> None:
+    if not who.is_admin:
+        raise _Forbidden()
+
+
+Admin = [Depends(_admin)]
 
 
 def _check_smtp(transport: str, host: str | None) -> None:

@@ -1,0 +1,76 @@
+"""The one ingest path: every received message, from IMAP or the SMTP receiver, goes through
+:meth:`Ingestor.ingest`."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from email.message import EmailMessage
+
+from ..core.autoreply import detect_automatic
+from ..core.compose import read_facts
+from ..core.inject import tag_message
+from ..storage import MailboxRecord, NewMessage, Store
+from ..storage.store import Ingested
+from .sending import Sender
+
+__all__ = ["Ingestor"]
+
+log = logging.getLogger(__name__)
+_TOKEN_URL = re.compile(r"/t/([A-Za-z0-9_-]{20,64})\.gif")
+
+
+class Ingestor:
+    def __init__(self, store: Store, sender: Sender,
+                 on_ingested: Callable[[Ingested], None] | None = None) -> None:
+        self.store = store
+        self.sender = sender
+        self.on_ingested = on_ingested
+
+    def quoted_messages(self, raw: bytes) -> list[int]:
+        """Ids of our messages whose pixels ``raw`` quotes: a reply (or bounce) whose client
+        dropped In-Reply-To/References still threads by them."""
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        ids: list[int] = []
+        for part in msg.walk():
+            if part.get_content_type() != "text/html" or not isinstance(part, EmailMessage):
+                continue
+            try:
+                html = str(part.get_content())
+            except (LookupError, ValueError, AssertionError):
+                continue
+            for token in _TOKEN_URL.findall(html):
+                ref = self.sender.signer.check(token)
+                if ref is not None and ref.message_id not in ids:
+                    ids.append(ref.message_id)
+        return ids
+
+    def ingest(self, mailbox: MailboxRecord, raw: bytes, source: str) -> Ingested:
+        """Store ``raw`` as received by ``mailbox``, once, threaded, with our pixels taken out
+        (displaying it must never count as a view), judged automatic or not."""
+        facts = read_facts(raw)
+        hints = self.quoted_messages(raw)
+        cleaned = tag_message(raw, "", self.sender.is_own_pixel)
+        if cleaned.pixels_removed:
+            raw = cleaned.data
+        message_id = facts.message_id or (
+            # No Message-ID: derive a stable one so a re-poll is still a duplicate.
+            f"<{hashlib.sha256(raw).hexdigest()[:32]}@mailseen.invalid>")
+        auto = detect_automatic(raw)
+        result = self.store.add_inbound(NewMessage(
+            mailbox_id=mailbox.id, message_id=message_id, subject=facts.subject,
+            from_addr=facts.from_addr, to=facts.to, cc=facts.cc, bcc=[], envelope_to=[],
+            in_reply_to=facts.in_reply_to, references=facts.references, source=source,
+            direction="in", automatic=auto.automatic,
+            auto_reason=auto.reason if auto.automatic else "",
+        ), raw, hints)
+        if not result.duplicate:
+            log.info("received %s for %s via %s%s", message_id, mailbox.address, source,
+                     f" (automatic: {auto.reason})" if auto.automatic else "")
+            if self.on_ingested is not None:
+                self.on_ingested(result)
+        return result

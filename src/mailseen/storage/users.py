@@ -1,0 +1,149 @@
+"""Users, their mailboxes, browser sessions and failed sign-ins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, NotFound
+from .base import StoreBase, now
+from .models import ApiToken, LoginFailure, Membership, User, WebSession
+from .records import Role, SessionRecord, UserRecord
+
+
+def _user(s: Session, row: User) -> UserRecord:
+    boxes = tuple(s.scalars(select(Membership.mailbox_id).where(Membership.user_id == row.id)
+                            .order_by(Membership.mailbox_id)))
+    return UserRecord(row.id, row.email, row.name, row.role,  # type: ignore[arg-type]
+                      row.created_at, boxes)
+
+
+class UserStore(StoreBase):
+    def count_users(self) -> int:
+        with self._tx() as s:
+            return int(s.scalar(select(func.count()).select_from(User)) or 0)
+
+    def add_user(self, email: str, name: str, password_hash: str, role: Role,
+                 *, only_if_none: bool = False) -> UserRecord:
+        """Create a user. With ``only_if_none`` it fails when any user exists already (the
+        first-run setup page must not become a way in later)."""
+        try:
+            with self._tx() as s:
+                if only_if_none and s.scalar(select(func.count()).select_from(User)):
+                    raise Conflict("setup is done already: sign in instead")
+                row = User(email=email, name=name, password_hash=password_hash, role=role,
+                           created_at=now())
+                s.add(row)
+                s.flush()
+                return _user(s, row)
+        except IntegrityError as exc:
+            raise Conflict(f"a user {email} exists already") from exc
+
+    def get_user(self, user_id: int) -> UserRecord:
+        with self._tx() as s:
+            row = s.get(User, user_id)
+            if row is None:
+                raise NotFound(f"no user with id {user_id}")
+            return _user(s, row)
+
+    def find_user(self, email: str) -> tuple[UserRecord, str] | None:
+        """The user with this email and their password hash, or None."""
+        with self._tx() as s:
+            row = s.scalar(select(User).where(func.lower(User.email) == email.lower()))
+            return None if row is None else (_user(s, row), row.password_hash)
+
+    def list_users(self) -> list[UserRecord]:
+        with self._tx() as s:
+            return [_user(s, r) for r in s.scalars(select(User).order_by(User.email))]
+
+    def update_user(self, user_id: int, *, role: Role | None = None, name: str | None = None,
+                    password_hash: str | None = None) -> UserRecord:
+        with self._tx() as s:
+            row = s.get(User, user_id)
+            if row is None:
+                raise NotFound(f"no user with id {user_id}")
+            if role is not None:
+                row.role = role
+            if name is not None:
+                row.name = name
+            if password_hash is not None:
+                row.password_hash = password_hash
+                # A new password signs every browser out.
+                s.execute(delete(WebSession).where(WebSession.user_id == user_id))
+            return _user(s, row)
+
+    def delete_user(self, user_id: int) -> None:
+        with self._tx() as s:
+            row = s.get(User, user_id)
+            if row is None:
+                raise NotFound(f"no user with id {user_id}")
+            s.execute(delete(WebSession).where(WebSession.user_id == user_id))
+            s.execute(delete(Membership).where(Membership.user_id == user_id))
+            s.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+            s.delete(row)
+
+    def set_memberships(self, user_id: int, mailbox_ids: Iterable[int]) -> None:
+        with self._tx() as s:
+            s.execute(delete(Membership).where(Membership.user_id == user_id))
+            for mid in sorted(set(mailbox_ids)):
+                s.add(Membership(user_id=user_id, mailbox_id=mid))
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def add_session(self, id_hash: str, user_id: int, csrf_token: str,
+                    expires_at: datetime) -> None:
+        with self._tx() as s:
+            s.execute(delete(WebSession).where(WebSession.expires_at < now()))
+            s.add(WebSession(id_hash=id_hash, user_id=user_id, csrf_token=csrf_token,
+                             created_at=now(), expires_at=expires_at))
+
+    def get_session(self, id_hash: str) -> SessionRecord | None:
+        with self._tx() as s:
+            row = s.get(WebSession, id_hash)
+            if row is None or row.expires_at < now():
+                return None
+            user = s.get(User, row.user_id)
+            if user is None:
+                return None
+            return SessionRecord(_user(s, user), row.csrf_token, row.expires_at)
+
+    def delete_session(self, id_hash: str) -> None:
+        with self._tx() as s:
+            s.execute(delete(WebSession).where(WebSession.id_hash == id_hash))
+
+    # -- sign-in throttling -----------------------------------------------------------------
+
+    def add_login_failure(self, keys: Iterable[str]) -> None:
+        with self._tx() as s:
+            t = now()
+            for key in keys:
+                s.add(LoginFailure(key=key, at=t))
+
+    def count_login_failures(self, key: str, since: datetime) -> tuple[int, datetime | None]:
+        """Failures for ``key`` since ``since``, and the latest one's time."""
+        with self._tx() as s:
+            count, latest = s.execute(select(func.count(), func.max(LoginFailure.at)).where(
+                LoginFailure.key == key, LoginFailure.at >= since)).one()
+            return int(count), latest
+
+    def clear_login_failures(self, key: str) -> None:
+        with self._tx() as s:
+            s.execute(delete(LoginFailure).where(LoginFailure.key == key))
+
+    # -- tokens that carry a user's rights ------------------------------------------------
+
+    def token_user(self, token_hash: str) -> tuple[bool, UserRecord | None]:
+        """(valid, user): a valid token without a user is an installation admin token."""
+        with self._tx() as s:
+            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
+            if row is None:
+                return False, None
+            row.last_used_at = now()
+            if row.user_id is None:
+                return True, None
+            user = s.get(User, row.user_id)
+            return (False, None) if user is None else (True, _user(s, user))
