@@ -36,7 +36,8 @@ def test_serve_starts_on_a_fresh_data_folder_and_stops_on_sigterm(tmp_path: Path
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
-        assert "mailseen is running" in httpx.get(base + "/").text
+        first = httpx.get(base + "/", follow_redirects=True)
+        assert first.url.path == "/setup" and "Welcome to mailseen" in first.text
         assert httpx.get(base + "/t/anything.gif").content == GIF
         assert (tmp_path / "fresh" / "secret.key").exists()
     finally:

@@ -104,6 +104,8 @@ class Accounts:
             # Each further failure doubles the wait before the next attempt is judged.
             delay = timedelta(seconds=min(60, 2 ** (worst - FREE)))
             if now() < latest + delay:
+                # Hammering during the wait counts too, so it ends in the lock-out.
+                self.store.add_login_failure(keys)
                 raise SignInRefused("too many failed sign-ins: wait a moment",
                                     int(delay.total_seconds()) or 1)
         found = self.store.find_user(email.strip())

@@ -7,13 +7,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
 from .base import StoreBase, conversation_record, message_record, now
-from .models import Conversation, Message, MessageData
+from .models import Conversation, Message, MessageData, ViewEvent
 from .records import ConversationRecord, MessageRecord, NewMessage
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -202,10 +202,53 @@ class MessageStore(StoreBase):
                 raise NotFound(f"no conversation with id {conversation_id}")
             return conversation_record(row)
 
-    def list_conversations(self, mailbox_ids: Sequence[int], limit: int = 50,
-                           offset: int = 0) -> list[ConversationRecord]:
+    def conversation_page(self, mailbox_ids: Sequence[int], *, status: str | None = None,
+                          search: str | None = None, limit: int = 50, offset: int = 0
+                          ) -> list[tuple[ConversationRecord, MessageRecord | None]]:
+        """Conversations newest first, each with the latest message the team sent in it.
+        ``status``: "viewed", "waiting" (tracked, not viewed) or "untracked"."""
+        q = (select(Conversation, Message)
+             .outerjoin(Message, Message.id == Conversation.latest_sent_id)
+             .where(Conversation.mailbox_id.in_(mailbox_ids))
+             .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
+             .limit(limit).offset(offset))
+        viewed = (Message.view_count > 0) | Message.replied_at.is_not(None)
+        if status == "viewed":
+            q = q.where(viewed)
+        elif status == "waiting":
+            q = q.where(Message.tracked.is_(True), ~viewed)
+        elif status == "untracked":
+            q = q.where(Message.tracked.is_(False))
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace(
+                "_", "\\_") + "%"
+            q = q.where(or_(Conversation.subject.ilike(pattern, escape="\\"),
+                            Conversation.other_party.ilike(pattern, escape="\\")))
         with self._tx() as s:
-            return [conversation_record(r) for r in s.scalars(
-                select(Conversation).where(Conversation.mailbox_id.in_(mailbox_ids))
-                .order_by(Conversation.last_activity_at.desc(), Conversation.id.desc())
-                .limit(limit).offset(offset))]
+            return [(conversation_record(c), None if m is None else message_record(m))
+                    for c, m in s.execute(q).tuples()]
+
+    def machine_clients(self, message_ids: Sequence[int]) -> dict[int, str]:
+        """The client named by each message's latest machine fetch."""
+        if not message_ids:
+            return {}
+        with self._tx() as s:
+            rows = s.execute(select(ViewEvent.message_id, ViewEvent.client)
+                             .where(ViewEvent.message_id.in_(message_ids),
+                                    ViewEvent.verdict == "machine")
+                             .order_by(ViewEvent.id)).tuples()
+            return dict(rows)
+
+    def views_since(self, after_id: int, mailbox_ids: Sequence[int]
+                    ) -> list[tuple[int, int, int | None]]:
+        """(view id, message id, conversation id) of views newer than ``after_id``."""
+        with self._tx() as s:
+            return list(s.execute(
+                select(ViewEvent.id, ViewEvent.message_id, Message.conversation_id)
+                .join(Message, Message.id == ViewEvent.message_id)
+                .where(ViewEvent.id > after_id, Message.mailbox_id.in_(mailbox_ids))
+                .order_by(ViewEvent.id).limit(500)).tuples())
+
+    def last_view_id(self) -> int:
+        with self._tx() as s:
+            return int(s.scalar(select(func.max(ViewEvent.id))) or 0)

@@ -11,22 +11,16 @@ import uvicorn
 from ..services.instance import Instance
 from ..services.recorder import ViewRecorder
 from .api import build_api
+from .site import build_site
 from .pixel import PixelApp, Receive, Scope, Send
 
 __all__ = ["MailseenApp"]
 
 log = logging.getLogger(__name__)
 
-_LANDING = b"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>mailseen</title><meta name="viewport" content="width=device-width, initial-scale=1">
-</head><body style="font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;
-padding:0 1em"><h1>mailseen is running</h1><p>Email open tracking for team mailboxes.
-The REST API and its documentation are at <a href="/api/v1/docs">/api/v1/docs</a>; the command
-line is <code>mailseen --help</code>.</p></body></html>"""
-
-
 class MailseenApp:
-    """Routes ``/t/`` to the framework-less pixel app and everything else to the API, and
+    """Routes ``/t/`` to the framework-less pixel app, ``/api/`` to the REST API and the
+    rest to the web app, and
     runs the view recorder and (optionally) the delivery worker for the server's lifetime."""
 
     def __init__(self, instance: Instance, *, run_worker: bool = True) -> None:
@@ -35,6 +29,7 @@ class MailseenApp:
         self.pixel = PixelApp(instance.signer, self.recorder,
                               instance.settings.trusted_proxies)
         self.api = build_api(instance)
+        self.site = build_site(instance)
         self.run_worker = run_worker
         self._stop = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
@@ -45,13 +40,10 @@ class MailseenApp:
             path = scope["path"]
             if path.startswith("/t/"):
                 await self.pixel(scope, receive, send)
-            elif path == "/":
-                await send({"type": "http.response.start", "status": 200, "headers": [
-                    (b"content-type", b"text/html; charset=utf-8"),
-                    (b"content-length", str(len(_LANDING)).encode())]})
-                await send({"type": "http.response.body", "body": _LANDING})
-            else:
+            elif path.startswith("/api/"):
                 await self.api(scope, receive, send)
+            else:
+                await self.site(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:

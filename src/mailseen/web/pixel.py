@@ -87,7 +87,9 @@ class PixelApp:
             elif name in KEPT_HEADERS:
                 kept[name.decode()] = raw_value[:_MAX_HEADER_VALUE].decode("latin-1")
         peer = scope.get("client")
-        ip = client_ip(peer[0] if peer else None, forwarded, self.trusted)
+        ip: str | None = peer[0] if peer else None
+        if self.trusted and forwarded:  # else the peer is the client: no need to parse it
+            ip = client_ip(ip, forwarded, self.trusted)
         await self.recorder.record(ViewIn(
             message_id=ref.message_id, recipient=ref.recipient, at=datetime.now(UTC),
             method=method, ip=ip, user_agent=user_agent, headers=kept))

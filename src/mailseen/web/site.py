@@ -1,0 +1,91 @@
+"""The web app: pages for the team, each module contributing its routes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from ..errors import InvalidInput, MailseenError, NotFound, StorageUnavailable
+from ..services.instance import Instance
+from . import ui_auth, ui_listing
+from .ui import CsrfFailed, Forbidden, FormTooLarge, NotSignedIn, redirect, render
+
+__all__ = ["build_site"]
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+def _page_modules() -> list[object]:
+    mods: list[object] = [ui_auth, ui_listing]
+    # Pages added by later work register here, each a module with a ``routes`` list.
+    for name in ("ui_conversation", "ui_compose", "ui_settings", "ui_reports"):
+        try:
+            mods.append(__import__(f"mailseen.web.{name}", fromlist=["routes"]))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mailseen.web.{name}":
+                raise
+    return mods
+
+
+def build_site(instance: Instance) -> Starlette:
+    routes = [r for mod in _page_modules() for r in getattr(mod, "routes")]  # noqa: B009
+    routes.append(Mount("/static", StaticFiles(directory=STATIC), name="static"))
+
+    async def not_signed_in(request: Request, exc: Exception) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.url.path == "/events":
+            return Response(status_code=401)
+        return redirect(request, f"/login?next={target}" if target != "/" else "/login")
+
+    async def forbidden(request: Request, exc: Exception) -> Response:
+        return render(request, "error.html", 403, title="Not allowed",
+                      message="Only admins can open this page.")
+
+    async def csrf_failed(request: Request, exc: Exception) -> Response:
+        return render(request, "error.html", 403, title="Form expired",
+                      message="This form is no longer valid. Go back, reload the page and "
+                              "try again.")
+
+    async def too_large(request: Request, exc: Exception) -> Response:
+        return render(request, "error.html", 413, title="Too large",
+                      message="That upload is larger than 30 MB.")
+
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, NotFound):
+            return render(request, "error.html", 404, title="Not found",
+                          message="There is nothing here, or you do not have access to it.")
+        if isinstance(exc, StorageUnavailable):
+            return render(request, "error.html", 503, title="Try again shortly",
+                          message="The database is unavailable right now.")
+        status = 422 if isinstance(exc, InvalidInput) else 400
+        return render(request, "error.html", status, title="That did not work",
+                      message=str(exc))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return render(request, "error.html", 404, title="Not found",
+                          message="There is nothing here, or you do not have access to it.")
+        return render(request, "error.html", exc.status_code, title="Request refused",
+                      message=str(exc.detail))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("page failed: %s", request.url.path)
+        return render(request, "error.html", 500, title="Something went wrong",
+                      message="The error was logged. Try again, or tell your admin.")
+
+    app = Starlette(routes=routes, exception_handlers={
+        NotSignedIn: not_signed_in, Forbidden: forbidden, CsrfFailed: csrf_failed,
+        FormTooLarge: too_large, MailseenError: domain_error, HTTPException: http_error,
+        Exception: server_error,
+    })
+    app.state.instance = instance
+    return app

@@ -1,0 +1,154 @@
+"""What every page of the web app shares: templates, the signed-in user, CSRF, errors.
+
+Sessions are server-side rows; the cookie holds only a random id (HttpOnly, SameSite=Lax,
+Secure when served over HTTPS). Every form carries a CSRF token: the session's own once signed
+in, a double-submit cookie before (setup and sign-in forms).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from ..core.status import Eye, eye_for, relative_time
+from ..services.instance import Instance
+from ..storage import MessageRecord
+from ..storage.records import SessionRecord, UserRecord
+
+SESSION_COOKIE = "mailseen_session"
+CSRF_COOKIE = "mailseen_csrf"
+MAX_FORM_BYTES = 30 * 1024 * 1024
+
+templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True,
+)
+templates.filters["ago"] = lambda when: relative_time(when, datetime.now(UTC)) if when else ""
+templates.filters["datetime"] = (
+    lambda when: when.strftime("%Y-%m-%d %H:%M UTC") if when else "")
+
+
+class NotSignedIn(Exception):
+    """Raised by pages that need a user; turned into a redirect to the sign-in page."""
+
+
+class Forbidden(Exception):
+    """Raised by admin pages for members."""
+
+
+def instance_of(request: Request) -> Instance:
+    inst: Instance = request.app.state.instance
+    return inst
+
+
+def is_https(request: Request) -> bool:
+    return request.url.scheme == "https" or instance_of(request).settings.base_url.startswith(
+        "https://")
+
+
+def current_session(request: Request) -> SessionRecord | None:
+    cached = request.scope.get("mailseen.session", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    session = instance_of(request).accounts.session(request.cookies.get(SESSION_COOKIE))
+    request.scope["mailseen.session"] = session
+    return session
+
+
+def require_user(request: Request) -> UserRecord:
+    session = current_session(request)
+    if session is None:
+        raise NotSignedIn()
+    return session.user
+
+
+def require_admin(request: Request) -> UserRecord:
+    user = require_user(request)
+    if not user.is_admin:
+        raise Forbidden()
+    return user
+
+
+def csrf_token(request: Request) -> str:
+    session = current_session(request)
+    if session is not None:
+        return session.csrf_token
+    token = request.cookies.get(CSRF_COOKIE)
+    if not token or len(token) > 100:
+        token = request.scope.setdefault("mailseen.new_csrf", secrets.token_urlsafe(32))
+    return str(token)
+
+
+async def read_form(request: Request) -> FormData:
+    """The submitted form, after checking its CSRF token (raises CsrfFailed)."""
+    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        raise FormTooLarge()
+    form = await request.form(max_files=20, max_fields=200)
+    sent = form.get("csrf")
+    if not isinstance(sent, str) or not secrets.compare_digest(sent, csrf_token(request)):
+        raise CsrfFailed()
+    return form
+
+
+class CsrfFailed(Exception):
+    pass
+
+
+class FormTooLarge(Exception):
+    pass
+
+
+def eye_of(message: MessageRecord | None, machine_client: str | None = None) -> Eye:
+    if message is None:
+        return Eye("none", "Nothing sent yet")
+    return eye_for(tracked=message.tracked, tracking_reason=message.tracking_reason,
+                   view_count=message.view_count, last_viewed_at=message.last_viewed_at,
+                   replied_at=message.replied_at, machine_count=message.machine_count,
+                   machine_client=machine_client, now=datetime.now(UTC))
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+    session = current_session(request)
+    inst = instance_of(request)
+    user = session.user if session else None
+    boxes = ([b for b in inst.store.list_mailboxes()
+              if user.is_admin or b.id in user.mailbox_ids] if user else [])
+    html = templates.get_template(name).render(
+        request=request, user=user, my_mailboxes=boxes, csrf=csrf_token(request),
+        path=request.url.path, **context)
+    response = HTMLResponse(html, status_code=status_code)
+    finish(request, response)
+    return response
+
+
+def finish(request: Request, response: Response) -> None:
+    """Security headers on every page, and the pre-sign-in CSRF cookie when one was made."""
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
+        "object-src 'none'")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    new = request.scope.get("mailseen.new_csrf")
+    if new:
+        response.set_cookie(CSRF_COOKIE, new, httponly=True, samesite="strict",
+                            secure=is_https(request))
+
+
+def redirect(request: Request, url: str) -> Response:
+    response = RedirectResponse(url, status_code=303)
+    finish(request, response)
+    return response
+
+
+Handler = Callable[[Request], Awaitable[Response]]
