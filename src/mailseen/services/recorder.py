@@ -14,9 +14,14 @@ __all__ = ["ViewRecorder"]
 
 log = logging.getLogger(__name__)
 
+# Gathering a batch (see ViewRecorder._gather) ends after this many event-loop turns in which
+# no view arrived, or after this long, whichever comes first.
+_CALM_TURNS = 32  # an idle turn takes a few microseconds
+_GATHER_LIMIT = 0.005  # seconds
+
 
 class ViewRecorder:
-    """Collects views while the previous batch is being written, then writes them together.
+    """Collects views while the event loop has requests to handle, then writes them together.
 
     One writer thread does all the writing, so batches never compete for the database.
     """
@@ -50,12 +55,33 @@ class ViewRecorder:
         self._wake.set()
         await fut
 
+    async def _gather(self) -> None:
+        """Let the event loop run while it keeps producing views, so that requests which have
+        already arrived join this batch instead of waiting for the next one.
+
+        Writing a batch costs far more per transaction than per view, and the writer thread
+        shares the GIL (and, on a small server, the core) with the event loop: fewer, fuller
+        batches leave more time for answering requests. A lone hit waits only for
+        ``_CALM_TURNS`` idle loop turns (about a hundred microseconds); under load, gathering
+        stops at ``max_batch`` views or after ``_GATHER_LIMIT`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _GATHER_LIMIT
+        size, calm = len(self._pending), 0
+        while calm < _CALM_TURNS and size < self.max_batch and loop.time() < deadline:
+            await asyncio.sleep(0)
+            if len(self._pending) == size:
+                calm += 1
+            else:
+                size, calm = len(self._pending), 0
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                await self._gather()
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 try:
