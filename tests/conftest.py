@@ -22,11 +22,13 @@ import uvicorn
 from sqlalchemy import create_engine, text
 
 from mailseen.config import Settings, load_settings
+from mailseen.services.accounts import hash_token
 from mailseen.services.instance import Instance
 from mailseen.storage import Database
 from mailseen.storage.models import Base
-from mailseen.services.accounts import hash_token
 from mailseen.web.app import MailseenApp, server_config
+
+pytest_plugins = ["tests.browser"]  # the `browser` fixture (real Chromium)
 
 BACKEND = os.environ.get("MAILSEEN_TEST_DATABASE", "sqlite")
 PG_ADMIN_URL = os.environ.get("MAILSEEN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
