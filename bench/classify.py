@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from mailseen.core.hits import Hit, HitClassifier, Verdict
+from mailseen.core.netdata import load_data
 
 OUTLOOK = ("Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 10.0; WOW64; Trident/7.0; .NET4.0C; "
            ".NET4.0E; Microsoft Outlook 16.0.{build}; ms-office; MSOffice 16)")
@@ -84,9 +85,13 @@ def noop(hit: Hit) -> Verdict:
     return NOOP
 
 
-def best_rate(classify: Callable[[Hit], Verdict], hits: list[Hit], repeat: int) -> float:
+def best_rate(make: Callable[[], Callable[[Hit], Verdict]], hits: list[Hit],
+              repeat: int) -> float:
+    """Hits per second of the best run; each run starts from a new classifier, so the
+    cached figure pays for its cold cache (every distinct user agent's first sight)."""
     best = float("inf")
     for _ in range(repeat):
+        classify = make()
         start = time.perf_counter()
         for hit in hits:
             classify(hit)
@@ -105,13 +110,15 @@ def main() -> None:
     print(f"{args.hits} hits, {distinct} distinct user agents; Python {platform.python_version()}"
           f" on {platform.machine()}; best of {args.repeat}")
 
+    data = load_data()  # loaded once: the server loads it at start-up, not per hit
     results = {}
-    for name, classify in (
-        ("baseline (no-op)", noop),
-        ("cached", HitClassifier().classify),  # a fresh cache: its misses are in the figure
-        ("uncached", HitClassifier(ua_cache_size=0).classify),
-    ):
-        results[name] = best_rate(classify, hits, args.repeat)
+    makers: dict[str, Callable[[], Callable[[Hit], Verdict]]] = {
+        "baseline (no-op)": lambda: noop,
+        "cached": lambda: HitClassifier(data).classify,
+        "uncached": lambda: HitClassifier(data, ua_cache_size=0).classify,
+    }
+    for name, make in makers.items():
+        results[name] = best_rate(make, hits, args.repeat)
     cached, uncached = results["cached"], results["uncached"]
     for name, rate in results.items():
         print(f"  {name:17} {rate:>12,.0f} hits/s {1e6 / rate:>9.2f} µs/hit")
