@@ -162,8 +162,9 @@ ROWS = [
     Row("Firefox link prefetch", ua(FIREFOX_LINUX, x_moz="prefetch"),
         expect=(MACHINE, "prefetch request (x-moz: prefetch)", "Firefox 121 on Linux"),
         rule="prefetch_header"),
-    Row("empty user agent", {"user-agent": "", "accept": "*/*"}, "104.47.1.254",
-        expect=(MACHINE, "no user agent", "unknown"), rule="no_user_agent"),
+    Row("empty user agent from Microsoft's link checker", {"user-agent": "", "accept": "*/*"},
+        "104.47.1.254", expect=(MACHINE, "no user agent", "Microsoft Defender for Office 365"),
+        rule="no_user_agent"),
     Row("no user-agent header at all", {"accept": "*/*"},
         expect=(MACHINE, "no user agent", "unknown"), rule="no_user_agent"),
     # --- security gateways and link checkers ----------------------------------------

@@ -131,7 +131,7 @@ def no_user_agent(f: Facts) -> Verdict | None:
     # does; Microsoft's link checks were seen with a blank one
     # (edalzell/laravel-passwordless-login#79).
     if not f.user_agent:
-        return _machine("no user agent", "unknown")
+        return _machine("no user agent", f.network.label if f.network else "unknown")
     return None
 
 
