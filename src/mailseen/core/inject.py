@@ -9,6 +9,8 @@ Contract (see docs/tracking.md):
   structure cannot be followed safely ("broken MIME: …"). Nothing is ever half-rewritten.
 - Every byte outside the rewritten HTML bodies stays as it was, headers included; a rewritten
   body keeps its charset and transfer encoding.
+- Our own earlier pixels (a quoted reply to one of our messages) are taken out of every HTML
+  body a reader shows, so showing this message does not count as a view of the earlier one.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import quopri
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from email import quoprimime
 
 from .htmlscan import splice_pixel
 from .mimetree import BrokenMime, Part, eol_of, parse_tree
@@ -31,6 +32,17 @@ _SIGNED_TYPES = frozenset({
     "application/x-pkcs7-mime",
 })
 _MAX_LINE = 998  # RFC 5322 2.1.1, excluding the CRLF
+_QP_LINE = 76  # RFC 2045 6.7 (5)
+_IDENTITY = ("7bit", "8bit", "binary", "")
+
+# Charsets in which an ASCII byte can be part of another character (or ASCII is not what it
+# is), so the HTML must be decoded before it is searched: UTF-16/32, UTF-7 and the ISO-2022
+# and HZ escape encodings, Johab (trail bytes from 0x31, "<" among them), and EBCDIC.
+_DECODE_FIRST = ("utf-16", "utf-32", "utf-7", "iso2022", "hz", "johab", "cp037", "cp273",
+                 "cp424", "cp500", "cp875", "cp1026", "cp1140")
+# Python codecs that no mail client knows as a charset.
+_NOT_CHARSETS = frozenset({"idna", "punycode", "unicode-escape", "raw-unicode-escape",
+                           "undefined", "mbcs", "oem", "charmap", "palmos"})
 
 
 @dataclass(frozen=True)
@@ -45,9 +57,13 @@ class TagResult:
 def tag_message(raw: bytes, tag: str, is_own_pixel: Callable[[str], bool]) -> TagResult:
     """Return ``raw`` with ``tag`` spliced into each displayed HTML body."""
     try:
-        root = parse_tree(raw)
+        return _tag(raw, tag, is_own_pixel)
     except BrokenMime as exc:
         return TagResult(raw, False, f"broken MIME: {exc}")
+
+
+def _tag(raw: bytes, tag: str, is_own_pixel: Callable[[str], bool]) -> TagResult:
+    root = parse_tree(raw)
     if root.headers.get("DKIM-Signature") is not None:
         return TagResult(raw, False, "signed")
     if any(p.content_type in _SIGNED_TYPES for p in _visible(root)):
@@ -55,17 +71,21 @@ def tag_message(raw: bytes, tag: str, is_own_pixel: Callable[[str], bool]) -> Ta
     targets = _targets(root)
     if not targets:
         return TagResult(raw, False, "plain text")
+    target_ids = {id(p) for p in targets}
     eol = eol_of(raw)
-    out = raw
+    edits: list[tuple[Part, bytes]] = []
     removed = 0
-    # Replace from the end so earlier offsets stay valid.
-    for part in sorted(targets, key=lambda p: p.body_start, reverse=True):
-        try:
-            body, n = _rewrite_body(raw, part, tag, is_own_pixel, eol)
-        except BrokenMime as exc:
-            return TagResult(raw, False, f"broken MIME: {exc}")
-        out = out[: part.body_start] + body + out[part.end :]
+    # Every body is rewritten before any is applied, so a failure leaves the message whole.
+    for part in _displayed_html(root):
+        is_target = id(part) in target_ids
+        body, n = _rewrite_body(raw, part, tag if is_target else "", is_own_pixel, eol)
         removed += n
+        if body is not None:
+            edits.append((part, body))
+    out = raw
+    # Replace from the end so earlier offsets stay valid.
+    for part, body in sorted(edits, key=lambda e: e[0].body_start, reverse=True):
+        out = out[: part.body_start] + body + out[part.end :]
     return TagResult(out, True, None, len(targets), removed)
 
 
@@ -78,7 +98,19 @@ def _visible(part: Part) -> list[Part]:
     return out
 
 
+def _related_root(part: Part) -> Part:
+    start = part.headers.get_param("start")
+    if isinstance(start, str) and start.strip(" <>"):
+        # RFC 2387 wants the Content-ID with its angle brackets; some writers drop them.
+        wanted = start.strip(" <>")
+        for child in part.children:
+            if str(child.headers.get("Content-ID", "")).strip(" <>\t\r\n") == wanted:
+                return child
+    return part.children[0]
+
+
 def _targets(part: Part) -> list[Part]:
+    """The HTML a reader shows as the body, which gets the pixel."""
     if part.is_attachment:
         return []
     ctype = part.content_type
@@ -90,14 +122,7 @@ def _targets(part: Part) -> list[Part]:
     if subtype == "alternative":
         return [t for child in part.children for t in _targets(child)]
     if subtype == "related":
-        start = part.headers.get_param("start")
-        root = part.children[0]
-        if isinstance(start, str):
-            for child in part.children:
-                if str(child.headers.get("Content-ID", "")).strip() == start.strip():
-                    root = child
-                    break
-        return _targets(root)
+        return _targets(_related_root(part))
     for child in reversed(part.children):
         found = _targets(child)
         if found:
@@ -105,11 +130,25 @@ def _targets(part: Part) -> list[Part]:
     return []
 
 
+def _displayed_html(part: Part) -> list[Part]:
+    """Every HTML body a reader may show inline (a superset of the targets: readers show
+    each inline leaf of a mixed part, not only the last), in which old pixels would load."""
+    if part.is_attachment:
+        return []
+    if part.content_type == "text/html":
+        return [part]
+    if not part.is_multipart:
+        return []
+    if part.content_type == "multipart/related":
+        return _displayed_html(_related_root(part))
+    return [p for child in part.children for p in _displayed_html(child)]
+
+
 def _decode_transfer(data: bytes, cte: str) -> bytes:
-    if cte in ("7bit", "8bit", "binary", ""):
+    if cte in _IDENTITY:
         return data
     if cte == "quoted-printable":
-        return quopri.decodestring(data)
+        return binascii.a2b_qp(data)
     if cte == "base64":
         try:
             return base64.b64decode(b"".join(data.split()), validate=True)
@@ -118,49 +157,101 @@ def _decode_transfer(data: bytes, cte: str) -> bytes:
     raise BrokenMime(f"unknown transfer encoding {cte!r}")
 
 
+_QP_UNSAFE = re.compile(rb"[^!-<>-~ \t]")  # all but printable ASCII without "=", space, tab
+_QP_ESCAPE = [b"=%02X" % b for b in range(256)]
+
+
+def _qp_escape(m: re.Match[bytes]) -> bytes:
+    return _QP_ESCAPE[m.group()[0]]
+
+
+def _qp_encode(data: bytes, eol: bytes) -> bytes:
+    """Quoted-printable that decodes to exactly ``data``: only ``eol`` is a hard line break;
+    any other CR or LF, and white space ending a line, is escaped (RFC 2045 6.7)."""
+    out: list[bytes] = []
+    for line in data.split(eol):
+        text = _QP_UNSAFE.sub(_qp_escape, line)
+        if text.endswith((b" ", b"\t")):
+            text = text[:-1] + _QP_ESCAPE[text[-1]]
+        while len(text) > _QP_LINE:
+            # A soft break ("=" ending the line) must not split an "=XX" escape; every "="
+            # left in the text starts one.
+            cut = _QP_LINE - 1
+            eq = text.rfind(b"=", cut - 2, cut)
+            if eq != -1:
+                cut = eq
+            out.append(text[:cut] + b"=")
+            text = text[cut:]
+        out.append(text)
+    return eol.join(out)
+
+
 def _encode_transfer(data: bytes, cte: str, eol: bytes, trailing_eol: bool) -> bytes:
     if cte == "quoted-printable":
-        text = quoprimime.body_encode(data.decode("latin-1"), 76, eol.decode("ascii"))
-        out = text.encode("ascii")
-    elif cte == "base64":
-        out = base64.encodebytes(data).replace(b"\n", eol)
-    else:
-        return data
-    out = out.rstrip(b"\r\n")
-    return out + eol if trailing_eol else out
+        return _qp_encode(data, eol)
+    if cte == "base64":
+        out = base64.encodebytes(data).replace(b"\n", eol).rstrip(b"\r\n")
+        return out + eol if trailing_eol else out
+    return data
 
 
-def _ascii_compatible(charset: str) -> bool:
-    """True when ASCII text is encoded as the same bytes and never inside a multibyte
-    sequence, so the pixel can be spliced into the bytes without decoding them."""
-    name = codecs.lookup(charset).name
-    return not name.startswith(("utf-16", "utf-32", "utf-7", "iso2022", "hz", "cp037",
-                                "cp273", "cp424", "cp500", "cp875", "cp1026", "cp1140"))
+def _codec(charset: str, content: bytes) -> str | None:
+    """The codec to decode the HTML with, or None when its bytes can be searched as they are
+    (ASCII-compatible, and an ASCII byte is always that ASCII character)."""
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError) as exc:
+        raise BrokenMime(f"unknown charset {charset!r}") from exc
+    name = info.name
+    if name in _NOT_CHARSETS or not getattr(info, "_is_text_encoding", True):
+        raise BrokenMime(f"unknown charset {charset!r}")
+    if not name.startswith(_DECODE_FIRST):
+        return None
+    for width in (16, 32):
+        if name == f"utf-{width}":
+            # Keep the byte order the part was written in, BOM included, so the bytes
+            # around the pixel come back unchanged; without a BOM, the first character
+            # (markup, so ASCII) shows it.
+            le, be = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) if width == 16 else \
+                (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+            if content.startswith(le):
+                return f"utf-{width}-le"
+            if content.startswith(be):
+                return f"utf-{width}-be"
+            return f"utf-{width}-be" if content[:1] == b"\x00" else f"utf-{width}-le"
+    return name
 
 
 def _rewrite_body(raw: bytes, part: Part, tag: str, is_own_pixel: Callable[[str], bool],
-                  eol: bytes) -> tuple[bytes, int]:
+                  eol: bytes) -> tuple[bytes | None, int]:
+    """The new body bytes of ``part`` (None if nothing changes) and how many of our old pixels
+    went. Raises BrokenMime when the body cannot be rewritten without touching other bytes."""
+    if not part.separated:
+        raise BrokenMime("HTML part without a blank line after its headers")
     original = raw[part.body_start : part.end]
     cte = part.transfer_encoding
     content = _decode_transfer(original, cte)
     charset = part.headers.get_content_charset() or "us-ascii"
-    try:
-        compatible = _ascii_compatible(charset)
-    except LookupError as exc:
-        raise BrokenMime(f"unknown charset {charset!r}") from exc
-    max_line = _MAX_LINE if cte in ("7bit", "8bit", "binary", "") else None
-    if compatible:
+    codec = _codec(charset, content)
+    max_line = _MAX_LINE if cte in _IDENTITY else None
+    if codec is None:
         # latin-1 maps every byte to one code point, so offsets and bytes survive unchanged.
         html = content.decode("latin-1")
-        spliced, removed = splice_pixel(html, tag, is_own_pixel, max_line)
+        spliced, removed = splice_pixel(html, tag, is_own_pixel, max_line, eol.decode())
         new_content = spliced.encode("latin-1")
     else:
         try:
-            html = content.decode(charset)
+            html = content.decode(codec)
         except UnicodeDecodeError as exc:
             raise BrokenMime(f"HTML part not valid {charset}") from exc
-        spliced, removed = splice_pixel(html, tag, is_own_pixel, max_line)
-        new_content = spliced.encode(charset)
+        if html.encode(codec) != content:
+            raise BrokenMime(f"HTML part in {charset} cannot be rewritten byte for byte")
+        spliced, removed = splice_pixel(html, tag, is_own_pixel, max_line, eol.decode())
+        try:
+            new_content = spliced.encode(codec)
+        except UnicodeEncodeError as exc:
+            raise BrokenMime(f"the pixel cannot be written in {charset}") from exc
+    if new_content == content:
+        return None, 0
     trailing = original.endswith(b"\n")
     return _encode_transfer(new_content, cte, eol, trailing), removed
-

@@ -32,6 +32,9 @@ class Part:
     end: int  # offset just past the body (the eol before the next delimiter is not body)
     headers: Message
     children: list[Part] = field(default_factory=list)
+    # False when no blank line ends the headers: the body is empty and anything put at
+    # body_start would join the last header line.
+    separated: bool = True
 
     @property
     def content_type(self) -> str:
@@ -65,9 +68,10 @@ def eol_of(raw: bytes) -> bytes:
 def split_head(raw: bytes, start: int = 0, end: int | None = None) -> tuple[int, int]:
     """Return (end of header block, start of body) for the entity in ``raw[start:end]``."""
     end = len(raw) if end is None else end
-    # An entity that starts with a blank line has no headers.
-    if raw.startswith(b"\r\n", start) or raw.startswith(b"\n", start):
-        nl = raw.index(b"\n", start)
+    # An entity that starts with a blank line has no headers. (Bounded by ``end``: an empty
+    # part is followed by its delimiter's line ending, which is not the part's.)
+    if raw.startswith(b"\r\n", start, end) or raw.startswith(b"\n", start, end):
+        nl = raw.index(b"\n", start, end)
         return start, nl + 1
     m = _HEAD_END.search(raw, start, end)
     if m is None:
@@ -92,7 +96,7 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int) -> P
         raise BrokenMime("MIME parts nested too deeply")
     head_end, body_start = split_head(raw, start, end)
     headers = _headers(raw, start, head_end, default_type)
-    part = Part(start, body_start, end, headers)
+    part = Part(start, body_start, end, headers, separated=body_start > head_end)
     if not part.is_multipart:
         return part
     boundary = headers.get_boundary()
@@ -101,8 +105,11 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int) -> P
     if len(boundary) > 200:
         raise BrokenMime("MIME boundary longer than 200 characters")
     child_type = "message/rfc822" if part.content_type == "multipart/digest" else "text/plain"
+    if not boundary.isascii():
+        # RFC 2046 boundaries are ASCII; readers (the email package among them) find none.
+        raise BrokenMime(f"{part.content_type} with a non-ASCII boundary")
     delim = re.compile(
-        rb"(?:\r?\n|^)--" + re.escape(boundary.encode("latin-1", "replace")) +
+        rb"(?:\r?\n|^)--" + re.escape(boundary.encode("ascii")) +
         rb"(--)?[ \t]*(?:\r?\n|\Z)",
         re.M,
     )
@@ -123,7 +130,14 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int) -> P
         if m.group(1):
             break
         child_start = m.end()
-        child_end = marks[i + 1].start() if i + 1 < len(marks) else end
+        if i + 1 < len(marks):
+            child_end = marks[i + 1].start()
+        else:
+            # No closing delimiter: like the email package, leave the final line ending out,
+            # as it would have belonged to the missing delimiter.
+            child_end = end
+            if raw.endswith(b"\n", child_start, child_end):
+                child_end -= 2 if raw.endswith(b"\r\n", child_start, child_end) else 1
         part.children.append(_parse(raw, child_start, child_end, child_type, depth + 1))
     if not part.children:
         raise BrokenMime(f"{part.content_type} with no parts")
