@@ -10,6 +10,7 @@ from .base import Cipher, now
 from .mailboxes import MailboxStore
 from .messages import Ingested, MessageStore, Rendered, referenced_ids
 from .queue import Claim, QueueStore
+from .reports import ReportStore
 from .users import UserStore
 from .views import Judge, ViewStore
 
@@ -17,5 +18,5 @@ __all__ = ["Cipher", "Claim", "Ingested", "Judge", "Rendered", "Store", "now",
            "referenced_ids"]
 
 
-class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore):
+class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore):
     pass
