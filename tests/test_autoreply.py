@@ -322,6 +322,8 @@ ROWS = [
     Row("Precedence: auto_reply", AUTO_REPLY_PRECEDENCE,
         True, "Precedence: auto_reply", "precedence"),
     Row("Precedence: bulk outside a list", BULK_NO_LIST, True, "Precedence: bulk", "precedence"),
+    Row("Precedence: junk outside a list", BULK_NO_LIST.replace(b"bulk", b"junk"),
+        True, "Precedence: junk", "precedence"),
     # --- bounces and reports ---------------------------------------------------------------
     Row("DSN bounce from MAILER-DAEMON with an empty return path", DSN_BOUNCE,
         True, "Auto-Submitted: auto-replied", "auto_submitted"),

@@ -309,6 +309,19 @@ def test_clients_that_bot_lists_flag_are_people_here(agent: str,
     assert classifier.classify(Hit("GET", {"user-agent": agent}, HOME, 300.0)).counts
 
 
+@pytest.mark.parametrize(("token", "client"), [
+    ("Cisco Secure Email", "Cisco Secure Email"), ("IronPort", "Cisco Secure Email"),
+    ("Trend Micro", "Trend Micro"), ("Sophos", "Sophos"), ("Forcepoint", "Forcepoint"),
+    ("FortiMail", "Fortinet"), ("Proofpoint", "Proofpoint"), ("Mimecast", "Mimecast"),
+])
+def test_gateways_that_name_themselves_are_scanners_wherever_they_come_from(
+        token: str, client: str, classifier: HitClassifier) -> None:
+    # Vendor tokens, not captured user agents: the gateways are mostly caught by network.
+    agent = f"Mozilla/5.0 (compatible; {token} link scanner)"
+    verdict = classifier.classify(Hit("GET", {"user-agent": agent}, HOME, 30.0))
+    assert verdict == Verdict("machine", "security scanner", client)
+
+
 def test_the_two_second_limit_and_burst_size_are_data() -> None:
     base = load_data()
     strict = ClassifierData(base.networks, base.user_agents, base.systems,
