@@ -10,8 +10,7 @@ from dataclasses import dataclass, field, replace
 from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser
-from email.policy import SMTP, compat32
+from email.policy import SMTP
 from email.utils import formatdate, getaddresses, make_msgid
 
 from ..errors import InvalidInput, NotAMessage
@@ -27,8 +26,15 @@ __all__ = [
     "read_facts",
 ]
 
-_FIELD_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:", re.M)
+# A header field's name: RFC 5322 allows any printable ASCII but ":", yet real names are
+# tokens (letters, digits, "-" and a few more); the stricter form tells JSON, HTML and
+# other text that merely contains a colon from a message.
+_FIELD_LINE = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9!#$%&'*+.^_`|~-]*[ \t]*:", re.M)
 _MAX_MESSAGE = 50 * 1024 * 1024
+# CR and LF start a new header line; the rest are controls that some software also takes for
+# line breaks (Python's own str.splitlines does for VT, FF, FS, GS, RS, NEL, LS and PS).
+_UNSAFE_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,7 @@ class HeaderFacts:
 
 def parse_address(value: str, field_name: str) -> str:
     """Return the bare address in ``value`` or raise InvalidInput naming ``field_name``."""
-    if "\r" in value or "\n" in value:
-        raise InvalidInput(f"{field_name}: line breaks are not allowed", field=field_name)
+    _no_breaks(value, field_name)
     pairs = getaddresses([value])
     if len(pairs) != 1 or not pairs[0][1]:
         raise InvalidInput(f"{field_name}: {value!r} is not one email address", field=field_name)
@@ -80,9 +85,17 @@ def parse_address(value: str, field_name: str) -> str:
 
 
 def _no_breaks(value: str | None, field_name: str) -> str | None:
-    if value is not None and ("\r" in value or "\n" in value):
-        raise InvalidInput(f"{field_name}: line breaks are not allowed", field=field_name)
+    if value is not None and _UNSAFE_IN_HEADER.search(value):
+        raise InvalidInput(f"{field_name}: line breaks and control characters are not allowed",
+                           field=field_name)
     return value
+
+
+def _set_header(msg: EmailMessage, name: str, value: object, field_name: str) -> None:
+    try:
+        msg[name] = value
+    except (ValueError, TypeError, IndexError) as exc:  # what the policy refuses
+        raise InvalidInput(f"{field_name}: {exc}", field=field_name) from exc
 
 
 def build_message(draft: Draft, domain: str) -> bytes:
@@ -96,21 +109,27 @@ def build_message(draft: Draft, domain: str) -> bytes:
     sender = parse_address(draft.from_addr, "from")
     name = _no_breaks(draft.from_name, "from_name") or ""
     local, _, host = sender.rpartition("@")
-    msg["From"] = Address(display_name=name, username=local, domain=host)
+    try:
+        from_value = Address(display_name=name, username=local, domain=host)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise InvalidInput(f"from: {exc}", field="from") from exc
+    _set_header(msg, "From", from_value, "from")
     for header, values in (("To", draft.to), ("Cc", draft.cc)):
         for v in values:
             parse_address(v, header.lower())  # refuses anything but one clean address
         if values:
-            msg[header] = ", ".join(values)
+            _set_header(msg, header, ", ".join(values), header.lower())
     for v in draft.bcc:
         parse_address(v, "bcc")
-    msg["Subject"] = _no_breaks(draft.subject, "subject") or ""
+    _set_header(msg, "Subject", _no_breaks(draft.subject, "subject") or "", "subject")
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(domain=domain)
     if draft.in_reply_to:
-        msg["In-Reply-To"] = _no_breaks(draft.in_reply_to, "in_reply_to") or ""
+        _set_header(msg, "In-Reply-To", _no_breaks(draft.in_reply_to, "in_reply_to"),
+                    "in_reply_to")
     if draft.references:
-        msg["References"] = _no_breaks(draft.references, "references") or ""
+        _set_header(msg, "References", _no_breaks(draft.references, "references"),
+                    "references")
     if draft.text is not None:
         msg.set_content(draft.text)
         if draft.html is not None:
@@ -119,17 +138,36 @@ def build_message(draft: Draft, domain: str) -> bytes:
         assert draft.html is not None
         msg.set_content(draft.html, subtype="html")
     for att in draft.attachments:
-        maintype, _, subtype = att.content_type.partition("/")
-        if not maintype or not subtype:
-            raise InvalidInput(f"attachments: bad content type {att.content_type!r}",
-                               field="attachments")
-        _no_breaks(att.filename, "attachments")
-        msg.add_attachment(att.data, maintype=maintype, subtype=subtype,
-                           filename=att.filename)
+        _add_attachment(msg, att)
     try:
         return msg.as_bytes()
     except (ValueError, TypeError) as exc:  # e.g. a header value the policy refuses
         raise InvalidInput(f"message cannot be built: {exc}") from exc
+
+
+def _add_attachment(msg: EmailMessage, att: Attachment) -> None:
+    if not _MIME_TYPE.fullmatch(att.content_type):
+        raise InvalidInput(f"attachments: bad content type {att.content_type!r}",
+                           field="attachments")
+    _no_breaks(att.filename, "attachments")
+    maintype, _, subtype = att.content_type.lower().partition("/")
+    if maintype == "multipart":
+        # A multipart needs a boundary and parts, not opaque bytes; sent as-is it would
+        # break the structure of the whole message.
+        raise InvalidInput(f"attachments: {att.content_type} cannot be attached as a file",
+                           field="attachments")
+    if maintype == "message":
+        # RFC 2046 5.2.1: an attached message may not be base64-encoded, so it goes as
+        # 8bit, which needs short lines and no NULs.
+        if b"\0" in att.data or any(len(line.rstrip(b"\r")) > 998
+                                    for line in att.data.split(b"\n")):
+            raise InvalidInput(f"attachments: {att.filename!r} is not a message that can be "
+                               "attached as is (NUL or line over 998 octets); attach it as "
+                               "application/octet-stream", field="attachments")
+        msg.add_attachment(att.data, maintype=maintype, subtype=subtype,
+                           filename=att.filename, cte="8bit")
+        return
+    msg.add_attachment(att.data, maintype=maintype, subtype=subtype, filename=att.filename)
 
 
 def _check_is_message(raw: bytes) -> None:
@@ -161,6 +199,11 @@ def _remove_header(raw: bytes, name: bytes) -> bytes:
         if not skipping:
             out.append(line)
     head = b"".join(out)
+    if not head:
+        # Nothing left above the blank line: drop the line ending that closed the last
+        # field too, or the message would start with two blank lines.
+        rest = raw[head_end:]
+        return rest[2:] if rest.startswith(b"\r\n") else rest[1:]
     # The block ends without its last eol (split_head leaves it to the separator).
     if head.endswith(b"\r\n"):
         head = head[:-2]
@@ -169,19 +212,44 @@ def _remove_header(raw: bytes, name: bytes) -> bytes:
     return head + raw[head_end:]
 
 
+def _fields(head: bytes) -> list[tuple[str, str]]:
+    """(lowercased name, unfolded value) of each field in a header block. Parsed here rather
+    than with the email package, which stops at an obsolete "Name :" field and so would miss
+    the fields after it, and shows 8-bit bytes as U+FFFD."""
+    out: list[tuple[str, str]] = []
+    for line in head.splitlines():
+        if line[:1] in (b" ", b"\t"):
+            if out:
+                out[-1] = (out[-1][0], out[-1][1] + _unicode(line))
+            continue
+        name, colon, value = line.partition(b":")
+        if colon:
+            out.append((name.strip().decode("ascii", "replace").lower(), _unicode(value)))
+    return out
+
+
+def _unicode(value: bytes) -> str:
+    """Header bytes as text: 8-bit bytes are read as UTF-8 (RFC 6532), and anything not
+    UTF-8 becomes U+FFFD, so nothing unencodable reaches the store."""
+    return value.decode("utf-8", "replace")
+
+
 def read_facts(raw: bytes) -> HeaderFacts:
     """Check ``raw`` is a message and read the facts the store keeps from its headers.
     ``message_id`` is empty when the message has none."""
     _check_is_message(raw)
     head_end, _ = split_head(raw)
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:head_end] + b"\n\n")
+    fields = _fields(raw[:head_end])
+
+    def values(name: str) -> list[str]:
+        return [v for k, v in fields if k == name.lower()]
 
     def text(name: str) -> str:
-        value = headers.get(name)
-        return "" if value is None else " ".join(str(value).split())
+        found = values(name)
+        return " ".join(found[0].split()) if found else ""
 
     def addrs(name: str) -> list[str]:
-        return [a for _, a in getaddresses([str(v) for v in headers.get_all(name, [])]) if a]
+        return [a for _, a in getaddresses(values(name)) if a]
 
     from_pairs = addrs("From")
     return HeaderFacts(
@@ -196,9 +264,12 @@ def prepare_raw(raw: bytes, domain: str) -> tuple[bytes, HeaderFacts]:
     """Check ``raw`` is a message, give it a Message-ID if it has none, take any Bcc header
     out, and return it with the facts the store keeps. Other headers keep their bytes."""
     facts = read_facts(raw)
-    if facts.bcc or _has_header(raw, b"Bcc"):
+    if _has_header(raw, b"Bcc"):
         raw = _remove_header(raw, b"Bcc")
     if not facts.message_id:
+        if _has_header(raw, b"Message-ID"):
+            # An empty one counts as missing; leaving it would make two.
+            raw = _remove_header(raw, b"Message-ID")
         facts = replace(facts, message_id=make_msgid(domain=domain))
         raw = b"Message-ID: " + facts.message_id.encode("ascii") + eol_of(raw) + raw
     return raw, facts
@@ -206,11 +277,14 @@ def prepare_raw(raw: bytes, domain: str) -> tuple[bytes, HeaderFacts]:
 
 def _has_header(raw: bytes, name: bytes) -> bool:
     head_end, _ = split_head(raw)
-    return re.search(rb"(?im)^" + re.escape(name) + rb"[ \t]*:", raw[:head_end]) is not None
+    return any(k == name.decode().lower() for k, _ in _fields(raw[:head_end]))
 
 
 def _decode(value: str) -> str:
+    """Decode RFC 2047 encoded words; text that has none (or is raw UTF-8) stays as it is."""
+    if "=?" not in value:
+        return value
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeDecodeError):
+    except (ValueError, LookupError, UnicodeError):
         return value
