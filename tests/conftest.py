@@ -161,3 +161,16 @@ def live_server(tmp_path: Path, database_url: str, instance: Instance) -> Iterat
     server = LiveServer(tmp_path, database_url).start()
     yield server
     server.stop()
+
+
+def backdate_sent(instance: Instance, message_id: int, seconds: float = 3600) -> None:
+    """Make a message look sent a while ago, as a real open would find it (hits within two
+    seconds of sending are judged automatic)."""
+    from datetime import UTC, datetime, timedelta
+
+    from mailseen.storage.models import Message
+
+    with instance.db.session() as s, s.begin():
+        row = s.get(Message, message_id)
+        assert row is not None
+        row.sent_at = datetime.now(UTC) - timedelta(seconds=seconds)

@@ -14,7 +14,7 @@ from mailseen.core.tokens import TokenRef
 from mailseen.services.accounts import hash_token
 from mailseen.services.instance import Instance
 
-from .conftest import API_TOKEN, LiveServer
+from .conftest import API_TOKEN, LiveServer, backdate_sent
 
 
 @pytest.fixture
@@ -193,6 +193,7 @@ def test_message_views_are_listed_after_the_pixel_is_fetched(
                                       "html": "<p>hi</p>"}).json()
     assert msg["viewed"] is False and msg["view_count"] == 0
     token = instance.signer.make(TokenRef(msg["id"]))
+    backdate_sent(instance, msg["id"])
     for ua in ("UA-one", "UA-two"):
         httpx.get(f"{live_server.url}/t/{token}.gif", headers={"User-Agent": ua})
     detail = api.get(f"/messages/{msg['id']}").json()

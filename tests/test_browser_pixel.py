@@ -15,8 +15,12 @@ import pytest
 
 from mailseen.services.accounts import hash_token
 
-from .conftest import API_TOKEN, LiveServer
+from .conftest import API_TOKEN, LiveServer, backdate_sent
 from .smtp_server import SmtpServer
+
+
+DESKTOP_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                  "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36")
 
 
 @pytest.fixture
@@ -62,18 +66,23 @@ async def test_chromium_displaying_the_delivered_message_records_a_view(
         before = api.get(f"/messages/{sent['id']}").json()
         assert before["viewed"] is False
 
-        page = await browser.new_page()  # type: ignore[attr-defined]
+        # A person opens it a while after delivery, in an ordinary browser-based reader (a
+        # headless browser's own user agent is, rightly, judged a machine).
+        backdate_sent(server.instance, sent["id"])
+        context = await browser.new_context(user_agent=DESKTOP_CHROME)  # type: ignore[attr-defined]
+        page = await context.new_page()
         async with page.expect_response(lambda r: "/t/" in r.url) as pixel:
             await page.set_content(html)
         response = await pixel.value
         assert response.status == 200
         assert await response.header_value("content-type") == "image/gif"
-        await page.close()
+        await context.close()
 
         after = api.get(f"/messages/{sent['id']}").json()
         assert after["viewed"] is True and after["view_count"] == 1
         [view] = after["views"]
-        assert "Chrome" in view["user_agent"]
+        assert view["user_agent"] == DESKTOP_CHROME
+        assert view["verdict"] == "human"
         assert view["ip"] == "127.0.0.1"
         api.close()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from mailseen.core.tokens import TokenRef
 from mailseen.services.instance import Instance
 from mailseen.storage import MailboxIn
 
-from .conftest import LiveServer
+from .conftest import LiveServer, backdate_sent
 
 NO_CACHE = "no-store, no-cache, must-revalidate, private"
 
@@ -34,21 +35,58 @@ def _assert_image(resp: httpx.Response, head: bool = False) -> None:
     assert resp.content == (b"" if head else GIF)
 
 
+OUTLOOK = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+           "Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0 Microsoft Outlook 16.0.17231")
+
+
 def test_genuine_token_records_a_view_with_its_headers(live_server: LiveServer,
                                                        instance: Instance) -> None:
     mid, token = _tracked_message(instance)
-    headers = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0) Outlook/16.0",
-               "Accept": "image/*", "X-Moz": "prefetch", "Cookie": "not=kept"}
+    backdate_sent(instance, mid)
+    headers = {"User-Agent": OUTLOOK, "Accept": "image/*", "Accept-Language": "de-DE",
+               "Cookie": "not=kept", "Authorization": "not kept"}
     resp = httpx.get(f"{live_server.url}/t/{token}.gif", headers=headers)
     _assert_image(resp)
     msg = instance.store.get_message(mid)
-    assert msg.view_count == 1
+    assert msg.view_count == 1 and msg.machine_count == 0
     assert msg.first_viewed_at == msg.last_viewed_at is not None
     [view] = instance.store.list_views(mid)
     assert view.ip == "127.0.0.1"
     assert view.user_agent == headers["User-Agent"]
-    assert view.headers == {"accept": "image/*", "x-moz": "prefetch"}
+    assert view.headers == {"accept": "image/*", "accept-language": "de-DE"}
     assert view.method == "GET"
+    assert view.verdict == "human" and "Outlook" in view.client
+
+
+@pytest.mark.parametrize(("headers", "method", "reason_part"), [
+    ({"User-Agent": "Mozilla/5.0"}, "GET", "Privacy Protection"),
+    ({"User-Agent": OUTLOOK}, "HEAD", "HEAD"),
+    ({"User-Agent": OUTLOOK, "X-Moz": "prefetch"}, "GET", "prefetch"),
+    ({"User-Agent": OUTLOOK, "Cookie": "mailseen_session=abc"}, "GET", "team"),
+])
+def test_machine_fetches_are_kept_apart_and_never_count(
+        live_server: LiveServer, instance: Instance, headers: dict[str, str], method: str,
+        reason_part: str) -> None:
+    mid, token = _tracked_message(instance)
+    backdate_sent(instance, mid)
+    httpx.request(method, f"{live_server.url}/t/{token}.gif", headers=headers)
+    msg = instance.store.get_message(mid)
+    assert (msg.view_count, msg.machine_count) == (0, 1)
+    assert not msg.viewed and msg.first_machine_at is not None
+    [view] = instance.store.list_views(mid)
+    assert view.verdict == "machine" and reason_part.lower() in view.reason.lower()
+
+
+def test_a_hit_right_after_sending_is_judged_automatic(live_server: LiveServer,
+                                                       instance: Instance) -> None:
+    mid, token = _tracked_message(instance)
+    for _ in range(100):  # the server's worker sends it
+        if instance.store.get_message(mid).sent_at is not None:
+            break
+        time.sleep(0.02)
+    httpx.get(f"{live_server.url}/t/{token}.gif", headers={"User-Agent": OUTLOOK})
+    [view] = instance.store.list_views(mid)
+    assert view.verdict == "machine"
 
 
 @pytest.mark.parametrize("path", [
@@ -64,7 +102,7 @@ def test_any_other_token_gets_the_same_image_and_records_nothing(
     mid, _ = _tracked_message(instance)
     resp = httpx.get(live_server.url + path)
     _assert_image(resp)
-    assert instance.store.get_message(mid).view_count == 0
+    assert instance.store.list_views(mid) == []
 
 
 def test_truncated_and_tampered_tokens_record_nothing(live_server: LiveServer,
@@ -73,7 +111,7 @@ def test_truncated_and_tampered_tokens_record_nothing(live_server: LiveServer,
     flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
     for bad in (token[:-1], token + "A", flipped, token.swapcase()):
         _assert_image(httpx.get(f"{live_server.url}/t/{bad}.gif"))
-    assert instance.store.get_message(mid).view_count == 0
+    assert instance.store.list_views(mid) == []
 
 
 def test_head_answers_like_get_without_a_body(live_server: LiveServer,
@@ -99,7 +137,8 @@ async def test_concurrent_hits_are_all_durable(live_server: LiveServer,
         replies = await asyncio.gather(*[client.get(f"/t/{token}.gif") for _ in range(200)])
     assert all(r.status_code == 200 for r in replies)
     # Every answered hit was committed before its answer: no waiting needed here.
-    assert instance.store.get_message(mid).view_count == 200
+    msg = instance.store.get_message(mid)
+    assert msg.view_count + msg.machine_count == 200
     assert len(instance.store.list_views(mid)) == 200
 
 
@@ -142,4 +181,4 @@ async def test_two_nodes_sharing_one_database_both_record(tmp_path, database_url
         for node in nodes:
             node.stop()
     msg = instance.store.get_message(mid)
-    assert msg.view_count == 100 == len(instance.store.list_views(mid))
+    assert msg.view_count + msg.machine_count == 100 == len(instance.store.list_views(mid))

@@ -9,6 +9,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from ..storage import Store, ViewIn
+from ..storage.store import Judge as StoreJudge
+from .classification import Judge
 
 __all__ = ["ViewRecorder"]
 
@@ -26,8 +28,11 @@ class ViewRecorder:
     One writer thread does all the writing, so batches never compete for the database.
     """
 
-    def __init__(self, store: Store, max_batch: int = 1000) -> None:
+    def __init__(self, store: Store, judge: StoreJudge | None = None,
+                 max_batch: int = 1000) -> None:
         self.store = store
+        # Classifying happens in the writer thread, off the event loop, batch by batch.
+        self.judge: StoreJudge = judge if judge is not None else Judge()
         self.max_batch = max_batch
         self._pending: list[tuple[ViewIn, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
@@ -86,7 +91,8 @@ class ViewRecorder:
                 del self._pending[: self.max_batch]
                 try:
                     await loop.run_in_executor(
-                        self._executor, self.store.record_views, [v for v, _ in batch])
+                        self._executor, self.store.record_views, [v for v, _ in batch],
+                        self.judge)
                 except Exception as exc:  # every waiter learns it; the pixel still answers
                     log.error("recording %d views failed: %s", len(batch), exc)
                     for _, fut in batch:

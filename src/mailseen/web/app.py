@@ -9,6 +9,7 @@ import logging
 import uvicorn
 
 from ..services.instance import Instance
+from ..services.classification import Judge
 from ..services.recorder import ViewRecorder
 from .api import build_api
 from .site import build_site
@@ -25,7 +26,7 @@ class MailseenApp:
 
     def __init__(self, instance: Instance, *, run_worker: bool = True) -> None:
         self.instance = instance
-        self.recorder = ViewRecorder(instance.store)
+        self.recorder = ViewRecorder(instance.store, Judge(instance.settings.data_dir))
         self.pixel = PixelApp(instance.signer, self.recorder,
                               instance.settings.trusted_proxies)
         self.api = build_api(instance)

@@ -16,8 +16,10 @@ from typing import Any
 from ..core.clientip import Network, client_ip
 from ..core.pixel import GIF
 from ..core.tokens import TOKEN_LENGTH, TokenSigner
+from ..services.classification import OWN_VIEWER_HEADER
 from ..services.recorder import ViewRecorder
 from ..storage import ViewIn
+from .ui import SESSION_COOKIE
 
 __all__ = ["PixelApp"]
 
@@ -43,6 +45,7 @@ _IMAGE_HEADERS = [
 _IMAGE_START = {"type": "http.response.start", "status": 200, "headers": _IMAGE_HEADERS}
 _IMAGE_BODY = {"type": "http.response.body", "body": GIF}
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
+_SESSION_COOKIE = SESSION_COOKIE.encode() + b"="
 _PREFIX_LEN = len("/t/")
 _SUFFIX = ".gif"
 
@@ -86,6 +89,9 @@ class PixelApp:
                 forwarded = raw_value[:_MAX_HEADER_VALUE].decode("latin-1")
             elif name in KEPT_HEADERS:
                 kept[name.decode()] = raw_value[:_MAX_HEADER_VALUE].decode("latin-1")
+            elif name == b"cookie" and _SESSION_COOKIE in raw_value:
+                # A signed-in team member's browser: their own viewing never counts.
+                kept[OWN_VIEWER_HEADER] = "1"
         peer = scope.get("client")
         ip: str | None = peer[0] if peer else None
         if self.trusted and forwarded:  # else the peer is the client: no need to parse it
