@@ -28,6 +28,8 @@ from mailseen.storage import Database
 from mailseen.storage.models import Base
 from mailseen.web.app import MailseenApp, server_config
 
+from .cli_runner import Cli
+
 pytest_plugins = ["tests.browser"]  # the `browser` fixture (real Chromium)
 
 BACKEND = os.environ.get("MAILSEEN_TEST_DATABASE", "sqlite")
@@ -111,6 +113,13 @@ def make_settings(tmp_path: Path, database_url: str, **extra: Any) -> Settings:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, database_url: str) -> Cli:
+    """`mailseen` run in-process with the test database and data folder."""
+    return Cli({"MAILSEEN_DATA_DIR": str(tmp_path / "data"),
+                "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET})
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner, Result
 
 from mailseen.cli import main
 
-from .conftest import SECRET
+from .cli_runner import Cli, error, ok
 
 HTML_MESSAGE = (b"From: support@example.com\r\nTo: bob@example.org\r\nSubject: Hi\r\n"
                 b"Content-Type: text/html; charset=utf-8\r\n\r\n"
@@ -23,61 +22,31 @@ TEXT_MESSAGE = (b"From: support@example.com\r\nTo: bob@example.org\r\nSubject: H
                 b"\r\nHello\r\n")
 
 
-class Cli:
-    """Runs `mailseen` in-process against the test database."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-
-    def __call__(self, *args: str, input: bytes | str | None = None) -> Result:
-        return CliRunner().invoke(main, list(args), input=input, env=self.env,
-                                  catch_exceptions=False)
-
-
-@pytest.fixture
-def cli(tmp_path: Path, database_url: str) -> Cli:
-    return Cli({"MAILSEEN_DATA_DIR": str(tmp_path / "data"),
-                "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET})
-
-
-def _ok(result: Result) -> str:
-    assert result.exit_code == 0, result.output + result.stderr
-    return result.stdout
-
-
-def _error(result: Result, code: int = 1) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mailseen: error: ")
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
 def test_mailbox_add_list_show_set(cli: Cli) -> None:
-    box = json.loads(_ok(cli("mailbox", "add", "support@example.com", "--name", "Support")))
+    box = json.loads(ok(cli("mailbox", "add", "support@example.com", "--name", "Support")))
     assert box["tracking"] == "global" and box["tracking_reason"] == "disabled globally"
-    assert "support@example.com" in _ok(cli("mailbox", "list"))
-    changed = json.loads(_ok(cli("mailbox", "set", "support@example.com",
+    assert "support@example.com" in ok(cli("mailbox", "list"))
+    changed = json.loads(ok(cli("mailbox", "set", "support@example.com",
                                  "--tracking", "enabled")))
     assert changed["tracking_reason"] == "enabled by mailbox setting"
-    shown = json.loads(_ok(cli("mailbox", "show", "SUPPORT@example.com")))
+    shown = json.loads(ok(cli("mailbox", "show", "SUPPORT@example.com")))
     assert shown["id"] == box["id"] and shown["display_name"] == "Support"
 
 
 def test_smtp_mailbox_needs_a_host_and_hides_the_password(cli: Cli) -> None:
-    assert "--smtp-host" in _error(cli("mailbox", "add", "a@example.com", "--transport", "smtp"),
+    assert "--smtp-host" in error(cli("mailbox", "add", "a@example.com", "--transport", "smtp"),
                                    2)
-    out = _ok(cli("mailbox", "add", "a@example.com", "--transport", "smtp", "--smtp-host",
+    out = ok(cli("mailbox", "add", "a@example.com", "--transport", "smtp", "--smtp-host",
                   "smtp.example.com", "--smtp-password", "hunter2"))
     assert "hunter2" not in out and json.loads(out)["has_smtp_password"] is True
 
 
 def test_global_tracking_setting(cli: Cli) -> None:
-    assert _ok(cli("settings", "show")).strip() == "tracking: off"
-    _ok(cli("settings", "tracking", "on"))
-    assert _ok(cli("settings", "show")).strip() == "tracking: on"
-    _ok(cli("mailbox", "add", "a@example.com"))
-    assert json.loads(_ok(cli("mailbox", "show", "a@example.com")))["effective_tracking"]
+    assert ok(cli("settings", "show")).strip() == "tracking: off"
+    ok(cli("settings", "tracking", "on"))
+    assert ok(cli("settings", "show")).strip() == "tracking: on"
+    ok(cli("mailbox", "add", "a@example.com"))
+    assert json.loads(ok(cli("mailbox", "show", "a@example.com")))["effective_tracking"]
 
 
 @pytest.mark.parametrize(("args", "code"), [
@@ -89,44 +58,44 @@ def test_global_tracking_setting(cli: Cli) -> None:
     (("token", "revoke", "42"), 1),
 ])
 def test_bad_input_is_one_line_and_non_zero(cli: Cli, args: tuple[str, ...], code: int) -> None:
-    _error(cli(*args), code)
+    error(cli(*args), code)
 
 
-def test_duplicate_mailbox_is_an_error(cli: Cli) -> None:
-    _ok(cli("mailbox", "add", "a@example.com"))
-    assert "exists already" in _error(cli("mailbox", "add", "a@example.com"))
+def test_duplicate_mailbox_is_anerror(cli: Cli) -> None:
+    ok(cli("mailbox", "add", "a@example.com"))
+    assert "exists already" in error(cli("mailbox", "add", "a@example.com"))
 
 
 def test_send_queues_and_worker_delivers_to_the_outbox(cli: Cli, tmp_path: Path) -> None:
-    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
+    ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
     html = tmp_path / "body.html"
     html.write_text("<p>Hello <b>there</b></p>")
     att = tmp_path / "notes.txt"
     att.write_text("attached")
-    out = _ok(cli("send", "--mailbox", "support@example.com", "--to", "bob@example.org",
+    out = ok(cli("send", "--mailbox", "support@example.com", "--to", "bob@example.org",
                   "--bcc", "boss@example.org", "--subject", "Hello", "--text", "Hello there",
                   "--html", str(html), "--attach", str(att)))
     assert out.startswith("queued message 1 <") and "enabled by mailbox setting" in out
-    assert "delivered 1 message(s)" in _ok(cli("worker", "--once"))
+    assert "delivered 1 message(s)" in ok(cli("worker", "--once"))
     [eml] = (tmp_path / "data" / "outbox").glob("*.eml")
     raw = eml.read_bytes()
     assert b"/t/" in raw and b"Bcc" not in raw and b'filename="notes.txt"' in raw
-    listing = _ok(cli("message", "list"))
+    listing = ok(cli("message", "list"))
     assert listing.startswith("1\tsent\tnot viewed\tHello")
-    shown = json.loads(_ok(cli("message", "show", "1")))
+    shown = json.loads(ok(cli("message", "show", "1")))
     assert shown["envelope_to"] == ["bob@example.org", "boss@example.org"]
     assert shown["views"] == []
 
 
 def test_send_raw_from_stdin(cli: Cli) -> None:
-    _ok(cli("mailbox", "add", "support@example.com"))
-    out = _ok(cli("send", "--mailbox", "support@example.com", "--raw", "-",
+    ok(cli("mailbox", "add", "support@example.com"))
+    out = ok(cli("send", "--mailbox", "support@example.com", "--raw", "-",
                   input=TEXT_MESSAGE))
     assert "disabled globally" in out
 
 
 def test_tag_filter_tracks_html_and_registers_the_message(cli: Cli) -> None:
-    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
+    ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
     result = cli("tag", "--mailbox", "support@example.com", input=HTML_MESSAGE)
     assert result.exit_code == 0
     assert result.stderr == "trackable=true\n"
@@ -138,7 +107,7 @@ def test_tag_filter_tracks_html_and_registers_the_message(cli: Cli) -> None:
     tag_end = out.index(b"/>", tag_start) + 2
     body = out[out.index(b"From:"):tag_start] + out[tag_end:]
     assert body == HTML_MESSAGE
-    assert _ok(cli("message", "list")).startswith("1\tsent\tnot viewed\tHi")
+    assert ok(cli("message", "list")).startswith("1\tsent\tnot viewed\tHi")
 
 
 @pytest.mark.parametrize(("message", "reason"), [
@@ -149,7 +118,7 @@ def test_tag_filter_tracks_html_and_registers_the_message(cli: Cli) -> None:
 ])
 def test_tag_filter_passes_what_it_cannot_track_unchanged(cli: Cli, message: bytes,
                                                           reason: str) -> None:
-    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
+    ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
     message = b"Message-ID: <fixed@example.com>\r\n" + message
     result = cli("tag", "--mailbox", "support@example.com", input=message)
     assert result.exit_code == 0
@@ -158,7 +127,7 @@ def test_tag_filter_passes_what_it_cannot_track_unchanged(cli: Cli, message: byt
 
 
 def test_tag_filter_reports_disabled_tracking(cli: Cli) -> None:
-    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "disabled"))
+    ok(cli("mailbox", "add", "support@example.com", "--tracking", "disabled"))
     result = cli("tag", "--mailbox", "support@example.com", input=HTML_MESSAGE)
     assert result.stderr == "trackable=false reason=disabled by mailbox setting\n"
     assert b"/t/" not in result.stdout_bytes
@@ -166,19 +135,19 @@ def test_tag_filter_reports_disabled_tracking(cli: Cli) -> None:
 
 @pytest.mark.parametrize("garbage", [b"", b"   \n", b"\x00\x01\x02\xff\xfe binary", b"hello"])
 def test_tag_filter_refuses_what_is_not_a_message(cli: Cli, garbage: bytes) -> None:
-    _ok(cli("mailbox", "add", "support@example.com"))
+    ok(cli("mailbox", "add", "support@example.com"))
     result = cli("tag", "--mailbox", "support@example.com", input=garbage)
-    assert "not" in _error(result, 2)
+    assert "not" in error(result, 2)
     assert result.stdout_bytes == b""
 
 
 def test_tag_filter_refuses_an_unknown_mailbox(cli: Cli) -> None:
     result = cli("tag", "--mailbox", "nobody@example.com", input=HTML_MESSAGE)
-    assert "no mailbox nobody@example.com" in _error(result)
+    assert "no mailbox nobody@example.com" in error(result)
 
 
 def test_tag_runs_as_a_real_process_filter(cli: Cli, tmp_path: Path) -> None:
-    _ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
+    ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
     proc = subprocess.run([sys.executable, "-m", "mailseen", "tag", "--mailbox",
                            "support@example.com"], input=HTML_MESSAGE, capture_output=True,
                           env={**cli.env, "PATH": "/usr/bin:/bin"}, timeout=60, check=False)
@@ -192,16 +161,16 @@ def test_tag_runs_as_a_real_process_filter(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_token_create_list_revoke(cli: Cli) -> None:
-    token = _ok(cli("token", "create", "ci")).strip()
+    token = ok(cli("token", "create", "ci")).strip()
     assert token.startswith("ms_") and len(token) > 30
-    assert "ci" in _ok(cli("token", "list")) and token not in _ok(cli("token", "list"))
-    _ok(cli("token", "revoke", "1"))
-    assert _ok(cli("token", "list")) == ""
+    assert "ci" in ok(cli("token", "list")) and token not in ok(cli("token", "list"))
+    ok(cli("token", "revoke", "1"))
+    assert ok(cli("token", "list")) == ""
 
 
 def test_db_upgrade_is_idempotent(cli: Cli) -> None:
-    assert "up to date" in _ok(cli("db", "upgrade"))
-    assert "up to date" in _ok(cli("db", "upgrade"))
+    assert "up to date" in ok(cli("db", "upgrade"))
+    assert "up to date" in ok(cli("db", "upgrade"))
 
 
 def test_every_command_has_help(cli: Cli) -> None:
@@ -211,5 +180,5 @@ def test_every_command_has_help(cli: Cli) -> None:
             yield from walk(sub, [*path, name])
 
     for path, cmd in walk(main, []):
-        assert "Usage:" in _ok(cli(*path, "--help"))
+        assert "Usage:" in ok(cli(*path, "--help"))
         assert cmd.help, f"mailseen {' '.join(path)} has no help text"

@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import sys
+import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -18,10 +19,14 @@ from typing import Any, TypeVar
 import click
 
 from .config import Settings, load_settings
+from .core.autoreply import detect_automatic
 from .core.compose import Attachment, Draft, parse_address
+from .core.hits import Hit, HitClassifier
+from .core.netdata import NET_KINDS, load_data, parse_published_list, write_override
 from .core.tracking import decide
 from .errors import InvalidInput, MailseenError, NotAMessage, NotFound
 from .services.accounts import hash_token
+from .services.classification import Judge
 from .services.instance import Instance
 from .storage import MailboxIn, MailboxRecord, MessageRecord
 from .storage.records import UserRecord
@@ -30,6 +35,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Cli(click.Group):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Usage errors too are one line on stderr (click prints usage and a hint)."""
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            click.echo(f"mailseen: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("mailseen: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -496,3 +514,111 @@ def token_revoke(ctx: click.Context, token_id: int) -> None:
     """Delete a token."""
     _instance(ctx).store.delete_token(token_id)
     click.echo(f"token {token_id} revoked")
+
+
+# -- what counts as a view ---------------------------------------------------------------------
+
+@main.group()
+def classify() -> None:
+    """Explain how mailseen judges pixel hits and inbound mail."""
+
+
+@classify.command("hits")
+@click.pass_context
+def classify_hits(ctx: click.Context) -> None:
+    """Judge pixel hits given as JSON lines on stdin.
+
+    Each line: {"method": "GET", "headers": {...}, "remote_addr": "...",
+    "seconds_after_send": 12.5}. Each output line: {"verdict": "human"|"machine",
+    "reason": "...", "client": "..."}. The same classifier the server uses.
+    """
+    settings = _settings(ctx)
+    classifier = HitClassifier(load_data(settings.data_dir / "netdata"))
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        hit = _hit_from_json(line, number)
+        verdict = classifier.classify(hit)
+        click.echo(json.dumps({"verdict": verdict.verdict, "reason": verdict.reason,
+                               "client": verdict.client}, ensure_ascii=False))
+
+
+def _hit_from_json(line: str, number: int) -> Hit:
+    where = f"line {number}"
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{where}: not JSON ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{where}: expected a JSON object")
+    headers = data.get("headers", {})
+    if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise InvalidInput(f"{where}: headers must be an object of strings", field="headers")
+    method = data.get("method", "GET")
+    addr = data.get("remote_addr")
+    seconds = data.get("seconds_after_send")
+    others = data.get("other_messages_from_client", 0)
+    if not isinstance(method, str) or (addr is not None and not isinstance(addr, str)):
+        raise InvalidInput(f"{where}: method and remote_addr must be strings")
+    if seconds is not None and (isinstance(seconds, bool) or
+                                not isinstance(seconds, int | float)):
+        raise InvalidInput(f"{where}: seconds_after_send must be a number",
+                           field="seconds_after_send")
+    if isinstance(others, bool) or not isinstance(others, int) or others < 0:
+        raise InvalidInput(f"{where}: other_messages_from_client must be a whole number")
+    return Hit(method=method.upper(), headers={k.lower(): v for k, v in headers.items()},
+               remote_addr=addr, seconds_after_send=seconds,
+               other_messages_from_client=others)
+
+
+@classify.command("mail")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def classify_mail(files: tuple[Path, ...]) -> None:
+    """Say for each message file whether it is an automatic reply (or bounce), and why."""
+    for path in files:
+        result = detect_automatic(path.read_bytes())
+        click.echo(json.dumps({"file": str(path), "automatic": result.automatic,
+                               "reason": result.reason}, ensure_ascii=False))
+
+
+@main.command()
+@click.pass_context
+def reclassify(ctx: click.Context) -> None:
+    """Judge every stored pixel hit again and rebuild every message's summary (after the
+    rules or the network data changed)."""
+    inst = _instance(ctx)
+    seen, changed = inst.store.reclassify(Judge(inst.settings.data_dir))
+    click.echo(f"judged {seen} view(s), {changed} verdict(s) changed")
+
+
+@main.group()
+def data() -> None:
+    """Network ranges and user-agent patterns the classifier uses."""
+
+
+@data.command("update")
+@click.option("--from", "source", required=True,
+              help="URL or file of the published list, e.g. Apple's egress-ip-ranges.csv.")
+@click.option("--label", default="iCloud Private Relay", show_default=True,
+              help="What these networks are; replaces earlier lines with the same label.")
+@click.option("--kind", default="apple", show_default=True,
+              type=click.Choice(sorted(NET_KINDS)), help="How hits from them are judged.")
+@click.pass_context
+def data_update(ctx: click.Context, source: str, label: str, kind: str) -> None:
+    """Refresh a network list in the data folder from its publisher, then run
+    `mailseen reclassify` to apply it to stored hits."""
+    settings = _settings(ctx)
+    if source.startswith(("https://", "http://")):
+        try:
+            with urllib.request.urlopen(source, timeout=60) as resp:
+                text = resp.read(200 * 1024 * 1024).decode("utf-8", "replace")
+        except (OSError, ValueError) as exc:
+            raise MailseenError(f"cannot fetch {source}: {exc}") from exc
+    else:
+        text = Path(source).read_text("utf-8", "replace")
+    entries = parse_published_list(text, label, kind)
+    path = write_override(settings.data_dir / "netdata", label, entries)
+    click.echo(f"{len(entries)} network(s) labelled {label!r} written to {path}; "
+               "restart the server and run `mailseen reclassify` to apply them")
