@@ -57,7 +57,7 @@ async def setup(request: Request) -> Response:
             error = str(exc)
         else:
             session = accounts.start_session(user)
-            return _signed_in(request, "/", session.cookie_value)
+            return _signed_in(request, "/settings/mailboxes", session.cookie_value)
     return render(request, "setup.html", status_code=422 if error else 200, error=error,
                   values=values)
 

@@ -1,0 +1,385 @@
+"""Settings pages for admins: global mail settings, mailboxes (one form per tab) and users
+with their role and mailboxes.
+
+A member who opens the settings of a mailbox they do not belong to gets the same 404 as for a
+mailbox that does not exist; every other settings page tells them it is for admins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..core.compose import parse_address
+from ..core.tracking import decide
+from ..errors import Conflict, InvalidInput, NotFound
+from ..services.accounts import MIN_PASSWORD, can_see_mailbox
+from ..storage import MailboxIn, MailboxRecord
+from ..storage.records import Role, UserRecord
+from .ui import instance_of, read_form, redirect, render, require_admin, require_user
+
+TABS = {"general": "General", "sending": "Sending", "receiving": "Receiving",
+        "misc": "Miscellaneous"}
+TRANSPORTS = {"outbox": "Outbox folder (for testing: messages are written to files)",
+              "smtp": "SMTP server"}
+TLS = {"starttls": "STARTTLS", "implicit": "TLS from the start (implicit TLS)",
+       "none": "None (unencrypted)"}
+TRACKING = {"global": "Use global setting", "enabled": "Enabled", "disabled": "Disabled"}
+ROLES = {"member": "Member: works in the mailboxes ticked below",
+         "admin": "Admin: manages settings, mailboxes and users, and sees every mailbox"}
+NOTICES = {"saved": "Saved.", "created": "Created.", "deleted": "User deleted.",
+           "password": "Password changed. That user is now signed out everywhere."}
+_HOST = re.compile(r"^[A-Za-z0-9._:\[\]-]+$")
+
+
+class Form:
+    """A submitted form read field by field: what was typed is kept to show again, and
+    each problem is kept under its field, worded with the label the page shows."""
+
+    def __init__(self, data: FormData) -> None:
+        self.data = data
+        self.values: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+
+    def raw(self, name: str) -> str:
+        value = self.data.get(name, "")
+        return value if isinstance(value, str) else ""
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, message)
+
+    def text(self, name: str, label: str, *, required: bool = False, max_len: int = 200) -> str:
+        value = self.raw(name).strip()
+        self.values[name] = value
+        if required and not value:
+            self.fail(name, f"{label}: this is required.")
+        elif len(value) > max_len:
+            self.fail(name, f"{label}: at most {max_len} characters, please.")
+        elif "\r" in value or "\n" in value:
+            self.fail(name, f"{label}: line breaks are not allowed.")
+        return value
+
+    def address(self, name: str, label: str) -> str:
+        value = self.text(name, label, required=True, max_len=320)
+        if name in self.errors:
+            return value
+        try:
+            return parse_address(value, name)
+        except InvalidInput:
+            self.fail(name, f"{label}: enter one email address, like team@example.com.")
+            return value
+
+    def host(self, name: str, label: str, *, required: bool) -> str | None:
+        value = self.text(name, label, max_len=255)
+        if name not in self.errors and value and not _HOST.match(value):
+            self.fail(name, f"{label}: a host name like smtp.example.com, without spaces.")
+        if required and not value:
+            self.fail(name, f"{label}: needed to send through an SMTP server.")
+        return value or None
+
+    def port(self, name: str, label: str) -> int | None:
+        value = self.text(name, label, max_len=20)
+        if not value:
+            return None
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            self.fail(name, f"{label}: a number from 1 to 65535, or empty for the usual one.")
+            return None
+        return int(value)
+
+    def choice(self, name: str, label: str, options: Mapping[str, str]) -> str:
+        value = self.raw(name)
+        self.values[name] = value
+        if value not in options:
+            self.fail(name, f"{label}: choose one of the options.")
+            return next(iter(options))
+        return value
+
+    def secret(self, name: str, label: str, remove: str | None = None) -> str | None:
+        """A write-only field: never kept to show again. None keeps the stored one; ""
+        removes it (when the ``remove`` box is ticked)."""
+        value = self.raw(name)
+        if remove and self.raw(remove):
+            return ""
+        if len(value) > 1000:
+            self.fail(name, f"{label}: at most 1000 characters, please.")
+        return value or None
+
+    def password(self, name: str, label: str) -> str:
+        value = self.raw(name)
+        if len(value) < MIN_PASSWORD:
+            self.fail(name, f"{label}: at least {MIN_PASSWORD} characters.")
+        return value
+
+    def ids(self, name: str, allowed: set[int]) -> list[int]:
+        chosen = {int(v) for v in self.data.getlist(name)
+                  if isinstance(v, str) and v.isdigit() and int(v) in allowed}
+        self.values[name] = ",".join(str(i) for i in sorted(chosen))
+        return sorted(chosen)
+
+
+def _role(value: str) -> Role:
+    return "admin" if value == "admin" else "member"
+
+
+def _id(request: Request, name: str) -> int:
+    """A path id, refused as unknown when no database column could hold it."""
+    value: int = request.path_params[name]
+    if value > 2**63 - 1:
+        raise NotFound(f"no such {name}")
+    return value
+
+
+def _notice(request: Request) -> str | None:
+    return NOTICES.get(request.query_params.get("done", ""))
+
+
+# -- global mail settings ----------------------------------------------------------------
+
+async def global_settings(request: Request) -> Response:
+    require_admin(request)
+    sender = instance_of(request).sender
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form = Form(await read_form(request))
+        choice = form.choice("tracking", "Open tracking", {"on": "", "off": ""})
+        if form.errors:
+            errors = form.errors
+        else:
+            sender.set_global_tracking(choice == "on")
+            return redirect(request, "/settings?done=saved")
+    boxes = instance_of(request).store.list_mailboxes()
+    overrides = [b for b in boxes if b.tracking != "global"]
+    return render(request, "settings_global.html", 422 if errors else 200, errors=errors,
+                  tracking=sender.global_tracking(), overrides=overrides,
+                  notice=_notice(request))
+
+
+# -- mailboxes ---------------------------------------------------------------------------
+
+def _mailbox_values(box: MailboxRecord) -> dict[str, str]:
+    skip = {"id", "created_at", "has_smtp_password", "has_imap_password", "imap_status",
+            "imap_error", "imap_checked_at"}
+    return {k: "" if v is None else str(v) for k, v in box.__dict__.items() if k not in skip}
+
+
+def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
+    if tab == "general":
+        return {"address": form.address("address", "Address"),
+                "display_name": form.text("display_name", "Display name")}
+    if tab == "sending":
+        transport = form.choice("transport", "Send through", TRANSPORTS)
+        return {"transport": transport,
+                "smtp_host": form.host("smtp_host", "SMTP server",
+                                       required=transport == "smtp"),
+                "smtp_port": form.port("smtp_port", "SMTP port"),
+                "smtp_tls": form.choice("smtp_tls", "SMTP encryption", TLS),
+                "smtp_username": form.text("smtp_username", "SMTP user name",
+                                           max_len=320) or None,
+                "smtp_password": form.secret("smtp_password", "SMTP password",
+                                             "smtp_password_remove")}
+    if tab == "receiving":
+        return {"imap_host": form.host("imap_host", "IMAP server", required=False),
+                "imap_port": form.port("imap_port", "IMAP port"),
+                "imap_tls": form.choice("imap_tls", "IMAP encryption", TLS),
+                "imap_username": form.text("imap_username", "IMAP user name",
+                                           max_len=320) or None,
+                "imap_password": form.secret("imap_password", "IMAP password",
+                                             "imap_password_remove"),
+                "imap_folder": form.text("imap_folder", "Folder", required=True)}
+    return {"tracking": form.choice("tracking", "Open tracking", TRACKING)}
+
+
+async def mailboxes(request: Request) -> Response:
+    require_admin(request)
+    inst = instance_of(request)
+    on = inst.sender.global_tracking()
+    rows = [{"box": b, "decision": decide(on, b.tracking)} for b in inst.store.list_mailboxes()]
+    return render(request, "settings_mailboxes.html", rows=rows, notice=_notice(request))
+
+
+async def new_mailbox(request: Request) -> Response:
+    require_admin(request)
+    values: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form = Form(await read_form(request))
+        changes = _tab_changes("general", form)
+        values, errors = form.values, form.errors
+        if not errors:
+            try:
+                box = instance_of(request).store.add_mailbox(MailboxIn(**changes))
+            except Conflict:
+                errors = {"address": "Address: there is a mailbox with this address already."}
+            else:
+                return redirect(request, f"/settings/mailboxes/{box.id}?tab=sending&done=created")
+    return render(request, "settings_mailbox_new.html", 422 if errors else 200,
+                  values=values, errors=errors)
+
+
+def _visible_mailbox(request: Request, user: UserRecord) -> MailboxRecord:
+    """The mailbox in the URL. Anyone outside it gets a 404 before being told the page is
+    for admins, so its existence is never revealed."""
+    mailbox_id = _id(request, "mailbox_id")
+    if not can_see_mailbox(user, mailbox_id):
+        raise NotFound(f"no mailbox with id {mailbox_id}")
+    box = instance_of(request).store.get_mailbox(mailbox_id)
+    require_admin(request)
+    return box
+
+
+async def mailbox(request: Request) -> Response:
+    box = _visible_mailbox(request, require_user(request))
+    inst = instance_of(request)
+    tab = request.query_params.get("tab", "general")
+    if tab not in TABS:
+        tab = "general"
+    values = _mailbox_values(box)
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form = Form(await read_form(request))
+        changes = _tab_changes(tab, form)
+        values, errors = {**values, **form.values}, form.errors
+        if not errors:
+            try:
+                inst.store.update_mailbox(box.id, lambda cur: replace(cur, **changes))
+            except Conflict:
+                errors = {"address": "Address: there is a mailbox with this address already."}
+            else:
+                return redirect(request, f"/settings/mailboxes/{box.id}?tab={tab}&done=saved")
+    on = inst.sender.global_tracking()
+    return render(request, "settings_mailbox.html", 422 if errors else 200, box=box, tab=tab,
+                  tabs=TABS, values=values, errors=errors, global_on=on,
+                  decision=decide(on, box.tracking), transports=TRANSPORTS, tls=TLS,
+                  notice=_notice(request))
+
+
+# -- users -------------------------------------------------------------------------------
+
+async def users(request: Request) -> Response:
+    require_admin(request)
+    store = instance_of(request).store
+    names = {b.id: b.display_name or b.address for b in store.list_mailboxes()}
+    rows = [(u, [names[i] for i in u.mailbox_ids if i in names]) for u in store.list_users()]
+    return render(request, "settings_users.html", users=rows, notice=_notice(request))
+
+
+async def new_user(request: Request) -> Response:
+    require_admin(request)
+    inst = instance_of(request)
+    boxes = inst.store.list_mailboxes()
+    values: dict[str, str] = {"role": "member"}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form = Form(await read_form(request))
+        email = form.address("email", "Email")
+        name = form.text("name", "Name")
+        role = form.choice("role", "Role", ROLES)
+        password = form.password("password", "Password")
+        chosen = form.ids("mailboxes", {b.id for b in boxes})
+        values, errors = form.values, form.errors
+        if not errors:
+            try:
+                user = inst.accounts.create_user(email, password, name=name,
+                                                 role=_role(role))
+            except Conflict:
+                errors = {"email": "Email: there is a user with this address already."}
+            except InvalidInput as exc:
+                errors = {exc.field or "email": str(exc)}
+            else:
+                inst.store.set_memberships(user.id, chosen)
+                return redirect(request, f"/settings/users/{user.id}?done=created")
+    return render(request, "settings_user.html", 422 if errors else 200, edited=None,
+                  values=values, errors=errors, boxes=boxes, roles=ROLES)
+
+
+def _user_values(user: UserRecord) -> dict[str, str]:
+    return {"name": user.name, "role": user.role,
+            "mailboxes": ",".join(str(i) for i in user.mailbox_ids)}
+
+
+async def user(request: Request) -> Response:
+    me = require_admin(request)
+    inst = instance_of(request)
+    edited = inst.store.get_user(_id(request, "user_id"))
+    boxes = inst.store.list_mailboxes()
+    values, errors = _user_values(edited), {}
+    if request.method == "POST":
+        form = Form(await read_form(request))
+        name = form.text("name", "Name")
+        role = form.choice("role", "Role", ROLES)
+        chosen = form.ids("mailboxes", {b.id for b in boxes})
+        if edited.id == me.id and role != "admin":
+            form.fail("role", "Role: you cannot take away your own admin role; ask another "
+                              "admin to do it.")
+        values, errors = {**values, **form.values}, form.errors
+        if not errors:
+            inst.store.update_user(edited.id, name=name, role=_role(role))
+            inst.store.set_memberships(edited.id, chosen)
+            return redirect(request, f"/settings/users/{edited.id}?done=saved")
+    return _user_page(request, edited, values, errors, boxes)
+
+
+def _user_page(request: Request, edited: UserRecord, values: dict[str, str],
+               errors: dict[str, str], boxes: list[MailboxRecord]) -> Response:
+    return render(request, "settings_user.html", 422 if errors else 200, edited=edited,
+                  values=values, errors=errors, boxes=boxes, roles=ROLES,
+                  notice=_notice(request))
+
+
+async def _user_action(request: Request,
+                       act: Callable[[Form, UserRecord, UserRecord], str | None]) -> Response:
+    me = require_admin(request)
+    inst = instance_of(request)
+    edited = inst.store.get_user(_id(request, "user_id"))
+    form = Form(await read_form(request))
+    target = act(form, edited, me)
+    if target is not None and not form.errors:
+        return redirect(request, target)
+    return _user_page(request, edited, _user_values(edited), form.errors,
+                      inst.store.list_mailboxes())
+
+
+async def user_password(request: Request) -> Response:
+    def act(form: Form, edited: UserRecord, me: UserRecord) -> str | None:
+        password = form.password("password", "New password")
+        if form.errors:
+            return None
+        instance_of(request).accounts.set_password(edited.id, password)
+        return f"/settings/users/{edited.id}?done=password"
+
+    return await _user_action(request, act)
+
+
+async def user_delete(request: Request) -> Response:
+    def act(form: Form, edited: UserRecord, me: UserRecord) -> str | None:
+        if edited.id == me.id:
+            form.fail("confirm", "Delete: you cannot delete your own account.")
+        elif not form.raw("confirm"):
+            form.fail("confirm", "Delete: tick the box to confirm.")
+        if form.errors:
+            return None
+        instance_of(request).store.delete_user(edited.id)
+        return "/settings/users?done=deleted"
+
+    return await _user_action(request, act)
+
+
+GET_POST = ["GET", "POST"]
+routes = [
+    Route("/settings", global_settings, methods=GET_POST),
+    Route("/settings/mailboxes", mailboxes),
+    Route("/settings/mailboxes/new", new_mailbox, methods=GET_POST),
+    Route("/settings/mailboxes/{mailbox_id:int}", mailbox, methods=GET_POST),
+    Route("/settings/users", users),
+    Route("/settings/users/new", new_user, methods=GET_POST),
+    Route("/settings/users/{user_id:int}", user, methods=GET_POST),
+    Route("/settings/users/{user_id:int}/password", user_password, methods=["POST"]),
+    Route("/settings/users/{user_id:int}/delete", user_delete, methods=["POST"]),
+]
