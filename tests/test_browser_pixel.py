@@ -18,7 +18,6 @@ from mailseen.services.accounts import hash_token
 from .conftest import API_TOKEN, LiveServer, backdate_sent
 from .smtp_server import SmtpServer
 
-
 DESKTOP_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
                   "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36")
 
@@ -40,7 +39,7 @@ def _html_of(raw: bytes) -> str:
 
 async def test_chromium_displaying_the_delivered_message_records_a_view(
         tmp_path: Path, database_url: str, relay: SmtpServer, browser: object) -> None:
-    server = LiveServer(tmp_path, database_url, smtp_ca_file=relay.ca_file).start()
+    server = LiveServer(tmp_path, database_url, ca_file=relay.ca_file).start()
     try:
         api = httpx.Client(base_url=server.url + "/api/v1",
                            headers={"Authorization": f"Bearer {API_TOKEN}"})

@@ -21,7 +21,7 @@ def test_every_setting_has_help_and_the_readme_table_is_current() -> None:
         assert f"`MAILSEEN_{name.upper()}`" in readme, f"{name} missing from README"
     start = readme.index("-->\n", readme.index("<!-- settings table")) + 4
     end = readme.index("<!-- /settings table -->")
-    assert readme[start:end] == settings_table(), "regenerate the README settings table"
+    assert readme[start:end] == settings_table(), "run scripts/readme-settings"
 
 
 def test_options_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def smtp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SmtpServer]
 
 
 def _open(tmp_path: Path, database_url: str, smtp: SmtpServer | None = None) -> Instance:
-    extra = {"smtp_ca_file": smtp.ca_file} if smtp else {}
+    extra = {"ca_file": smtp.ca_file} if smtp else {}
     return Instance.open(make_settings(tmp_path, database_url, **extra), migrate=False)
 
 

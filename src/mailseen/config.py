@@ -56,8 +56,9 @@ class Settings:
                               default=12)
     smtp_timeout: float = _help("Seconds to wait on an SMTP relay before giving up an attempt.",
                                 default=60.0)
-    smtp_ca_file: str = _help(
-        "Extra CA certificates (PEM file) to trust for SMTP relays with private certificates.",
+    ca_file: str = _help(
+        "Extra CA certificates (PEM file) to trust for SMTP relays and IMAP servers with private "
+        "certificates.",
         default="")
     log_level: str = _help("Logging level: debug, info, warning or error.", default="info")
 

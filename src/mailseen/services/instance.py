@@ -39,7 +39,7 @@ class Instance:
         sender = Sender(store, signer, settings.base_url)
         transports: dict[str, Transport] = {
             "outbox": OutboxTransport(settings.outbox_dir),
-            "smtp": SmtpTransport(settings.smtp_timeout, settings.smtp_ca_file),
+            "smtp": SmtpTransport(settings.smtp_timeout, settings.ca_file),
         }
         return cls(settings, db, store, signer, sender, Accounts(store), transports)
 
