@@ -299,3 +299,12 @@ def test_obsolete_space_before_colon_does_not_hide_later_fields() -> None:
     out, facts = prepare_raw(raw, DOMAIN)
     assert facts.message_id == "<m@example.com>"
     assert out == b"X-Old :  x\r\nMessage-ID: <m@example.com>\r\n\r\nx"
+
+
+@pytest.mark.parametrize("subject", [b"=?\xffutf-8?q?Gr=C3=BC?=", b"=?x-nonsense?q?abc?=",
+                                     b"=?utf-8?b?not base64!?=", b"=?utf-8?q?=FF=FE?="])
+def test_bad_encoded_words_leave_the_subject_readable(subject: bytes) -> None:
+    raw = b"From: a@example.com\r\nSubject: " + subject + b"\r\n\r\nx"
+    out, facts = prepare_raw(raw, DOMAIN)
+    assert out.endswith(raw)
+    assert isinstance(facts.subject, str) and facts.subject

@@ -190,7 +190,7 @@ def mime_tree(draw: st.DrawFn, depth: int = 0) -> EmailMessage:
     return leaf
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=mime_tree(), crlf=st.booleans())
 def test_random_trees_agree_with_the_email_package(tree: EmailMessage, crlf: bool) -> None:
     policy = email.policy.SMTP if crlf else email.policy.default
