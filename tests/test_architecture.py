@@ -13,14 +13,16 @@ FORBIDDEN = {
     "core": {"storage", "services", "web", "transports", "cli", "config"},
     "storage": {"services", "web", "transports", "cli"},
     "transports": {"services", "web", "cli"},
-    "services": {"web", "cli"},
-    "web": {"cli"},
+    "services": {"web", "cli", "receivers"},
+    "web": {"cli", "receivers"},
+    "receivers": {"web", "cli"},
 }
 # third-party module -> the only package allowed to import it
 OWNERS = {"sqlalchemy": {"storage"}, "alembic": {"storage"}, "aiosmtplib": {"transports"},
           "fastapi": {"web"}, "starlette": {"web"}, "uvicorn": {"web", "cli"},
           "click": {"cli"}, "cryptography": {"services"}, "argon2": {"services"},
-          "jinja2": {"web"}, "nh3": {"web"}}
+          "jinja2": {"web"}, "nh3": {"web"}, "aioimaplib": {"receivers"},
+          "aiosmtpd": {"receivers"}}
 
 
 def _imports(path: Path) -> set[str]:

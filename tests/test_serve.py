@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import httpx
 
 from mailseen.core.pixel import GIF
+
+from .cli_runner import Cli, ok
 
 
 def _free_port() -> int:
@@ -45,5 +48,30 @@ def test_serve_starts_on_a_fresh_data_folder_and_stops_on_sigterm(tmp_path: Path
         _out, err = proc.communicate(timeout=20)
     # uvicorn re-raises SIGTERM once it has shut down, as servers conventionally do.
     assert proc.returncode in (0, -signal.SIGTERM), err.decode()
-    assert b"stopped: pending views written" in err
+    assert b"stopped: pending views written, background work finished" in err
     assert b"Traceback" not in err
+
+
+def test_serve_receives_mail_by_smtp_when_configured(tmp_path: Path, database_url: str,
+                                                     cli: Cli) -> None:
+    ok(cli("mailbox", "add", "support@example.com"))
+    port, smtp_port = _free_port(), _free_port()
+    env = {**os.environ, **cli.env, "MAILSEEN_SMTP_RECEIVER": f"127.0.0.1:{smtp_port}",
+           "MAILSEEN_IMAP_POLL": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "mailseen", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            try:
+                with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as smtp:
+                    smtp.sendmail("carol@example.org", ["support@example.com"],
+                                  b"From: carol@example.org\r\nTo: support@example.com\r\n"
+                                  b"Subject: Hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHi\r\n")
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+        listing = ok(cli("message", "list"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert listing.startswith("1\treceived\t") and "Hello" in listing, err.decode()

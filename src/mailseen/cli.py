@@ -11,7 +11,7 @@ import secrets
 import signal
 import sys
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +25,7 @@ from .core.hits import Hit, HitClassifier
 from .core.netdata import NET_KINDS, load_data, parse_published_list, write_override
 from .core.tracking import decide
 from .errors import InvalidInput, MailseenError, NotAMessage, NotFound
+from .receivers import ImapPoller, SmtpReceiver
 from .services.accounts import hash_token
 from .services.classification import Judge
 from .services.instance import Instance
@@ -112,17 +113,77 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     """Run the HTTP server (pixel and REST API) and the delivery worker."""
     import uvicorn
 
-    from .web.app import MailseenApp, server_config
+    from .web.app import Background, MailseenApp, server_config
 
     settings = _settings(ctx, host=host, port=port, public_url=public_url,
                          trusted_proxies=trusted_proxies, secret_key=secret_key, worker=worker)
     _logging(settings)
     inst = Instance.open(settings)
-    app = MailseenApp(inst, run_worker=settings.worker)
+    background: list[Background] = []
+    if settings.imap_poll:
+        background.append(_imap_poller(inst).run)
+    if settings.smtp_receiver:
+        background.append(_smtp_receiver(inst, settings.smtp_receiver))
+    app = MailseenApp(inst, run_worker=settings.worker, background=background)
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
                f"(pixels at {settings.base_url}/t/…, data in {settings.data_dir})", err=True)
     uvicorn.Server(server_config(app, settings.host, settings.port)).run()
     inst.close()
+
+
+def _imap_poller(inst: Instance) -> ImapPoller:
+    return ImapPoller(inst.store, inst.ingestor, poll_seconds=inst.settings.imap_poll_seconds,
+                      ca_file=inst.settings.ca_file or None)
+
+
+def _smtp_receiver(inst: Instance, listen: str
+                   ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    host, port = inst.settings.receiver_address(listen)
+    s = inst.settings
+    receiver = SmtpReceiver(inst.store, inst.ingestor, host=host, port=port,
+                            tls_cert=s.smtp_receiver_tls_cert or None,
+                            tls_key=s.smtp_receiver_tls_key or None)
+
+    async def run(stop: asyncio.Event) -> None:
+        bound = await receiver.start()
+        logging.getLogger("mailseen").info("receiving mail by SMTP on %s:%d", host, bound)
+        try:
+            await stop.wait()
+        finally:
+            await receiver.stop()
+
+    return run
+
+
+async def _until_signal(*jobs: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs`` until SIGTERM or SIGINT; each finishes what it holds, then returns."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.gather(*(job(stop) for job in jobs))
+
+
+@main.command()
+@click.pass_context
+def poll(ctx: click.Context) -> None:
+    """Poll the mailboxes' IMAP accounts on their own (then set MAILSEEN_IMAP_POLL=false
+    for `serve`)."""
+    inst = _instance(ctx)
+    _logging(inst.settings)
+    asyncio.run(_until_signal(_imap_poller(inst).run))
+
+
+@main.command()
+@click.option("--listen", help="HOST:PORT to receive on (default: MAILSEEN_SMTP_RECEIVER, "
+              "else 0.0.0.0:25).")
+@click.pass_context
+def receive(ctx: click.Context, listen: str | None) -> None:
+    """Receive mail by SMTP for the mailboxes (MX or forwarding) on its own."""
+    inst = _instance(ctx)
+    _logging(inst.settings)
+    address = listen or inst.settings.smtp_receiver or "0.0.0.0:25"
+    asyncio.run(_until_signal(_smtp_receiver(inst, address)))
 
 
 @main.command()
@@ -137,14 +198,7 @@ def worker(ctx: click.Context, once: bool) -> None:
         click.echo(f"delivered {asyncio.run(w.drain())} message(s)")
         return
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await w.run(stop)
-
-    asyncio.run(run())
+    asyncio.run(_until_signal(w.run))
 
 
 @main.group()

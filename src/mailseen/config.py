@@ -60,6 +60,20 @@ class Settings:
         "Extra CA certificates (PEM file) to trust for SMTP relays and IMAP servers with private "
         "certificates.",
         default="")
+    imap_poll: bool = _help(
+        "Poll the mailboxes' IMAP accounts inside `mailseen serve` (else run `mailseen poll`).",
+        default=True)
+    imap_poll_seconds: float = _help(
+        "Seconds between two looks at an IMAP folder whose server offers no IDLE.",
+        default=60.0)
+    smtp_receiver: str = _help(
+        "HOST:PORT where `mailseen serve` receives mail by SMTP for its mailboxes (MX or "
+        "forwarding); empty: off (or run `mailseen receive`).", default="")
+    smtp_receiver_tls_cert: str = _help(
+        "Certificate (PEM) the SMTP receiver offers with STARTTLS; empty: no STARTTLS.",
+        default="")
+    smtp_receiver_tls_key: str = _help("Private key (PEM) for smtp_receiver_tls_cert.",
+                                       default="")
     log_level: str = _help("Logging level: debug, info, warning or error.", default="info")
 
     @property
@@ -73,6 +87,19 @@ class Settings:
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+    def receiver_address(self, value: str | None = None) -> tuple[str, int]:
+        """The SMTP receiver's listen address from ``HOST:PORT`` (or ``:PORT``)."""
+        text = self.smtp_receiver if value is None else value
+        host, sep, port = text.rpartition(":")
+        try:
+            number = int(port)
+        except ValueError:
+            number = -1
+        if not sep or not 0 <= number < 65536:
+            raise InvalidInput(f"smtp_receiver must be HOST:PORT, not {text!r}",
+                               field="smtp_receiver")
+        return host.strip("[]") or "0.0.0.0", number
 
     def secret(self) -> bytes:
         """The instance secret, created in the data folder the first time it is needed."""
@@ -160,6 +187,8 @@ def load_settings(options: Mapping[str, Any] | None = None,
         parts = urlsplit(settings.public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise InvalidInput("public_url must be an absolute http(s) URL", field="public_url")
+    if settings.smtp_receiver:
+        settings.receiver_address()  # validates
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise InvalidInput("log_level must be debug, info, warning or error", field="log_level")
     if not 0 <= settings.port < 65536:

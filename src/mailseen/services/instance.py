@@ -12,6 +12,7 @@ from ..transports.outbox import OutboxTransport
 from ..transports.smtp import SmtpTransport
 from .accounts import Accounts
 from .delivery import DeliveryWorker
+from .inbound import Ingestor
 from .secrets import SecretBox
 from .sending import Sender
 
@@ -26,6 +27,7 @@ class Instance:
     signer: TokenSigner
     sender: Sender
     accounts: Accounts
+    ingestor: Ingestor
     transports: dict[str, Transport] = field(default_factory=dict)
 
     @classmethod
@@ -41,7 +43,8 @@ class Instance:
             "outbox": OutboxTransport(settings.outbox_dir),
             "smtp": SmtpTransport(settings.smtp_timeout, settings.ca_file),
         }
-        return cls(settings, db, store, signer, sender, Accounts(store), transports)
+        return cls(settings, db, store, signer, sender, Accounts(store),
+                   Ingestor(store, sender), transports)
 
     def worker(self) -> DeliveryWorker:
         s = self.settings

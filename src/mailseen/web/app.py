@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import uvicorn
 
-from ..services.instance import Instance
 from ..services.classification import Judge
+from ..services.instance import Instance
 from ..services.recorder import ViewRecorder
 from .api import build_api
-from .site import build_site
 from .pixel import PixelApp, Receive, Scope, Send
+from .site import build_site
 
-__all__ = ["MailseenApp"]
+__all__ = ["Background", "MailseenApp", "server_config"]
+
+# Work that runs beside the server until the event it is given is set (an IMAP poller …).
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,8 @@ class MailseenApp:
     rest to the web app, and
     runs the view recorder and (optionally) the delivery worker for the server's lifetime."""
 
-    def __init__(self, instance: Instance, *, run_worker: bool = True) -> None:
+    def __init__(self, instance: Instance, *, run_worker: bool = True,
+                 background: Sequence[Background] = ()) -> None:
         self.instance = instance
         self.recorder = ViewRecorder(instance.store, Judge(instance.settings.data_dir))
         self.pixel = PixelApp(instance.signer, self.recorder,
@@ -32,8 +38,9 @@ class MailseenApp:
         self.api = build_api(instance)
         self.site = build_site(instance)
         self.run_worker = run_worker
+        self.background = list(background)
         self._stop = asyncio.Event()
-        self._worker_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -61,15 +68,17 @@ class MailseenApp:
                 loop.call_soon_threadsafe(worker.wake)
 
             self.instance.sender.on_queued = wake
-            self._worker_task = asyncio.create_task(worker.run(self._stop), name="delivery")
+            self._tasks.append(asyncio.create_task(worker.run(self._stop), name="delivery"))
+        for job in self.background:
+            self._tasks.append(asyncio.create_task(job(self._stop)))
 
     async def shutdown(self) -> None:
         self._stop.set()
-        if self._worker_task is not None:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker_task
+                await task
         await self.recorder.stop()
-        log.info("stopped: pending views written, delivery worker finished")
+        log.info("stopped: pending views written, background work finished")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
