@@ -801,7 +801,7 @@ def check_against_rule(raw: bytes, result: TagResult) -> None:
     check_tagged(raw, result, targets, removed=None, removed_in=shown, at="any")
 
 
-@settings(max_examples=100, deadline=None,
+@settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(entity=mime_entity(), crlf=st.booleans())
 def test_random_mime_trees_get_pixels_exactly_where_the_rule_says(entity: bytes,
@@ -845,7 +845,7 @@ def email_package_tree(draw: st.DrawFn, depth: int = 0) -> Message:
     return part
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=email_package_tree(), smtp=st.booleans())
 def test_random_email_package_messages(tree: Message, smtp: bool) -> None:
     tree["Subject"] = "random"
