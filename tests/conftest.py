@@ -174,12 +174,21 @@ def live_server(tmp_path: Path, database_url: str, instance: Instance) -> Iterat
 
 def backdate_sent(instance: Instance, message_id: int, seconds: float = 3600) -> None:
     """Make a message look sent a while ago, as a real open would find it (hits within two
-    seconds of sending are judged automatic)."""
+    seconds of sending are judged automatic). A queued message is marked sent so a running
+    worker leaves it alone; one being delivered is waited for first."""
     from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
 
     from mailseen.storage.models import Message
 
-    with instance.db.session() as s, s.begin():
-        row = s.get(Message, message_id)
-        assert row is not None
-        row.sent_at = datetime.now(UTC) - timedelta(seconds=seconds)
+    for _ in range(500):
+        # One conditional UPDATE: a worker's claim cannot slip in between a read and a write.
+        with instance.db.engine.begin() as conn:
+            done = conn.execute(update(Message).where(
+                Message.id == message_id, Message.status != "sending").values(
+                status="sent", sent_at=datetime.now(UTC) - timedelta(seconds=seconds))).rowcount
+        if done:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"message {message_id} stayed in delivery")

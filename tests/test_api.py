@@ -197,7 +197,7 @@ def test_message_views_are_listed_after_the_pixel_is_fetched(
     for ua in ("UA-one", "UA-two"):
         httpx.get(f"{live_server.url}/t/{token}.gif", headers={"User-Agent": ua})
     detail = api.get(f"/messages/{msg['id']}").json()
-    assert detail["viewed"] is True and detail["view_count"] == 2
+    assert detail["viewed"] is True and detail["view_count"] == 2, detail
     assert detail["first_viewed_at"] <= detail["last_viewed_at"]
     assert [v["user_agent"] for v in detail["views"]] == ["UA-one", "UA-two"]
     assert all(v["ip"] == "127.0.0.1" for v in detail["views"])

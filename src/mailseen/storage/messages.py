@@ -236,7 +236,7 @@ class MessageStore(StoreBase):
             rows = s.execute(select(ViewEvent.message_id, ViewEvent.client)
                              .where(ViewEvent.message_id.in_(message_ids),
                                     ViewEvent.verdict == "machine")
-                             .order_by(ViewEvent.id)).tuples()
+                             .order_by(ViewEvent.id)).tuples().all()
             return dict(rows)
 
     def views_since(self, after_id: int, mailbox_ids: Sequence[int]

@@ -170,7 +170,7 @@ class ViewEvent(Base):
     message_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     recipient: Mapped[int] = mapped_column(Integer, default=0)
-    at: Mapped[utc]
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)  # reports by day
     method: Mapped[str] = mapped_column(String(10))
     ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     user_agent: Mapped[str_null]
