@@ -350,3 +350,17 @@ def test_linkify_leaves_punctuation_out_of_links() -> None:
 ])
 def test_user_agents_in_a_few_words(ua: str, words: str) -> None:
     assert short_agent(ua) == words
+
+
+def test_broken_mail_still_shows(web: WebClient, instance: Instance) -> None:
+    box = _mailbox(instance)
+    raw = (b"From: a@example.org\r\nTo: support@example.com\r\nSubject: Odd\r\n"
+           b"Message-ID: <odd@example.org>\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n--b\r\n'
+           b"Content-Type: text/html; charset=x-no-such-charset\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\nPHA+SGVsbG8gd29ybGQ8L3A+=garbage\r\n")
+    got = Ingestor(instance.store, instance.sender).ingest(box, raw, "smtp").message
+    _user(instance, web)
+    assert web.get(f"/conversations/{got.conversation_id}").status == 200
+    _, doc = _body(web, got.id)
+    assert "Hello world" in doc.text

@@ -376,17 +376,15 @@ def read_body(raw: bytes) -> Body:
     msg = _parse(raw)
     try:
         part = msg.get_body(preferencelist=("html", "plain"))
-    except (LookupError, ValueError, AssertionError):
-        part = None
+        alt = msg.get_body(preferencelist=("plain",))  # the text version of an HTML body
+    except (LookupError, ValueError, AssertionError):  # structure the parser gave up on
+        part = alt = None
     body = Body()
     if part is not None:
         if part.get_content_type() == "text/html":
             body.html = _content(part)
-            alt = msg.get_body(preferencelist=("plain",))
         else:
-            body.text, alt = _content(part), part
-    else:
-        alt = None
+            body.text = _content(part)
     used = 0
     for n, leaf in enumerate(_leaves(msg)):
         if leaf is part or leaf is alt:

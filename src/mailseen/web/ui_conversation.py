@@ -30,7 +30,7 @@ from ..storage.records import UserRecord
 from .mailhtml import Body, attachment_data, linkify, read_body, sanitize
 from .ui import eye_of, finish, instance_of, render, require_user, templates
 
-__all__ = ["displayed_body", "routes", "short_agent", "visible_conversation",
+__all__ = ["displayed_body", "human_size", "routes", "short_agent", "visible_conversation",
            "visible_message"]
 
 _VIEW_LIMIT = 1000
