@@ -1,0 +1,153 @@
+"""The SMTP receiver (aiosmtpd), for MX or forwarding setups.
+
+It accepts mail for the addresses of mailseen's mailboxes and nothing else: a recipient in
+one of their domains that is no mailbox gets ``550 5.1.1``, any other domain ``550 5.7.1
+relaying denied``, so the receiver can never be used to pass mail on. The aiosmtpd hooks only
+unpack the envelope; :func:`route` and :func:`receive` decide, and tests call them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from ..errors import InvalidInput, MailseenError
+from ..services.inbound import Ingestor
+from ..storage import MailboxRecord, Store
+
+__all__ = ["SmtpReceiver", "receive", "route"]
+
+log = logging.getLogger(__name__)
+
+NO_SUCH_MAILBOX = "550 5.1.1 no such mailbox"
+RELAYING_DENIED = "550 5.7.1 relaying denied"
+TRY_LATER = "451 4.3.0 cannot store the message now; try again later"
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def route(mailboxes: Sequence[MailboxRecord], address: str) -> MailboxRecord | str:
+    """The mailbox ``address`` is for (case-insensitively), or the SMTP refusal."""
+    wanted = address.strip().lower()
+    for box in mailboxes:
+        if box.address.lower() == wanted:
+            return box
+    if "@" in wanted and _domain(wanted) in {_domain(b.address) for b in mailboxes}:
+        return NO_SUCH_MAILBOX
+    return RELAYING_DENIED
+
+
+def receive(ingestor: Ingestor, mailboxes: Sequence[MailboxRecord], raw: bytes) -> str:
+    """Store ``raw`` for each of ``mailboxes``; the SMTP reply. When storing fails for any
+    of them the sender is told to retry: the ones already stored see a duplicate then."""
+    for box in mailboxes:
+        try:
+            ingestor.ingest(box, raw, "smtp")
+        except InvalidInput as exc:  # NotAMessage, mostly: sending it again will not help
+            return "554 5.6.0 " + " ".join(str(exc).split())
+        except Exception:
+            log.exception("cannot store a message received for %s", box.address)
+            return TRY_LATER
+    return "250 2.0.0 OK"
+
+
+class ReceiveHandler:
+    def __init__(self, store: Store, ingestor: Ingestor) -> None:
+        self.store = store
+        self.ingestor = ingestor
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        try:
+            found = route(await asyncio.to_thread(self.store.list_mailboxes), address)
+        except MailseenError as exc:
+            log.warning("cannot check recipient %s: %s", address, exc)
+            return TRY_LATER
+        if isinstance(found, str):
+            log.info("refused RCPT %s from %s: %s", address, session.peer, found)
+            return found
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            mailboxes = await asyncio.to_thread(self.store.list_mailboxes)
+        except MailseenError as exc:
+            log.warning("cannot accept a message: %s", exc)
+            return TRY_LATER
+        targets: dict[int, MailboxRecord] = {}
+        for address in envelope.rcpt_tos:
+            found = route(mailboxes, address)
+            if not isinstance(found, str):  # a mailbox deleted since RCPT is skipped
+                targets[found.id] = found
+        raw = envelope.original_content or b""
+        return await asyncio.to_thread(receive, self.ingestor, list(targets.values()), raw)
+
+
+class SmtpReceiver:
+    def __init__(self, store: Store, ingestor: Ingestor, *, host: str = "127.0.0.1",
+                 port: int = 2525, tls_cert: str | None = None, tls_key: str | None = None,
+                 max_size: int = 25 * 1024 * 1024, hostname: str | None = None) -> None:
+        self.handler = ReceiveHandler(store, ingestor)
+        self.host = host
+        self.port = port
+        self.max_size = max_size
+        self.hostname = hostname
+        self.tls: ssl.SSLContext | None = None
+        if tls_cert or tls_key:
+            if not (tls_cert and tls_key):
+                raise InvalidInput("STARTTLS needs both a certificate and a key file",
+                                   "tls_key" if tls_cert else "tls_cert")
+            self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                self.tls.load_cert_chain(tls_cert, tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidInput(f"cannot load the TLS certificate {tls_cert} and key "
+                                   f"{tls_key}: {exc}", "tls_cert") from exc
+        self._server: asyncio.Server | None = None
+
+    def _protocol(self, loop: asyncio.AbstractEventLoop, hostname: str) -> SMTP:
+        return SMTP(self.handler, hostname=hostname, ident="mailseen",
+                    data_size_limit=self.max_size, enable_SMTPUTF8=True, decode_data=False,
+                    tls_context=self.tls, require_starttls=False,
+                    # No AUTH: the receiver takes mail for its own mailboxes only.
+                    auth_exclude_mechanism=["LOGIN", "PLAIN"], loop=loop)
+
+    async def start(self) -> int:
+        """Serve on the running loop; the bound port (useful with ``port=0``)."""
+        loop = asyncio.get_running_loop()
+        # aiosmtpd would look the name up (blocking) on every connection.
+        name = self.hostname
+        if not name:
+            name = await asyncio.to_thread(socket.getfqdn)
+        try:
+            self._server = await loop.create_server(
+                lambda: self._protocol(loop, name), self.host, self.port)
+        except OSError as exc:
+            raise MailseenError(f"cannot listen on {self.host}:{self.port}: "
+                                f"{exc.strerror or exc}") from exc
+        port = int(self._server.sockets[0].getsockname()[1])
+        log.info("SMTP receiver listening on %s:%d%s", self.host, port,
+                 " (STARTTLS offered)" if self.tls else "")
+        return port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> SmtpReceiver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()

@@ -1,0 +1,390 @@
+"""The IMAP poller against a real Dovecot: new mail by UID, once, across restarts and
+UIDVALIDITY changes; IDLE; implicit TLS, STARTTLS and plain; clear statuses and backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailseen.core.compose import Draft
+from mailseen.receivers.imap import ImapError, ImapPoller, encode_folder
+from mailseen.services.inbound import Ingestor
+from mailseen.services.instance import Instance
+from mailseen.storage import ImapState, MailboxIn, MessageRecord
+
+from .conftest import make_settings
+from .dovecot import Dovecot, ImapUser, free_port
+
+USER = "sales@example.test"  # the mailbox's address; the IMAP login is a fresh test user
+PASSWORD = 'pa"ss w\\ord 1'  # a quote, a backslash and spaces: LOGIN must quote them
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Dovecot]:
+    server = Dovecot(PASSWORD).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def user(dovecot: Dovecot) -> ImapUser:
+    return dovecot.add_user()
+
+
+@pytest.fixture
+def lone_user() -> Iterator[ImapUser]:
+    """A user on a server of its own, for tests that fail logins (see tests/dovecot.py)."""
+    server = Dovecot(PASSWORD, users=1).start()
+    yield server.add_user()
+    server.stop()
+
+
+def mail(subject: str, *, message_id: str | None = None, **headers: str) -> bytes:
+    lines = ["From: Alice <alice@example.org>", f"To: {USER}", f"Subject: {subject}",
+             f"Message-ID: {message_id or make_msgid(domain='example.org')}",
+             "Date: Thu, 27 Nov 2025 10:00:00 +0000",
+             *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
+             "", f"Body of {subject}", ""]
+    return "\r\n".join(lines).encode()
+
+
+def add_box(inst: Instance, user: ImapUser, *, tls: str = "implicit",
+            password: str | None = None, folder: str = "INBOX", port: int | None = None,
+            address: str = USER) -> int:
+    if port is None:
+        port = user.server.imaps_port if tls == "implicit" else user.server.imap_port
+    return inst.store.add_mailbox(MailboxIn(
+        address, imap_host="127.0.0.1", imap_port=port, imap_tls=tls,  # type: ignore[arg-type]
+        imap_username=user.name, imap_password=user.password if password is None else password,
+        imap_folder=folder)).id
+
+
+def account(inst: Instance, box_id: int) -> ImapState:
+    return next(a for a in inst.store.imap_accounts() if a.mailbox_id == box_id)
+
+
+def poller(inst: Instance, user: ImapUser | None = None, **kw: Any) -> ImapPoller:
+    options: dict[str, Any] = {"retry_base": 0.1, "retry_max": 0.4, "timeout": 5,
+                               "ca_file": user.server.ca_file if user else None}
+    options.update(kw)
+    return ImapPoller(inst.store, Ingestor(inst.store, inst.sender), **options)
+
+
+def inbound(inst: Instance, box_id: int) -> list[MessageRecord]:
+    return [m for m in inst.store.list_messages(mailbox_id=box_id, limit=500)
+            if m.direction == "in"]
+
+
+async def eventually(check: Callable[[], bool], seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def inst(instance: Instance) -> Instance:
+    return instance
+
+
+# -- reading new mail ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tls", ["implicit", "starttls", "none"])
+async def test_new_mail_is_ingested_once(inst: Instance, user: ImapUser, tls: str) -> None:
+    box = add_box(inst, user, tls=tls)
+    user.append(mail("first"))
+    user.append(mail("second"))
+    p = poller(inst, user)
+    assert await p.poll_once(account(inst, box)) == 2
+    got = inbound(inst, box)
+    assert sorted(m.subject for m in got) == ["first", "second"]
+    assert all(m.source == "imap" and m.status == "received" for m in got)
+    record = inst.store.get_mailbox(box)
+    assert record.imap_status == "ok" and record.imap_error is None
+    assert record.imap_checked_at is not None
+
+    assert await p.poll_once(account(inst, box)) == 0  # nothing new
+    user.append(mail("third"))
+    assert await p.poll_once(account(inst, box)) == 1
+    assert len(inbound(inst, box)) == 3
+    assert user.unseen() == 3  # fetched with PEEK: still unread for the team
+
+
+async def test_a_restart_does_not_ingest_again(tmp_path: Path, database_url: str,
+                                               user: ImapUser) -> None:
+    first = Instance.open(make_settings(tmp_path, database_url), migrate=False)
+    box = add_box(first, user)
+    user.append(mail("one"))
+    user.append(mail("two"))
+    assert await poller(first, user).poll_once(account(first, box)) == 2
+    first.close()
+
+    again = Instance.open(make_settings(tmp_path, database_url), migrate=False)
+    state = account(again, box)
+    assert state.last_uid == 2 and state.uidvalidity is not None
+    assert await poller(again, user).poll_once(state) == 0
+    user.append(mail("three"))
+    assert await poller(again, user).poll_once(account(again, box)) == 1
+    assert len(inbound(again, box)) == 3
+    again.close()
+
+
+async def test_a_recreated_folder_is_read_again_without_duplicates(
+        inst: Instance, user: ImapUser) -> None:
+    user.create("Leads")
+    box = add_box(inst, user, folder="Leads")
+    a, b = mail("a"), mail("b")
+    user.append(a, "Leads")
+    user.append(b, "Leads")
+    p = poller(inst, user)
+    assert await p.poll_once(account(inst, box)) == 2
+    before = account(inst, box).uidvalidity
+
+    user.delete("Leads")
+    time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock
+    user.create("Leads")
+    for raw in (a, b, mail("c")):
+        user.append(raw, "Leads")
+    assert user.uidvalidity("Leads") != before
+    assert await p.poll_once(account(inst, box)) == 1  # a and b again: duplicates
+    assert sorted(m.subject for m in inbound(inst, box)) == ["a", "b", "c"]
+    state = account(inst, box)
+    assert state.uidvalidity == user.uidvalidity("Leads") and state.last_uid == 3
+
+
+async def test_mail_older_than_the_mailbox_is_left_alone(inst: Instance,
+                                                        user: ImapUser) -> None:
+    box = add_box(inst, user)
+    old = datetime.now(UTC) - timedelta(days=30)
+    user.append(mail("from last month"), date=old)
+    user.append(mail("today"))
+    assert await poller(inst, user).poll_once(account(inst, box)) == 1
+    assert [m.subject for m in inbound(inst, box)] == ["today"]
+
+
+async def test_a_folder_name_outside_ascii_is_sent_in_modified_utf7(
+        inst: Instance, user: ImapUser) -> None:
+    assert encode_folder("Entwürfe") == '"Entw&APw-rfe"'
+    assert encode_folder('A&B "x"') == '"A&-B \\"x\\""'
+    user.create("Entw&APw-rfe")
+    user.append(mail("umlaut"), "Entw&APw-rfe")
+    box = add_box(inst, user, folder="Entwürfe")
+    assert await poller(inst, user).poll_once(account(inst, box)) == 1
+
+
+async def test_a_message_that_is_not_a_message_is_skipped(inst: Instance,
+                                                         user: ImapUser) -> None:
+    box = add_box(inst, user)
+    user.append(b"just some words, no header at all\r\n")
+    user.append(mail("fine"))
+    assert await poller(inst, user).poll_once(account(inst, box)) == 1
+    assert [m.subject for m in inbound(inst, box)] == ["fine"]
+    assert account(inst, box).last_uid == 2  # not read again and again
+
+
+async def test_a_reply_is_threaded_and_marks_the_sent_message_replied(
+        inst: Instance, user: ImapUser) -> None:
+    box = add_box(inst, user)
+    sent = inst.sender.send_draft(inst.store.get_mailbox(box), Draft(
+        from_addr="", to=["alice@example.org"], subject="Quote", text="hello",
+        html="<p>hello</p>"))
+    assert sent.replied_at is None
+    user.append(mail("Re: Quote", In_Reply_To=sent.message_id,
+                              References=sent.message_id))
+    assert await poller(inst, user).poll_once(account(inst, box)) == 1
+    [reply] = inbound(inst, box)
+    assert reply.conversation_id == sent.conversation_id
+    assert not reply.automatic
+    assert inst.store.get_message(sent.id).replied_at is not None
+
+
+# -- statuses ------------------------------------------------------------------------------
+
+async def test_a_wrong_password_says_login_failed(inst: Instance, lone_user: ImapUser,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    user = lone_user
+    box = add_box(inst, user, password="not-the-password")
+    with pytest.raises(ImapError, match=r"^login failed: wrong username or password$"):
+        await poller(inst, user).poll_once(account(inst, box))
+    record = inst.store.get_mailbox(box)
+    assert record.imap_status == "error"
+    assert record.imap_error == "login failed: wrong username or password"
+    assert record.imap_checked_at is not None
+    assert "not-the-password" not in caplog.text
+
+
+async def test_passwords_never_reach_the_log(inst: Instance, user: ImapUser,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    box = add_box(inst, user, tls="none")
+    user.append(mail("x"))
+    assert await poller(inst, user).poll_once(account(inst, box)) == 1
+    assert "pa\"ss" not in caplog.text and "w\\\\ord" not in caplog.text
+
+
+async def test_an_unreachable_port_says_cannot_connect(inst: Instance) -> None:
+    port = free_port()
+    box = inst.store.add_mailbox(MailboxIn(USER, imap_host="127.0.0.1", imap_port=port,
+                                           imap_tls="implicit", imap_password="x")).id
+    message = f"cannot connect to 127.0.0.1:{port}: Connection refused"
+    with pytest.raises(ImapError) as err:
+        await poller(inst).poll_once(account(inst, box))
+    assert str(err.value) == message
+    assert inst.store.get_mailbox(box).imap_error == message
+
+
+async def test_a_missing_folder_is_named(inst: Instance, user: ImapUser) -> None:
+    box = add_box(inst, user, folder="Nope")
+    with pytest.raises(ImapError, match=r"^folder 'Nope' does not exist$"):
+        await poller(inst, user).poll_once(account(inst, box))
+    assert inst.store.get_mailbox(box).imap_error == "folder 'Nope' does not exist"
+
+
+@pytest.mark.parametrize("tls", ["implicit", "starttls"])
+async def test_an_untrusted_certificate_is_refused(inst: Instance, user: ImapUser,
+                                                   tls: str) -> None:
+    box = add_box(inst, user, tls=tls)
+    with pytest.raises(ImapError, match=r"^cannot connect to .*: TLS certificate not trusted"):
+        await poller(inst, user, ca_file=None).poll_once(account(inst, box))
+
+
+async def test_implicit_tls_against_a_plain_port_fails_clearly(inst: Instance,
+                                                               user: ImapUser) -> None:
+    port = user.server.imap_port
+    box = add_box(inst, user, tls="implicit", port=port)
+    with pytest.raises(ImapError, match=f"^cannot connect to 127.0.0.1:{port}: TLS failed"):
+        await poller(inst, user).poll_once(account(inst, box))
+
+
+# -- the long-running poller ---------------------------------------------------------------
+
+async def _stop(task: asyncio.Task[None], stop: asyncio.Event, within: float = 2) -> None:
+    stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(task, 10)
+    assert time.monotonic() - started < within
+
+
+async def test_idle_picks_up_new_mail_within_seconds(inst: Instance,
+                                                     user: ImapUser) -> None:
+    box = add_box(inst, user, tls="none")
+    user.append(mail("before"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller(inst, user, idle_seconds=60, poll_seconds=60)
+                               .run(stop))
+    await eventually(lambda: len(inbound(inst, box)) == 1
+                     and inst.store.get_mailbox(box).imap_status == "ok")
+    await asyncio.sleep(0.3)  # in IDLE by now
+    await asyncio.to_thread(user.append, mail("while idling"))
+    await eventually(lambda: len(inbound(inst, box)) == 2, 3)  # poll_seconds is 60: IDLE
+    await _stop(task, stop)
+    assert user.server.plain_logins(user.name) == 1  # one connection throughout
+
+
+async def test_without_idle_the_poller_polls(inst: Instance) -> None:
+    no_idle = Dovecot(PASSWORD, users=1, extra_config=(
+        "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+\n")).start()
+    try:
+        user = no_idle.add_user()
+        box = add_box(inst, user, tls="none")
+        stop = asyncio.Event()
+        p = poller(inst, user, idle_seconds=60, poll_seconds=0.3)
+        task = asyncio.create_task(p.run(stop))
+        await eventually(lambda: inst.store.get_mailbox(box).imap_status == "ok")
+        await asyncio.to_thread(user.append, mail("polled"))
+        await eventually(lambda: len(inbound(inst, box)) == 1, 3)
+        await _stop(task, stop)
+        assert inst.store.get_mailbox(box).imap_status == "ok"
+        assert no_idle.plain_logins(user.name) >= 2  # a new connection each poll
+    finally:
+        no_idle.stop()
+
+
+async def test_run_picks_up_a_new_account_and_a_changed_password(
+        inst: Instance, lone_user: ImapUser) -> None:
+    user = lone_user
+    stop = asyncio.Event()
+    p = poller(inst, user, idle_seconds=60, poll_seconds=60, retry_base=60, retry_max=60)
+    task = asyncio.create_task(p.run(stop))
+    await asyncio.sleep(0.2)
+    box = add_box(inst, user, password="wrong")
+    p.refresh()
+    await eventually(lambda: inst.store.get_mailbox(box).imap_status == "error")
+    assert inst.store.get_mailbox(box).imap_error == "login failed: wrong username or password"
+    # Not retried for a minute, but a changed password is a new account: read at once.
+    await asyncio.to_thread(user.append, mail("after the fix"))  # Dovecot's penalty: slow
+    inst.store.update_mailbox(box, lambda m: replace(m, imap_password=PASSWORD))
+    p.refresh()
+    await eventually(lambda: len(inbound(inst, box)) == 1, 3)
+    assert inst.store.get_mailbox(box).imap_status == "ok"
+    await _stop(task, stop)
+
+
+class HangUp:
+    """A TCP server that accepts and at once closes, counting connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(50)
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+async def test_run_backs_off_on_errors_and_says_why(inst: Instance) -> None:
+    server = HangUp()
+    box = inst.store.add_mailbox(MailboxIn(USER, imap_host="127.0.0.1", imap_port=server.port,
+                                           imap_tls="none", imap_password="x")).id
+    stop = asyncio.Event()
+    p = poller(inst, retry_base=0.1, retry_max=0.4)
+    assert [p.backoff(n) for n in (1, 2, 3, 4, 10)] == [0.1, 0.2, 0.4, 0.4, 0.4]
+    task = asyncio.create_task(p.run(stop))
+    await asyncio.sleep(1.6)  # 0.1 + 0.2 + 0.4 + 0.4 + 0.4: about 6 attempts, not hundreds
+    attempts = server.count
+    await _stop(task, stop, within=1)
+    server.close()
+    assert 3 <= attempts <= 8
+    record = inst.store.get_mailbox(box)
+    assert record.imap_status == "error"
+    assert record.imap_error == (f"cannot connect to 127.0.0.1:{server.port}: "
+                                 "the server closed the connection")
+
+
+async def test_run_reports_an_unreachable_server(inst: Instance) -> None:
+    port = free_port()
+    box = inst.store.add_mailbox(MailboxIn(USER, imap_host="127.0.0.1", imap_port=port,
+                                           imap_tls="starttls", imap_password="x")).id
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller(inst).run(stop))
+    await eventually(lambda: inst.store.get_mailbox(box).imap_status == "error")
+    assert inst.store.get_mailbox(box).imap_error == (
+        f"cannot connect to 127.0.0.1:{port}: Connection refused")
+    await _stop(task, stop, within=1)
