@@ -1,5 +1,6 @@
 """Judging pixel hits where they are recorded: the pure classifier plus what only the
-server knows (how long after sending, what else the same client fetched just now)."""
+server knows (how long after sending, what else the same client fetched just now, whether
+this client's view of the message was counted a moment ago)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from ..core.hits import Hit, HitClassifier
 from ..core.netdata import load_data
 from ..storage import Judged, ViewIn
 
-__all__ = ["OWN_VIEWER_HEADER", "BurstWindow", "Judge", "hit_of"]
+__all__ = ["OWN_VIEWER_HEADER", "REPEAT_REASON", "BurstWindow", "Judge", "RepeatWindow",
+           "hit_of"]
 
 # Set by the pixel endpoint, and kept with the view, when the request carried a mailseen
 # session cookie: the team's own browser, never a view.
 OWN_VIEWER_HEADER = "x-mailseen-own-viewer"
 BURST_WINDOW = timedelta(seconds=2)
+REPEAT_WINDOW = timedelta(minutes=1)
+REPEAT_REASON = "repeat within a minute (not counted again)"
 
 
 class BurstWindow:
@@ -39,6 +43,40 @@ class BurstWindow:
         return len(others)
 
 
+class RepeatWindow:
+    """When each client (IP and user agent) last had a view of each message counted.
+
+    A client's views of one message count at most once a minute: mail clients fetch the
+    image again each time the message is shown, and anyone holding a token could otherwise
+    inflate its count by fetching it in a loop. Fed in time order, like :class:`BurstWindow`;
+    memory is bounded by the window and by ``limit``.
+    """
+
+    def __init__(self, span: timedelta = REPEAT_WINDOW, limit: int = 100_000) -> None:
+        self.span = span
+        self.limit = limit
+        self._counted: dict[tuple[str | None, str | None, int, int], datetime] = {}
+
+    def repeat(self, view: ViewIn) -> bool:
+        """Whether ``view`` repeats one counted less than a minute before (or after: views
+        from several nodes arrive slightly out of order); if not, it is counted from now."""
+        key = (view.ip, view.user_agent, view.message_id, view.recipient)
+        last = self._counted.get(key)
+        if last is not None and abs(view.at - last) < self.span:
+            return True
+        self._counted.pop(key, None)  # re-inserted last: the dict stays in time order
+        self._counted[key] = view.at
+        self._forget(view.at - self.span)
+        return False
+
+    def _forget(self, horizon: datetime) -> None:
+        while self._counted:
+            key, at = next(iter(self._counted.items()))
+            if at >= horizon and len(self._counted) <= self.limit:
+                return
+            del self._counted[key]
+
+
 def hit_of(view: ViewIn, sent_at: datetime | None, others: int) -> Hit:
     headers = dict(view.headers)
     if view.user_agent is not None:
@@ -55,7 +93,12 @@ class Judge:
     def __init__(self, data_dir: Path | None = None) -> None:
         self.classifier = HitClassifier(load_data(data_dir / "netdata" if data_dir else None))
         self.window = BurstWindow()
+        self.repeats = RepeatWindow()
 
     def __call__(self, view: ViewIn, sent_at: datetime | None) -> Judged:
         verdict = self.classifier.classify(hit_of(view, sent_at, self.window.count(view)))
+        if verdict.counts and self.repeats.repeat(view):
+            # Judged a machine fetch, not a second view: summaries stay a count of human
+            # events, and `mailseen reclassify` (same Judge, same order) agrees.
+            return Judged("machine", REPEAT_REASON, verdict.client)
         return Judged(verdict.verdict, verdict.reason, verdict.client)
