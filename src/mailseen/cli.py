@@ -676,3 +676,34 @@ def data_update(ctx: click.Context, source: str, label: str, kind: str) -> None:
     path = write_override(settings.data_dir / "netdata", label, entries)
     click.echo(f"{len(entries)} network(s) labelled {label!r} written to {path}; "
                "restart the server and run `mailseen reclassify` to apply them")
+
+
+# -- backup and restore ----------------------------------------------------------------------
+
+@main.command()
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.pass_context
+def backup(ctx: click.Context, dest: Path) -> None:
+    """Copy the SQLite database to DEST (a new file, or a folder for a dated file); safe
+    while mailseen runs. For PostgreSQL use pg_dump (docs/operations.md)."""
+    from .services.backup import backup as take_backup
+
+    settings = _settings(ctx)
+    done = take_backup(settings, dest)
+    click.echo(f"backed up to {done.path} ({done.size:,} bytes, schema {done.revision})")
+    if not settings.secret_key:
+        click.echo(f"keep {settings.data_dir / 'secret.key'} too (not in the copy): without "
+                   "it stored SMTP/IMAP passwords and sent pixels are unreadable", err=True)
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_context
+def restore(ctx: click.Context, src: Path) -> None:
+    """Put the backup SRC in place of the SQLite database (stop mailseen first); the old
+    database is kept beside it as .bak."""
+    from .services.backup import restore as put_back
+
+    done = put_back(_settings(ctx), src)
+    kept = f"; the previous database is now {done.kept}" if done.kept else ""
+    click.echo(f"restored {src} to {done.path} (schema {done.revision}){kept}")
