@@ -678,6 +678,42 @@ def data_update(ctx: click.Context, source: str, label: str, kind: str) -> None:
                "restart the server and run `mailseen reclassify` to apply them")
 
 
+# -- demo data ---------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--messages", type=click.IntRange(1), help="Scale mode: this many messages in "
+              "bulk (e.g. 1000000) instead of the small demo made through the services.")
+@click.option("--views", type=click.IntRange(0), help="Scale mode: pixel hits in all "
+              "(default: three per message).")
+@click.option("--mailboxes", type=click.IntRange(1), help="Scale mode: mailboxes (default 20).")
+@click.option("--force", is_flag=True, help="Add demo data to a database that has messages.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+@click.pass_context
+def demo(ctx: click.Context, messages: int | None, views: int | None, mailboxes: int | None,
+         force: bool, seed: int) -> None:
+    """Fill the data folder with example data: mailboxes, users, conversations and views.
+
+    Without options, a small installation that looks lived in; with --messages (and
+    --views, --mailboxes), the same shapes at benchmark scale.
+    """
+    from .services.demo import fill_scale, fill_small
+
+    inst = _instance(ctx)
+    if messages is None and views is None and mailboxes is None:
+        result = fill_small(inst, seed=seed, force=force)
+    else:
+        n = messages or 10_000
+        result = fill_scale(inst, messages=n, views=3 * n if views is None else views,
+                            mailboxes=mailboxes or 20, seed=seed, force=force)
+    click.echo(f"demo data: {result.mailboxes} mailboxes, {result.conversations:,} "
+               f"conversations, {result.messages:,} messages, {result.views:,} views "
+               f"in {result.seconds:.0f}s")
+    for account in result.accounts:
+        password = account.password or "(existing user: password unchanged)"
+        click.echo(f"{account.role:7} {account.email}  password: {password}")
+    click.echo(f"start it with `mailseen serve` and sign in at {inst.settings.base_url}/login")
+
+
 # -- backup and restore ----------------------------------------------------------------------
 
 @main.command()

@@ -106,7 +106,11 @@ class Conversation(Base):
     # The newest message the team sent here: its status is the conversation's eye.
     latest_sent_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
 
-    __table_args__ = (Index("ix_conversations_listing", "mailbox_id", "last_activity_at"),)
+    __table_args__ = (
+        Index("ix_conversations_listing", "mailbox_id", "last_activity_at"),
+        # The listing across many mailboxes (an admin's): newest first straight from the index.
+        Index("ix_conversations_recent", "last_activity_at", "id"),
+    )
 
 
 class Message(Base):
@@ -147,6 +151,8 @@ class Message(Base):
 
     __table_args__ = (
         Index("ix_messages_queue", "status", "next_attempt_at"),
+        # Reports: the messages sent in a period.
+        Index("ix_messages_sent", "status", "sent_at"),
         # An inbound message seen twice (IMAP and SMTP, a re-poll) is one message.
         Index("uq_messages_inbound", "mailbox_id", "message_id", unique=True,
               sqlite_where=text("direction = 'in'"), postgresql_where=text("direction = 'in'")),

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, case, extract, func, select
 from sqlalchemy.orm import Session
 
 from .base import StoreBase
-from .models import Message, ViewEvent
+from .models import Mailbox, Message, ViewEvent
 
 __all__ = ["DELAY_LIMITS", "MailboxShare", "Report", "ReportStore"]
 
@@ -63,9 +63,9 @@ class ReportStore(StoreBase):
             return Report(since, days, views_per_day=_fill({}, since, days))
         ids = list(mailbox_ids)
         with self._tx() as s:
+            per_day, machine = self._views(s, ids, since)
             return Report(since, days, by_mailbox=self._shares(s, ids, since),
-                          views_per_day=_fill(self._per_day(s, ids, since), since, days),
-                          machine_fetches=self._machine(s, ids, since),
+                          views_per_day=_fill(per_day, since, days), machine_fetches=machine,
                           first_view_buckets=self._delays(s, ids, since))
 
     def _in_period(self, ids: list[int], since: datetime) -> list[ColumnElement[bool]]:
@@ -83,21 +83,29 @@ class ReportStore(StoreBase):
         return [MailboxShare(int(mid), int(n), int(t or 0), int(v or 0))
                 for mid, n, t, v in rows]
 
-    def _per_day(self, s: Session, ids: list[int], since: datetime) -> dict[date, int]:
+    def _views(self, s: Session, ids: list[int], since: datetime) -> tuple[dict[date, int], int]:
+        """Human views per day and machine fetches in all, in one pass over the period's
+        views. With every mailbox asked for (an admin's overview), every view qualifies:
+        reading the views alone, in the order of their time index, spares a lookup of each
+        one's message (hundreds of thousands a month at scale)."""
         day = func.date(ViewEvent.at)
-        rows = s.execute(
-            select(day, func.count()).join(Message, Message.id == ViewEvent.message_id)
-            .where(Message.mailbox_id.in_(ids), ViewEvent.at >= since,
-                   ViewEvent.verdict == "human")
-            .group_by(day)).tuples()
-        return {_as_date(d): int(n) for d, n in rows}
+        q = (select(day, ViewEvent.verdict, func.count()).where(ViewEvent.at >= since)
+             .group_by(day, ViewEvent.verdict))
+        if not self._all_mailboxes(s, ids):
+            q = q.join(Message, Message.id == ViewEvent.message_id).where(
+                Message.mailbox_id.in_(ids))
+        per_day: dict[date, int] = {}
+        machine = 0
+        for d, verdict, n in s.execute(q).tuples():
+            if verdict == "human":
+                per_day[_as_date(d)] = int(n)
+            else:
+                machine += int(n)
+        return per_day, machine
 
-    def _machine(self, s: Session, ids: list[int], since: datetime) -> int:
-        return int(s.scalar(
-            select(func.count()).select_from(ViewEvent)
-            .join(Message, Message.id == ViewEvent.message_id)
-            .where(Message.mailbox_id.in_(ids), ViewEvent.at >= since,
-                   ViewEvent.verdict == "machine")) or 0)
+    def _all_mailboxes(self, s: Session, ids: list[int]) -> bool:
+        every = set(s.scalars(select(Mailbox.id)))
+        return every.issubset(ids)
 
     def _delays(self, s: Session, ids: list[int], since: datetime) -> list[int]:
         # First seen: the earlier of the first human view and a human reply.
