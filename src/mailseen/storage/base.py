@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Protocol
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,15 @@ class StoreBase:
     def __init__(self, db: Database, cipher: Cipher) -> None:
         self.db = db
         self.cipher = cipher
+
+    @contextmanager
+    def _conn(self) -> Iterator[Connection]:
+        """A Core connection in a transaction, for the hot paths that skip the ORM."""
+        try:
+            with self.db.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise StorageUnavailable(f"database unavailable: {exc.orig}") from exc
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:

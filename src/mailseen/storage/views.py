@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from .base import StoreBase, view_record
@@ -22,8 +22,29 @@ def _unjudged(view: ViewIn, sent_at: datetime | None) -> Judged:
     return Judged("human", "", "")
 
 
-def _later(column: Any, value: datetime) -> Any:
+def _later(column: Any, value: Any) -> Any:
     return case((column > value, column), else_=value)
+
+
+# The hot path's statements, built once: Core, not the ORM, because recording views is the
+# busiest write mailseen does (see docs/performance.md).
+_messages = cast(Table, Message.__table__)
+_SENT = (select(_messages.c.id, _messages.c.sent_at)
+         .where(_messages.c.id.in_(bindparam("ids", expanding=True))))
+_INSERT = insert(cast(Table, ViewEvent.__table__))
+
+
+def _summary_update(count: str, first: str, last: str) -> Any:
+    col = _messages.c
+    return (update(_messages).where(col.id == bindparam("mid")).values({
+        count: col[count] + bindparam("n"),
+        first: func.coalesce(col[first], bindparam("first")),
+        last: _later(col[last], bindparam("last")),
+    }))
+
+
+_HUMAN = _summary_update("view_count", "first_viewed_at", "last_viewed_at")
+_MACHINE = _summary_update("machine_count", "first_machine_at", "last_machine_at")
 
 
 class ViewStore(StoreBase):
@@ -34,38 +55,31 @@ class ViewStore(StoreBase):
         many were stored."""
         if not views:
             return 0
-        ids = {v.message_id for v in views}
-        with self._tx() as s:
-            sent = dict(s.execute(select(Message.id, Message.sent_at)
-                                  .where(Message.id.in_(ids))).tuples().all())
+        with self._conn() as conn:
+            sent = {mid: at for mid, at in conn.execute(
+                _SENT, {"ids": sorted({v.message_id for v in views})})}
             keep = [(v, judge(v, sent[v.message_id])) for v in views if v.message_id in sent]
             if not keep:
                 return 0
-            s.execute(insert(ViewEvent), [
+            conn.execute(_INSERT, [
                 {"message_id": v.message_id, "recipient": v.recipient, "at": v.at,
                  "method": v.method, "ip": v.ip, "user_agent": v.user_agent,
                  "headers_json": json.dumps(v.headers, separators=(",", ":")),
                  "verdict": j.verdict, "reason": j.reason, "client": j.client}
                 for v, j in keep
             ])
-            self._summarise(s, [(v.message_id, v.at, j.verdict) for v, j in keep])
+            summary: dict[tuple[int, str], list[Any]] = {}
+            for v, j in keep:
+                entry = summary.setdefault((v.message_id, j.verdict), [v.at, v.at, 0])
+                entry[0], entry[1] = min(entry[0], v.at), max(entry[1], v.at)
+                entry[2] += 1
+            for verdict, statement in (("human", _HUMAN), ("machine", _MACHINE)):
+                rows = [{"mid": mid, "n": n, "first": first, "last": last}
+                        for (mid, kind), (first, last, n) in sorted(summary.items())
+                        if kind == verdict]
+                if rows:
+                    conn.execute(statement, rows)
             return len(keep)
-
-    def _summarise(self, s: Session, hits: list[tuple[int, datetime, str]]) -> None:
-        summary: dict[tuple[int, str], list[Any]] = {}
-        for mid, at, verdict in hits:
-            entry = summary.setdefault((mid, verdict), [at, at, 0])
-            entry[0], entry[1], entry[2] = min(entry[0], at), max(entry[1], at), entry[2] + 1
-        for (mid, verdict), (first, last, count) in sorted(summary.items()):
-            if verdict == "human":
-                values = {"view_count": Message.view_count + count,
-                          "first_viewed_at": func.coalesce(Message.first_viewed_at, first),
-                          "last_viewed_at": _later(Message.last_viewed_at, last)}
-            else:
-                values = {"machine_count": Message.machine_count + count,
-                          "first_machine_at": func.coalesce(Message.first_machine_at, first),
-                          "last_machine_at": _later(Message.last_machine_at, last)}
-            s.execute(update(Message).where(Message.id == mid).values(**values))
 
     def list_views(self, message_id: int, limit: int = 1000) -> list[ViewRecord]:
         q = (select(ViewEvent).where(ViewEvent.message_id == message_id)
