@@ -135,6 +135,12 @@ class Dovecot:
         path = self.dir / "dovecot.log"
         return path.read_text() if path.exists() else ""
 
+    def kick(self, user: str) -> None:
+        """Drop ``user``'s connections, as a server restarting or timing a client out does."""
+        doveadm = shutil.which("doveadm") or "/usr/bin/doveadm"
+        subprocess.run([doveadm, "-c", str(self.dir / "dovecot.conf"), "kick", user],
+                       check=True, timeout=30, capture_output=True)
+
     def plain_logins(self, user: str) -> int:
         """Logins of ``user`` over connections without TLS (the tests' own client uses
         IMAPS, so these are the poller's when it is set to tls "none")."""
@@ -147,6 +153,13 @@ class Dovecot:
         only a second later, and a failed login slows the next one by seconds.)"""
         self.handed_out += 1
         return ImapUser(self, self.users[self.handed_out - 1], self.password)
+
+
+def connections_to(port: int) -> int:
+    """Established TCP connections from this machine to ``port`` on 127.0.0.1 (Linux)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows
+               if row.split()[2] == f"0100007F:{port:04X}" and row.split()[3] == "01")
 
 
 class ImapUser:

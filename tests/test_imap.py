@@ -24,7 +24,7 @@ from mailseen.services.instance import Instance
 from mailseen.storage import ImapState, MailboxIn, MessageRecord
 
 from .conftest import make_settings
-from .dovecot import Dovecot, ImapUser, free_port
+from .dovecot import Dovecot, ImapUser, connections_to, free_port
 
 USER = "sales@example.test"  # the mailbox's address; the IMAP login is a fresh test user
 PASSWORD = 'pa"ss w\\ord 1'  # a quote, a backslash and spaces: LOGIN must quote them
@@ -294,6 +294,50 @@ async def test_idle_picks_up_new_mail_within_seconds(inst: Instance,
     assert user.server.plain_logins(user.name) == 1  # one connection throughout
 
 
+async def test_a_dropped_connection_is_opened_again_without_an_error(
+        inst: Instance, user: ImapUser) -> None:
+    box = add_box(inst, user, tls="none")
+    stop = asyncio.Event()
+    p = poller(inst, user, idle_seconds=60, poll_seconds=60, retry_base=60, retry_max=60)
+    task = asyncio.create_task(p.run(stop))
+    await eventually(lambda: inst.store.get_mailbox(box).imap_status == "ok")
+    await asyncio.sleep(0.3)  # in IDLE
+    await asyncio.to_thread(user.server.kick, user.name)
+    await asyncio.to_thread(user.append, mail("after the drop"))
+    await eventually(lambda: len(inbound(inst, box)) == 1, 3)  # not after the 60 s backoff
+    await _stop(task, stop)
+    record = inst.store.get_mailbox(box)
+    assert record.imap_status == "ok" and record.imap_error is None
+    assert user.server.plain_logins(user.name) == 2
+
+
+async def test_cancelling_run_stops_at_once(inst: Instance, user: ImapUser) -> None:
+    box = add_box(inst, user)
+    task = asyncio.create_task(poller(inst, user).run(asyncio.Event()))
+    await eventually(lambda: inst.store.get_mailbox(box).imap_status == "ok")
+    task.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 1
+
+
+async def test_cancelling_a_slow_tls_login_leaves_no_connection_open(
+        inst: Instance, lone_user: ImapUser) -> None:
+    port = lone_user.server.imaps_port
+    add_box(inst, lone_user, password="wrong")
+    p = poller(inst, lone_user, retry_base=0.05, retry_max=0.05)
+    task = asyncio.create_task(p.run(asyncio.Event()))
+    # After the first failure Dovecot holds the next login back for seconds.
+    await eventually(lambda: inst.store.list_mailboxes()[0].imap_status == "error")
+    await eventually(lambda: connections_to(port) == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Dropped at once, not left waiting for a TLS goodbye the server is slow to send.
+    await eventually(lambda: connections_to(port) == 0, 1)
+
+
 async def test_without_idle_the_poller_polls(inst: Instance) -> None:
     no_idle = Dovecot(PASSWORD, users=1, extra_config=(
         "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+\n")).start()
@@ -328,8 +372,8 @@ async def test_run_picks_up_a_new_account_and_a_changed_password(
     await asyncio.to_thread(user.append, mail("after the fix"))  # Dovecot's penalty: slow
     inst.store.update_mailbox(box, lambda m: replace(m, imap_password=PASSWORD))
     p.refresh()
-    await eventually(lambda: len(inbound(inst, box)) == 1, 3)
-    assert inst.store.get_mailbox(box).imap_status == "ok"
+    await eventually(lambda: len(inbound(inst, box)) == 1
+                     and inst.store.get_mailbox(box).imap_status == "ok", 3)
     await _stop(task, stop)
 
 

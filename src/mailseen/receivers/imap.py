@@ -165,6 +165,8 @@ class _Session:
 
     async def select(self, folder: str) -> int:
         """Select ``folder``; its UIDVALIDITY."""
+        if any(c in folder for c in "\r\n\0"):
+            raise ImapError(f"folder name {folder!r} is not valid")
         reply = await self._call(self.imap.select(encode_folder(folder)), "SELECT")
         if reply.result != "OK":
             text = _text(reply)
@@ -236,14 +238,17 @@ class _Session:
         if not self.lost.is_set() and not proto.has_pending_idle_command():
             with suppress(MailseenError, aioimaplib.AioImapException):
                 await self._call(proto.logout(), "LOGOUT", min(self.timeout, 5))
-        self.abort()
-        with suppress(TimeoutError):
+        proto.transport.close()
+        try:
             await asyncio.wait_for(self.lost.wait(), 1)
+        except TimeoutError:  # a TLS shutdown the server does not answer
+            self.abort()
 
     def abort(self) -> None:
+        """Drop the connection at once (a TLS one without waiting for the server)."""
         proto = self.imap.protocol if self.imap is not None else None
         if proto is not None and proto.transport is not None:
-            proto.transport.close()
+            proto.transport.abort()
 
     async def _call(self, aw: Awaitable[T], what: str, timeout: float | None = None) -> T:
         task = asyncio.ensure_future(aw)
@@ -335,11 +340,9 @@ class ImapPoller:
                 refresh.cancel()
         finally:
             running = [task for _, task in watchers.values()]
-            if running:  # they notice stop themselves and log out; cancel the slow ones
-                _, late = await asyncio.wait(running, timeout=self.timeout)
-                for task in late:
-                    task.cancel()
-            for task in retired:
+            if running and stop.is_set():  # they see stop and log out; cancel the slow ones
+                await asyncio.wait(running, timeout=self.timeout)
+            for task in running + retired:
                 task.cancel()
             await asyncio.gather(*running, *retired, return_exceptions=True)
 
