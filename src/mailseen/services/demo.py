@@ -614,7 +614,7 @@ class _Loader:
     def _messages(self, bulk: _Bulk, order: list[int], ids: dict[str, int],
                   conv_ids: list[int], counts: dict[int, int]) -> int:
         plan = self.plan
-        pending: list[tuple[float, int, int, str]] = []  # (at, view id order, message, client)
+        pending: list[tuple[float, int, int, str]] = []  # (at, tie-break, message, client)
         prev_msgid: dict[int, str] = {}
         seq = stored = 0
         for rank, j in enumerate(order):
@@ -716,8 +716,9 @@ class _Loader:
         return row, raw.encode()
 
     def _view(self, bulk: _Bulk, item: tuple[float, int, int, str], ids: dict[str, int]) -> int:
-        at, seq, mid, name = item
-        bulk.add(ViewEvent, [{**self.view_rows[name], "id": ids["view_events"] + seq,
+        at, _, mid, name = item
+        ids["view_events"] += 1  # in the order written, which is time order
+        bulk.add(ViewEvent, [{**self.view_rows[name], "id": ids["view_events"],
                               "message_id": mid, "at": _utc(at),
                               "ip": f"{CLIENTS[name].network}.{mid % 250 + 2}"}])
         return 1
