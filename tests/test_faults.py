@@ -29,10 +29,11 @@ from sqlalchemy.engine import make_url
 from mailseen.core.compose import Draft
 from mailseen.core.pixel import GIF
 from mailseen.core.tokens import TokenRef
+from mailseen.services.delivery import DeliveryWorker
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn
+from mailseen.storage import Judged, MailboxIn, ViewIn
 
-from .conftest import API_TOKEN, BACKEND, SECRET, LiveServer, backdate_sent
+from .conftest import API_TOKEN, BACKEND, SECRET, LiveServer, backdate_sent, make_settings
 from .smtp_server import RecordingHandler, SmtpServer
 
 BROWSER = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -137,20 +138,47 @@ def _check_consistent(instance: Instance) -> None:
         if BACKEND == "sqlite":
             assert conn.execute(text("PRAGMA integrity_check")).scalar_one() == "ok"
             assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
-        stored = {row[0]: tuple(row[1:]) for row in conn.execute(text(
-            "SELECT id, view_count, machine_count, first_viewed_at, last_viewed_at, "
-            "first_machine_at, last_machine_at FROM messages"))}
-        derived = {row[0]: tuple(row[1:]) for row in conn.execute(text(
-            "SELECT message_id, "
-            "sum(CASE WHEN verdict = 'human' THEN 1 ELSE 0 END), "
-            "sum(CASE WHEN verdict = 'machine' THEN 1 ELSE 0 END), "
-            "min(CASE WHEN verdict = 'human' THEN at END), "
-            "max(CASE WHEN verdict = 'human' THEN at END), "
-            "min(CASE WHEN verdict = 'machine' THEN at END), "
-            "max(CASE WHEN verdict = 'machine' THEN at END) "
+        counts = {row[0]: (row[1], row[2]) for row in conn.execute(text(
+            "SELECT message_id, sum(CASE WHEN verdict = 'human' THEN 1 ELSE 0 END), "
+            "sum(CASE WHEN verdict = 'machine' THEN 1 ELSE 0 END) "
             "FROM view_events GROUP BY message_id"))}
-    for mid, summary in stored.items():
-        assert summary == derived.get(mid, (0, 0, None, None, None, None)), mid
+    for msg in instance.store.list_messages(limit=500):
+        assert (msg.view_count, msg.machine_count) == counts.get(msg.id, (0, 0)), msg.id
+        views = instance.store.list_views(msg.id, limit=1_000_000)
+        for verdict, first, last in (("human", msg.first_viewed_at, msg.last_viewed_at),
+                                     ("machine", msg.first_machine_at, msg.last_machine_at)):
+            times = [v.at for v in views if v.verdict == verdict]
+            assert (first, last) == ((min(times), max(times)) if times else (None, None))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "storage/views.py _summarise binds first_viewed_at/first_machine_at inside "
+    "func.coalesce() without the column's UTCDateTime type: PostgreSQL shifts them by the "
+    "session's TimeZone offset, SQLite stores them with a '+00:00' suffix unlike every "
+    "other time"))
+def test_summary_times_are_stored_like_event_times_whatever_the_server_time_zone(
+        instance: Instance) -> None:
+    if BACKEND == "postgresql":
+        def new_york(dbapi_conn: Any, _: Any) -> None:
+            dbapi_conn.execute("SET TIME ZONE 'America/New_York'")
+            dbapi_conn.commit()
+
+        instance.db.dispose()
+        event.listen(instance.db.engine, "connect", new_york)
+    [mid] = _tracked_messages(instance, 1)
+    hit = datetime.now(UTC).replace(microsecond=0)
+    instance.store.record_views([ViewIn(mid, 0, hit, "GET", "192.0.2.1", "UA", {})])
+    instance.store.record_views([ViewIn(mid, 0, hit, "HEAD", "192.0.2.1", "UA", {})],
+                                lambda view, sent: Judged("machine", "HEAD", ""))
+    msg = instance.store.get_message(mid)
+    assert msg.first_viewed_at == msg.last_viewed_at == hit
+    assert msg.first_machine_at == msg.last_machine_at == hit
+    with instance.db.engine.connect() as conn:
+        stored = conn.execute(text(
+            "SELECT first_viewed_at, last_viewed_at, first_machine_at, last_machine_at "
+            "FROM messages WHERE id = :id"), {"id": mid}).one()
+        at = conn.execute(text("SELECT min(at) FROM view_events")).scalar_one()
+    assert set(stored) == {at}
 
 
 def test_server_killed_under_pixel_load_keeps_every_answered_hit(
@@ -503,3 +531,151 @@ def test_a_signed_in_page_while_the_database_is_gone_is_the_friendly_503(
         finally:
             server.stop()
     assert page.status_code == 503 and "Try again shortly" in page.text, page.text
+
+
+# -- 4. SMTP relays that misbehave ---------------------------------------------------------------
+
+GARBAGE = b"\x00\xff\xfe HELLO?? this is not SMTP \x1b[31m\x1b]0;pwned\x07" + b"x" * 3000 + b"\r\n"
+
+
+class FakeRelay:
+    """A raw TCP server that plays a broken SMTP relay; it notes when each attempt came."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.attempts: list[float] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> FakeRelay:
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._client, "127.0.0.1", 0), self.loop).result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.attempts.append(time.monotonic())
+        try:
+            if self.behaviour == "silent":  # accepts, then never says a word
+                await asyncio.sleep(30)
+            elif self.behaviour == "hang-up":  # accepts and closes at once
+                pass
+            elif self.behaviour == "garbage":
+                writer.write(GARBAGE)
+                await writer.drain()
+                await reader.read(1024)
+            elif self.behaviour == "slow-reply":  # takes the message, then dawdles
+                await self._smtp_until_data(reader, writer)
+                await reader.readuntil(b"\r\n.\r\n")
+                await asyncio.sleep(30)
+            else:  # a relay that drops the connection half-way through the message
+                await self._smtp_until_data(reader, writer)
+                await reader.read(100)  # the first bytes of the message …
+                writer.transport.abort()  # … and gone
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _smtp_until_data(self, reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.test ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-relay.test\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                await writer.drain()
+                return
+            else:
+                writer.write(b"250 OK\r\n")
+            await writer.drain()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # nobody listens here once it is closed
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _deliver_until_settled(inst: Instance, message_id: int) -> str:
+    """Run a worker (quick backoff, three attempts) until the message is sent or failed."""
+    worker = DeliveryWorker(inst.store, inst.transports, retry_base=0.05, retry_max=0.2,
+                            max_attempts=3, idle_poll=0.02)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(1000):
+            status = (await asyncio.to_thread(inst.store.get_message, message_id)).status
+            if status in ("sent", "failed"):
+                return status
+            await asyncio.sleep(0.02)
+        raise AssertionError("delivery never settled")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+@pytest.mark.parametrize(("behaviour", "words"), [
+    ("silent", "Timeout"),
+    ("slow-reply", "Timeout"),
+    ("refusing", "Connect"),
+    ("hang-up", "Unexpected EOF"),
+    ("drop-in-data", "Disconnected"),
+    ("garbage", "Malformed SMTP response"),
+])
+async def test_a_misbehaving_relay_is_retried_with_backoff_then_the_message_fails_clearly(
+        tmp_path: Path, database_url: str, behaviour: str, words: str) -> None:
+    relay = None if behaviour == "refusing" else FakeRelay(behaviour).start()
+    inst = Instance.open(make_settings(tmp_path, database_url, smtp_timeout=0.5),
+                         migrate=False)
+    try:
+        box = inst.store.get_mailbox(
+            _relay_box(inst, relay.port if relay else _closed_port()))
+        msg = inst.sender.send_draft(box, _draft(1))
+        assert await _deliver_until_settled(inst, msg.id) == "failed"
+        failed = inst.store.get_message(msg.id)
+    finally:
+        inst.close()
+        if relay is not None:
+            relay.stop()
+    assert failed.attempts == 3
+    error = failed.last_error or ""
+    assert error.startswith("gave up after 3 attempts: ") and words in error, error
+    if relay is not None:
+        assert len(relay.attempts) == 3
+        gaps = [b - a for a, b in zip(relay.attempts, relay.attempts[1:], strict=False)]
+        assert gaps[0] >= 0.05 and gaps[1] >= 0.1  # the backoff doubles
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "transports/smtp.py puts the relay's reply into last_error as it came: control "
+    "characters, terminal escapes, line breaks, kilobytes of it"))
+async def test_a_relay_answering_garbage_leaves_a_short_readable_one_line_error(
+        tmp_path: Path, database_url: str) -> None:
+    relay = FakeRelay("garbage").start()
+    inst = Instance.open(make_settings(tmp_path, database_url), migrate=False)
+    try:
+        msg = inst.sender.send_draft(inst.store.get_mailbox(_relay_box(inst, relay.port)),
+                                     _draft(1))
+        await _deliver_until_settled(inst, msg.id)
+        error = inst.store.get_message(msg.id).last_error or ""
+    finally:
+        inst.close()
+        relay.stop()
+    assert "HELLO?? this is not SMTP" in error
+    assert error.isprintable() and len(error) <= 500, repr(error)
