@@ -4,7 +4,7 @@ this client's view of the message was counted a moment ago)."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,25 +22,43 @@ BURST_WINDOW = timedelta(seconds=2)
 REPEAT_WINDOW = timedelta(minutes=1)
 REPEAT_REASON = "repeat within a minute (not counted again)"
 
+Client = tuple[str | None, str | None]  # (IP, user agent)
+
 
 class BurstWindow:
     """How many *other* messages the same client (IP and user agent) fetched pixels of in
-    the last two seconds. Fed in time order; memory is bounded by the window."""
+    the last two seconds. Fed in time order; memory is bounded by the window.
 
-    def __init__(self, span: timedelta = BURST_WINDOW) -> None:
+    Constant time per hit: besides the time-ordered queue, each client's message ids in the
+    window are counted, so a hit never scans the window (it runs for every pixel hit).
+    """
+
+    def __init__(self, span: timedelta = BURST_WINDOW, limit: int = 50_000) -> None:
         self.span = span
-        self._recent: deque[tuple[datetime, tuple[str | None, str | None], int]] = deque()
+        self.limit = limit
+        self._recent: deque[tuple[datetime, Client, int]] = deque()
+        self._by_client: dict[Client, Counter[int]] = {}
+
+    def _expire(self) -> None:
+        _, key, mid = self._recent.popleft()
+        ids = self._by_client[key]
+        ids[mid] -= 1
+        if ids[mid] <= 0:
+            del ids[mid]
+            if not ids:
+                del self._by_client[key]
 
     def count(self, view: ViewIn) -> int:
         horizon = view.at - self.span
-        while self._recent and self._recent[0][0] < horizon:
-            self._recent.popleft()
+        while self._recent and (self._recent[0][0] < horizon
+                                or len(self._recent) >= self.limit):
+            self._expire()
         key = (view.ip, view.user_agent)
-        others = {mid for _, k, mid in self._recent if k == key and mid != view.message_id}
+        ids = self._by_client.setdefault(key, Counter())
+        others = len(ids) - (view.message_id in ids)
         self._recent.append((view.at, key, view.message_id))
-        if len(self._recent) > 50_000:  # a flood: keep the newest only
-            self._recent.popleft()
-        return len(others)
+        ids[view.message_id] += 1
+        return others
 
 
 class RepeatWindow:
