@@ -253,6 +253,13 @@ async def test_a_missing_folder_is_named(inst: Instance, user: ImapUser) -> None
     assert inst.store.get_mailbox(box).imap_error == "folder 'Nope' does not exist"
 
 
+async def test_a_folder_name_with_a_line_break_is_refused(inst: Instance,
+                                                          user: ImapUser) -> None:
+    box = add_box(inst, user, folder="INBOX\r\nA1 DELETE INBOX")
+    with pytest.raises(ImapError, match=r"^folder name .* is not valid$"):
+        await poller(inst, user).poll_once(account(inst, box))
+
+
 @pytest.mark.parametrize("tls", ["implicit", "starttls"])
 async def test_an_untrusted_certificate_is_refused(inst: Instance, user: ImapUser,
                                                    tls: str) -> None:
