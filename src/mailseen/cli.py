@@ -131,6 +131,26 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     inst.close()
 
 
+@main.command()
+@click.option("--host", help="Listen address (MAILSEEN_HOST). Default 127.0.0.1")
+@click.option("--port", type=int, help="Listen port (MAILSEEN_PORT). Default 8000")
+@click.pass_context
+def pixel(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run a pixel-only node: just /t/<token>.gif and its recording, on a lean HTTP server.
+
+    For the busiest installations: run several behind a load balancer that sends /t/ here
+    and everything else to `mailseen serve` (same database, same secret key).
+    """
+    from .web.pixelserver import run_pixel_node
+
+    settings = _settings(ctx, host=host, port=port)
+    _logging(settings)
+    inst = Instance.open(settings)
+    click.echo(f"mailseen pixel node on http://{settings.host}:{settings.port}", err=True)
+    run_pixel_node(inst, settings.host, settings.port)
+    inst.close()
+
+
 def _imap_poller(inst: Instance) -> ImapPoller:
     return ImapPoller(inst.store, inst.ingestor, poll_seconds=inst.settings.imap_poll_seconds,
                       ca_file=inst.settings.ca_file or None)

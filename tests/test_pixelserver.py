@@ -1,0 +1,77 @@
+"""`mailseen pixel`: the lean pixel-only node, as a real process on the same database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from mailseen.core.pixel import GIF
+from mailseen.core.tokens import TokenRef
+from mailseen.services.instance import Instance
+from mailseen.storage import MailboxIn
+
+from .conftest import SECRET, backdate_sent
+
+OUTLOOK = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17231; Pro)"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_pixel_node_answers_records_and_stops_cleanly(tmp_path: Path, database_url: str,
+                                                      instance: Instance) -> None:
+    box = instance.store.add_mailbox(MailboxIn("a@example.com", tracking="enabled"))
+    msg = instance.sender.submit(box, b"From: a@example.com\r\nTo: b@example.org\r\n"
+                                      b"Content-Type: text/html\r\n\r\n<p>hi</p>")
+    backdate_sent(instance, msg.id)
+    token = instance.signer.make(TokenRef(msg.id))
+    port = _free_port()
+    env = {**os.environ, "MAILSEEN_DATA_DIR": str(tmp_path / "data"),
+           "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "mailseen", "pixel", "--port", str(port)],
+                            env=env, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(400):
+            try:
+                httpx.get(base + "/t/x.gif")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        with httpx.Client(base_url=base) as client:  # one keep-alive connection
+            first = client.get(f"/t/{token}.gif", headers={"User-Agent": OUTLOOK})
+            head = client.head(f"/t/{token}.gif")
+            forged = client.get("/t/" + "A" * 31 + ".gif")
+            other = client.get("/api/v1/health")
+            post = client.post(f"/t/{token}.gif")
+        assert first.status_code == 200 and first.content == GIF
+        assert first.headers["cache-control"].startswith("no-store, no-cache")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == "43"
+        assert forged.content == GIF and other.status_code == 404 and post.status_code == 405
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:  # pipelined
+            raw.sendall(b"GET /t/a.gif HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := raw.recv(4096):
+                data += chunk
+        assert data.index(b"200 OK") < data.index(b"404 Not Found")
+        huge = httpx.get(f"{base}/t/{token}.gif", headers={"X-Big": "x" * 20000})
+        assert huge.status_code == 431
+        views = instance.store.list_views(msg.id)
+        assert [(v.method, v.verdict) for v in views] == [("GET", "human"), ("HEAD", "machine")]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert b"pending views written" in err
