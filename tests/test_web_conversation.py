@@ -364,3 +364,21 @@ def test_broken_mail_still_shows(web: WebClient, instance: Instance) -> None:
     assert web.get(f"/conversations/{got.conversation_id}").status == 200
     _, doc = _body(web, got.id)
     assert "Hello world" in doc.text
+
+
+def test_an_out_of_office_is_threaded_and_labelled_automatic(instance: Instance,
+                                                            web: WebClient) -> None:
+    box = _mailbox(instance)
+    _user(instance, web)
+    sent = _send(instance, box)
+    oof = (f"From: customer@example.org\r\nTo: {box.address}\r\n"
+           f"Subject: Automatic reply: Your ticket\r\nMessage-ID: <oof@example.org>\r\n"
+           f"In-Reply-To: {sent.message_id}\r\nAuto-Submitted: auto-replied\r\n\r\n"
+           "I am out of the office until Monday.\r\n").encode()
+    got = Ingestor(instance.store, instance.sender).ingest(box, oof, "imap").message
+    assert got.conversation_id == sent.conversation_id
+    page = web.get(f"/conversations/{sent.conversation_id}")
+    label = page.soup.select_one("dt.automatic")
+    assert label is not None and label.get_text() == "Automatic reply"
+    assert "Auto-Submitted" in label.find_next("dd").get_text()
+    assert not instance.store.get_message(sent.id).viewed
