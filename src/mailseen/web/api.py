@@ -17,9 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from ..core.compose import Attachment, Draft, parse_address
 from ..core.tracking import decide
 from ..errors import Conflict, InvalidInput, MailseenError, NotFound, StorageUnavailable
+from ..services.accounts import can_see_mailbox, hash_token
 from ..services.instance import Instance
 from ..storage import MailboxIn, MailboxRecord, MessageRecord, ViewRecord
-from ..services.accounts import can_see_mailbox, hash_token
 from ..storage.records import SECRET_FIELDS, UserRecord
 
 __all__ = ["build_api"]
