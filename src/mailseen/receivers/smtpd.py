@@ -45,12 +45,13 @@ def route(mailboxes: Sequence[MailboxRecord], address: str) -> MailboxRecord | s
     return RELAYING_DENIED
 
 
-def receive(ingestor: Ingestor, mailboxes: Sequence[MailboxRecord], raw: bytes) -> str:
+def receive(ingestor: Ingestor, mailboxes: Sequence[MailboxRecord], raw: bytes,
+            envelope_to: list[str] | None = None) -> str:
     """Store ``raw`` for each of ``mailboxes``; the SMTP reply. When storing fails for any
     of them the sender is told to retry: the ones already stored see a duplicate then."""
     for box in mailboxes:
         try:
-            ingestor.ingest(box, raw, "smtp")
+            ingestor.ingest(box, raw, "smtp", envelope_to)
         except InvalidInput as exc:  # NotAMessage, mostly: sending it again will not help
             return "554 5.6.0 " + " ".join(str(exc).split())
         except Exception:
@@ -89,7 +90,8 @@ class ReceiveHandler:
             if not isinstance(found, str):  # a mailbox deleted since RCPT is skipped
                 targets[found.id] = found
         raw = envelope.original_content or b""
-        return await asyncio.to_thread(receive, self.ingestor, list(targets.values()), raw)
+        return await asyncio.to_thread(receive, self.ingestor, list(targets.values()), raw,
+                                       list(envelope.rcpt_tos))
 
 
 class SmtpReceiver:

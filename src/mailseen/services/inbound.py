@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Callable
 from email.message import EmailMessage
+from typing import overload
 
 from ..core.autoreply import detect_automatic
 from ..core.compose import read_facts
@@ -22,6 +23,17 @@ __all__ = ["Ingestor"]
 
 log = logging.getLogger(__name__)
 _TOKEN_URL = re.compile(r"/t/([A-Za-z0-9_-]{20,64})\.gif")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@overload
+def _clean(value: str) -> str: ...
+@overload
+def _clean(value: None) -> None: ...
+def _clean(value: str | None) -> str | None:
+    """Header text as stored: control characters (NUL included, which PostgreSQL refuses)
+    out, and no longer than a header line may be."""
+    return None if value is None else _CONTROL.sub("", value)[:998]
 
 
 class Ingestor:
@@ -49,7 +61,8 @@ class Ingestor:
                     ids.append(ref.message_id)
         return ids
 
-    def ingest(self, mailbox: MailboxRecord, raw: bytes, source: str) -> Ingested:
+    def ingest(self, mailbox: MailboxRecord, raw: bytes, source: str,
+               envelope_to: list[str] | None = None) -> Ingested:
         """Store ``raw`` as received by ``mailbox``, once, threaded, with our pixels taken out
         (displaying it must never count as a view), judged automatic or not."""
         facts = read_facts(raw)
@@ -57,14 +70,17 @@ class Ingestor:
         cleaned = tag_message(raw, "", self.sender.is_own_pixel)
         if cleaned.pixels_removed:
             raw = cleaned.data
-        message_id = facts.message_id or (
-            # No Message-ID: derive a stable one so a re-poll is still a duplicate.
-            f"<{hashlib.sha256(raw).hexdigest()[:32]}@mailseen.invalid>")
+        message_id = facts.message_id
+        if not message_id or len(message_id) > 900:
+            # None (or an absurd one): derive a stable id so a re-poll is still a duplicate.
+            message_id = f"<{hashlib.sha256(raw).hexdigest()[:32]}@mailseen.invalid>"
         auto = detect_automatic(raw)
         result = self.store.add_inbound(NewMessage(
-            mailbox_id=mailbox.id, message_id=message_id, subject=facts.subject,
-            from_addr=facts.from_addr, to=facts.to, cc=facts.cc, bcc=[], envelope_to=[],
-            in_reply_to=facts.in_reply_to, references=facts.references, source=source,
+            mailbox_id=mailbox.id, message_id=_clean(message_id),
+            subject=_clean(facts.subject), from_addr=_clean(facts.from_addr),
+            to=[_clean(a) for a in facts.to], cc=[_clean(a) for a in facts.cc], bcc=[],
+            envelope_to=list(envelope_to or []), in_reply_to=_clean(facts.in_reply_to),
+            references=_clean(facts.references), source=source,
             direction="in", automatic=auto.automatic,
             auto_reason=auto.reason if auto.automatic else "",
         ), raw, hints)
