@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from ..core.compose import Attachment, Draft, parse_address
 from ..core.tracking import decide
@@ -355,11 +356,18 @@ def build_api(instance: Instance) -> FastAPI:
                        ) -> Any:
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_RAW_BYTES:
-                return problem(413, "message larger than 50 MB", "body")
-            chunks.append(chunk)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_RAW_BYTES:
+            return problem(413, "message larger than 50 MB", "body")  # before reading it
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_RAW_BYTES:
+                    return problem(413, "message larger than 50 MB", "body")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            return problem(400, "the client went away before sending the whole message",
+                           "body")
         raw = b"".join(chunks)
         envelope = [parse_address(a, "to") for a in to] if to else None
         box = await run_in_threadpool(_find_mailbox, who, mailbox)
