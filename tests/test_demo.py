@@ -126,7 +126,7 @@ def test_small_demo_labels_the_out_of_office_automatic(small: DemoResult, web: W
         assert s.get(Message, sent.latest_sent_id).replied_at is None  # type: ignore[union-attr]
     web.sign_in(ADMIN_EMAIL, _password(small, ADMIN_EMAIL))
     page = web.get(f"/conversations/{auto.conversation_id}")
-    assert "Automatic" in [dt.text for dt in page.all("dt")]
+    assert "Automatic reply" in [dt.text for dt in page.all("dt")]
     assert "Auto-Submitted: auto-replied" in page.soup.get_text()
 
 
