@@ -785,6 +785,8 @@ class _Bulk:
             self.uncommitted = 0
 
     def finish(self) -> None:
+        """Commit, and gather the planner's statistics: PostgreSQL's autovacuum would soon
+        after a bulk load; SQLite only when asked (docs/performance.md, "At scale")."""
         self.flush()
         self.conn.commit()
         if self.is_sqlite:
