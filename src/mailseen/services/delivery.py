@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import timedelta
 
 from ..errors import DeliveryError, MailseenError
@@ -16,6 +17,7 @@ from ..transports import Transport
 __all__ = ["DeliveryWorker"]
 
 log = logging.getLogger(__name__)
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class DeliveryWorker:
@@ -69,6 +71,12 @@ class DeliveryWorker:
             count += 1
         return count
 
+    @staticmethod
+    def _reason(text: str) -> str:
+        """A server's reply as stored and shown: printable, one line, bounded (a relay
+        answering garbage must not break the record of its failure)."""
+        return " ".join(_UNPRINTABLE.sub(" ", text).split())[:1000] or "no reply text"
+
     async def _deliver(self, claim: Claim) -> None:
         msg = claim.message
         transport = self.transports.get(claim.mailbox.transport)
@@ -78,14 +86,16 @@ class DeliveryWorker:
                                     permanent=True)
             note = await transport.deliver(claim)
         except DeliveryError as exc:
+            reason = self._reason(str(exc))
             if exc.permanent or msg.attempts >= self.max_attempts:
-                why = str(exc) if exc.permanent else f"gave up after {msg.attempts} attempts: {exc}"
+                why = reason if exc.permanent else (
+                    f"gave up after {msg.attempts} attempts: {reason}")
                 log.warning("message %d failed: %s", msg.id, why)
                 await asyncio.to_thread(self.store.mark_failed, msg.id, why)
             else:
                 delay = self.backoff(msg.attempts)
-                log.info("message %d: %s; retrying in %.0fs", msg.id, exc, delay)
-                await asyncio.to_thread(self.store.mark_retry, msg.id, str(exc),
+                log.info("message %d: %s; retrying in %.0fs", msg.id, reason, delay)
+                await asyncio.to_thread(self.store.mark_retry, msg.id, reason,
                                         now() + timedelta(seconds=delay))
             return
         log.info("message %d sent: %s", msg.id, note)

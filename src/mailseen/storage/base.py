@@ -9,13 +9,15 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..errors import StorageUnavailable
+from ..errors import InvalidInput, StorageUnavailable
 from .db import Database
 from .models import Conversation, Mailbox, Message, ViewEvent
 from .records import ConversationRecord, MailboxRecord, MessageRecord, ViewRecord
+
+_DATA_ERROR = "a value contains characters or a length the database cannot store"
 
 
 def now() -> datetime:
@@ -40,6 +42,8 @@ class StoreBase:
                 yield conn
         except OperationalError as exc:
             raise StorageUnavailable(f"database unavailable: {exc.orig}") from exc
+        except DataError as exc:
+            raise InvalidInput(_DATA_ERROR) from exc
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -48,6 +52,10 @@ class StoreBase:
                 yield session
         except OperationalError as exc:
             raise StorageUnavailable(f"database unavailable: {exc.orig}") from exc
+        except DataError as exc:
+            # A value the database refuses (a NUL byte in text, a string too long …): the
+            # input's fault, so a 4xx rather than a crash; validation should catch it first.
+            raise InvalidInput(_DATA_ERROR) from exc
 
 
 def mailbox_record(row: Mailbox) -> MailboxRecord:

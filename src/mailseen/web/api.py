@@ -145,6 +145,11 @@ class MessageBody(BaseModel):
     in_reply_to: str | None = Field(None, max_length=998)
     references: str | None = Field(None, max_length=20000)
 
+    @field_validator("mailbox")
+    @classmethod
+    def _mailbox(cls, v: str) -> str:
+        return parse_address(v, "mailbox")
+
 
 class Tracking(BaseModel):
     tracked: bool
@@ -370,6 +375,7 @@ def build_api(instance: Instance) -> FastAPI:
                            "body")
         raw = b"".join(chunks)
         envelope = [parse_address(a, "to") for a in to] if to else None
+        parse_address(mailbox, "mailbox")
         box = await run_in_threadpool(_find_mailbox, who, mailbox)
         record = await run_in_threadpool(
             lambda: sender.submit(box, raw, envelope_to=envelope))
