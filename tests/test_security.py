@@ -144,8 +144,6 @@ def _assert_clear_refusal(resp: requests.Response | httpx.Response, what: str) -
     if resp.status_code in _FRAMEWORK_SHAPE and set(body) == {"detail"}:
         return
     assert isinstance(body, dict) and isinstance(body.get("error"), str), (what, body)
-    if body["error"].startswith("mailbox: no mailbox "):
-        return  # echoes the input as it came: see the xfail test below; remove once fixed
     assert body["error"] and "\n" not in body["error"], (what, body)
 
 
@@ -195,9 +193,6 @@ def test_every_api_refusal_has_the_api_error_shape(live_server: LiveServer) -> N
             assert resp.json()["error"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "web/api.py _find_mailbox echoes the mailbox reference as it came into the one-line "
-    "error: line breaks and control characters included"))
 def test_an_unknown_mailbox_is_named_on_one_line(live_server: LiveServer) -> None:
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
     resp = httpx.post(f"{live_server.url}/api/v1/messages", headers=auth,
