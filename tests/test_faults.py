@@ -151,11 +151,6 @@ def _check_consistent(instance: Instance) -> None:
             assert (first, last) == ((min(times), max(times)) if times else (None, None))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "storage/views.py _summary_update binds 'first' (in func.coalesce) without the "
-    "column's UTCDateTime type: PostgreSQL shifts first_viewed_at/first_machine_at by the "
-    "session's TimeZone offset, SQLite stores them with a '+00:00' suffix unlike every "
-    "other time"))
 def test_summary_times_are_stored_like_event_times_whatever_the_server_time_zone(
         instance: Instance) -> None:
     if BACKEND == "postgresql":

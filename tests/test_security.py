@@ -131,18 +131,11 @@ def _assert_nothing_of_bravo(body: str, where: str) -> None:
 
 # -- (a) the API fuzzed from its OpenAPI document ------------------------------------------------
 
-# Starlette's own refusals (an unparsable body: 400, an unknown route: 404, a wrong method: 405)
-# come as {"detail": ...}; see the xfail test below. Remove once api.py handles them.
-_FRAMEWORK_SHAPE = {400, 404, 405}
-
-
 def _assert_clear_refusal(resp: requests.Response | httpx.Response, what: str) -> None:
     assert resp.status_code < 500, f"{what}: {resp.status_code} {resp.text[:500]}"
     if resp.status_code < 400:
         return
     body = resp.json()
-    if resp.status_code in _FRAMEWORK_SHAPE and set(body) == {"detail"}:
-        return
     assert isinstance(body, dict) and isinstance(body.get("error"), str), (what, body)
     assert body["error"] and "\n" not in body["error"], (what, body)
 
@@ -179,10 +172,6 @@ def test_fuzzed_api_requests_get_answers_never_server_errors(live_server: LiveSe
     assert any(200 <= s < 300 for s in statuses) and any(400 <= s < 500 for s in statuses)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "web/api.py has no handler for Starlette's HTTPException: an unknown route (404), a wrong "
-    "method (405) and an unparsable body (400) answer {'detail': ...}, not the API's "
-    "{'error', 'field'}"))
 def test_every_api_refusal_has_the_api_error_shape(live_server: LiveServer) -> None:
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
     with httpx.Client(base_url=live_server.url + "/api/v1", headers=auth) as api:

@@ -11,7 +11,7 @@ from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from .base import StoreBase, view_record
-from .models import Message, ViewEvent
+from .models import Message, UTCDateTime, ViewEvent
 from .records import Judged, ViewIn, ViewRecord
 
 # Classifies a hit, given the time its message was sent (None if not yet known).
@@ -38,8 +38,9 @@ def _summary_update(count: str, first: str, last: str) -> Any:
     col = _messages.c
     return (update(_messages).where(col.id == bindparam("mid")).values({
         count: col[count] + bindparam("n"),
-        first: func.coalesce(col[first], bindparam("first")),
-        last: _later(col[last], bindparam("last")),
+        # Typed binds, so the UTC conversion of UTCDateTime applies as for every other time.
+        first: func.coalesce(col[first], bindparam("first", type_=UTCDateTime())),
+        last: _later(col[last], bindparam("last", type_=UTCDateTime())),
     }))
 
 

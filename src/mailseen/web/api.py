@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..core.compose import Attachment, Draft, parse_address
@@ -250,6 +251,14 @@ def build_api(instance: Instance) -> FastAPI:
             msg, field = str(ctx["error"]), ctx["error"].field or field
         return problem(422, f"{field}: {msg}" if field and not msg.startswith(field) else msg,
                        field)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes, wrong methods, unparsable bodies: the API's error shape too.
+        resp = problem(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            resp.headers[name] = value
+        return resp
 
     @api.exception_handler(MailseenError)
     async def _domain_error(request: Request, exc: MailseenError) -> JSONResponse:
