@@ -499,9 +499,6 @@ def test_database_locked_pixel_answers_api_503_worker_waits_and_resumes(
     assert [v.user_agent for v in instance.store.list_views(seen)] == [BROWSER + " later"]
 
 
-@pytest.mark.xfail(BACKEND == "postgresql", strict=True, reason=(
-    "storage/db.py sets no lock_timeout/statement_timeout for PostgreSQL: a locked table "
-    "makes pixel hits, API calls and the worker wait forever"))
 def test_a_locked_database_is_waited_for_a_bounded_time(instance: Instance) -> None:
     with instance.db.engine.connect() as conn:
         if BACKEND == "sqlite":
@@ -510,9 +507,6 @@ def test_a_locked_database_is_waited_for_a_bounded_time(instance: Instance) -> N
             assert conn.execute(text("SHOW lock_timeout")).scalar_one() != "0"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "web/ui.py render() looks up the session (the database) to draw even the 'Try again "
-    "shortly' page: a signed-in user gets a bare 500 while the database is gone"))
 def test_a_signed_in_page_while_the_database_is_gone_is_the_friendly_503(
         tmp_path: Path, database_url: str, instance: Instance) -> None:
     member = instance.accounts.create_user("ann@example.com", "correct horse battery")

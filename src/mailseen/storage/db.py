@@ -56,7 +56,11 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # A locked table must not hold requests and the worker forever: give up after 10 s
+            # (an OperationalError, shown as "database unavailable"). No statement_timeout:
+            # it would cut long migrations.
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20,
+                          connect_args={"options": "-c lock_timeout=10000"})
         self.engine: Engine = create_engine(parsed, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..core.status import Eye, eye_for, relative_time
+from ..errors import StorageUnavailable
 from ..services.instance import Instance
 from ..storage import MessageRecord
 from ..storage.records import SessionRecord, UserRecord
@@ -116,11 +117,17 @@ def eye_of(message: MessageRecord | None, machine_client: str | None = None) -> 
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
-    session = current_session(request)
+    try:
+        session = current_session(request)
+    except StorageUnavailable:  # the "try again shortly" page must not need the database
+        request.scope["mailseen.session"] = session = None
     inst = instance_of(request)
     user = session.user if session else None
-    boxes = ([b for b in inst.store.list_mailboxes()
-              if user.is_admin or b.id in user.mailbox_ids] if user else [])
+    try:
+        boxes = ([b for b in inst.store.list_mailboxes()
+                  if user.is_admin or b.id in user.mailbox_ids] if user else [])
+    except StorageUnavailable:
+        boxes = []
     html = templates.get_template(name).render(
         request=request, user=user, my_mailboxes=boxes, csrf=csrf_token(request),
         path=request.url.path, **context)
