@@ -12,6 +12,7 @@ from mailseen.core.pixel import GIF
 from mailseen.core.tokens import TokenRef
 from mailseen.services.instance import Instance
 from mailseen.storage import MailboxIn
+from mailseen.web.app import MailseenApp
 
 from .conftest import LiveServer, backdate_sent
 
@@ -182,3 +183,30 @@ async def test_two_nodes_sharing_one_database_both_record(tmp_path, database_url
             node.stop()
     msg = instance.store.get_message(mid)
     assert msg.view_count + msg.machine_count == 100 == len(instance.store.list_views(mid))
+
+
+async def test_a_nul_in_a_header_is_recorded_without_it(instance: Instance) -> None:
+    """Straight into the ASGI app (HTTP clients refuse to send a NUL); PostgreSQL refuses NUL
+    in text, and the hit shares its transaction with others."""
+    mid, token = _tracked_message(instance)
+    backdate_sent(instance, mid)
+    app = MailseenApp(instance, run_worker=False)
+    await app.recorder.start()
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    try:
+        await app({"type": "http", "method": "GET", "path": f"/t/{token}.gif",
+                   "headers": [(b"user-agent", OUTLOOK.encode() + b"\x00x"),
+                               (b"accept", b"image/*\x00")],
+                   "client": ("192.0.2.7", 1234)}, receive, send)
+    finally:
+        await app.recorder.stop()
+    assert sent[0]["status"] == 200 and sent[1]["body"] == GIF
+    [view] = instance.store.list_views(mid)
+    assert view.user_agent == OUTLOOK + "x" and view.headers["accept"] == "image/*"

@@ -50,6 +50,12 @@ _PREFIX_LEN = len("/t/")
 _SUFFIX = ".gif"
 
 
+def _header_text(raw: bytes) -> str:
+    """A header value as stored: bounded, and without NUL, which PostgreSQL refuses in text
+    (one such hit would otherwise fail the whole batch it is committed with)."""
+    return raw[:_MAX_HEADER_VALUE].replace(b"\x00", b"").decode("latin-1")
+
+
 class PixelApp:
     def __init__(self, signer: TokenSigner, recorder: ViewRecorder,
                  trusted_proxies: Sequence[Network] = ()) -> None:
@@ -84,11 +90,11 @@ class PixelApp:
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.lower()
             if name == b"user-agent":
-                user_agent = raw_value[:_MAX_HEADER_VALUE].decode("latin-1")
+                user_agent = _header_text(raw_value)
             elif name == b"x-forwarded-for":
-                forwarded = raw_value[:_MAX_HEADER_VALUE].decode("latin-1")
+                forwarded = _header_text(raw_value)
             elif name in KEPT_HEADERS:
-                kept[name.decode()] = raw_value[:_MAX_HEADER_VALUE].decode("latin-1")
+                kept[name.decode()] = _header_text(raw_value)
             elif name == b"cookie" and _SESSION_COOKIE in raw_value:
                 # A signed-in team member's browser: their own viewing never counts.
                 kept[OWN_VIEWER_HEADER] = "1"
