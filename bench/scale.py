@@ -356,9 +356,10 @@ def plans(session: Session) -> dict[str, list[tuple[str, list[str]]]]:
         for statement, params in session.statements(path(0)):
             if not statement.lstrip().upper().startswith("SELECT"):
                 continue
-            if not BIG_TABLES.search(statement) or statement in seen:
+            key = f"{statement} {params}"  # a deep page is the first page's statement
+            if not BIG_TABLES.search(statement) or key in seen:
                 continue
-            seen.add(statement)
+            seen.add(key)
             with db.engine.connect() as conn:
                 if db.is_sqlite:
                     rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()

@@ -185,8 +185,10 @@ class ViewEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     client: Mapped[str] = mapped_column(Text, default="")
 
-    # Reports count views per verdict and day: each count reads one slice of this index.
-    __table_args__ = (Index("ix_view_events_verdict_at", "verdict", "at"),)
+    # Reports count views per day and verdict: each count reads one slice of this index.
+    # Time first: with verdict first, SQLite without statistics takes it for the machine
+    # fetches of a few messages (message_id IN … AND verdict = …) and reads them all.
+    __table_args__ = (Index("ix_view_events_at_verdict", "at", "verdict"),)
 
 
 class ApiToken(Base):

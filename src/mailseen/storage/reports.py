@@ -119,7 +119,7 @@ class ReportStore(StoreBase):
     def _views(self, s: Session, ids: list[int] | None, since: datetime, days: int
                ) -> tuple[dict[date, int], int]:
         """Human views on each day, and machine fetches in all. A count per day reads one
-        slice of ix_view_events_verdict_at and nothing else; grouping by date() instead
+        slice of ix_view_events_at_verdict and nothing else; grouping by date() instead
         would sort every view of the period (a quarter of a million a month at scale)."""
         def count(verdict: str, start: datetime, end: datetime | None = None) -> int:
             q = select(func.count()).select_from(ViewEvent).where(
