@@ -14,6 +14,7 @@ from ..services.classification import Judge
 from ..services.instance import Instance
 from ..services.recorder import ViewRecorder
 from .api import build_api
+from .limits import MAX_API_BODY, MAX_FORM_BODY, BoundedHttpProtocol, limit_body
 from .pixel import PixelApp, Receive, Scope, Send
 from .site import build_site
 
@@ -49,9 +50,9 @@ class MailseenApp:
             if path.startswith("/t/"):
                 await self.pixel(scope, receive, send)
             elif path.startswith("/api/"):
-                await self.api(scope, receive, send)
+                await self.api(scope, limit_body(scope, receive, MAX_API_BODY), send)
             else:
-                await self.site(scope, receive, send)
+                await self.site(scope, limit_body(scope, receive, MAX_FORM_BODY), send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
@@ -97,9 +98,10 @@ class MailseenApp:
                 return
 
 
-
 def server_config(app: MailseenApp, host: str, port: int) -> uvicorn.Config:
     """How mailseen runs under uvicorn. Proxy headers are off: the pixel app decides which
-    X-Forwarded-For to believe (only from configured trusted proxies)."""
+    X-Forwarded-For to believe (only from configured trusted proxies). The protocol is
+    uvicorn's httptools one with a limit on the request head (web/limits.py)."""
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                          proxy_headers=False, server_header=False, ws="none", lifespan="on")
+                          proxy_headers=False, server_header=False, ws="none", lifespan="on",
+                          http=BoundedHttpProtocol)

@@ -22,13 +22,13 @@ import uvloop
 from ..services.classification import Judge
 from ..services.instance import Instance
 from ..services.recorder import ViewRecorder
+from .limits import MAX_HEAD_BYTES
 from .pixel import PixelApp
 
 __all__ = ["PixelProtocol", "run_pixel_node", "serve_pixels"]
 
 log = logging.getLogger(__name__)
 
-MAX_HEADER_BYTES = 16 * 1024
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
             431: b"Request Header Fields Too Large"}
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
@@ -94,7 +94,7 @@ class PixelProtocol(asyncio.Protocol):
 
     def _count(self, n: int) -> None:
         self.header_bytes += n
-        if self.header_bytes > MAX_HEADER_BYTES:
+        if self.header_bytes > MAX_HEAD_BYTES:
             self._fail(431)
             raise httptools.HttpParserError("headers too large")
 

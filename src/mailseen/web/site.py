@@ -15,7 +15,8 @@ from starlette.staticfiles import StaticFiles
 from ..errors import InvalidInput, MailseenError, NotFound, StorageUnavailable
 from ..services.instance import Instance
 from . import ui_auth, ui_listing
-from .ui import CsrfFailed, Forbidden, FormTooLarge, NotSignedIn, redirect, render
+from .limits import BodyTooLarge
+from .ui import CsrfFailed, Forbidden, NotSignedIn, redirect, render
 
 __all__ = ["build_site"]
 
@@ -55,8 +56,9 @@ def build_site(instance: Instance) -> Starlette:
                               "try again.")
 
     async def too_large(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BodyTooLarge)
         return render(request, "error.html", 413, title="Too large",
-                      message="That upload is larger than 30 MB.")
+                      message=f"That upload is larger than {exc.limit_mb} MB.")
 
     async def domain_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, NotFound):
@@ -84,7 +86,7 @@ def build_site(instance: Instance) -> Starlette:
 
     app = Starlette(routes=routes, exception_handlers={
         NotSignedIn: not_signed_in, Forbidden: forbidden, CsrfFailed: csrf_failed,
-        FormTooLarge: too_large, MailseenError: domain_error, HTTPException: http_error,
+        BodyTooLarge: too_large, MailseenError: domain_error, HTTPException: http_error,
         Exception: server_error,
     })
     app.state.instance = instance

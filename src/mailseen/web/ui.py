@@ -26,7 +26,6 @@ from ..storage.records import SessionRecord, UserRecord
 
 SESSION_COOKIE = "mailseen_session"
 CSRF_COOKIE = "mailseen_csrf"
-MAX_FORM_BYTES = 30 * 1024 * 1024
 
 templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -90,8 +89,6 @@ def csrf_token(request: Request) -> str:
 
 async def read_form(request: Request) -> FormData:
     """The submitted form, after checking its CSRF token (raises CsrfFailed)."""
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        raise FormTooLarge()
     form = await request.form(max_files=20, max_fields=200)
     sent = form.get("csrf")
     if not isinstance(sent, str) or not secrets.compare_digest(sent, csrf_token(request)):
@@ -100,10 +97,6 @@ async def read_form(request: Request) -> FormData:
 
 
 class CsrfFailed(Exception):
-    pass
-
-
-class FormTooLarge(Exception):
     pass
 
 
