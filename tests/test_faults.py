@@ -9,6 +9,7 @@ import contextlib
 import email
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from mailseen.core.tokens import TokenRef
 from mailseen.services.delivery import DeliveryWorker
 from mailseen.services.instance import Instance
 from mailseen.storage import Judged, MailboxIn, ViewIn
+from mailseen.storage.models import Base
 
 from .conftest import API_TOKEN, BACKEND, SECRET, LiveServer, backdate_sent, make_settings
 from .smtp_server import RecordingHandler, SmtpServer
@@ -443,7 +445,7 @@ def _sign_in(client: httpx.Client) -> httpx.Response:
 
 
 def _through_the_outage(server: LiveServer, instance: Instance, token: str, waiting: int,
-                        switch: Switch) -> None:
+                        switch: Switch, *, reads_work: bool = False) -> None:
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
     with httpx.Client(base_url=server.url, timeout=30) as client:
         started = time.monotonic()
@@ -451,7 +453,10 @@ def _through_the_outage(server: LiveServer, instance: Instance, token: str, wait
         assert pixel.status_code == 200 and pixel.content == GIF
         assert time.monotonic() - started < 5
         api = client.get("/api/v1/mailboxes", headers=auth)
-        assert (api.status_code, api.json()) == (503, OUTAGE)
+        if reads_work:  # the API token's "last used" is noted only when it can be
+            assert api.status_code == 200 and len(api.json()) == 1
+        else:
+            assert (api.status_code, api.json()) == (503, OUTAGE)
         page = _sign_in(client)
         assert page.status_code == 503 and "Try again shortly" in page.text, page.text
         switch(False)  # the database is back
@@ -492,7 +497,9 @@ def test_database_locked_pixel_answers_api_503_worker_waits_and_resumes(
         _wait_briefly_for_locks(server)
         server.start()
         try:
-            _through_the_outage(server, instance, token, waiting, switch)
+            # SQLite in WAL mode lets readers on while a writer holds the lock.
+            _through_the_outage(server, instance, token, waiting, switch,
+                                reads_work=BACKEND == "sqlite")
         finally:
             server.stop()
     assert "delivery paused: database unavailable" in caplog.text
@@ -520,6 +527,127 @@ def test_a_signed_in_page_while_the_database_is_gone_is_the_friendly_503(
         finally:
             server.stop()
     assert page.status_code == 503 and "Try again shortly" in page.text, page.text
+
+
+@contextlib.contextmanager
+def _database_full(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Switch]]:
+    """(the URL a server should use, the switch): every write fails for want of disk space,
+    reads still work. SQLite: the database moved onto a small tmpfs that a filler file then
+    fills to the last byte, so the next write-ahead-log frame gets ENOSPC (SQLITE_FULL).
+    PostgreSQL: one server cannot lose its disk for one test's tables alone, so a trigger on
+    each table raises the error a full disk gives (SQLSTATE 53100, disk_full) through the
+    real driver."""
+    if BACKEND == "sqlite":
+        mount = tmp_path / "small-disk"
+        mount.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                              capture_output=True)
+        if done.returncode:
+            pytest.skip("mounting a small tmpfs needs root: " + done.stderr.decode().strip())
+        try:
+            here = Path(database_url.removeprefix("sqlite:///"))
+            there = mount / here.name
+            shutil.copyfile(here, there)  # no connection is open: the WAL was checkpointed
+            filler = mount / "filler"
+
+            def switch(down: bool) -> None:
+                if not down:
+                    filler.unlink(missing_ok=True)
+                    return
+                # Until ENOSPC: the disk is full.
+                with filler.open("wb") as out, contextlib.suppress(OSError):
+                    while True:
+                        out.write(b"\0" * 65536)
+                        out.flush()
+
+            yield f"sqlite:///{there}", switch
+            shutil.copyfile(there, here)  # the final state, for the test's own instance
+            for suffix in ("-wal", "-shm"):
+                Path(str(here) + suffix).unlink(missing_ok=True)
+                if Path(str(there) + suffix).exists():
+                    shutil.copyfile(str(there) + suffix, str(here) + suffix)
+        finally:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+        return
+    engine = create_engine(database_url)
+    tables = [t.name for t in Base.metadata.sorted_tables]
+
+    def switch_pg(down: bool) -> None:
+        with engine.begin() as conn:
+            for table in tables:
+                conn.execute(text(f'DROP TRIGGER IF EXISTS disk_full ON "{table}"'))
+            if down:
+                conn.execute(text(
+                    "CREATE OR REPLACE FUNCTION mailseen_test_disk_full() RETURNS trigger "
+                    "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'could not extend file: "
+                    "No space left on device' USING ERRCODE = 'disk_full'; END $$"))
+                for table in tables:
+                    conn.execute(text(
+                        f'CREATE TRIGGER disk_full BEFORE INSERT OR UPDATE OR DELETE ON '
+                        f'"{table}" FOR EACH STATEMENT EXECUTE FUNCTION '
+                        f'mailseen_test_disk_full()'))
+
+    try:
+        yield database_url, switch_pg
+    finally:
+        switch_pg(False)
+        engine.dispose()
+
+
+FULL = {"error": "the database is full: nothing was changed; try again once disk space is "
+                 "freed", "field": None}
+
+
+def test_database_full_pixel_answers_writes_503_reads_work_worker_resumes(
+        tmp_path: Path, database_url: str, instance: Instance,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="mailseen")
+    seen, token, waiting = _outage_world(instance)
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    draft = {"mailbox": "support@example.com", "to": ["y@example.org"], "subject": "during",
+             "text": "hello"}
+    with _database_full(database_url, tmp_path) as (url, switch):
+        server = LiveServer(tmp_path, url, worker=False).start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                # The server has been running when the disk fills up.
+                assert client.get("/api/v1/mailboxes", headers=auth).status_code == 200
+                switch(True)
+                pixel = client.get(f"/t/{token}.gif", headers={"User-Agent": BROWSER})
+                assert pixel.status_code == 200 and pixel.content == GIF
+                sent = client.post("/api/v1/messages", json=draft, headers=auth)
+                assert (sent.status_code, sent.json()) == (503, FULL)
+                listed = client.get("/api/v1/mailboxes", headers=auth)  # reads still work
+                assert listed.status_code == 200 and len(listed.json()) == 1
+                page = _sign_in(client)
+                assert page.status_code == 503 and "database is full" in page.text, page.text
+                worker = server.instance.worker()
+                stop = asyncio.Event()
+
+                async def deliver_when_freed() -> None:
+                    task = asyncio.create_task(worker.run(stop))
+                    await asyncio.sleep(0.5)  # a few claims fail while the disk is full
+                    switch(False)
+                    deadline = time.monotonic() + 30
+                    while server.instance.store.get_message(waiting).status != "sent":
+                        assert time.monotonic() < deadline, "the worker did not resume"
+                        await asyncio.sleep(0.05)
+                    stop.set()
+                    await task
+
+                asyncio.run(deliver_when_freed())
+                assert client.post("/api/v1/messages", json=draft,
+                                   headers=auth).status_code == 202
+                assert _sign_in(client).status_code == 303
+                client.get(f"/t/{token}.gif", headers={"User-Agent": BROWSER + " later"})
+        finally:
+            server.stop()
+    assert "delivery paused: database full" in caplog.text
+    assert "database full" in caplog.text
+    instance.db.dispose()
+    assert [v.user_agent for v in instance.store.list_views(seen)] == [BROWSER + " later"]
+    assert sorted(m.subject for m in instance.store.list_messages()) == [
+        "during", "n0", "queued before"]
 
 
 # -- 4. SMTP relays that misbehave ---------------------------------------------------------------

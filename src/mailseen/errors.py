@@ -31,6 +31,10 @@ class StorageUnavailable(MailseenError, ConnectionError):
     """The database cannot be reached, is locked or is full."""
 
 
+class StorageFull(StorageUnavailable):
+    """The database has no disk space left for a write (reads still work)."""
+
+
 class DeliveryError(MailseenError):
     """A transport could not hand a message over.
 

@@ -12,12 +12,20 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..errors import InvalidInput, StorageUnavailable
+from ..errors import InvalidInput, StorageFull, StorageUnavailable
 from .db import Database
 from .models import Conversation, Mailbox, Message, ViewEvent
 from .records import ConversationRecord, MailboxRecord, MessageRecord, ViewRecord
 
 _DATA_ERROR = "a value contains characters or a length the database cannot store"
+
+
+def unavailable(db: Database, exc: OperationalError) -> StorageUnavailable:
+    """The error for a database that refused to work: StorageFull when it is out of disk
+    space, else StorageUnavailable."""
+    if db.out_of_space(exc.orig):
+        return StorageFull(f"database full: {exc.orig}")
+    return StorageUnavailable(f"database unavailable: {exc.orig}")
 
 
 def now() -> datetime:
@@ -41,7 +49,7 @@ class StoreBase:
             with self.db.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
-            raise StorageUnavailable(f"database unavailable: {exc.orig}") from exc
+            raise unavailable(self.db, exc) from exc
         except DataError as exc:
             raise InvalidInput(_DATA_ERROR) from exc
 
@@ -51,7 +59,7 @@ class StoreBase:
             with self.db.session() as session, session.begin():
                 yield session
         except OperationalError as exc:
-            raise StorageUnavailable(f"database unavailable: {exc.orig}") from exc
+            raise unavailable(self.db, exc) from exc
         except DataError as exc:
             # A value the database refuses (a NUL byte in text, a string too long …): the
             # input's fault, so a 4xx rather than a crash; validation should catch it first.

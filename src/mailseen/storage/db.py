@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,12 @@ class Database:
             raise InvalidInput(f"invalid database URL: {url!r}", field="database_url") from exc
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.folder: Path | None = None  # where a SQLite file lives, to tell a full disk
         kwargs: dict[str, Any] = {"future": True}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                self.folder = Path(parsed.database).parent
+                self.folder.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
         else:
             # A locked table must not hold requests and the worker forever: give up after 10 s
@@ -78,6 +81,23 @@ class Database:
     def upgrade(self) -> None:
         """Bring the schema to the newest migration; safe to run on every start."""
         command.upgrade(self.alembic_config(), "head")
+
+    def out_of_space(self, error: BaseException | None) -> bool:
+        """Whether a failed write failed for want of disk space: SQLITE_FULL or PostgreSQL's
+        SQLSTATE 53100; and, since SQLite reports a full disk met while growing its WAL index
+        or writing a page as an I/O error, any SQLite I/O error while its folder has less
+        than 1 MB free."""
+        if getattr(error, "sqlstate", None) == "53100":
+            return True
+        name = str(getattr(error, "sqlite_errorname", ""))
+        if name == "SQLITE_FULL":
+            return True
+        if name.startswith("SQLITE_IOERR") and self.folder is not None:
+            try:
+                return shutil.disk_usage(self.folder).free < 1 << 20
+            except OSError:
+                return False
+        return False
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, StorageUnavailable
 from .base import StoreBase, now
 from .models import ApiToken, LoginFailure, Membership, User, WebSession
 from .records import Role, SessionRecord, UserRecord
+
+log = logging.getLogger(__name__)
+_TOKEN_USE_GRANULARITY = timedelta(minutes=1)
 
 
 def _user(s: Session, row: User) -> UserRecord:
@@ -137,13 +141,26 @@ class UserStore(StoreBase):
     # -- tokens that carry a user's rights ------------------------------------------------
 
     def token_user(self, token_hash: str) -> tuple[bool, UserRecord | None]:
-        """(valid, user): a valid token without a user is an installation admin token."""
+        """(valid, user): a valid token without a user is an installation admin token.
+
+        Reading is all a request needs: "last used" is written at most once a minute per
+        token, and when that write fails (a locked or full database) the request still goes
+        on, so a read-only API keeps working while writes cannot."""
         with self._tx() as s:
             row = s.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
             if row is None:
                 return False, None
-            row.last_used_at = now()
-            if row.user_id is None:
-                return True, None
-            user = s.get(User, row.user_id)
-            return (False, None) if user is None else (True, _user(s, user))
+            token_id, last_used = row.id, row.last_used_at
+            found: tuple[bool, UserRecord | None] = (True, None)
+            if row.user_id is not None:
+                user = s.get(User, row.user_id)
+                found = (False, None) if user is None else (True, _user(s, user))
+        at = now()
+        if last_used is None or last_used < at - _TOKEN_USE_GRANULARITY:
+            try:
+                with self._tx() as s:
+                    s.execute(update(ApiToken).where(ApiToken.id == token_id)
+                              .values(last_used_at=at))
+            except StorageUnavailable as exc:
+                log.warning("could not note an API token's use: %s", exc)
+        return found

@@ -18,7 +18,14 @@ from starlette.requests import ClientDisconnect
 
 from ..core.compose import Attachment, Draft, parse_address
 from ..core.tracking import decide
-from ..errors import Conflict, InvalidInput, MailseenError, NotFound, StorageUnavailable
+from ..errors import (
+    Conflict,
+    InvalidInput,
+    MailseenError,
+    NotFound,
+    StorageFull,
+    StorageUnavailable,
+)
 from ..services.accounts import can_see_mailbox, hash_token
 from ..services.instance import Instance
 from ..storage import MailboxIn, MailboxRecord, MessageRecord, ViewRecord
@@ -268,6 +275,9 @@ def build_api(instance: Instance) -> FastAPI:
             return problem(404, str(exc))
         if isinstance(exc, Conflict):
             return problem(409, str(exc))
+        if isinstance(exc, StorageFull):
+            return problem(503, "the database is full: nothing was changed; try again once "
+                                "disk space is freed")
         if isinstance(exc, StorageUnavailable):
             return problem(503, "the database is unavailable; try again shortly")
         return problem(400, str(exc))

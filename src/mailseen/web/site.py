@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from ..errors import InvalidInput, MailseenError, NotFound, StorageUnavailable
+from ..errors import InvalidInput, MailseenError, NotFound, StorageFull, StorageUnavailable
 from ..services.instance import Instance
 from . import ui_auth, ui_listing
 from .limits import BodyTooLarge
@@ -65,8 +65,10 @@ def build_site(instance: Instance) -> Starlette:
             return render(request, "error.html", 404, title="Not found",
                           message="There is nothing here, or you do not have access to it.")
         if isinstance(exc, StorageUnavailable):
+            full = isinstance(exc, StorageFull)
             return render(request, "error.html", 503, title="Try again shortly",
-                          message="The database is unavailable right now.")
+                          message="The database is full: nothing was saved. Tell your admin."
+                          if full else "The database is unavailable right now.")
         status = 422 if isinstance(exc, InvalidInput) else 400
         return render(request, "error.html", status, title="That did not work",
                       message=str(exc))
