@@ -59,3 +59,21 @@ def test_times_come_back_as_aware_utc(instance: Instance) -> None:
     mid = _message(instance)
     msg = instance.store.get_message(mid)
     assert msg.created_at.tzinfo is UTC
+
+
+def test_views_bind_times_exactly_as_the_orm_does(instance: Instance) -> None:
+    """record_views binds times itself (for speed); they must equal what UTCDateTime binds,
+    or SQLite's string comparisons of first/last view times would go wrong."""
+    from datetime import timezone
+
+    from mailseen.storage.models import UTCDateTime
+    from mailseen.storage.views import _Writer
+
+    dialect = instance.db.engine.dialect
+    ours = _Writer(dialect).time
+    orm = UTCDateTime().dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
+    for value in (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+                  datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+                  datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=5))),
+                  datetime.now(UTC)):
+        assert ours(value) == orm(value), value
