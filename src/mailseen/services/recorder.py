@@ -53,12 +53,17 @@ class ViewRecorder:
 
     async def record(self, view: ViewIn) -> None:
         """Return once ``view`` is committed; raise if writing it failed."""
+        await self.submit(view)
+
+    def submit(self, view: ViewIn) -> asyncio.Future[None]:
+        """Queue ``view``; the future is done once it is committed (or failed to be), for
+        callers that answer from a callback rather than a task per request."""
         if self._task is None or self._closing:
             raise RuntimeError("the view recorder is not running")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((view, fut))
         self._wake.set()
-        await fut
+        return fut
 
     async def _gather(self) -> None:
         """Let the event loop run while it keeps producing views, so that requests which have

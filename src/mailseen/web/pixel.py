@@ -9,7 +9,7 @@ image and nothing is recorded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..services.recorder import ViewRecorder
 from ..storage import ViewIn
 from .ui import SESSION_COOKIE
 
-__all__ = ["PixelApp"]
+__all__ = ["IMAGE_HEADERS", "PixelApp"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ KEPT_HEADERS = frozenset({b"accept", b"accept-language", b"via", b"from", b"refe
                           b"sec-purpose", b"purpose", b"x-moz"})
 _MAX_HEADER_VALUE = 1024
 
-_IMAGE_HEADERS = [
+IMAGE_HEADERS = [
     (b"content-type", b"image/gif"),
     (b"content-length", str(len(GIF)).encode()),
     (b"cache-control", b"no-store, no-cache, must-revalidate, private, max-age=0"),
@@ -42,7 +42,7 @@ _IMAGE_HEADERS = [
     (b"expires", b"Thu, 01 Jan 1970 00:00:00 GMT"),
     (b"x-content-type-options", b"nosniff"),
 ]
-_IMAGE_START = {"type": "http.response.start", "status": 200, "headers": _IMAGE_HEADERS}
+_IMAGE_START = {"type": "http.response.start", "status": 200, "headers": IMAGE_HEADERS}
 _IMAGE_BODY = {"type": "http.response.body", "body": GIF}
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _SESSION_COOKIE = SESSION_COOKIE.encode() + b"="
@@ -71,23 +71,29 @@ class PixelApp:
             await send(_EMPTY_BODY)
             return
         try:
-            await self._record(scope, method)
+            peer = scope.get("client")
+            view = self.view_of(method, scope["path"], scope["headers"],
+                                peer[0] if peer else None)
+            if view is not None:
+                await self.recorder.record(view)
         except Exception:  # never let recording stop the image
             log.exception("pixel hit not recorded")
         await send(_IMAGE_START)
         await send(_IMAGE_BODY if method == "GET" else _EMPTY_BODY)
 
-    async def _record(self, scope: Scope, method: str) -> None:
-        path: str = scope["path"]
+    def view_of(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]],
+                peer: str | None) -> ViewIn | None:
+        """The view a ``GET``/``HEAD`` of ``path`` records, or None when the path holds no
+        genuine token. Checking the token needs no database."""
         if not path.endswith(_SUFFIX) or len(path) != _PREFIX_LEN + TOKEN_LENGTH + len(_SUFFIX):
-            return
+            return None
         ref = self.signer.check(path[_PREFIX_LEN : -len(_SUFFIX)])
         if ref is None:
-            return
+            return None
         kept: dict[str, str] = {}
         user_agent: str | None = None
         forwarded: str | None = None
-        for raw_name, raw_value in scope["headers"]:
+        for raw_name, raw_value in headers:
             name = raw_name.lower()
             if name == b"user-agent":
                 user_agent = _header_text(raw_value)
@@ -98,10 +104,8 @@ class PixelApp:
             elif name == b"cookie" and _SESSION_COOKIE in raw_value:
                 # A signed-in team member's browser: their own viewing never counts.
                 kept[OWN_VIEWER_HEADER] = "1"
-        peer = scope.get("client")
-        ip: str | None = peer[0] if peer else None
+        ip = peer
         if self.trusted and forwarded:  # else the peer is the client: no need to parse it
             ip = client_ip(ip, forwarded, self.trusted)
-        await self.recorder.record(ViewIn(
-            message_id=ref.message_id, recipient=ref.recipient, at=datetime.now(UTC),
-            method=method, ip=ip, user_agent=user_agent, headers=kept))
+        return ViewIn(message_id=ref.message_id, recipient=ref.recipient, at=datetime.now(UTC),
+                      method=method, ip=ip, user_agent=user_agent, headers=kept)

@@ -13,38 +13,57 @@ import asyncio
 import logging
 import signal
 from collections import deque
-from collections.abc import MutableMapping
-from typing import Any
 
 import httptools
 import uvloop
 
+from ..core.pixel import GIF
 from ..services.classification import Judge
 from ..services.instance import Instance
 from ..services.recorder import ViewRecorder
 from .limits import MAX_HEAD_BYTES
-from .pixel import PixelApp
+from .pixel import IMAGE_HEADERS, PixelApp
 
 __all__ = ["PixelProtocol", "run_pixel_node", "serve_pixels"]
 
 log = logging.getLogger(__name__)
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-            431: b"Request Header Fields Too Large"}
-_NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+def _response(status: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+              close: bool) -> bytes:
+    lines = [b"HTTP/1.1 " + status + b"\r\n"]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    if close:
+        lines.append(b"connection: close\r\n")
+    return b"".join(lines) + b"\r\n" + body
+
+
+# Every answer this server gives, built once: (keep-alive, closing).
+_IMAGE = tuple(_response(b"200 OK", IMAGE_HEADERS, GIF, c) for c in (False, True))
+_IMAGE_HEAD = tuple(_response(b"200 OK", IMAGE_HEADERS, b"", c) for c in (False, True))
+_NOT_FOUND = tuple(_response(b"404 Not Found", [(b"content-length", b"0")], b"", c)
+                   for c in (False, True))
+_NOT_ALLOWED = tuple(_response(b"405 Method Not Allowed", [
+    (b"allow", b"GET, HEAD"), (b"content-length", b"0")], b"", c) for c in (False, True))
+_FAILED = {400: _response(b"400 Bad Request", [(b"content-length", b"0")], b"", True),
+           431: _response(b"431 Request Header Fields Too Large", [(b"content-length", b"0")],
+                          b"", True)}
 
 
 class PixelProtocol(asyncio.Protocol):
+    """One connection. Each request is answered from httptools' callbacks, without a task:
+    a genuine hit's view goes to the recorder and its answer waits in ``pending`` until the
+    view is committed; answers leave in request order (pipelining)."""
+
     def __init__(self, app: PixelApp) -> None:
         self.app = app
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.peer: tuple[str, int] | None = None
+        self.peer: str | None = None
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
-        self.queue: deque[MutableMapping[str, Any]] = deque()
-        self.worker: asyncio.Task[None] | None = None
+        # (answer, the commit it waits for or None, close after it)
+        self.pending: deque[tuple[bytes, asyncio.Future[None] | None, bool]] = deque()
         self.closing = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -52,7 +71,7 @@ class PixelProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
-        self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.peer = peer[0] if isinstance(peer, tuple) else None
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -75,22 +94,60 @@ class PixelProtocol(asyncio.Protocol):
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        self.headers.append((name, value))
         self._count(len(name) + len(value))
 
     def on_message_complete(self) -> None:
         if self.closing:
             return
-        path = httptools.parse_url(self.url).path.decode("latin-1")
-        self.queue.append({
-            "type": "http", "method": self.parser.get_method().decode("latin-1"),
-            "path": path, "headers": self.headers, "client": self.peer,
-            "keep_alive": self.parser.should_keep_alive(),
-        })
-        if self.worker is None or self.worker.done():
-            self.worker = asyncio.get_running_loop().create_task(self._drain())
+        url = self.url
+        path = url if url[:1] == b"/" and b"?" not in url else httptools.parse_url(url).path
+        close = not self.parser.should_keep_alive()
+        method = self.parser.get_method()
+        commit: asyncio.Future[None] | None = None
+        if not path.startswith(b"/t/"):
+            answer = _NOT_FOUND[close]
+        elif method != b"GET" and method != b"HEAD":
+            answer = _NOT_ALLOWED[close]
+        else:
+            answer = (_IMAGE if method == b"GET" else _IMAGE_HEAD)[close]
+            try:
+                view = self.app.view_of(method.decode(), path.decode("latin-1"), self.headers,
+                                        self.peer)
+                if view is not None:
+                    commit = self.app.recorder.submit(view)
+            except Exception:  # never let recording stop the image
+                log.exception("pixel hit not recorded")
+        self.pending.append((answer, commit, close))
+        if commit is None:
+            self._answer()
+        else:
+            commit.add_done_callback(self._committed)
 
     # -- answering -------------------------------------------------------------------------
+
+    def _committed(self, commit: asyncio.Future[None]) -> None:
+        # A failed write is logged by the recorder for its whole batch; the image goes anyway.
+        commit.exception()
+        self._answer()
+
+    def _answer(self) -> None:
+        """Send every answer at the head of the line whose view is committed."""
+        pending = self.pending
+        while pending:
+            answer, commit, close = pending[0]
+            if commit is not None and not commit.done():
+                return
+            pending.popleft()
+            if self.transport is None or self.transport.is_closing():
+                pending.clear()
+                return
+            self.transport.write(answer)
+            if close:
+                self.transport.close()
+                self.closing = True
+                pending.clear()
+                return
 
     def _count(self, n: int) -> None:
         self.header_bytes += n
@@ -100,53 +157,9 @@ class PixelProtocol(asyncio.Protocol):
 
     def _fail(self, status: int) -> None:
         if self.transport is not None and not self.closing:
-            self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-length: 0\r\nconnection: close"
-                                 b"\r\n\r\n" % (status, _REASONS[status]))
+            self.transport.write(_FAILED[status])
             self.transport.close()
         self.closing = True
-
-    async def _drain(self) -> None:
-        """Answer queued requests in order (pipelining), one at a time."""
-        while self.queue and not self.closing:
-            scope = self.queue.popleft()
-            keep_alive = scope.pop("keep_alive")
-            if not scope["path"].startswith("/t/"):
-                out = [_NOT_FOUND]
-            else:
-                out = []
-                await self.app(scope, _no_body, _Collect(out, keep_alive))
-            if self.transport is None or self.transport.is_closing():
-                return
-            self.transport.write(b"".join(out))
-            if not keep_alive:
-                self.transport.close()
-                self.closing = True
-
-
-async def _no_body() -> MutableMapping[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-class _Collect:
-    """The ASGI ``send`` of one request: turns its messages into HTTP/1.1 bytes."""
-
-    __slots__ = ("keep_alive", "out")
-
-    def __init__(self, out: list[bytes], keep_alive: bool) -> None:
-        self.out = out
-        self.keep_alive = keep_alive
-
-    async def __call__(self, message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
-            lines += [name + b": " + value + b"\r\n" for name, value in message["headers"]]
-            if not self.keep_alive:
-                lines.append(b"connection: close\r\n")
-            lines.append(b"\r\n")
-            self.out.append(b"".join(lines))
-        elif message["type"] == "http.response.body":
-            self.out.append(message.get("body", b""))
 
 
 async def serve_pixels(app: PixelApp, host: str, port: int, stop: asyncio.Event) -> None:
