@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailseen.core import htmlscan
 from mailseen.core.htmlscan import scan_html, splice_pixel
 from mailseen.core.pixel import PIXEL_PATH_RE
 from mailseen.core.tokens import TokenRef, TokenSigner
@@ -18,6 +20,7 @@ SIGNER = TokenSigner(b"test-secret-key-0123456789abcdef")
 OLD_TOKEN = SIGNER.make(TokenRef(41))
 OLD_PIXEL = f'<img src="https://old.example/t/{OLD_TOKEN}.gif" width="1" height="1" alt="">'
 TAG = '<img src="https://track.example/t/NEW.gif" width="1" height="1" alt="">'
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "newsletters"
 
 
 def is_own_pixel(url: str) -> bool:
@@ -239,6 +242,95 @@ def test_old_pixel_ending_a_conditional_comment_goes_whole() -> None:
     html = f"<body><!--[if mso]>{bare}--> x</body>"
     out, removed = splice_pixel(html, TAG, is_own_pixel)
     assert (out, removed) == (f"<body><!--[if mso]>--> x{TAG}</body>", 1)
+
+
+# The scanner as it was before it learnt to skip the markup it has nothing to do with in one
+# regex match: a token-by-token walk, with the HTML tokenizer's rules spelt plainly (lazy
+# matches for comments). The reference it must agree with; only the reading of src is shared.
+_WS = r"[\t\n\f\r ]"
+_ATTRS = (rf"(?:[\t\n\f\r /]+|[^\t\n\f\r />][^\t\n\f\r />=]*"
+          rf"(?:{_WS}*={_WS}*(?:\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z)|[^\t\n\f\r >]*))?)*")
+_TOKEN_SOURCE = rf"""
+      (?P<comment><!--(?:-?>|.*?(?:--!?>|\Z)))
+    | (?P<cond><!\[if[^\]>]*\]>)(?P<condbody>.*?)(?:<!\[endif\]{_WS}*>|\Z)
+    | <![^>]*(?:>|\Z)
+    | <\?[^>]*(?:>|\Z)
+    | </(?P<close>[A-Za-z][^\t\n\f\r />]*){_ATTRS}(?:>|\Z)
+    | </(?![A-Za-z>])[^>]*(?:>|\Z)
+    | <(?P<open>[A-Za-z][^\t\n\f\r />]*)(?P<attrs>{_ATTRS})(?:>|\Z)
+    """
+_TOKEN = re.compile(_TOKEN_SOURCE, re.S | re.X | re.I)
+_TOKEN_INNER = re.compile(r"(?P<nested><!--\[if[^\]>]*\]>|<!\[if[^\]>]*\]>)|" + _TOKEN_SOURCE,
+                          re.S | re.X | re.I)
+_RAW_TEXT = ("script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes",
+             "plaintext")
+
+
+def walk_tokens(html: str) -> tuple[int | None, int | None, list[tuple[int, int]]]:
+    found: dict[str, int] = {}
+    pixels: list[tuple[int, int]] = []
+
+    def walk(pos: int, endpos: int, closes: bool) -> None:
+        search = (_TOKEN if closes else _TOKEN_INNER).search
+        while (m := search(html, pos, endpos)) is not None:
+            pos = m.end()
+            if not closes and m.group("nested"):
+                continue
+            comment, close = m.group("comment"), m.group("close")
+            if comment is not None:
+                cond = re.match(r"(?i)<!--\[if[^\]]*\]>", comment)
+                if cond:
+                    closer = 4 if comment.endswith("--!>") else 3 if comment.endswith("-->") \
+                        else 0
+                    walk(m.start() + cond.end(), m.end() - closer, False)
+            elif m.group("cond") is not None:
+                walk(m.start("condbody"), m.end("condbody"), False)
+            elif close is not None:
+                if closes and close.lower() in ("body", "html"):
+                    found[close.lower()] = m.start()
+            elif (m.group("open") or "").lower() == "img":
+                src = htmlscan._src(m.group("attrs"))
+                if src is not None and is_own_pixel(src):
+                    pixels.append((m.start(), m.end()))
+            elif (m.group("open") or "").lower() in _RAW_TEXT:
+                name = m.group("open").lower()
+                end = re.compile(rf"(?i)</{name}[\t\n\f\r />]").search(html, pos, endpos)
+                if name == "plaintext" or end is None:
+                    return
+                pos = end.start()
+
+    walk(0, len(html), True)
+    return found.get("body"), found.get("html"), pixels
+
+
+# Spellings near the edges of what the scanner skips in one match.
+SKIP_EDGES = [
+    "<img", "<IMG SRC=x>", "<imgx>", "<img/", "<bodyx>", "</bodyx>", "</body", "</HTML",
+    "</htmlx >", "<stylex>", "<Style>", "</>", "<3", "< p>", "<!>", "<!---->", "<!--x-->",
+    "<!DOCTYPE html>", "<!--[IF mso]>", "<!--[if a>b]>", "<![if a>b]>", "<![ENDIF]>",
+    "<!-- [if x]>", "<!--[if", "<![if", "<!-", "</ x>", "</1>", "a=b", "'", '"',
+    f"<!--[if mso]>{OLD_PIXEL}</body><![endif]-->", f"<![if !mso]>{OLD_PIXEL}</body><![endif]>",
+    f"<!--[if !mso]><!-->{OLD_PIXEL}<!--<![endif]-->", f"<p title='{OLD_PIXEL}</body>'>",
+    "--", "->", "--!>", "<![ENDIF ]>", "<![endif]\n>", "-", "!", "<![if x]>y<![endif]\t>",
+    "<![IF x]></body><![ENDIF ]>",
+]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(PIECES + SKIP_EDGES), max_size=40))
+def test_skipping_in_one_match_finds_what_a_token_walk_finds(pieces: list[str]) -> None:
+    html = "".join(pieces)
+    scan = scan_html(html, is_own_pixel)
+    assert (scan.body_close, scan.html_close, scan.own_pixels) == walk_tokens(html)
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.html")) if CORPUS.is_dir() else [],
+                         ids=lambda p: p.stem)
+def test_real_newsletters_scan_as_a_token_walk_does(path: Path) -> None:
+    html = path.read_bytes().decode("latin-1")
+    scan = scan_html(html, is_own_pixel)
+    assert (scan.body_close, scan.html_close, scan.own_pixels) == walk_tokens(html)
+
 
 
 PATHOLOGICAL = {

@@ -295,6 +295,50 @@ def test_quoted_printable_output_lines_stay_within_76() -> None:
     assert max(len(line) for line in body.split(b"\r\n")) <= 76
 
 
+def test_quoted_printable_lines_away_from_the_pixel_keep_their_encoded_bytes() -> None:
+    # As another encoder wrote them (lowercase escapes, a needless "=20", its own soft
+    # breaks): only the line that gets the pixel is encoded anew.
+    kept = (b"<html><body>\n<p>caf=c3=a9 au=20lait</p>\n<p>" + b"a" * 40 + b"=\n" + b"b" * 40 +
+            b"</p>\n")
+    for crlf in (False, True):
+        raw = message(html_leaf("", "utf-8", "quoted-printable") + kept +
+                      b"</body></html>\n<p>after</p>\n", crlf)
+        result = tag(raw)
+        check_tagged(raw, result, {0})
+        eol = b"\r\n" if crlf else b"\n"
+        body = result.data.split(eol + eol, 1)[1]
+        assert body.startswith(kept.replace(b"\n", eol))
+        assert body.endswith(b"</body></html>" + eol + b"<p>after</p>" + eol)
+
+
+def test_quoted_printable_with_escaped_line_breaks_still_decodes_exactly() -> None:
+    # "=0D=0A" decodes to a line break that is not one of the encoded lines', so the encoded
+    # lines cannot be kept one for one: the body is encoded afresh, every byte decoding as
+    # before.
+    for body in (b"<html><body>=0D=0A<p>x</p>\r\n</body></html>\r\n<p>y</p>\r\n",
+                 b"<html><body>\r\n<p>x</p>\r\n</body></html>=0D=0A<p>y</p>\r\n",
+                 b"<html><body>\r\n<p>x</p>=0D=0A\r\n</body>=0A</html>\r\n"):
+        raw = message(html_leaf("", "utf-8", "quoted-printable"), crlf=True) + body
+        check_tagged(raw, tag(raw), {0})
+
+
+def test_old_pixel_far_above_the_new_one_in_quoted_printable() -> None:
+    html = page(f"<blockquote>{OLD_PIXEL}</blockquote>" + "<p>line</p>\n" * 200)
+    raw = message(html_leaf(html, "utf-8", "quoted-printable"), crlf=True)
+    check_tagged(raw, tag(raw), {0}, removed=1)
+
+
+def test_a_boundary_inside_a_line_is_not_a_delimiter() -> None:
+    html_part = html_leaf(page("<p>x--=_b and =_b--</p>\n<p> --=_b</p>"), "utf-8", "8bit")
+    b = "=_b"
+    entity = (f'Content-Type: multipart/alternative; boundary="{b}"\n\n--{b}\n'.encode()
+              + text_leaf() + f"\nx--{b}\n--{b}\n".encode() + html_part + f"\n--{b}--\n".encode())
+    for crlf in (False, True):
+        raw = message(entity, crlf)
+        (html,) = check_tagged(raw, tag(raw), {1})
+        assert "x--=_b and =_b--" in html
+
+
 def test_base64_part_ends_the_way_it_ended() -> None:
     html = page()
     for trailing in (b"", b"\n"):

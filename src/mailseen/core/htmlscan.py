@@ -31,21 +31,52 @@ _ATTRS = (
     rf"(?:[\t\n\f\r /]+|[^\t\n\f\r />][^\t\n\f\r />=]*"
     rf"(?:{_WS}*={_WS}*(?:\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z)|[^\t\n\f\r >]*))?)*"
 )
+# What follows "<!--" up to the first "-->" or "--!>" (or the end), and a downlevel-revealed
+# block's content up to the first "<![endif]>": the same as a lazy ".*?" before the closer,
+# written as runs of other characters so the regex engine does not try the closer at every
+# character.
+_COMMENT_REST = r"(?:-?>|[^-]*+(?:-(?!-!?>)[^-]*+)*+(?:--!?>|\Z))"
+_COND_BODY = rf"[^<]*+(?:<(?!!\[endif\]{_WS}*>)[^<]*+)*+"
 _MARKUP_SOURCE = rf"""
-      (?P<comment><!--(?:-?>|.*?(?:--!?>|\Z)))
-    | (?P<cond><!\[if[^\]>]*\]>)(?P<condbody>.*?)(?:<!\[endif\]{_WS}*>|\Z)
+      (?P<comment><!--{_COMMENT_REST})
+    | (?P<cond><!\[if[^\]>]*\]>)(?P<condbody>{_COND_BODY})(?:<!\[endif\]{_WS}*>|\Z)
     | <![^>]*(?:>|\Z)
     | <\?[^>]*(?:>|\Z)
     | </(?P<close>[A-Za-z][^\t\n\f\r />]*){_ATTRS}(?:>|\Z)
     | </(?![A-Za-z>])[^>]*(?:>|\Z)
     | <(?P<open>[A-Za-z][^\t\n\f\r />]*)(?P<attrs>{_ATTRS})(?:>|\Z)
     """
-_MARKUP = re.compile(_MARKUP_SOURCE, re.S | re.X | re.I)
+# Markup the scan has nothing to do with, consumed whole (so that nothing inside an attribute
+# value or a comment is taken for a tag) by one regex match rather than one Python step per
+# tag: text, start tags other than <img> and the raw-text elements, end tags other than
+# </body> and </html> (inside a conditional block: all end tags, and nested conditionals'
+# openers), plain comments, doctypes and other bogus comments, processing instructions, and
+# a "<" that starts no tag. At each "<" it takes the token _MARKUP_SOURCE would take, so the
+# token it stops at is the one a token-by-token walk would reach.
+_NAME_END = r"(?=[\t\n\f\r />]|\Z)"
+_SKIP_START_TAG = (rf"<(?!(?:img|{'|'.join(sorted(_RAW_TEXT))}){_NAME_END})"
+                   rf"[A-Za-z][^\t\n\f\r />]*{_ATTRS}(?:>|\Z)")
+_SKIP_END_TAG = rf"</(?!(?:body|html){_NAME_END})[A-Za-z][^\t\n\f\r />]*{_ATTRS}(?:>|\Z)"
+_SKIP_ANY_END_TAG = rf"</[A-Za-z][^\t\n\f\r />]*{_ATTRS}(?:>|\Z)"
+_SKIP_REST = rf"""
+    | <!--(?!\[if){_COMMENT_REST}
+    | <!(?!--|\[if[^\]>]*\]>)[^>]*+(?:>|\Z)
+    | <\?[^>]*+(?:>|\Z)
+    | </(?![A-Za-z>])[^>]*+(?:>|\Z)
+    | </(?=>)
+    | <(?![!?/A-Za-z])
+    """
+_NESTED_OPENER = r"<!--\[if[^\]>]*\]>|<!\[if[^\]>]*\]>"
+# One match: what is skipped, then the next token to act on (group "tok"), or the end.
+_MARKUP = re.compile(
+    rf"(?:[^<]++|{_SKIP_START_TAG}|{_SKIP_END_TAG}{_SKIP_REST})*+"
+    rf"(?:(?P<tok>{_MARKUP_SOURCE})|\Z)", re.S | re.X | re.I)
 # Inside a conditional block a nested conditional's opener is passed over and its content
 # scanned in place: finding each nested block's end first would make piled-up openers
 # quadratic, and only our pixels are looked for there.
-_MARKUP_INNER = re.compile(r"(?P<nested><!--\[if[^\]>]*\]>|<!\[if[^\]>]*\]>)|" +
-                           _MARKUP_SOURCE, re.S | re.X | re.I)
+_MARKUP_INNER = re.compile(
+    rf"(?:[^<]++|{_SKIP_START_TAG}|{_SKIP_ANY_END_TAG}|{_NESTED_OPENER}{_SKIP_REST})*+"
+    rf"(?:(?P<tok>{_MARKUP_SOURCE})|\Z)", re.S | re.X | re.I)
 _ATTR = re.compile(
     rf"""([^\t\n\f\r />][^\t\n\f\r />=]*)(?:{_WS}*={_WS}*("[^"]*"?|'[^']*'?|[^\t\n\f\r >]*))?"""
 )
@@ -72,21 +103,21 @@ def _scan(html: str, pos: int, endpos: int, scan: Scan, is_own_pixel: Callable[[
     """Scan ``html[pos:endpos]``; with ``closes`` False only look for our pixels (inside an
     Outlook conditional block, whose markup some clients render but whose end tags we
     must not take as the document's)."""
-    search = (_MARKUP if closes else _MARKUP_INNER).search
+    match = (_MARKUP if closes else _MARKUP_INNER).match
     while True:
-        m = search(html, pos, endpos)
-        if m is None:
+        m = match(html, pos, endpos)
+        assert m is not None  # the pattern matches the empty string at the end
+        if m.group("tok") is None:
             return
+        start = m.start("tok")
         pos = m.end()
-        if not closes and m.group("nested") is not None:
-            continue
         comment = m.group("comment")
         if comment is not None:
             cond = _COND_COMMENT.match(comment)
             if cond is not None:
                 # Outlook renders the inside, so an old pixel there would load.
                 closer = 4 if comment.endswith("--!>") else 3 if comment.endswith("-->") else 0
-                _scan(html, m.start() + cond.end(), m.end() - closer, scan, is_own_pixel, False)
+                _scan(html, start + cond.end(), m.end() - closer, scan, is_own_pixel, False)
             continue
         if m.group("cond") is not None:
             _scan(html, m.start("condbody"), m.end("condbody"), scan, is_own_pixel, False)
@@ -96,9 +127,9 @@ def _scan(html: str, pos: int, endpos: int, scan: Scan, is_own_pixel: Callable[[
             if closes:
                 name = close.lower()
                 if name == "body":
-                    scan.body_close = m.start()
+                    scan.body_close = start
                 elif name == "html":
-                    scan.html_close = m.start()
+                    scan.html_close = start
             continue
         name = m.group("open")
         if name is None:
@@ -107,7 +138,7 @@ def _scan(html: str, pos: int, endpos: int, scan: Scan, is_own_pixel: Callable[[
         if name == "img":
             src = _src(m.group("attrs"))
             if src is not None and is_own_pixel(src):
-                scan.own_pixels.append((m.start(), m.end()))
+                scan.own_pixels.append((start, m.end()))
         elif name in _RAW_TEXT:
             if name == "plaintext":
                 return

@@ -186,6 +186,91 @@ def _qp_encode(data: bytes, eol: bytes) -> bytes:
     return eol.join(out)
 
 
+def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
+    """How many leading bytes ``a`` and ``b`` share, at most ``limit``; compared in slices
+    (C loops) rather than byte by byte."""
+    lo, step = 0, 4096
+    while lo < limit and a[lo : min(lo + step, limit)] == b[lo : min(lo + step, limit)]:
+        lo += step
+    if lo >= limit:
+        return limit
+    hi = min(lo + step, limit)  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
+    """How many trailing bytes ``a`` and ``b`` share, at most ``limit``."""
+    lo, step = 0, 4096
+    while lo < limit:
+        n = min(lo + step, limit)
+        if a[len(a) - n : len(a) - lo] != b[len(b) - n : len(b) - lo]:
+            break
+        lo = n
+    else:
+        return limit
+    hi = min(lo + step, limit)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[len(a) - mid : len(a) - lo] == b[len(b) - mid : len(b) - lo]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _qp_splice(original: bytes, content: bytes, new: bytes, eol: bytes) -> bytes:
+    """``new`` as quoted-printable, keeping ``original``'s encoded lines where the decoded
+    lines (``content``) did not change and encoding only the lines around the edits: the
+    edits are a pixel and a few old ones, and encoding a whole large body again cost several
+    times what finding their place does. Falls back to encoding it all when the original's
+    hard line breaks do not match its decoded lines one for one; the result decodes to
+    ``new`` either way."""
+    p = _common_prefix(content, new, min(len(content), len(new)))
+    q = _common_suffix(content, new, min(len(content), len(new)) - p)
+    # Widened to whole decoded lines: the kept prefix ends with an eol (or is empty), the
+    # kept suffix starts with one (or is empty).
+    ls = content.rfind(eol, 0, p)
+    ls = 0 if ls < 0 else ls + len(eol)
+    le = content.find(eol, len(content) - q)
+    le = len(content) if le < 0 else le
+    k, k2 = content.count(eol, ls), content.count(eol, le)
+    # Each decoded eol is one hard line break of the original (checked below by decoding
+    # the result): the kept suffix starts at the k2-th from the end, and the kept prefix ends
+    # with the (k + 1)-th from the end. Walking back from the end reaches them soon, as the
+    # pixel goes near the end.
+    found = _hard_breaks_from_end(original, eol, k + 1 if ls else k2)
+    if len(found) >= k2 and (not ls or len(found) == k + 1):
+        e1 = found[k] + len(eol) if ls else 0
+        e2 = found[k2 - 1] if k2 else len(original)
+        if e1 <= e2:
+            middle = new[ls : le + len(new) - len(content)]
+            out = original[:e1] + _qp_encode(middle, eol) + original[e2:]
+            if binascii.a2b_qp(out) == new:
+                return out
+    return _qp_encode(new, eol)
+
+
+def _hard_breaks_from_end(data: bytes, eol: bytes, n: int) -> list[int]:
+    """Offsets of the last ``n`` line breaks of quoted-printable ``data`` that are not soft
+    ("=" before the eol), last first."""
+    found: list[int] = []
+    pos = len(data)
+    while len(found) < n:
+        i = data.rfind(eol, 0, pos)
+        if i < 0:
+            break
+        if data[i - 1 : i] != b"=":
+            found.append(i)
+        pos = i
+    return found
+
+
 def _encode_transfer(data: bytes, cte: str, eol: bytes, trailing_eol: bool) -> bytes:
     if cte == "quoted-printable":
         return _qp_encode(data, eol)
@@ -253,5 +338,7 @@ def _rewrite_body(raw: bytes, part: Part, tag: str, is_own_pixel: Callable[[str]
             raise BrokenMime(f"the pixel cannot be written in {charset}") from exc
     if new_content == content:
         return None, 0
+    if cte == "quoted-printable":
+        return _qp_splice(original, content, new_content, eol), removed
     trailing = original.endswith(b"\n")
     return _encode_transfer(new_content, cte, eol, trailing), removed

@@ -108,30 +108,27 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int) -> P
     if not boundary.isascii():
         # RFC 2046 boundaries are ASCII; readers (the email package among them) find none.
         raise BrokenMime(f"{part.content_type} with a non-ASCII boundary")
-    delim = re.compile(
-        rb"(?:\r?\n|^)--" + re.escape(boundary.encode("ascii")) +
-        rb"(--)?[ \t]*(?:\r?\n|\Z)",
-        re.M,
-    )
-    # The eol before a delimiter belongs to it; the first delimiter may start the body.
-    marks = []
+    # Starting with the literal, so the regex engine finds candidates with a fast scan.
+    delim = re.compile(rb"--" + re.escape(boundary.encode("ascii")) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
+    # (start, end, closing) of each delimiter line; the eol before a delimiter belongs to it;
+    # the first delimiter may start the body.
+    marks: list[tuple[int, int, bool]] = []
     pos = body_start
     while True:
-        m = delim.search(raw, pos, end)
-        if m is None:
+        mark = _delimiter(raw, delim, pos, end)
+        if mark is None:
             break
-        marks.append(m)
-        if m.group(1):  # the closing delimiter
+        marks.append(mark)
+        if mark[2]:
             break
-        pos = m.end()
+        pos = mark[1]
     if not marks:
         raise BrokenMime(f"{part.content_type} whose boundary never appears")
-    for i, m in enumerate(marks):
-        if m.group(1):
+    for i, (_, child_start, closing) in enumerate(marks):
+        if closing:
             break
-        child_start = m.end()
         if i + 1 < len(marks):
-            child_end = marks[i + 1].start()
+            child_end = marks[i + 1][0]
         else:
             # No closing delimiter: like the email package, leave the final line ending out,
             # as it would have belonged to the missing delimiter.
@@ -142,3 +139,20 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int) -> P
     if not part.children:
         raise BrokenMime(f"{part.content_type} with no parts")
     return part
+
+
+def _delimiter(raw: bytes, delim: re.Pattern[bytes], pos: int, end: int
+               ) -> tuple[int, int, bool] | None:
+    """The next delimiter line in ``raw[pos:end]`` that starts a line: (start, end, whether
+    it closes), its start taking in the eol before it when that lies within the range."""
+    while True:
+        m = delim.search(raw, pos, end)
+        if m is None:
+            return None
+        at = m.start()
+        if at == 0 or raw[at - 1] == 0x0A:  # "\n"
+            start = at
+            if at - 1 >= pos:
+                start = at - 2 if at - 2 >= pos and raw[at - 2] == 0x0D else at - 1
+            return start, m.end(), m.group(1) is not None
+        pos = at + 1
