@@ -7,6 +7,7 @@ import asyncio
 import email
 import email.policy
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -191,6 +192,31 @@ async def test_concurrent_workers_deliver_each_message_exactly_once(
     assert all(inst.store.get_message(i).status == "sent" for i in ids)
     for o in [inst, *others]:
         o.close()
+
+
+def test_claims_that_lose_races_never_report_an_empty_queue_early(
+        tmp_path: Path, database_url: str) -> None:
+    """None from a claim means nothing is due: a worker told None idles for a second and
+    `mailseen worker --once` stops. A claim that loses races tries the next message."""
+    inst = _open(tmp_path, database_url)
+    box = inst.store.add_mailbox(MailboxIn("support@example.com"))
+    ids = [inst.sender.send_draft(box, _draft(subject=f"n{i}")).id for i in range(80)]
+    claimed: list[int] = []
+    left_when_told_none: list[int] = []
+
+    def claim_until_none() -> None:
+        while (claim := inst.store.claim_next(timedelta(minutes=5))) is not None:
+            claimed.append(claim.message.id)
+        left_when_told_none.append(inst.store.queue_counts().get("queued", 0))
+
+    threads = [threading.Thread(target=claim_until_none) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed) == ids  # each claimed once …
+    assert left_when_told_none == [0] * 8  # … and nobody was told "empty" while some waited
+    inst.close()
 
 
 async def test_worker_stops_on_request_after_finishing(tmp_path: Path,

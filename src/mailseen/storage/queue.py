@@ -28,13 +28,15 @@ class QueueStore(StoreBase):
     def claim_next(self, lease: timedelta) -> Claim | None:
         """Claim one due message for delivery, or None. Safe with many workers: the claim
         is a conditional UPDATE whose row count says who won. A claim whose worker died is
-        taken over once its lease has run out."""
+        taken over once its lease has run out. None means nothing is due: a claim that loses
+        a race tries the next message (every lost race is another worker's win, so this ends),
+        rather than tell a worker the queue is empty while it is not."""
         t = now()
         due = or_(
             (Message.status == "queued") & (Message.next_attempt_at <= t),
             (Message.status == "sending") & (Message.lease_until < t),
         )
-        for _ in range(5):
+        while True:
             with self._tx() as s:
                 candidate = s.scalar(select(Message.id).where(due)
                                      .order_by(Message.next_attempt_at, Message.id).limit(1))
@@ -54,7 +56,6 @@ class QueueStore(StoreBase):
                 password = (self.cipher.decrypt(box.smtp_password_enc)
                             if box.smtp_password_enc else None)
                 return Claim(message_record(row), data.raw, mailbox_record(box), password)
-        return None
 
     def mark_sent(self, message_id: int, note: str | None = None) -> None:
         with self._tx() as s:
