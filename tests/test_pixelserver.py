@@ -70,6 +70,15 @@ def test_pixel_node_answers_records_and_stops_cleanly(tmp_path: Path, database_u
                 data += chunk
         assert data.count(b"200 OK") == 2 and data.index(GIF) < data.index(b"404 Not Found")
         assert data.endswith(b"\r\n\r\n") and b"connection: close" in data
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+            # 300 pipelined requests sent before reading any answer: the server stops
+            # reading while answers wait, then answers every one, in order.
+            one = b"HEAD /t/" + b"B" * 31 + b".gif HTTP/1.1\r\nHost: x\r\n\r\n"
+            raw.sendall(one * 299 + b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := raw.recv(65536):
+                data += chunk
+        assert data.count(b"HTTP/1.1 200 OK") == 299 and data.index(b"404") > data.rindex(b"200 OK")
         huge = httpx.get(f"{base}/t/{token}.gif", headers={"X-Big": "x" * 20000})
         assert huge.status_code == 431
         views = instance.store.list_views(msg.id)

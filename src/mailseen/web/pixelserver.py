@@ -49,6 +49,10 @@ _FAILED = {400: _response(b"400 Bad Request", [(b"content-length", b"0")], b"", 
                           b"", True)}
 
 
+# Pipelined requests waiting for their answers before a connection is no longer read from.
+_MAX_PENDING = 64
+
+
 class PixelProtocol(asyncio.Protocol):
     """One connection. Each request is answered from httptools' callbacks, without a task:
     a genuine hit's view goes to the recorder and its answer waits in ``pending`` until the
@@ -65,6 +69,8 @@ class PixelProtocol(asyncio.Protocol):
         # (answer, the commit it waits for or None, close after it)
         self.pending: deque[tuple[bytes, asyncio.Future[None] | None, bool]] = deque()
         self.closing = False
+        self.reading = True
+        self.write_paused = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -83,6 +89,26 @@ class PixelProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+
+    # A client that sends requests faster than it reads the answers (or than views commit)
+    # is not read from until it catches up: nothing it sends piles up in memory.
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._reading()
+
+    def _reading(self) -> None:
+        """Read from the client only while its answers are flowing."""
+        wanted = not self.write_paused and len(self.pending) < _MAX_PENDING
+        if self.transport is not None and wanted != self.reading and not self.closing:
+            self.reading = wanted
+            if wanted:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
 
     # -- httptools callbacks ---------------------------------------------------------------
 
@@ -119,6 +145,8 @@ class PixelProtocol(asyncio.Protocol):
             except Exception:  # never let recording stop the image
                 log.exception("pixel hit not recorded")
         self.pending.append((answer, commit, close))
+        if len(self.pending) >= _MAX_PENDING:
+            self._reading()
         if commit is None:
             self._answer()
         else:
@@ -142,6 +170,8 @@ class PixelProtocol(asyncio.Protocol):
             if self.transport is None or self.transport.is_closing():
                 pending.clear()
                 return
+            if len(pending) == _MAX_PENDING - 1:
+                self._reading()
             self.transport.write(answer)
             if close:
                 self.transport.close()
