@@ -65,7 +65,9 @@ class PixelProtocol(asyncio.Protocol):
         self.peer: str | None = None
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
+        self.in_head = True  # between a request's first byte and the end of its headers
+        self.head_bytes = 0  # bytes received while in the head (bounds httptools' buffer)
+        self.head_size = 0  # the head's exact size
         # (answer, the commit it waits for or None, close after it)
         self.pending: deque[tuple[bytes, asyncio.Future[None] | None, bool]] = deque()
         self.closing = False
@@ -80,12 +82,20 @@ class PixelProtocol(asyncio.Protocol):
         self.peer = peer[0] if isinstance(peer, tuple) else None
 
     def data_received(self, data: bytes) -> None:
+        if self.in_head:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400)
+            return
         except httptools.HttpParserError:
-            self._fail(400)
+            self._fail(431 if self.head_size > MAX_HEAD_BYTES else 400)
+            return
+        # Bytes of a head still incomplete after parsing all belong to it (httptools would
+        # buffer a header of any length): past the limit, 431 and close.
+        if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
+            self._fail(431)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -113,17 +123,23 @@ class PixelProtocol(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.url, self.headers, self.header_bytes = b"", [], 0
+        self.url, self.headers, self.in_head, self.head_size = b"", [], True, 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._count(len(url))
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        self._count(len(name) + len(value))
+        self.head_size += len(name) + len(value)
+
+    def on_headers_complete(self) -> None:
+        self.in_head, self.head_bytes = False, 0
+        if self.head_size > MAX_HEAD_BYTES:  # a whole head, but over the limit: 431
+            raise httptools.HttpParserError("request head too large")
 
     def on_message_complete(self) -> None:
+        self.in_head = True  # what comes next starts the next request's head
         if self.closing:
             return
         url = self.url
@@ -144,6 +160,12 @@ class PixelProtocol(asyncio.Protocol):
                     commit = self.app.recorder.submit(view)
             except Exception:  # never let recording stop the image
                 log.exception("pixel hit not recorded")
+        if commit is None and not self.pending and self.transport is not None:
+            self.transport.write(answer)  # nothing before it waits: the common case
+            if close:
+                self.transport.close()
+                self.closing = True
+            return
         self.pending.append((answer, commit, close))
         if len(self.pending) >= _MAX_PENDING:
             self._reading()
@@ -178,12 +200,6 @@ class PixelProtocol(asyncio.Protocol):
                 self.closing = True
                 pending.clear()
                 return
-
-    def _count(self, n: int) -> None:
-        self.header_bytes += n
-        if self.header_bytes > MAX_HEAD_BYTES:
-            self._fail(431)
-            raise httptools.HttpParserError("headers too large")
 
     def _fail(self, status: int) -> None:
         if self.transport is not None and not self.closing:
