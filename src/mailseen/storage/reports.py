@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import case, extract, func, select
 from sqlalchemy.orm import Session
 
-from .base import StoreBase
-from .models import Mailbox, Message, ViewEvent
+from .base import StoreBase, every_mailbox
+from .models import Message, ViewEvent
 
 __all__ = ["DELAY_LIMITS", "MailboxShare", "Report", "ReportStore"]
 
@@ -67,8 +67,7 @@ class ReportStore(StoreBase):
             # Asked for every mailbox (an admin's overview), no row needs its mailbox checked:
             # the queries then read only the period, through the time indexes, instead of a
             # plan around a long IN list (and, for views, a lookup of each view's message).
-            every = set(s.scalars(select(Mailbox.id))).issubset(mailbox_ids)
-            ids = None if every else list(mailbox_ids)
+            ids = None if every_mailbox(s, mailbox_ids) else list(mailbox_ids)
             shares, buckets = self._sent(s, ids, since)
             per_day, machine = self._views(s, ids, since, days)
             return Report(since, days, by_mailbox=shares, views_per_day=_fill(per_day, since, days),

@@ -308,8 +308,11 @@ def build_api(instance: Instance) -> FastAPI:
             raise NotFound(f"no message with id {message_id}")
         return m
 
-    def mailbox_out(box: MailboxRecord) -> dict[str, Any]:
-        decision = decide(sender.global_tracking(), box.tracking)
+    def mailbox_out(box: MailboxRecord, global_tracking: bool | None = None
+                    ) -> dict[str, Any]:
+        if global_tracking is None:
+            global_tracking = sender.global_tracking()
+        decision = decide(global_tracking, box.tracking)
         return {**box.__dict__, "effective_tracking": decision.enabled,
                 "tracking_reason": decision.reason}
 
@@ -329,7 +332,8 @@ def build_api(instance: Instance) -> FastAPI:
 
     @api.get("/api/v1/mailboxes", response_model=list[MailboxOut])
     def list_mailboxes(who: Who) -> list[dict[str, Any]]:
-        return [mailbox_out(b) for b in store.list_mailboxes()
+        tracking = sender.global_tracking()  # once, not once per mailbox
+        return [mailbox_out(b, tracking) for b in store.list_mailboxes()
                 if can_see_mailbox(who.user, b.id)]
 
     @api.post("/api/v1/mailboxes", dependencies=Admin, response_model=MailboxOut,

@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from ..core.status import Eye, eye_for, relative_time
 from ..errors import StorageUnavailable
 from ..services.instance import Instance
-from ..storage import MessageRecord
+from ..storage import MailboxRecord, MessageRecord
 from ..storage.records import SessionRecord, UserRecord
 
 SESSION_COOKIE = "mailseen_session"
@@ -109,15 +109,22 @@ def eye_of(message: MessageRecord | None, machine_client: str | None = None) -> 
                    machine_client=machine_client, now=datetime.now(UTC))
 
 
+def all_mailboxes(request: Request) -> list[MailboxRecord]:
+    """Every mailbox, read once per request: the navigation lists them and so do the pages."""
+    boxes: list[MailboxRecord] | None = request.scope.get("mailseen.mailboxes")
+    if boxes is None:
+        boxes = request.scope["mailseen.mailboxes"] = instance_of(request).store.list_mailboxes()
+    return boxes
+
+
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
     try:
         session = current_session(request)
     except StorageUnavailable:  # the "try again shortly" page must not need the database
         request.scope["mailseen.session"] = session = None
-    inst = instance_of(request)
     user = session.user if session else None
     try:
-        boxes = ([b for b in inst.store.list_mailboxes()
+        boxes = ([b for b in all_mailboxes(request)
                   if user.is_admin or b.id in user.mailbox_ids] if user else [])
     except StorageUnavailable:
         boxes = []

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from ..errors import NotFound
 from ..services.accounts import can_see_mailbox
-from .ui import eye_of, instance_of, redirect, render, require_user
+from .ui import all_mailboxes, eye_of, instance_of, redirect, render, require_user
 
 PAGE = 25
 FILTERS = {"viewed": "Viewed", "waiting": "Not viewed yet", "untracked": "Not tracked"}
@@ -36,7 +36,7 @@ async def listing(request: Request) -> Response:
         mailbox = inst.store.get_mailbox(raw_id)
         ids = [mailbox.id]
     else:
-        ids = inst.accounts.mailbox_ids(user)
+        ids = [b.id for b in all_mailboxes(request) if can_see_mailbox(user, b.id)]
     status = request.query_params.get("status") or None
     if status not in FILTERS:
         status = None
@@ -52,7 +52,7 @@ async def listing(request: Request) -> Response:
     rows = rows[:PAGE]
     machine = inst.store.machine_clients(
         [m.id for _, m in rows if m is not None and m.machine_count and not m.viewed])
-    boxes = {b.id: b for b in inst.store.list_mailboxes()}
+    boxes = {b.id: b for b in all_mailboxes(request)}
     items = [{"conversation": c, "message": m, "mailbox": boxes.get(c.mailbox_id),
               "eye": eye_of(m, machine.get(m.id) if m else None)} for c, m in rows]
     return render(request, "listing.html", items=items, mailbox=mailbox, status=status,

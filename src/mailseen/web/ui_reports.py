@@ -18,7 +18,7 @@ from starlette.routing import Route
 from ..errors import NotFound
 from ..services.accounts import can_see_mailbox
 from ..storage.reports import Report
-from .ui import instance_of, render, require_user
+from .ui import all_mailboxes, instance_of, render, require_user
 
 PERIODS = {7: "Last 7 days", 30: "Last 30 days", 90: "Last 90 days"}
 DEFAULT_DAYS = 30
@@ -95,7 +95,7 @@ def delays_text(counts: list[int]) -> str:
 async def reports(request: Request) -> Response:
     user = require_user(request)
     inst = instance_of(request)
-    visible = [b for b in inst.store.list_mailboxes() if can_see_mailbox(user, b.id)]
+    visible = [b for b in all_mailboxes(request) if can_see_mailbox(user, b.id)]
     mailbox = None
     raw = request.query_params.get("mailbox", "")
     if raw:
