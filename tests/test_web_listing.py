@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
+from mailseen.core.compose import Draft
 from mailseen.services.demo import ADMIN_EMAIL, DemoResult, fill_small
 from mailseen.services.instance import Instance
+from mailseen.storage import Judged, MailboxIn, ViewIn
 from mailseen.storage.models import Conversation, Message
 
-from .web_client import WebClient
+from .web_client import PASSWORD, WebClient
 
 
 @pytest.fixture
@@ -110,3 +113,34 @@ def test_the_listing_page_shows_a_deep_page_in_order(small: DemoResult, web: Web
     waiting = web.get("/conversations?status=waiting&page=2")
     assert [int(li["data-conversation-id"]) for li in waiting.all("li.conversation")] == (
         _expected(instance, every, "waiting")[25:50])
+
+
+def test_a_machine_only_eye_names_the_latest_of_many_fetches(web: WebClient,
+                                                             instance: Instance) -> None:
+    box = instance.store.add_mailbox(MailboxIn(address="support@example.com",
+                                               tracking="enabled"))
+    fetched, seen = (instance.sender.send_draft(box, Draft(
+        from_addr=box.address, to=["customer@example.org"], subject=subject, text="Hi",
+        html="<p>Hi</p>")) for subject in ("Fetched", "Seen"))
+    t0 = datetime.now(UTC) - timedelta(hours=2)
+    clients = ["Barracuda"] * 150 + ["Mimecast"] + ["Outlook"]
+    views = [ViewIn(message_id=m.id, recipient=0, at=t0 + timedelta(seconds=n), method="GET",
+                    ip="198.51.100.7", user_agent=client)
+             for m in (fetched, seen) for n, client in enumerate(clients)
+             if m is seen or client != "Outlook"]
+
+    def judge(view: ViewIn, sent_at: datetime | None) -> Judged:
+        human = view.user_agent == "Outlook"
+        return Judged("human" if human else "machine", "", view.user_agent or "")
+
+    instance.store.record_views(views, judge)
+    assert instance.store.machine_clients([fetched.id, seen.id]) == {
+        fetched.id: "Mimecast", seen.id: "Mimecast"}
+    assert instance.store.machine_clients([]) == {}
+    instance.accounts.create_user("admin@example.com", PASSWORD, role="admin")
+    web.sign_in("admin@example.com")
+    eyes = {int(li["data-conversation-id"]): li.select_one(".status")
+            for li in web.get("/conversations").all("li.conversation")}
+    assert eyes[fetched.conversation_id]["data-kind"] == "machine"
+    assert "Fetched by Mimecast" in eyes[fetched.conversation_id].text
+    assert eyes[seen.conversation_id]["data-kind"] == "viewed"

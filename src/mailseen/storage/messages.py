@@ -241,12 +241,15 @@ class MessageStore(StoreBase):
         """The client named by each message's latest machine fetch."""
         if not message_ids:
             return {}
+        # Only each message's latest fetch, read newest first: a message a scanner fetched
+        # hundreds of times would otherwise send every fetch back to be thrown away.
+        latest = (select(ViewEvent.client)
+                  .where(ViewEvent.message_id == Message.id, ViewEvent.verdict == "machine")
+                  .order_by(ViewEvent.id.desc()).limit(1).scalar_subquery())
         with self._tx() as s:
-            rows = s.execute(select(ViewEvent.message_id, ViewEvent.client)
-                             .where(ViewEvent.message_id.in_(message_ids),
-                                    ViewEvent.verdict == "machine")
-                             .order_by(ViewEvent.id)).tuples().all()
-            return dict(rows)
+            rows = s.execute(select(Message.id, latest)
+                             .where(Message.id.in_(message_ids))).tuples().all()
+            return {mid: client for mid, client in rows if client is not None}
 
     def views_since(self, after_id: int, mailbox_ids: Sequence[int]
                     ) -> list[tuple[int, int, int | None]]:
