@@ -35,7 +35,8 @@ Prerequisites as for bench/pixel (wrk, taskset); PostgreSQL reachable at --pg-ur
 that may create databases. Run from the repo: `bench/scale.py` (re-executes itself in .venv).
 
 Usage: bench/scale.py [--messages 1000000] [--views 3000000] [--mailboxes 200]
-                      [--requests 100] [--backends sqlite,postgresql] [--no-pixel] [--json FILE]
+                      [--requests 100] [--backends sqlite,postgresql] [--no-pixel] [--no-pages]
+                      [--json FILE] [--keep | --reuse DIR | --drop DIR]
 Quick run: bench/scale.py --messages 20000 --views 60000 --mailboxes 20 --requests 30
 Exit status: 0 when every goal is met, 1 when one is missed, 2 on a setup failure.
 """
@@ -85,6 +86,7 @@ PIXEL_GOAL = 0.9  # full database at least 0.9x the reference one
 REFERENCE = (1000, 3000)  # messages and views of the nearly empty reference database
 SECRET = "bench-scale-secret-0123456789abcdef"
 MAILSEEN = VENV / "bin" / "mailseen"
+KEPT = "kept.json"  # what --keep built, for --reuse
 
 
 def _load_pixel_bench() -> Any:
@@ -169,6 +171,10 @@ def build(target: Target, messages: int, views: int, mailboxes: int) -> tuple[st
     return found.group(1), seconds
 
 
+def upgrade(target: Target) -> None:
+    subprocess.run([*target.cli(), "db", "upgrade"], env=env(), check=True, timeout=3600)
+
+
 def forget_statistics(target: Target) -> None:
     """`mailseen demo` gathers planner statistics, as a bulk load should; a SQLite database
     the app grew itself has none (nothing runs ANALYZE), so the first timings go without."""
@@ -176,6 +182,20 @@ def forget_statistics(target: Target) -> None:
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS sqlite_stat1"))
     engine.dispose()
+
+
+def drop_kept(folder: Path, pg_url: str) -> int:
+    try:
+        kept = json.loads((folder / KEPT).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"bench/scale.py: nothing kept in {folder}: {exc}", file=sys.stderr)
+        return 2
+    for entry in kept.values():
+        drop_target(Target(**{**entry["target"], "data_dir": Path(entry["target"]["data_dir"])}),
+                    pg_url)
+    shutil.rmtree(folder, ignore_errors=True)
+    print(f"removed {folder} and its {len(kept)} databases")
+    return 0
 
 
 def sizes(url: str) -> dict[str, int]:
@@ -381,9 +401,22 @@ def _depth(rows: list[Any], row: Any) -> int:
     return depth
 
 
+def _columns_out(flat: str) -> str:
+    """SELECT … FROM: the columns left out, up to the statement's own FROM (not one inside
+    parentheses: a subquery's, or extract(epoch FROM …))."""
+    if not flat.startswith("SELECT "):
+        return flat
+    depth = 0
+    for i, char in enumerate(flat):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and flat.startswith(" FROM ", i):
+            return "SELECT …" + flat[i:]
+    return flat
+
+
 def _shorten(statement: str) -> str:
     flat = " ".join(statement.split())
-    flat = re.sub(r"SELECT .*? FROM", "SELECT … FROM", flat, count=1)
+    flat = _columns_out(flat)
     flat = re.sub(r"IN \((?:[?%][^)]*,\s*){3,}[^)]*\)", "IN (…)", flat)
     return flat if len(flat) <= 300 else flat[:297] + "…"
 
@@ -494,23 +527,13 @@ def pixel(targets: dict[str, Target], tmp: Path, args: argparse.Namespace) -> di
     return out
 
 
-def run_backend(backend: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    print(f"\n=== {backend}: {args.messages:,} messages, {args.views:,} views, "
-          f"{args.mailboxes} mailboxes; reference: {REFERENCE[0]:,} messages, "
-          f"{REFERENCE[1]:,} views ===", flush=True)
-    targets: dict[str, Target] = {}
-    result: dict[str, Any] = {"backend": backend}
+def pages(targets: dict[str, Target], args: argparse.Namespace, result: dict[str, Any]
+          ) -> None:
+    """Time the pages and the API on both databases and print their plans (SQLite: before
+    and after ANALYZE)."""
+    backend = targets["full"].backend
     sessions: dict[str, Session] = {}
     try:
-        for name, (messages, views) in (("full", (args.messages, args.views)),
-                                        ("reference", REFERENCE)):
-            targets[name] = target = make_target(backend, tmp, name, args.pg_url)
-            target.password, seconds = build(target, messages, views, args.mailboxes)
-            result[f"{name}_build_seconds"] = seconds
-            result[f"{name}_rows"] = sizes(target.url)
-            print(f"built {name} in {seconds:.0f}s: {result[f'{name}_rows']}", flush=True)
-            if backend == "sqlite":
-                forget_statistics(target)
         sessions = {name: Session(t) for name, t in targets.items()}
         timings = measure(sessions, args.requests, backend, args.budget)
         print_timings(f"{backend}: {args.requests} requests each, in-process (load average "
@@ -526,6 +549,7 @@ def run_backend(backend: str, tmp: Path, args: argparse.Namespace) -> dict[str, 
                 print(f"\nANALYZE of the {name} database took "
                       f"{time.monotonic() - started:.0f}s", flush=True)
                 session.close()
+            sessions = {}
             sessions = {name: Session(t) for name, t in targets.items()}  # read the stats
             again = measure(sessions, args.requests, f"{backend} + ANALYZE", args.budget)
             print_timings(f"{backend} after ANALYZE (load average "
@@ -533,9 +557,42 @@ def run_backend(backend: str, tmp: Path, args: argparse.Namespace) -> dict[str, 
             found = plans(sessions["full"])
             print_plans(f"{backend} after ANALYZE: query plans", found)
             result.update(analyzed=_dump(again), analyzed_plans=found)
+    finally:
         for session in sessions.values():
             session.close()
-        sessions = {}
+
+
+def run_backend(backend: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    print(f"\n=== {backend}: {args.messages:,} messages, {args.views:,} views, "
+          f"{args.mailboxes} mailboxes; reference: {REFERENCE[0]:,} messages, "
+          f"{REFERENCE[1]:,} views ===", flush=True)
+    targets: dict[str, Target] = {}
+    result: dict[str, Any] = {"backend": backend}
+    try:
+        for name, (messages, views) in (("full", (args.messages, args.views)),
+                                        ("reference", REFERENCE)):
+            kept = args.kept.get(f"{backend}/{name}")
+            if kept is not None:  # --reuse: built by an earlier --keep run
+                targets[name] = target = Target(**{**kept["target"],
+                                                   "data_dir": Path(kept["target"]["data_dir"])})
+                seconds = kept["build_seconds"]
+                upgrade(target)  # the code timed may have migrations the data has not
+            else:
+                targets[name] = target = make_target(backend, tmp, name, args.pg_url)
+                target.password, seconds = build(target, messages, views, args.mailboxes)
+                if args.keep:
+                    args.kept[f"{backend}/{name}"] = {
+                        "target": {**asdict(target), "data_dir": str(target.data_dir)},
+                        "build_seconds": seconds}
+                    (tmp / KEPT).write_text(json.dumps(args.kept, indent=2) + "\n")
+            result[f"{name}_build_seconds"] = seconds
+            result[f"{name}_rows"] = sizes(target.url)
+            print(f"{'reused' if kept else 'built'} {name} (built in {seconds:.0f}s): "
+                  f"{result[f'{name}_rows']}", flush=True)
+            if backend == "sqlite":
+                forget_statistics(target)
+        if args.pages:
+            pages(targets, args, result)
         if args.pixel:
             result["pixel"] = p = pixel(targets, tmp, args)
             for pattern, words in PATTERNS.items():
@@ -547,8 +604,6 @@ def run_backend(backend: str, tmp: Path, args: argparse.Namespace) -> dict[str, 
                       f"by hits/s (rounds {', '.join(f'{x:.2f}' for x in q['per_round'])}), "
                       f"{q['ratio_by_cpu']:.2f}x by CPU per hit{goal}", flush=True)
     finally:
-        for session in sessions.values():
-            session.close()
         if not args.keep:
             for target in targets.values():
                 drop_target(target, args.pg_url)
@@ -573,6 +628,8 @@ def main() -> int:
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
                         help="a database on the server to connect to for CREATE DATABASE")
     parser.add_argument("--no-pixel", dest="pixel", action="store_false")
+    parser.add_argument("--no-pages", dest="pages", action="store_false",
+                        help="skip the pages and the API (time the pixel only)")
     parser.add_argument("--pixel-duration", type=float, default=5)
     parser.add_argument("--pixel-warmup", type=float, default=2)
     parser.add_argument("--pixel-rounds", type=int, default=5)
@@ -581,12 +638,29 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the data and databases")
+    parser.add_argument("--reuse", type=Path, metavar="DIR",
+                        help="time the data an earlier --keep run left in DIR instead of "
+                             "building it again (implies --keep; the pixel runs of every "
+                             "run add their views to it)")
+    parser.add_argument("--drop", type=Path, metavar="DIR",
+                        help="remove what a --keep run left in DIR (its PostgreSQL "
+                             "databases too), then exit")
     args = parser.parse_args()
+    if args.drop is not None:
+        return drop_kept(args.drop, args.pg_url)
+    args.kept = {}
+    if args.reuse is not None:
+        try:
+            args.kept = json.loads((args.reuse / KEPT).read_text())
+        except (OSError, ValueError) as exc:
+            print(f"bench/scale.py: nothing to reuse in {args.reuse}: {exc}", file=sys.stderr)
+            return 2
+        args.keep = True
     if args.pixel and (shutil.which("wrk") is None or shutil.which("taskset") is None):
         print("bench/scale.py: wrk and taskset are needed for the pixel part (--no-pixel to "
               "skip it)", file=sys.stderr)
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="mailseen-scale-"))
+    tmp = args.reuse or Path(tempfile.mkdtemp(prefix="mailseen-scale-"))
     print(f"machine: {pixel_bench.machine()}; load average {pixel_bench.load_average()}",
           flush=True)
     results = []
@@ -601,12 +675,15 @@ def main() -> int:
         with contextlib.suppress(OSError):
             if not args.keep:
                 shutil.rmtree(tmp)
+    if args.keep:
+        print(f"data kept in {tmp}: rerun with --reuse {tmp}; remove with --drop {tmp}")
     print(f"\nwhole run: {(time.monotonic() - started) / 60:.0f} min; load average at the end "
           f"{pixel_bench.load_average()}")
     if args.json:
         args.json.write_text(json.dumps({"machine": pixel_bench.machine(), "args": vars(args),
                                          "results": results}, indent=2, default=str) + "\n")
-    met = all(t["goal_ms"] is None or _met(t) for r in results for t in r["timings"]["full"])
+    met = all(t["goal_ms"] is None or _met(t)
+              for r in results for t in r.get("timings", {}).get("full", []))
     met &= all(r.get("pixel", {}).get("met", True) for r in results)
     return 0 if met else 1
 
