@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -348,9 +347,8 @@ PATHOLOGICAL = {
 
 
 @pytest.mark.parametrize("name", list(PATHOLOGICAL))
-def test_pathological_markup_is_scanned_in_linear_time(name: str) -> None:
-    html = PATHOLOGICAL[name]
-    started = time.perf_counter()
-    out, _ = splice_pixel(html, TAG, is_own_pixel)
-    assert time.perf_counter() - started < 2
+def test_pathological_markup_gets_exactly_one_pixel(name: str) -> None:
+    # That the scan stays linear on these is measured by bench/scan_pathological.py (time
+    # ratios at n and 4n), not by a clock here.
+    out, _ = splice_pixel(PATHOLOGICAL[name], TAG, is_own_pixel)
     assert out.count(TAG) == 1

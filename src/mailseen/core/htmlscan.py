@@ -27,9 +27,12 @@ _WS = r"[\t\n\f\r ]"
 # Attributes as the tokenizer reads them: a quote only opens a value right after "=", so
 # ``<p class=it's>`` holds no quoted string (a quote inside a name or unquoted value is a
 # plain character there).
+# Possessive throughout, as the HTML tokenizer never backtracks: a backtracking attribute list
+# tried every way of splitting "<a b='<a b='…" into names and values (quadratic; see
+# bench/scan_pathological.py).
 _ATTRS = (
-    rf"(?:[\t\n\f\r /]+|[^\t\n\f\r />][^\t\n\f\r />=]*"
-    rf"(?:{_WS}*={_WS}*(?:\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z)|[^\t\n\f\r >]*))?)*"
+    rf"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+"
+    rf"(?:{_WS}*+={_WS}*+(?:\"[^\"]*+(?:\"|\Z)|'[^']*+(?:'|\Z)|[^\t\n\f\r >]*+))?+)*+"
 )
 # What follows "<!--" up to the first "-->" or "--!>" (or the end), and a downlevel-revealed
 # block's content up to the first "<![endif]>": the same as a lazy ".*?" before the closer,
