@@ -43,11 +43,14 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VENV = REPO / ".venv"
-if (VENV / "bin" / "python").exists() and Path(sys.prefix).resolve() != VENV.resolve():
-    os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
-sys.path.insert(0, str(REPO / "src"))
+from benchlib import (
+    MAILSEEN,
+    create_pg_database,
+    drop_pg_database,
+    use_repo_venv,
+)
+
+use_repo_venv(__file__)
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -72,14 +75,13 @@ from email.utils import formatdate  # noqa: E402
 from typing import Any  # noqa: E402
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
 from mailseen.config import load_settings  # noqa: E402
 from mailseen.services.instance import Instance  # noqa: E402
 from mailseen.storage import MailboxIn  # noqa: E402
 
 SECRET = "bench-delivery-secret-0123456789abcdef"
-MAILSEEN = VENV / "bin" / "mailseen"
 ADDRESS = "sales@example.com"
 RELAY_USER, RELAY_PASSWORD = "relay-user", "bench relay pass"
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S+)", re.I | re.M)
@@ -194,25 +196,13 @@ class Target:
 def make_target(backend: str, tmp: Path, pg_url: str, ca_file: str) -> Target:
     if backend == "sqlite":
         return Target(tmp / "data", "", None, ca_file)
-    name = f"mailseen_bench_delivery_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        raise SetupError(f"cannot create a database at {pg_url}: {exc}") from exc
-    finally:
-        admin.dispose()
-    return Target(tmp / "data", pg_url.rsplit("/", 1)[0] + f"/{name}", name, ca_file)
+    url, name = create_pg_database(pg_url, "mailseen_bench_delivery", SetupError)
+    return Target(tmp / "data", url, name, ca_file)
 
 
 def drop_target(target: Target, pg_url: str) -> None:
-    if target.pg_name is None:
-        return
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.pg_name}" WITH (FORCE)'))
-    admin.dispose()
+    if target.pg_name is not None:
+        drop_pg_database(pg_url, target.pg_name)
 
 
 # -- queueing ---------------------------------------------------------------------------------

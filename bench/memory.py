@@ -39,15 +39,11 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VENV = REPO / ".venv"
-if (VENV / "bin" / "python").exists() and Path(sys.prefix).resolve() != VENV.resolve():
-    os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
-sys.path.insert(0, str(REPO / "src"))
+from benchlib import MAILSEEN, load_pixel_bench, use_repo_venv
+
+use_repo_venv(__file__)
 
 import argparse  # noqa: E402
-import importlib.machinery  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
@@ -62,22 +58,10 @@ from typing import Any  # noqa: E402
 from mailseen.core.tokens import TOKEN_LENGTH, TokenRef, TokenSigner  # noqa: E402
 
 SECRET = "bench-memory-secret-0123456789abcdef"
-MAILSEEN = VENV / "bin" / "mailseen"
 NODES = ("serve", "pixel")
 
 
-def _load_pixel_bench() -> Any:
-    """bench/pixel is a script (no .py): load it as a module for its process and wrk helpers."""
-    loader = importlib.machinery.SourceFileLoader("bench_pixel", str(REPO / "bench" / "pixel"))
-    spec = importlib.util.spec_from_loader("bench_pixel", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_pixel"] = module  # its dataclasses look themselves up there
-    loader.exec_module(module)
-    return module
-
-
-pixel_bench = _load_pixel_bench()
+pixel_bench = load_pixel_bench()
 SetupError = pixel_bench.SetupError
 
 

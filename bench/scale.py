@@ -47,16 +47,18 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VENV = REPO / ".venv"
-if (VENV / "bin" / "python").exists() and Path(sys.prefix).resolve() != VENV.resolve():
-    os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
-sys.path.insert(0, str(REPO / "src"))
+from benchlib import (
+    MAILSEEN,
+    create_pg_database,
+    drop_pg_database,
+    load_pixel_bench,
+    use_repo_venv,
+)
+
+use_repo_venv(__file__)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import importlib.machinery  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
@@ -66,7 +68,6 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
@@ -85,22 +86,10 @@ REPORT_GOAL_MS = 500.0
 PIXEL_GOAL = 0.9  # full database at least 0.9x the reference one
 REFERENCE = (1000, 3000)  # messages and views of the nearly empty reference database
 SECRET = "bench-scale-secret-0123456789abcdef"
-MAILSEEN = VENV / "bin" / "mailseen"
 KEPT = "kept.json"  # what --keep built, for --reuse
 
 
-def _load_pixel_bench() -> Any:
-    """bench/pixel is a script (no .py): load it as a module for its wrk helpers."""
-    loader = importlib.machinery.SourceFileLoader("bench_pixel", str(REPO / "bench" / "pixel"))
-    spec = importlib.util.spec_from_loader("bench_pixel", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_pixel"] = module  # its dataclasses look themselves up there
-    loader.exec_module(module)
-    return module
-
-
-pixel_bench = _load_pixel_bench()
+pixel_bench = load_pixel_bench()
 SetupError = pixel_bench.SetupError
 
 
@@ -132,25 +121,13 @@ def make_target(backend: str, tmp: Path, name: str, pg_url: str) -> Target:
     data = tmp / f"{backend}-{name}"
     if backend == "sqlite":
         return Target(backend, data, "")
-    db_name = f"mailseen_bench_{name}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    except Exception as exc:
-        raise SetupError(f"cannot create a database at {pg_url}: {exc}") from exc
-    finally:
-        admin.dispose()
-    return Target(backend, data, pg_url.rsplit("/", 1)[0] + f"/{db_name}", db_name)
+    url, db_name = create_pg_database(pg_url, f"mailseen_bench_{name}", SetupError)
+    return Target(backend, data, url, db_name)
 
 
 def drop_target(target: Target, pg_url: str) -> None:
-    if target.pg_name is None:
-        return
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.pg_name}" WITH (FORCE)'))
-    admin.dispose()
+    if target.pg_name is not None:
+        drop_pg_database(pg_url, target.pg_name)
 
 
 def build(target: Target, messages: int, views: int, mailboxes: int) -> tuple[str, float]:

@@ -51,11 +51,9 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VENV = REPO / ".venv"
-if (VENV / "bin" / "python").exists() and Path(sys.prefix).resolve() != VENV.resolve():
-    os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
-sys.path.insert(0, str(REPO / "src"))
+from benchlib import REPO, use_repo_venv
+
+use_repo_venv(__file__)
 
 import argparse  # noqa: E402
 import email  # noqa: E402
