@@ -7,6 +7,7 @@ must not pass silently.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -23,12 +24,14 @@ from sqlalchemy import create_engine, text
 
 from mailseen.config import Settings, load_settings
 from mailseen.services.accounts import hash_token
+from mailseen.services.demo import DemoResult, fill_small
 from mailseen.services.instance import Instance
 from mailseen.storage import Database
 from mailseen.storage.models import Base
 from mailseen.web.app import MailseenApp, server_config
 
 from .cli_runner import Cli
+from .web_client import WebClient
 
 pytest_plugins = ["tests.browser"]  # the `browser` fixture (real Chromium)
 
@@ -192,3 +195,16 @@ def backdate_sent(instance: Instance, message_id: int, seconds: float = 3600) ->
             return
         time.sleep(0.01)
     raise AssertionError(f"message {message_id} stayed in delivery")
+
+
+@pytest.fixture
+def web(instance: Instance) -> Iterator[WebClient]:
+    """The web app in-process, with a browser-like client (files may override it)."""
+    with WebClient(instance) as client:
+        yield client
+
+
+@pytest.fixture
+def small(instance: Instance) -> DemoResult:
+    """The small demo data set (mailboxes, users, conversations, views)."""
+    return fill_small(instance, stream=io.StringIO())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,17 +25,6 @@ from mailseen.storage.models import Conversation, Message, MessageData, ViewEven
 
 from .cli_runner import Cli, error, ok
 from .web_client import WebClient
-
-
-@pytest.fixture
-def small(instance: Instance) -> DemoResult:
-    return fill_small(instance, stream=io.StringIO())
-
-
-@pytest.fixture
-def web(instance: Instance) -> Iterator[WebClient]:
-    with WebClient(instance) as client:
-        yield client
 
 
 def _password(result: DemoResult, email: str) -> str:

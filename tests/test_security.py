@@ -14,7 +14,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,11 +116,6 @@ def _quick_hasher() -> Any:
 
     return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
-
-@pytest.fixture
-def web(instance: Instance) -> Iterator[WebClient]:
-    with WebClient(instance) as client:
-        yield client
 
 
 def _assert_nothing_of_bravo(body: str, where: str) -> None:

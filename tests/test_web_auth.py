@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from mailseen.services.instance import Instance
 
 from .web_client import PASSWORD, WebClient
-
-
-@pytest.fixture
-def web(instance: Instance):  # type: ignore[no-untyped-def]
-    with WebClient(instance) as client:
-        yield client
 
 
 def test_first_run_setup_creates_the_admin_and_then_closes(web: WebClient,

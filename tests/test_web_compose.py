@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
@@ -17,12 +16,6 @@ from mailseen.storage import MailboxIn, MailboxRecord, MessageRecord
 from mailseen.web.mailhtml import html_to_text
 
 from .web_client import PASSWORD, Page, WebClient
-
-
-@pytest.fixture
-def web(instance: Instance) -> Iterator[WebClient]:
-    with WebClient(instance) as client:
-        yield client
 
 
 def _mailbox(instance: Instance, address: str = "support@example.com",

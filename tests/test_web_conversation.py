@@ -4,7 +4,6 @@ made harmless, our own pixels kept out, and other mailboxes out of reach."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
@@ -36,11 +35,6 @@ HOSTILE = """<html><head><title>Win</title>
 <a href="data:text/html,<script>alert(10)</script>">data link</a>
 </body></html>"""
 
-
-@pytest.fixture
-def web(instance: Instance) -> Iterator[WebClient]:
-    with WebClient(instance) as client:
-        yield client
 
 
 def _mailbox(instance: Instance, address: str = "support@example.com",

@@ -4,31 +4,19 @@ and filtered in Python; and through the real page."""
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from mailseen.core.compose import Draft
-from mailseen.services.demo import ADMIN_EMAIL, DemoResult, fill_small
+from mailseen.services.demo import ADMIN_EMAIL, DemoResult
 from mailseen.services.instance import Instance
 from mailseen.storage import Judged, MailboxIn, ViewIn
 from mailseen.storage.models import Conversation, Message
 
 from .web_client import PASSWORD, WebClient
-
-
-@pytest.fixture
-def small(instance: Instance) -> DemoResult:
-    return fill_small(instance, stream=io.StringIO())
-
-
-@pytest.fixture
-def web(instance: Instance) -> Iterator[WebClient]:
-    with WebClient(instance) as client:
-        yield client
 
 
 def _expected(instance: Instance, mailbox_ids: Sequence[int], status: str | None = None,
