@@ -160,12 +160,6 @@ class PixelProtocol(asyncio.Protocol):
                     commit = self.app.recorder.submit(view)
             except Exception:  # never let recording stop the image
                 log.exception("pixel hit not recorded")
-        if commit is None and not self.pending and self.transport is not None:
-            self.transport.write(answer)  # nothing before it waits: the common case
-            if close:
-                self.transport.close()
-                self.closing = True
-            return
         self.pending.append((answer, commit, close))
         if len(self.pending) >= _MAX_PENDING:
             self._reading()
