@@ -281,17 +281,31 @@ def test_every_rule_cites_the_source_of_its_facts() -> None:
 
 
 def test_without_the_cache_every_verdict_is_the_same() -> None:
+    # The cache keeps each request's verdict apart from timing and other messages: the same
+    # request seen again at other times, alone or in a burst, must still get its own verdict.
     cached, uncached = HitClassifier(), HitClassifier(ua_cache_size=0)
     for row in ROWS:
-        assert cached.classify(row.hit()) == uncached.classify(row.hit())
+        for seconds, others in [(row.seconds, row.others), (None, 0), (0.5, 0), (600.0, 0),
+                                (600.0, 4), (0.5, 4), (row.seconds, row.others)]:
+            hit = Hit(row.method, row.headers, row.remote, seconds, others, row.own)
+            assert cached.decide(hit) == uncached.decide(hit), (row, seconds, others)
 
 
 def test_repeated_user_agents_are_described_once() -> None:
     classifier = HitClassifier(ua_cache_size=16)
-    for _ in range(100):
-        classifier.classify(ROWS[0].hit())
+    row = ROWS[0]
+    for n in range(100):  # from 100 addresses: each request is new, its user agent is not
+        classifier.classify(Hit(row.method, row.headers, f"192.0.2.{n}", row.seconds))
     info = classifier._agent.cache_info()  # type: ignore[attr-defined]
     assert (info.misses, info.hits) == (1, 99)
+
+
+def test_repeated_requests_are_judged_by_the_rules_once() -> None:
+    classifier = HitClassifier(ua_cache_size=16)
+    for _ in range(100):
+        classifier.classify(ROWS[0].hit())
+    assert len(classifier._plans) == 1
+    assert classifier._agent.cache_info().misses == 1  # type: ignore[attr-defined]
 
 
 def test_the_cache_stays_bounded() -> None:
@@ -299,6 +313,7 @@ def test_the_cache_stays_bounded() -> None:
     for n in range(50):
         classifier.classify(Hit("GET", {"user-agent": f"App{n}/1.0"}, HOME, 60.0))
     assert classifier._agent.cache_info().currsize == 8  # type: ignore[attr-defined]
+    assert len(classifier._plans) <= 8
 
 
 @pytest.mark.parametrize("agent", [GMAIL_PROXY, YAHOO_PROXY, FASTMAIL, HEY, OUTLOOK_WIN,

@@ -148,10 +148,14 @@ def test_recording_failure_still_answers_the_image(live_server: LiveServer,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     _mid, token = _tracked_message(instance)
 
-    def broken(views: object) -> int:
-        raise RuntimeError("disk on fire")
+    class Broken:
+        def record(self, views: object, judge: object) -> int:
+            raise RuntimeError("disk on fire")
 
-    live_server.instance.store.record_views = broken  # type: ignore[method-assign]
+        def close(self) -> None:
+            pass
+
+    live_server.instance.store.view_writer = Broken  # type: ignore[method-assign,assignment]
     resp = httpx.get(f"{live_server.url}/t/{token}.gif")
     _assert_image(resp)
     assert "pixel hit not recorded" in caplog.text

@@ -55,6 +55,26 @@ def test_views_of_unknown_messages_are_dropped_not_fatal(instance: Instance) -> 
     assert instance.store.get_message(mid).view_count == 1
 
 
+def test_a_writer_kept_between_batches_notices_a_deleted_message(instance: Instance) -> None:
+    # The pixel's writer remembers sending times between batches; a message deleted
+    # meanwhile must cost only its own views, not the batch.
+    box = instance.store.add_mailbox(MailboxIn("w@example.com", tracking="enabled"))
+    raw = b"From: w@example.com\r\nTo: b@example.org\r\nContent-Type: text/html\r\n\r\n<p>x</p>"
+    gone, kept = (instance.sender.submit(box, raw, queue=False).id for _ in range(2))
+    now = datetime.now(UTC)
+    writer = instance.store.view_writer()
+    try:
+        assert writer.record([_view(gone, now), _view(kept, now)]) == 2
+        with instance.db.engine.begin() as conn:
+            conn.exec_driver_sql(f"DELETE FROM messages WHERE id = {gone}")
+        assert writer.record([_view(gone, now), _view(kept, now)]) == 1
+        assert writer.record([_view(kept, now)]) == 1
+    finally:
+        writer.close()
+    assert instance.store.get_message(kept).view_count == 3
+    assert [v.message_id for v in instance.store.list_views(gone)] == []
+
+
 def test_times_come_back_as_aware_utc(instance: Instance) -> None:
     mid = _message(instance)
     msg = instance.store.get_message(mid)

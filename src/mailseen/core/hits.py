@@ -26,8 +26,10 @@ design:
    client that no rule above recognised as a machine.
 
 Everything that depends on the user agent alone is computed once per distinct user agent and
-kept in an LRU cache: user agents repeat heavily, so a hit usually costs a dict lookup, a
-bisect over the network table and a handful of attribute tests.
+kept in an LRU cache: user agents repeat heavily. Going further, every rule except the two
+behaviour rules (:data:`BEHAVIOUR`) sees only the request's method, user agent, address,
+prefetch headers and whether it came from our web app: their verdict is kept per such request,
+so a repeated client costs one dict lookup and the behaviour tests.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Literal
 
 from mailseen.core.netdata import ClassifierData, NetEntry, load_data
 
-__all__ = ["RULES", "Hit", "HitClassifier", "Verdict"]
+__all__ = ["BEHAVIOUR", "RULES", "Hit", "HitClassifier", "Verdict"]
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,10 @@ def anyone_else(f: Facts) -> Verdict:
     return _human("opened (client not recognised)", f.agent.client)
 
 
+# The rules that look at what else happened (timing, other messages): evaluated for every hit.
+# Every other rule is a function of the request alone (see HitClassifier._plan).
+BEHAVIOUR: tuple[Rule, ...] = (burst_across_messages, at_delivery)
+
 RULES: tuple[Rule, ...] = (
     own_viewer,
     head_request,
@@ -297,9 +303,10 @@ def _system(data: ClassifierData, ua: str) -> str | None:
 class HitClassifier:
     """Classifies pixel hits with :data:`RULES`; one instance per process, shared by requests.
 
-    ``ua_cache_size`` bounds the per-user-agent cache, and the per-address cache of network
-    lookups (0 turns both off, for the benchmark). The caches are thread-safe; the data is
-    never changed, so a new :class:`ClassifierData` means a new classifier.
+    ``ua_cache_size`` bounds the per-user-agent cache, the per-address cache of network
+    lookups and the per-request cache of verdicts (0 turns them off, for the benchmark). The
+    caches are thread-safe; the data is never changed, so a new :class:`ClassifierData` means
+    a new classifier.
     """
 
     def __init__(self, data: ClassifierData | None = None, *, ua_cache_size: int = 4096) -> None:
@@ -311,16 +318,51 @@ class HitClassifier:
         if ua_cache_size:
             self._agent = functools.lru_cache(maxsize=ua_cache_size)(describe)
             self._network = functools.lru_cache(maxsize=ua_cache_size)(lookup)
+        self._plan_cache_size = ua_cache_size
+        self._plans: dict[tuple[object, ...], _Plan] = {}
+        # Each behaviour rule with its place in RULES.
+        self._behaviour = tuple((RULES.index(rule), rule) for rule in BEHAVIOUR)
 
     def classify(self, hit: Hit) -> Verdict:
         return self.decide(hit)[1]
 
     def decide(self, hit: Hit) -> tuple[Rule, Verdict]:
         """The verdict and the rule that gave it (for tests and for explaining a verdict)."""
-        ua = hit.headers.get("user-agent", "").strip()
+        headers = hit.headers
+        ua = headers.get("user-agent", "").strip()
+        key = (hit.method, ua, hit.remote_addr, hit.own_viewer,
+               *[headers.get(name) for name in PREFETCH_HEADERS])
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(hit, ua)
+            if self._plan_cache_size:
+                if len(self._plans) >= self._plan_cache_size:
+                    self._plans.clear()  # a flood of distinct clients: start afresh
+                self._plans[key] = plan
+        place, rule, verdict, agent, network = plan
+        facts: Facts | None = None
+        for behaviour_place, behaviour in self._behaviour:
+            if behaviour_place > place:
+                break
+            if facts is None:
+                facts = Facts(hit, ua, agent, network, self.data)
+            answer = behaviour(facts)
+            if answer is not None:
+                return behaviour, answer
+        return rule, verdict
+
+    def _plan(self, hit: Hit, ua: str) -> _Plan:
+        """The first rule other than the behaviour rules that answers, with its place in
+        RULES: what this request gets unless a behaviour rule placed before it answers."""
         facts = Facts(hit, ua, self._agent(ua), self._network(hit.remote_addr), self.data)
-        for rule in RULES:
+        for place, rule in enumerate(RULES):
+            if rule in BEHAVIOUR:
+                continue
             verdict = rule(facts)
             if verdict is not None:
-                return rule, verdict
+                return place, rule, verdict, facts.agent, facts.network
         raise AssertionError("anyone_else always answers")  # pragma: no cover
+
+
+# (place in RULES, rule, its verdict, the agent, the network) of one request's first answer.
+_Plan = tuple[int, Rule, Verdict, Agent, NetEntry | None]

@@ -4,7 +4,7 @@ this client's view of the message was counted a moment ago)."""
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -37,13 +37,15 @@ class BurstWindow:
         self.span = span
         self.limit = limit
         self._recent: deque[tuple[datetime, Client, int]] = deque()
-        self._by_client: dict[Client, Counter[int]] = {}
+        self._by_client: dict[Client, dict[int, int]] = {}
 
     def _expire(self) -> None:
         _, key, mid = self._recent.popleft()
         ids = self._by_client[key]
-        ids[mid] -= 1
-        if ids[mid] <= 0:
+        left = ids[mid] - 1
+        if left:
+            ids[mid] = left
+        else:
             del ids[mid]
             if not ids:
                 del self._by_client[key]
@@ -54,11 +56,13 @@ class BurstWindow:
                                 or len(self._recent) >= self.limit):
             self._expire()
         key = (view.ip, view.user_agent)
-        ids = self._by_client.setdefault(key, Counter())
-        others = len(ids) - (view.message_id in ids)
-        self._recent.append((view.at, key, view.message_id))
-        ids[view.message_id] += 1
-        return others
+        ids = self._by_client.get(key)
+        if ids is None:
+            ids = self._by_client[key] = {}
+        mid = view.message_id
+        ids[mid] = ids.get(mid, 0) + 1
+        self._recent.append((view.at, key, mid))
+        return len(ids) - 1  # the messages of this client's window, this one excepted
 
 
 class RepeatWindow:

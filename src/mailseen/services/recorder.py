@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..storage import Store, ViewIn
 from ..storage.store import Judge as StoreJudge
+from ..storage.views import ViewWriter
 from .classification import Judge
 
-__all__ = ["ViewRecorder"]
+__all__ = ["Commit", "ViewRecorder"]
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +25,43 @@ _CALM_TURNS = 32  # an idle turn takes a few microseconds
 _GATHER_LIMIT = 0.005  # seconds
 
 
+class Commit:
+    """The commit of one batch of views, shared by every view in it.
+
+    Callers that answer from callbacks (the pixel node) register one callback per batch rather
+    than holding a future per view: once the batch is written, the recorder calls them in the
+    event loop's thread, directly.
+    """
+
+    __slots__ = ("_callbacks", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+        self._callbacks: list[Callable[[], object]] = []
+
+    def on_done(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once this commit is done (or failed); at once if it is."""
+        if self.done:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def finish(self, error: BaseException | None) -> None:
+        self.done, self.error = True, error
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one caller's failure must not keep the others waiting
+                log.exception("a view commit callback failed")
+
+
 class ViewRecorder:
     """Collects views while the event loop has requests to handle, then writes them together.
 
-    One writer thread does all the writing, so batches never compete for the database.
+    One writer thread does all the writing, over one connection it keeps, so batches never
+    compete for the database.
     """
 
     def __init__(self, store: Store, judge: StoreJudge | None = None,
@@ -34,10 +70,12 @@ class ViewRecorder:
         # Classifying happens in the writer thread, off the event loop, batch by batch.
         self.judge: StoreJudge = judge if judge is not None else Judge()
         self.max_batch = max_batch
-        self._pending: list[tuple[ViewIn, asyncio.Future[None]]] = []
+        # Batches waiting to be written, oldest first; views join the newest while it has room.
+        self._batches: deque[tuple[list[ViewIn], Commit]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mailseen-views")
+        self._writer: ViewWriter | None = None
         self._closing = False
 
     async def start(self) -> None:
@@ -49,21 +87,33 @@ class ViewRecorder:
         self._wake.set()
         if self._task is not None:
             await self._task
+        self._executor.submit(self._close_writer)
         self._executor.shutdown(wait=True)
 
     async def record(self, view: ViewIn) -> None:
         """Return once ``view`` is committed; raise if writing it failed."""
-        await self.submit(view)
+        commit = self.submit(view)
+        if not commit.done:
+            written = asyncio.get_running_loop().create_future()
+            commit.on_done(lambda: written.done() or written.set_result(None))
+            await written
+        if commit.error is not None:
+            raise commit.error
 
-    def submit(self, view: ViewIn) -> asyncio.Future[None]:
-        """Queue ``view``; the future is done once it is committed (or failed to be), for
-        callers that answer from a callback rather than a task per request."""
+    def submit(self, view: ViewIn) -> Commit:
+        """Queue ``view``; returns the commit it will be written by."""
         if self._task is None or self._closing:
             raise RuntimeError("the view recorder is not running")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((view, fut))
-        self._wake.set()
-        return fut
+        batches = self._batches
+        if not batches or len(batches[-1][0]) >= self.max_batch:
+            batches.append(([], Commit()))
+            self._wake.set()
+        views, commit = batches[-1]
+        views.append(view)
+        return commit
+
+    def _pending(self) -> int:
+        return sum(len(views) for views, _ in self._batches)
 
     async def _gather(self) -> None:
         """Let the event loop run while it keeps producing views, so that requests which have
@@ -77,35 +127,40 @@ class ViewRecorder:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _GATHER_LIMIT
-        size, calm = len(self._pending), 0
+        size, calm = self._pending(), 0
         while calm < _CALM_TURNS and size < self.max_batch and loop.time() < deadline:
             await asyncio.sleep(0)
-            if len(self._pending) == size:
+            now = self._pending()
+            if now == size:
                 calm += 1
             else:
-                size, calm = len(self._pending), 0
+                size, calm = now, 0
+
+    def _write(self, views: list[ViewIn]) -> int:
+        """In the writer thread."""
+        if self._writer is None:
+            self._writer = self.store.view_writer()
+        return self._writer.record(views, self.judge)
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._batches:
                 await self._gather()
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
+                views, commit = self._batches.popleft()
                 try:
-                    await loop.run_in_executor(
-                        self._executor, self.store.record_views, [v for v, _ in batch],
-                        self.judge)
+                    await loop.run_in_executor(self._executor, self._write, views)
                 except Exception as exc:  # every waiter learns it; the pixel still answers
-                    log.error("recording %d views failed: %s", len(batch), exc)
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
+                    log.error("recording %d views failed: %s", len(views), exc)
+                    commit.finish(exc)
                 else:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_result(None)
+                    commit.finish(None)
             if self._closing:
                 return

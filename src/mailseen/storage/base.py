@@ -46,25 +46,26 @@ class StoreBase:
     @contextmanager
     def _conn(self) -> Iterator[Connection]:
         """A Core connection in a transaction, for the hot paths that skip the ORM."""
-        try:
-            with self.db.engine.begin() as conn:
-                yield conn
-        except OperationalError as exc:
-            raise unavailable(self.db, exc) from exc
-        except DataError as exc:
-            raise InvalidInput(_DATA_ERROR) from exc
+        with translated(self.db), self.db.engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        try:
-            with self.db.session() as session, session.begin():
-                yield session
-        except OperationalError as exc:
-            raise unavailable(self.db, exc) from exc
-        except DataError as exc:
-            # A value the database refuses (a NUL byte in text, a string too long …): the
-            # input's fault, so a 4xx rather than a crash; validation should catch it first.
-            raise InvalidInput(_DATA_ERROR) from exc
+        with translated(self.db), self.db.session() as session, session.begin():
+            yield session
+
+
+@contextmanager
+def translated(db: Database) -> Iterator[None]:
+    """Database errors as mailseen's: a database that refused to work is unavailable (or
+    full); a value it refuses (a NUL byte in text, a string too long …) is the input's fault,
+    so a 4xx rather than a crash (validation should catch it first)."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise unavailable(db, exc) from exc
+    except DataError as exc:
+        raise InvalidInput(_DATA_ERROR) from exc
 
 
 def every_mailbox(s: Session, mailbox_ids: Sequence[int]) -> bool:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, select, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .base import StoreBase, view_record
+from .base import StoreBase, translated, view_record
 from .models import Message, ViewEvent
 from .records import Judged, ViewIn, ViewRecord
 
@@ -68,35 +71,109 @@ def _sqlite_time(value: datetime) -> str:
     """A time as UTCDateTime binds it on SQLite: SQLAlchemy's text form, always with
     microseconds, so that times compare as strings (tests/test_storage.py checks that both
     agree)."""
+    if value.tzinfo is UTC:  # the pixel's times: drop the "+00:00" rather than copy the time
+        return value.isoformat(" ", "microseconds")[:-6]
     return _naive_utc(value).isoformat(" ", "microseconds")
 
 
-class ViewStore(StoreBase):
-    _writer: _Writer | None = None
+# Sending times of recently seen messages, kept by a ViewWriter between batches: a hit usually
+# belongs to a message hit a moment ago, and a sending time never changes once set. Forgotten
+# every so often, so that a restored backup or a deleted message is noticed soon.
+_SENT_CACHE_SIZE = 10_000
+_SENT_CACHE_SECONDS = 10.0
+_HEADERS_CACHE_SIZE = 4096
 
-    def record_views(self, views: Sequence[ViewIn], judge: Judge = _unjudged) -> int:
-        """Append a batch of views, judged by ``judge``, and update their messages'
-        summaries in the same transaction: human views and machine fetches apart. Views of
-        messages that do not exist (deleted, or another instance's) are dropped. Returns how
-        many were stored."""
+
+class ViewWriter:
+    """Writes batches of views over one connection held between batches.
+
+    The pixel recorder's writer thread keeps one for its whole life: checking a connection out
+    of the pool, resetting it on return, and looking up the sending time of the same few
+    messages for every batch cost more than writing the batch. Not thread-safe: one thread
+    uses it. After a failed batch the connection is dropped and the next batch opens a new one
+    (a restarted PostgreSQL, a database that was full).
+    """
+
+    def __init__(self, store: ViewStore) -> None:
+        self.store = store
+        self._conn: Connection | None = None
+        self._writer: _Writer | None = None
+        self._sent: dict[int, datetime] = {}
+        self._sent_since = time.monotonic()
+        self._json: dict[tuple[tuple[str, str], ...], str] = {}
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail too
+                conn.close()
+
+    def record(self, views: Sequence[ViewIn], judge: Judge = _unjudged) -> int:
+        """See :meth:`ViewStore.record_views`."""
         if not views:
             return 0
-        with self._conn() as conn:
-            writer = self._writer
-            if writer is None:
-                writer = self._writer = _Writer(conn.dialect)
-            sent = {mid: at for mid, at in conn.execute(
-                _SENT, {"ids": sorted({v.message_id for v in views})})}
+        try:
+            with translated(self.store.db):
+                try:
+                    return self._record(views, judge, cached=True)
+                except IntegrityError:
+                    # A message in the cache was deleted meanwhile: ask the database.
+                    return self._record(views, judge, cached=False)
+        except BaseException:
+            self.close()  # the next batch starts on a fresh connection
+            raise
+
+    def _connection(self) -> tuple[Connection, _Writer]:
+        if self._conn is None or self._conn.invalidated or self._conn.closed:
+            self.close()
+            self._conn = self.store.db.engine.connect()
+        if self._writer is None:
+            self._writer = _Writer(self._conn.dialect)
+        return self._conn, self._writer
+
+    def _sending_times(self, conn: Connection, ids: set[int],
+                       cached: bool) -> dict[int, datetime | None]:
+        """Each existing message's sending time (None when not sent yet); missing ids are
+        messages that do not exist."""
+        known = self._sent
+        if time.monotonic() - self._sent_since > _SENT_CACHE_SECONDS or not cached:
+            known.clear()
+            self._sent_since = time.monotonic()
+        found: dict[int, datetime | None] = {mid: known[mid] for mid in ids if mid in known}
+        missing = ids.difference(found)
+        if missing:
+            for mid, at in conn.execute(_SENT, {"ids": sorted(missing)}):
+                found[mid] = at
+                if at is not None:  # a time still to come is looked up again
+                    if len(known) >= _SENT_CACHE_SIZE:
+                        known.clear()
+                    known[mid] = at
+        return found
+
+    def _headers_json(self, headers: dict[str, str]) -> str:
+        # Hits of one client carry the same headers: encode each set once.
+        key = tuple(headers.items())
+        text = self._json.get(key)
+        if text is None:
+            if len(self._json) >= _HEADERS_CACHE_SIZE:
+                self._json.clear()
+            text = self._json[key] = _to_json(headers)
+        return text
+
+    def _record(self, views: Sequence[ViewIn], judge: Judge, cached: bool) -> int:
+        conn, writer = self._connection()
+        with conn.begin():
+            sent = self._sending_times(conn, {v.message_id for v in views}, cached)
             keep = [(v, judge(v, sent[v.message_id])) for v in views if v.message_id in sent]
             if not keep:
                 return 0
-            time = writer.time
+            time_of, headers_json = writer.time, self._headers_json
             rows = []
             summary: dict[tuple[int, str], list[Any]] = {}
             for v, j in keep:
-                at = time(v.at)  # as stored: bound times of one dialect compare correctly
+                at = time_of(v.at)  # as stored: bound times of one dialect compare correctly
                 rows.append((v.message_id, v.recipient, at, v.method, v.ip, v.user_agent,
-                             _to_json(v.headers), j.verdict, j.reason, j.client))
+                             headers_json(v.headers), j.verdict, j.reason, j.client))
                 entry = summary.get((v.message_id, j.verdict))
                 if entry is None:
                     summary[v.message_id, j.verdict] = [at, at, 1]
@@ -112,6 +189,23 @@ class ViewStore(StoreBase):
                 if updates:
                     conn.exec_driver_sql(statement, updates)
             return len(keep)
+
+
+class ViewStore(StoreBase):
+    def view_writer(self) -> ViewWriter:
+        """A writer that keeps its connection between batches (close it when done)."""
+        return ViewWriter(self)
+
+    def record_views(self, views: Sequence[ViewIn], judge: Judge = _unjudged) -> int:
+        """Append a batch of views, judged by ``judge``, and update their messages'
+        summaries in the same transaction: human views and machine fetches apart. Views of
+        messages that do not exist (deleted, or another instance's) are dropped. Returns how
+        many were stored."""
+        writer = ViewWriter(self)
+        try:
+            return writer.record(views, judge)
+        finally:
+            writer.close()
 
     def list_views(self, message_id: int, limit: int = 1000) -> list[ViewRecord]:
         q = (select(ViewEvent).where(ViewEvent.message_id == message_id)

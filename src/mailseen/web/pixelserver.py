@@ -10,6 +10,7 @@ straight to the socket: keep-alive, pipelining in order, nothing else. Anything 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections import deque
@@ -20,7 +21,7 @@ import uvloop
 from ..core.pixel import GIF
 from ..services.classification import Judge
 from ..services.instance import Instance
-from ..services.recorder import ViewRecorder
+from ..services.recorder import Commit, ViewRecorder
 from .limits import MAX_HEAD_BYTES
 from .pixel import IMAGE_HEADERS, PixelApp
 
@@ -69,7 +70,8 @@ class PixelProtocol(asyncio.Protocol):
         self.head_bytes = 0  # bytes received while in the head (bounds httptools' buffer)
         self.head_size = 0  # the head's exact size
         # (answer, the commit it waits for or None, close after it)
-        self.pending: deque[tuple[bytes, asyncio.Future[None] | None, bool]] = deque()
+        self.pending: deque[tuple[bytes, Commit | None, bool]] = deque()
+        self.waiting: Commit | None = None  # the latest commit _answer is registered with
         self.closing = False
         self.reading = True
         self.write_paused = False
@@ -146,7 +148,7 @@ class PixelProtocol(asyncio.Protocol):
         path = url if url[:1] == b"/" and b"?" not in url else httptools.parse_url(url).path
         close = not self.parser.should_keep_alive()
         method = self.parser.get_method()
-        commit: asyncio.Future[None] | None = None
+        commit: Commit | None = None
         if not path.startswith(b"/t/"):
             answer = _NOT_FOUND[close]
         elif method != b"GET" and method != b"HEAD":
@@ -165,22 +167,19 @@ class PixelProtocol(asyncio.Protocol):
             self._reading()
         if commit is None:
             self._answer()
-        else:
-            commit.add_done_callback(self._committed)
+        elif commit is not self.waiting:  # once per batch, however many requests wait on it
+            self.waiting = commit
+            commit.on_done(self._answer)
 
     # -- answering -------------------------------------------------------------------------
 
-    def _committed(self, commit: asyncio.Future[None]) -> None:
-        # A failed write is logged by the recorder for its whole batch; the image goes anyway.
-        commit.exception()
-        self._answer()
-
     def _answer(self) -> None:
-        """Send every answer at the head of the line whose view is committed."""
+        """Send every answer at the head of the line whose view is committed. A failed write
+        is logged by the recorder for its whole batch; the image goes anyway."""
         pending = self.pending
         while pending:
             answer, commit, close = pending[0]
-            if commit is not None and not commit.done():
+            if commit is not None and not commit.done:
                 return
             pending.popleft()
             if self.transport is None or self.transport.is_closing():
@@ -232,4 +231,10 @@ def run_pixel_node(instance: Instance, host: str, port: int) -> None:
             await recorder.stop()
             log.info("stopped: pending views written")
 
+    # Everything loaded so far lives as long as the process: keep it out of the collector's
+    # sweeps, and sweep the young generation less often (a busy node allocates a batch's
+    # worth of short-lived objects per commit, nearly all freed by reference counting).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     uvloop.run(main())
