@@ -94,8 +94,13 @@ class ViewRecorder:
         """Return once ``view`` is committed; raise if writing it failed."""
         commit = self.submit(view)
         if not commit.done:
-            written = asyncio.get_running_loop().create_future()
-            commit.on_done(lambda: written.done() or written.set_result(None))
+            written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def wake() -> None:
+                if not written.done():  # cancelled meanwhile: the client has gone
+                    written.set_result(None)
+
+            commit.on_done(wake)
             await written
         if commit.error is not None:
             raise commit.error
