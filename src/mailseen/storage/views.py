@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from .base import StoreBase, translated, view_record
@@ -82,6 +82,20 @@ def _sqlite_time(value: datetime) -> str:
 _SENT_CACHE_SIZE = 10_000
 _SENT_CACHE_SECONDS = 10.0
 _HEADERS_CACHE_SIZE = 4096
+
+
+def _executemany(conn: Connection, statement: str, rows: list[Any]) -> None:
+    """``conn.exec_driver_sql`` without SQLAlchemy's per-statement bookkeeping (it cost more
+    than SQLite's own work for a pixel batch); the driver's errors are wrapped as SQLAlchemy
+    wraps them, so callers see the same exceptions."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(statement, rows)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(statement, rows, exc, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
 
 
 class ViewWriter:
@@ -180,14 +194,14 @@ class ViewWriter:
                 else:
                     entry[0], entry[1] = min(entry[0], at), max(entry[1], at)
                     entry[2] += 1
-            conn.exec_driver_sql(writer.insert, rows)
+            _executemany(conn, writer.insert, rows)
             for verdict, statement in writer.summary.items():
                 # In id order, so that concurrent writers lock rows in the same order.
                 updates = [(n, first, last, last, mid)
                            for (mid, kind), (first, last, n) in sorted(summary.items())
                            if kind == verdict]
                 if updates:
-                    conn.exec_driver_sql(statement, updates)
+                    _executemany(conn, statement, updates)
             return len(keep)
 
 
