@@ -33,6 +33,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 KEPT_HEADERS = frozenset({b"accept", b"accept-language", b"via", b"from", b"referer",
                           b"sec-purpose", b"purpose", b"x-moz"})
 _MAX_HEADER_VALUE = 1024
+_READ_HEADERS = KEPT_HEADERS | {b"user-agent", b"x-forwarded-for"}
 
 IMAGE_HEADERS = [
     (b"content-type", b"image/gif"),
@@ -95,12 +96,16 @@ class PixelApp:
         forwarded: str | None = None
         for raw_name, raw_value in headers:
             name = raw_name.lower()
-            if name == b"user-agent":
-                user_agent = _header_text(raw_value)
-            elif name == b"x-forwarded-for":
-                forwarded = _header_text(raw_value)
-            elif name in KEPT_HEADERS:
-                kept[name.decode()] = _header_text(raw_value)
+            if name in _READ_HEADERS:
+                # Most values are short and clean: decode them without another call.
+                value = (raw_value.decode("latin-1") if len(raw_value) <= _MAX_HEADER_VALUE
+                         and b"\x00" not in raw_value else _header_text(raw_value))
+                if name == b"user-agent":
+                    user_agent = value
+                elif name == b"x-forwarded-for":
+                    forwarded = value
+                else:
+                    kept[name.decode()] = value
             elif name == b"cookie" and _SESSION_COOKIE in raw_value:
                 # A signed-in team member's browser: their own viewing never counts.
                 kept[OWN_VIEWER_HEADER] = "1"
