@@ -240,6 +240,28 @@ def test_health_needs_no_token(live_server: LiveServer) -> None:
     assert resp.status_code == 200 and resp.json()["ok"] is True
 
 
+def test_health_counts_the_queue_not_every_message_ever_sent(live_server: LiveServer,
+                                                              instance: Instance) -> None:
+    from mailseen.storage import MailboxIn
+
+    box = instance.store.add_mailbox(MailboxIn("h@example.com"))
+    raw = b"From: h@example.com\r\nTo: b@example.org\r\nSubject: s\r\n\r\nhi\r\n"
+    instance.sender.submit(box, raw)  # queued (no worker in this server)
+    instance.sender.submit(box, raw, queue=False)  # recorded as sent
+    health = httpx.get(f"{live_server.url}/api/v1/health").json()
+    assert health == {"ok": True, "queue": {"queued": 1, "sending": 0, "failed": 0}}
+    # Unauthenticated and polled by load balancers: each count must be an index range, not
+    # a read of every message.
+    if instance.db.is_sqlite:
+        with instance.db.engine.connect() as conn:
+            for status in ("queued", "sending", "failed"):
+                plan = " ".join(str(row[-1]) for row in conn.execute(text(
+                    "EXPLAIN QUERY PLAN SELECT count(*) FROM messages WHERE status = :s"),
+                    {"s": status}))
+                assert "SEARCH messages USING COVERING INDEX" in plan, plan
+                assert "(status=?)" in plan, plan
+
+
 def _member_client(live_server: LiveServer, instance: Instance, email: str,
                    mailboxes: list[int]) -> httpx.Client:
     user = instance.accounts.create_user(email, "correct horse battery")

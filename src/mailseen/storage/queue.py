@@ -24,6 +24,10 @@ class Claim:
     smtp_password: str | None
 
 
+# The statuses of messages still in the queue or needing attention (not "sent").
+PENDING = ("queued", "sending", "failed")
+
+
 class QueueStore(StoreBase):
     def claim_next(self, lease: timedelta) -> Claim | None:
         """Claim one due message for delivery, or None. Safe with many workers: the claim
@@ -38,10 +42,15 @@ class QueueStore(StoreBase):
         )
         while True:
             with self._tx() as s:
+                # On PostgreSQL, rows another worker is claiming right now are skipped rather
+                # than waited for and then lost (SQLite has one writer and ignores this).
                 candidate = s.scalar(select(Message.id).where(due)
-                                     .order_by(Message.next_attempt_at, Message.id).limit(1))
+                                     .order_by(Message.next_attempt_at, Message.id).limit(1)
+                                     .with_for_update(skip_locked=True))
                 if candidate is None:
-                    return None
+                    if s.scalar(select(Message.id).where(due).limit(1)) is None:
+                        return None  # nothing is due
+                    continue  # every due message is being claimed by another worker
                 result = s.execute(
                     update(Message).where(Message.id == candidate, due).values(
                         status="sending", lease_until=t + lease, attempts=Message.attempts + 1))
@@ -74,7 +83,20 @@ class QueueStore(StoreBase):
                 status="failed", lease_until=None, next_attempt_at=None, last_error=error))
 
     def queue_counts(self) -> dict[str, int]:
+        """Outbound messages by status, sent ones included (a count of every message)."""
         with self._tx() as s:
             rows = s.execute(select(Message.status, func.count())
                              .where(Message.direction == "out").group_by(Message.status))
             return {status: count for status, count in rows}
+
+    def pending_counts(self) -> dict[str, int]:
+        """How many messages are queued, being sent, or failed: the queue's health. Each is
+        a range of an index that starts with the status, so the cost does not grow with the
+        messages already sent (the health check asks this, without a token, as often as anyone
+        likes)."""
+        counts = dict.fromkeys(PENDING, 0)
+        with self._tx() as s:
+            for status in PENDING:
+                counts[status] = s.scalar(select(func.count()).select_from(Message)
+                                          .where(Message.status == status)) or 0
+        return counts

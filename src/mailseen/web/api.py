@@ -318,7 +318,7 @@ def build_api(instance: Instance) -> FastAPI:
 
     @api.get("/api/v1/health", include_in_schema=True)
     def health() -> dict[str, Any]:
-        return {"ok": True, "queue": store.queue_counts()}
+        return {"ok": True, "queue": store.pending_counts()}
 
     @api.get("/api/v1/settings", response_model=SettingsBody)
     def get_settings(who: Who) -> dict[str, Any]:
