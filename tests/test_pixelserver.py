@@ -28,6 +28,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _start_node(tmp_path: Path, database_url: str,
+                *args: str) -> tuple[int, subprocess.Popen[bytes]]:
+    """A `mailseen pixel` process, answering once this returns."""
+    port = _free_port()
+    env = {**os.environ, "MAILSEEN_DATA_DIR": str(tmp_path / "data"),
+           "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET}
+    proc = subprocess.Popen([sys.executable, "-m", "mailseen", "pixel", "--port", str(port),
+                             *args], env=env, stderr=subprocess.PIPE)
+    for _ in range(400):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/t/x.gif")
+            return port, proc
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"the pixel node did not start: {proc.communicate()[1].decode()}")
+
+
 def test_pixel_node_answers_records_and_stops_cleanly(tmp_path: Path, database_url: str,
                                                       instance: Instance) -> None:
     box = instance.store.add_mailbox(MailboxIn("a@example.com", tracking="enabled"))
@@ -35,19 +53,9 @@ def test_pixel_node_answers_records_and_stops_cleanly(tmp_path: Path, database_u
                                       b"Content-Type: text/html\r\n\r\n<p>hi</p>")
     backdate_sent(instance, msg.id)
     token = instance.signer.make(TokenRef(msg.id))
-    port = _free_port()
-    env = {**os.environ, "MAILSEEN_DATA_DIR": str(tmp_path / "data"),
-           "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET}
-    proc = subprocess.Popen([sys.executable, "-m", "mailseen", "pixel", "--port", str(port)],
-                            env=env, stderr=subprocess.PIPE)
+    port, proc = _start_node(tmp_path, database_url)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(400):
-            try:
-                httpx.get(base + "/t/x.gif")
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
         with httpx.Client(base_url=base) as client:  # one keep-alive connection
             first = client.get(f"/t/{token}.gif", headers={"User-Agent": OUTLOOK})
             head = client.head(f"/t/{token}.gif")
@@ -90,3 +98,52 @@ def test_pixel_node_answers_records_and_stops_cleanly(tmp_path: Path, database_u
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
     assert b"pending views written" in err
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` within ``within`` seconds (reading what it sends)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_idle_and_dawdling_connections_are_closed_busy_ones_kept(
+        tmp_path: Path, database_url: str, instance: Instance) -> None:
+    port, proc = _start_node(tmp_path, database_url, "--idle-timeout", "0.5")
+    hit = b"GET /t/" + b"A" * 31 + b".gif HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as silent:  # never sends a byte
+            assert _closed_by_server(silent, 3)
+        with socket.create_connection(("127.0.0.1", port)) as used:  # one request, then idle
+            used.sendall(hit)
+            assert used.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            assert _closed_by_server(used, 3)
+        with socket.create_connection(("127.0.0.1", port)) as slow:  # a head, byte by byte
+            slow.settimeout(0.1)
+            started, closed = time.monotonic(), False
+            for byte in hit[:-1]:
+                try:
+                    slow.sendall(bytes([byte]))
+                    if slow.recv(65536) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+                except OSError:  # reset once the server has closed it
+                    closed = True
+                    break
+            assert closed and time.monotonic() - started < 3
+        with socket.create_connection(("127.0.0.1", port)) as busy:  # a request every 0.1 s
+            busy.settimeout(5)
+            for _ in range(25):  # 2.5 s: five timeouts
+                busy.sendall(hit)
+                assert busy.recv(65536).startswith(b"HTTP/1.1 200 OK")
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()

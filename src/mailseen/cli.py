@@ -134,8 +134,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
 @main.command()
 @click.option("--host", help="Listen address (MAILSEEN_HOST). Default 127.0.0.1")
 @click.option("--port", type=int, help="Listen port (MAILSEEN_PORT). Default 8000")
+@click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds a connection may stay open without a complete request.")
 @click.pass_context
-def pixel(ctx: click.Context, host: str | None, port: int | None) -> None:
+def pixel(ctx: click.Context, host: str | None, port: int | None, idle_timeout: float) -> None:
     """Run a pixel-only node: just /t/<token>.gif and its recording, on a lean HTTP server.
 
     For the busiest installations: run several behind a load balancer that sends /t/ here
@@ -147,7 +149,7 @@ def pixel(ctx: click.Context, host: str | None, port: int | None) -> None:
     _logging(settings)
     inst = Instance.open(settings)
     click.echo(f"mailseen pixel node on http://{settings.host}:{settings.port}", err=True)
-    run_pixel_node(inst, settings.host, settings.port)
+    run_pixel_node(inst, settings.host, settings.port, idle_timeout)
     inst.close()
 
 

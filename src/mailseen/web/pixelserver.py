@@ -10,6 +10,7 @@ straight to the socket: keep-alive, pipelining in order, nothing else. Anything 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -25,7 +26,7 @@ from ..services.recorder import Commit, ViewRecorder
 from .limits import MAX_HEAD_BYTES
 from .pixel import IMAGE_HEADERS, PixelApp
 
-__all__ = ["PixelProtocol", "run_pixel_node", "serve_pixels"]
+__all__ = ["IDLE_TIMEOUT", "Connections", "PixelProtocol", "run_pixel_node", "serve_pixels"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,31 @@ _FAILED = {400: _response(b"400 Bad Request", [(b"content-length", b"0")], b"", 
 
 # Pipelined requests waiting for their answers before a connection is no longer read from.
 _MAX_PENDING = 64
+# Seconds a connection may sit without a complete request before it is closed: idle keep-alive
+# connections, and heads sent a byte at a time, would otherwise hold sockets forever.
+IDLE_TIMEOUT = 10.0
+
+
+class Connections:
+    """The node's open connections and a coarse clock for closing idle ones.
+
+    A request stamps its connection with the current tick (an attribute read, not a clock
+    call); the sweeper advances the tick every half timeout and closes connections two ticks
+    old with nothing in hand, so a connection idles between one and one and a half timeouts.
+    """
+
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.idle_timeout = idle_timeout
+        self.tick = 0
+        self.open: set[PixelProtocol] = set()
+
+    async def sweep(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.idle_timeout / 2)
+            self.tick += 1
+            for conn in [c for c in self.open if self.tick - c.active_tick >= 2]:
+                conn.close_if_idle()
 
 
 class PixelProtocol(asyncio.Protocol):
@@ -59,8 +85,10 @@ class PixelProtocol(asyncio.Protocol):
     a genuine hit's view goes to the recorder and its answer waits in ``pending`` until the
     view is committed; answers leave in request order (pipelining)."""
 
-    def __init__(self, app: PixelApp) -> None:
+    def __init__(self, app: PixelApp, connections: Connections) -> None:
         self.app = app
+        self.connections = connections
+        self.active_tick = connections.tick
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
@@ -82,6 +110,7 @@ class PixelProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
+        self.connections.open.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.in_head:
@@ -101,6 +130,13 @@ class PixelProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.connections.open.discard(self)
+
+    def close_if_idle(self) -> None:
+        """Close the connection unless an answer is still owed (it is waiting on a commit)."""
+        if not self.pending and self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.close()
 
     # A client that sends requests faster than it reads the answers (or than views commit)
     # is not read from until it catches up: nothing it sends piles up in memory.
@@ -142,6 +178,7 @@ class PixelProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_head = True  # what comes next starts the next request's head
+        self.active_tick = self.connections.tick
         if self.closing:
             return
         url = self.url
@@ -201,19 +238,25 @@ class PixelProtocol(asyncio.Protocol):
         self.closing = True
 
 
-async def serve_pixels(app: PixelApp, host: str, port: int, stop: asyncio.Event) -> None:
+async def serve_pixels(app: PixelApp, host: str, port: int, stop: asyncio.Event,
+                       idle_timeout: float = IDLE_TIMEOUT) -> None:
     """Serve until ``stop`` is set."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: PixelProtocol(app), host, port, backlog=2048)
+    connections = Connections(idle_timeout)
+    server = await loop.create_server(lambda: PixelProtocol(app, connections), host, port,
+                                      backlog=2048)
+    sweeper = asyncio.create_task(connections.sweep(stop), name="mailseen-idle-connections")
     log.info("serving pixels on %s:%d", host, port)
     try:
         await stop.wait()
     finally:
         server.close()
+        await sweeper
         await server.wait_closed()
 
 
-def run_pixel_node(instance: Instance, host: str, port: int) -> None:
+def run_pixel_node(instance: Instance, host: str, port: int,
+                   idle_timeout: float = IDLE_TIMEOUT) -> None:
     """Run a pixel-only node until SIGTERM/SIGINT: the pixel endpoint and its recorder,
     nothing else. Pending views are written before it exits."""
 
@@ -226,7 +269,7 @@ def run_pixel_node(instance: Instance, host: str, port: int) -> None:
         await recorder.start()
         app = PixelApp(instance.signer, recorder, instance.settings.trusted_proxies)
         try:
-            await serve_pixels(app, host, port, stop)
+            await serve_pixels(app, host, port, stop, idle_timeout)
         finally:
             await recorder.stop()
             log.info("stopped: pending views written")
