@@ -219,6 +219,28 @@ def test_claims_that_lose_races_never_report_an_empty_queue_early(
     inst.close()
 
 
+def test_a_claim_gives_up_on_a_message_another_session_keeps_locked(
+        tmp_path: Path, database_url: str) -> None:
+    """Due messages that other workers are claiming are skipped and waited for briefly; one
+    locked for long (a stalled session) is neither spun on for ever nor claimed twice."""
+    inst = _open(tmp_path, database_url)
+    box = inst.store.add_mailbox(MailboxIn("support@example.com"))
+    mid = inst.sender.send_draft(box, _draft()).id
+    if not inst.db.is_sqlite:  # SQLite has one writer: no row locks to skip
+        with inst.db.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT id FROM messages WHERE id = {mid} FOR UPDATE")
+            result: list[object] = []
+            claimer = threading.Thread(
+                target=lambda: result.append(inst.store.claim_next(timedelta(minutes=5))))
+            claimer.start()
+            claimer.join(20)
+            assert not claimer.is_alive() and result == [None]
+            other.rollback()
+    claim = inst.store.claim_next(timedelta(minutes=5))  # once free, it is claimed
+    assert claim is not None and claim.message.id == mid
+    inst.close()
+
+
 async def test_worker_stops_on_request_after_finishing(tmp_path: Path,
                                                        database_url: str) -> None:
     inst = _open(tmp_path, database_url)

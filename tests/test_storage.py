@@ -79,6 +79,56 @@ def test_a_writer_kept_between_batches_notices_a_deleted_message(instance: Insta
     assert [v.message_id for v in instance.store.list_views(gone)] == []
 
 
+def test_a_batch_written_again_is_not_judged_again(instance: Instance) -> None:
+    # The real judge remembers each client's recent hits: judging the batch again after the
+    # deleted-message retry would call every view a repeat of itself.
+    from mailseen.services.classification import Judge
+
+    box = instance.store.add_mailbox(MailboxIn("j@example.com", tracking="enabled"))
+    raw = b"From: j@example.com\r\nTo: b@example.org\r\nContent-Type: text/html\r\n\r\n<p>x</p>"
+    gone, kept = (instance.sender.submit(box, raw, queue=False).id for _ in range(2))
+    later = datetime.now(UTC) + timedelta(hours=1)  # long after sending: people, not scanners
+    chrome = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/131.0.0.0 Safari/537.36")
+
+    def hit(mid: int, ip: str) -> ViewIn:
+        return ViewIn(mid, 0, later, "GET", ip, chrome, {"accept": "image/*"})
+
+    writer = instance.store.view_writer()
+    try:
+        assert writer.record([hit(gone, "192.0.2.10")], Judge()) == 1  # its time is cached
+        with instance.db.engine.begin() as conn:
+            conn.exec_driver_sql(f"DELETE FROM messages WHERE id = {gone}")
+        assert writer.record([hit(gone, "192.0.2.11"), hit(kept, "192.0.2.12")], Judge()) == 1
+    finally:
+        writer.close()
+    [view] = instance.store.list_views(kept)
+    assert (view.verdict, view.reason) == ("human", "opened in a browser (webmail)")
+    assert instance.store.get_message(kept).view_count == 1
+
+
+def test_a_writer_replaces_a_connection_that_died_while_idle(instance: Instance) -> None:
+    mid = _message(instance)
+    now = datetime.now(UTC)
+    writer = instance.store.view_writer()
+    try:
+        assert writer.record([_view(mid, now)]) == 1
+        held = writer._conn
+        assert held is not None
+        raw = held.connection.dbapi_connection
+        if instance.db.is_sqlite:
+            raw.close()  # type: ignore[union-attr]
+        else:  # the server ends the session, as a restart or an idle timeout would
+            pid = raw.info.backend_pid  # type: ignore[union-attr]
+            with instance.db.engine.begin() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        writer.idle_reconnect = 0.0  # it has been idle "long enough"
+        assert writer.record([_view(mid, now)]) == 1  # not lost
+    finally:
+        writer.close()
+    assert instance.store.get_message(mid).view_count == 2
+
+
 def test_times_come_back_as_aware_utc(instance: Instance) -> None:
     mid = _message(instance)
     msg = instance.store.get_message(mid)

@@ -79,6 +79,8 @@ class TokenSigner:
         # whatever the lenient decoder skipped or read the same way ("+" for "-", stray bytes).
         if binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE)[:-1] != text:
             return None
+        if len(raw) != _PAYLOAD.size + _MAC_BYTES:
+            return None
         payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None

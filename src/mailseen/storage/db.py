@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,9 @@ class Database:
         reading it whole, so this takes milliseconds and holds the write lock as briefly, at
         any size. PostgreSQL's autovacuum keeps its own statistics: nothing to do there.
         """
-        if not self.is_sqlite:
+        if not self.is_sqlite or sqlite3.sqlite_version_info < (3, 32):
+            # Before 3.32 SQLite ignores analysis_limit: a full ANALYZE of a large database
+            # would hold the write lock for seconds. Such a database goes without.
             return False
         with self.engine.connect() as conn:
             conn.exec_driver_sql(f"PRAGMA analysis_limit={_ANALYSIS_LIMIT}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -24,6 +25,11 @@ class Claim:
     smtp_password: str | None
 
 
+# When every due message is locked by other workers' claims: how often to look again, and
+# how long to pause before each look (at most a quarter of a second in all).
+_LOCKED_TRIES = 50
+_LOCKED_PAUSE = 0.005
+
 # The statuses of messages still in the queue or needing attention (not "sent").
 PENDING = ("queued", "sending", "failed")
 
@@ -32,15 +38,20 @@ class QueueStore(StoreBase):
     def claim_next(self, lease: timedelta) -> Claim | None:
         """Claim one due message for delivery, or None. Safe with many workers: the claim
         is a conditional UPDATE whose row count says who won. A claim whose worker died is
-        taken over once its lease has run out. None means nothing is due: a claim that loses
-        a race tries the next message (every lost race is another worker's win, so this ends),
-        rather than tell a worker the queue is empty while it is not."""
+        taken over once its lease has run out. None means nothing is due, or all that is due
+        has been locked by other sessions for a quarter of a second: a claim that loses a race
+        tries the next message (every lost race is another worker's win, so this ends), and
+        one that finds every due message being claimed waits for those claims, rather than
+        tell a worker the queue is empty while it is not."""
         t = now()
+        waited = 0
         due = or_(
             (Message.status == "queued") & (Message.next_attempt_at <= t),
             (Message.status == "sending") & (Message.lease_until < t),
         )
         while True:
+            if waited:
+                time.sleep(_LOCKED_PAUSE)  # outside any transaction
             with self._tx() as s:
                 # On PostgreSQL, rows another worker is claiming right now are skipped rather
                 # than waited for and then lost (SQLite has one writer and ignores this).
@@ -50,7 +61,13 @@ class QueueStore(StoreBase):
                 if candidate is None:
                     if s.scalar(select(Message.id).where(due).limit(1)) is None:
                         return None  # nothing is due
-                    continue  # every due message is being claimed by another worker
+                    # Every due message is locked: other workers' claims, done in
+                    # milliseconds. Wait for them a little; a lock held far longer (a stalled
+                    # session) is not worth spinning on: the worker polls again later.
+                    waited += 1
+                    if waited > _LOCKED_TRIES:
+                        return None
+                    continue
                 result = s.execute(
                     update(Message).where(Message.id == candidate, due).values(
                         status="sending", lease_until=t + lease, attempts=Message.attempts + 1))

@@ -82,6 +82,10 @@ def _sqlite_time(value: datetime) -> str:
 _SENT_CACHE_SIZE = 10_000
 _SENT_CACHE_SECONDS = 10.0
 _HEADERS_CACHE_SIZE = 4096
+# A connection held this long without use is replaced before the next batch: a server restart,
+# an idle-session timeout or a NAT dropping a quiet TCP connection would otherwise cost the
+# next batch (the pool's pre-ping only checks connections as they are checked out).
+_IDLE_RECONNECT_SECONDS = 5.0
 
 
 def _executemany(conn: Connection, statement: str, rows: list[Any]) -> None:
@@ -105,12 +109,15 @@ class ViewWriter:
     of the pool, resetting it on return, and looking up the sending time of the same few
     messages for every batch cost more than writing the batch. Not thread-safe: one thread
     uses it. After a failed batch the connection is dropped and the next batch opens a new one
-    (a restarted PostgreSQL, a database that was full).
+    (a restarted PostgreSQL, a database that was full); so is one left idle for a while.
     """
+
+    idle_reconnect = _IDLE_RECONNECT_SECONDS
 
     def __init__(self, store: ViewStore) -> None:
         self.store = store
         self._conn: Connection | None = None
+        self._used_at = 0.0
         self._writer: _Writer | None = None
         self._sent: dict[int, datetime] = {}
         self._sent_since = time.monotonic()
@@ -126,20 +133,27 @@ class ViewWriter:
         """See :meth:`ViewStore.record_views`."""
         if not views:
             return 0
+        # Each view is judged once, even when the batch is written twice: the judge keeps
+        # state (what each client fetched just now), and judging a view again would call it
+        # a repeat of itself.
+        verdicts: list[Judged | None] = [None] * len(views)
         try:
             with translated(self.store.db):
                 try:
-                    return self._record(views, judge, cached=True)
+                    return self._record(views, judge, verdicts, cached=True)
                 except IntegrityError:
                     # A message in the cache was deleted meanwhile: ask the database.
-                    return self._record(views, judge, cached=False)
+                    return self._record(views, judge, verdicts, cached=False)
         except BaseException:
             self.close()  # the next batch starts on a fresh connection
             raise
+        finally:
+            self._used_at = time.monotonic()
 
     def _connection(self) -> tuple[Connection, _Writer]:
-        if self._conn is None or self._conn.invalidated or self._conn.closed:
-            self.close()
+        if (self._conn is None or self._conn.invalidated or self._conn.closed
+                or time.monotonic() - self._used_at > self.idle_reconnect):
+            self.close()  # back to the pool, whose pre-ping checks it before it is reused
             self._conn = self.store.db.engine.connect()
         if self._writer is None:
             self._writer = _Writer(self._conn.dialect)
@@ -174,11 +188,18 @@ class ViewWriter:
             text = self._json[key] = _to_json(headers)
         return text
 
-    def _record(self, views: Sequence[ViewIn], judge: Judge, cached: bool) -> int:
+    def _record(self, views: Sequence[ViewIn], judge: Judge, verdicts: list[Judged | None],
+                cached: bool) -> int:
         conn, writer = self._connection()
         with conn.begin():
             sent = self._sending_times(conn, {v.message_id for v in views}, cached)
-            keep = [(v, judge(v, sent[v.message_id])) for v in views if v.message_id in sent]
+            keep: list[tuple[ViewIn, Judged]] = []
+            for i, v in enumerate(views):
+                if v.message_id in sent:
+                    j = verdicts[i]
+                    if j is None:
+                        j = verdicts[i] = judge(v, sent[v.message_id])
+                    keep.append((v, j))
             if not keep:
                 return 0
             time_of, headers_json = writer.time, self._headers_json

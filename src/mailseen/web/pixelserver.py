@@ -62,8 +62,10 @@ class Connections:
     """The node's open connections and a coarse clock for closing idle ones.
 
     A request stamps its connection with the current tick (an attribute read, not a clock
-    call); the sweeper advances the tick every half timeout and closes connections two ticks
-    old with nothing in hand, so a connection idles between one and one and a half timeouts.
+    call); the sweeper advances the tick every half timeout and closes connections three
+    ticks old with nothing in hand: two full ticks have passed, so a connection idles between
+    one and one and a half timeouts. One that is still open a tick after being closed (its
+    client reads nothing, so the close cannot flush) is aborted.
     """
 
     def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
@@ -76,7 +78,7 @@ class Connections:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.idle_timeout / 2)
             self.tick += 1
-            for conn in [c for c in self.open if self.tick - c.active_tick >= 2]:
+            for conn in [c for c in self.open if self.tick - c.active_tick >= 3]:
                 conn.close_if_idle()
 
 
@@ -133,8 +135,13 @@ class PixelProtocol(asyncio.Protocol):
         self.connections.open.discard(self)
 
     def close_if_idle(self) -> None:
-        """Close the connection unless an answer is still owed (it is waiting on a commit)."""
-        if not self.pending and self.transport is not None and not self.closing:
+        """Close the connection unless an answer is still owed (it is waiting on a commit);
+        abort it if it was closed before and is still there."""
+        if self.transport is None:
+            return
+        if self.closing:
+            self.transport.abort()
+        elif not self.pending:
             self.closing = True
             self.transport.close()
 
@@ -251,7 +258,9 @@ async def serve_pixels(app: PixelApp, host: str, port: int, stop: asyncio.Event,
         await stop.wait()
     finally:
         server.close()
-        await sweeper
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         await server.wait_closed()
 
 
