@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from mailseen.services.instance import Instance
 from mailseen.storage import Database, MailboxIn, ViewIn
 from mailseen.storage.models import Base
-
-from .conftest import LiveServer
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
@@ -152,62 +148,3 @@ def test_views_bind_times_exactly_as_the_orm_does(instance: Instance) -> None:
                   datetime.now(UTC)):
         assert ours(value) == orm(value), value
 
-
-# -- planner statistics ---------------------------------------------------------------------
-
-def _analysed_tables(instance: Instance) -> set[str]:
-    with instance.db.engine.connect() as conn:
-        if not conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
-                                    ).first():
-            return set()
-        return {row[0] for row in conn.exec_driver_sql("SELECT tbl FROM sqlite_stat1")}
-
-
-def test_sqlite_gets_planner_statistics_postgresql_keeps_its_own(instance: Instance) -> None:
-    _message(instance)
-    if not instance.db.is_sqlite:
-        # autovacuum's ANALYZE does this on PostgreSQL; mailseen leaves it alone.
-        assert instance.db.refresh_statistics() is False
-        return
-    assert _analysed_tables(instance) == set()  # a database the app grew itself has none
-    assert instance.db.refresh_statistics() is True
-    assert {"messages", "conversations", "mailboxes"} <= _analysed_tables(instance)
-
-
-async def test_statistics_are_refreshed_until_stopped_and_failures_only_logged(
-        instance: Instance, caplog: pytest.LogCaptureFixture) -> None:
-    import asyncio
-
-    from mailseen.services.maintenance import keep_statistics
-
-    calls: list[int] = []
-
-    def flaky() -> bool:
-        calls.append(1)
-        if len(calls) == 1:
-            raise OSError("database is locked")
-        return True
-
-    instance.db.refresh_statistics = flaky  # type: ignore[method-assign]
-    stop = asyncio.Event()
-    task = asyncio.create_task(keep_statistics(instance.db, stop, every=0.01))
-    for _ in range(500):
-        if len(calls) >= 3:
-            break
-        await asyncio.sleep(0.01)
-    stop.set()
-    await asyncio.wait_for(task, 2)
-    assert len(calls) >= 3  # went on after the failure
-    assert "refreshing query planner statistics failed: database is locked" in caplog.text
-
-
-def test_the_server_refreshes_statistics_when_it_starts(live_server: LiveServer,
-                                                        instance: Instance) -> None:
-    if not instance.db.is_sqlite:
-        assert instance.db.refresh_statistics() is False
-        return
-    # ANALYZE leaves out empty tables: the server's API token is what there is to analyse.
-    deadline = time.monotonic() + 10
-    while not _analysed_tables(instance) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "api_tokens" in _analysed_tables(instance)

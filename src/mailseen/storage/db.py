@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,6 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from ..errors import InvalidInput
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# Rows ANALYZE samples per index: what SQLite's documentation suggests for PRAGMA optimize.
-_ANALYSIS_LIMIT = 1000
 log = logging.getLogger(__name__)
 
 
@@ -101,25 +98,6 @@ class Database:
             except OSError:
                 return False
         return False
-
-    def refresh_statistics(self) -> bool:
-        """Give SQLite's query planner statistics (ANALYZE); returns whether anything ran.
-
-        Without them SQLite guesses, and some listings (a member's, filtered) read far more
-        than they need once a database holds hundreds of thousands of conversations (see
-        docs/performance.md, "At scale"). ``analysis_limit`` samples each index instead of
-        reading it whole, so this takes milliseconds and holds the write lock as briefly, at
-        any size. PostgreSQL's autovacuum keeps its own statistics: nothing to do there.
-        """
-        if not self.is_sqlite or sqlite3.sqlite_version_info < (3, 32):
-            # Before 3.32 SQLite ignores analysis_limit: a full ANALYZE of a large database
-            # would hold the write lock for seconds. Such a database goes without.
-            return False
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql(f"PRAGMA analysis_limit={_ANALYSIS_LIMIT}")
-            conn.exec_driver_sql("ANALYZE")
-            conn.commit()
-        return True
 
     def dispose(self) -> None:
         self.engine.dispose()

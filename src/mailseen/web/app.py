@@ -12,7 +12,6 @@ import uvicorn
 
 from ..services.classification import Judge
 from ..services.instance import Instance
-from ..services.maintenance import keep_statistics
 from ..services.recorder import ViewRecorder
 from .api import build_api
 from .limits import MAX_API_BODY, MAX_FORM_BODY, BoundedHttpProtocol, limit_body
@@ -73,8 +72,6 @@ class MailseenApp:
             self._tasks.append(asyncio.create_task(worker.run(self._stop), name="delivery"))
         for job in self.background:
             self._tasks.append(asyncio.create_task(job(self._stop)))
-        self._tasks.append(asyncio.create_task(
-            keep_statistics(self.instance.db, self._stop), name="statistics"))
 
     async def shutdown(self) -> None:
         self._stop.set()
