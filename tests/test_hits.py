@@ -294,8 +294,9 @@ def test_without_the_cache_every_verdict_is_the_same() -> None:
 def test_repeated_user_agents_are_described_once() -> None:
     classifier = HitClassifier(ua_cache_size=16)
     row = ROWS[0]
-    for n in range(100):  # from 100 addresses: each request is new, its user agent is not
-        classifier.classify(Hit(row.method, row.headers, f"192.0.2.{n}", row.seconds))
+    for n in range(100):  # each request is new (another header), its user agent is not
+        classifier.classify(Hit(row.method, {**row.headers, "x-moz": f"v{n}"}, row.remote,
+                                row.seconds))
     info = classifier._agent.cache_info()  # type: ignore[attr-defined]
     assert (info.misses, info.hits) == (1, 99)
 
@@ -371,3 +372,15 @@ def test_ipv4_mapped_ipv6_addresses_are_looked_up_as_ipv4(classifier: HitClassif
 
 def test_the_rules_are_plain_functions_of_the_core() -> None:
     assert all(inspect.isfunction(r) and r.__module__ == hits.__name__ for r in RULES)
+
+
+def test_one_client_on_apples_network_and_off_it_keeps_both_verdicts() -> None:
+    # Verdicts are kept per listed network, not per address: the same request from Apple's
+    # network and from an unlisted address must not share one, in either order.
+    for first, second in ((APPLE, HOME), (HOME, APPLE)):
+        classifier = HitClassifier()
+        verdicts = {remote: classifier.classify(Hit("GET", ua(APPLE_MAIL_MAC), remote, 600.0))
+                    for remote in (first, second, first, "17.1.2.3")}
+        assert verdicts[APPLE].reason == "Apple Mail Privacy Protection prefetch"
+        assert verdicts["17.1.2.3"] == verdicts[APPLE]  # another address of the same network
+        assert verdicts[HOME].counts

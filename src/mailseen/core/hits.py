@@ -27,9 +27,10 @@ design:
 
 Everything that depends on the user agent alone is computed once per distinct user agent and
 kept in an LRU cache: user agents repeat heavily. Going further, every rule except the two
-behaviour rules (:data:`BEHAVIOUR`) sees only the request's method, user agent, address,
-prefetch headers and whether it came from our web app: their verdict is kept per such request,
-so a repeated client costs one dict lookup and the behaviour tests.
+behaviour rules (:data:`BEHAVIOUR`) sees only the request's method, user agent, the listed
+network its address falls in (if any), prefetch headers and whether it came from our web app:
+their verdict is kept per such request, so a known client costs a network lookup (cached per
+address), one dict lookup and the behaviour tests.
 """
 
 from __future__ import annotations
@@ -330,11 +331,14 @@ class HitClassifier:
         """The verdict and the rule that gave it (for tests and for explaining a verdict)."""
         headers = hit.headers
         ua = headers.get("user-agent", "").strip()
-        key = (hit.method, ua, hit.remote_addr, hit.own_viewer,
+        # The rules see the address only as the listed network it falls in (or none): keyed
+        # by that, one plan serves every address of a network and every unlisted address.
+        network = self._network(hit.remote_addr)
+        key = (hit.method, ua, id(network), hit.own_viewer,
                *[headers.get(name) for name in PREFETCH_HEADERS])
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plan(hit, ua)
+            plan = self._plan(hit, ua, network)
             if self._plan_cache_size:
                 if len(self._plans) >= self._plan_cache_size:
                     self._plans.clear()  # a flood of distinct clients: start afresh
@@ -351,10 +355,10 @@ class HitClassifier:
                 return behaviour, answer
         return rule, verdict
 
-    def _plan(self, hit: Hit, ua: str) -> _Plan:
+    def _plan(self, hit: Hit, ua: str, network: NetEntry | None) -> _Plan:
         """The first rule other than the behaviour rules that answers, with its place in
         RULES: what this request gets unless a behaviour rule placed before it answers."""
-        facts = Facts(hit, ua, self._agent(ua), self._network(hit.remote_addr), self.data)
+        facts = Facts(hit, ua, self._agent(ua), network, self.data)
         for place, rule in enumerate(RULES):
             if rule in BEHAVIOUR:
                 continue
