@@ -7,8 +7,9 @@ database created and dropped again):
 
 1. A mailbox whose transport is an SMTP relay: an aiosmtpd sink in this process (its own
    thread and event loop, port 0) that records the Message-ID, a digest and the arrival time
-   of every message it accepts. `--relay plain` (no TLS, no AUTH) or `--relay starttls`
-   (STARTTLS required, then AUTH; a throwaway CA from trustme).
+   of every message it accepts (tests/smtp_server.py's server with its own handler).
+   `--relay plain` (no TLS, no AUTH) or `--relay starttls` (STARTTLS required, then AUTH; a
+   throwaway CA from trustme).
 2. Queue N messages through the real sending path (`Sender.submit`, as the API and the
    `tag` filter do): multipart/alternative, about 4 KB of text and HTML, tracking enabled on
    the mailbox, so each one is stored with its pixel. Timed: queued messages per second.
@@ -28,9 +29,9 @@ expires the leases of the messages they held (what five minutes of waiting would
 starts them again. Then a message may arrive twice, but only one that was in hand at the kill,
 at most once more, and byte for byte the same (same Message-ID): recipients' software can tell.
 
-Run from the repo: `bench/delivery.py` (re-executes itself in .venv; `--relay starttls` needs
-trustme, installed with `.[test]`). PostgreSQL reachable at --pg-url with a role that may
-create databases.
+Run from the repo: `bench/delivery.py` (re-executes itself in .venv; the sink is the tests'
+SMTP server, tests/smtp_server.py, so it needs `.[test]` installed). PostgreSQL reachable at
+--pg-url with a role that may create databases.
 
 Usage: bench/delivery.py [--backend sqlite|postgresql] [--messages 10000] [--workers 1]
                          [--processes] [--kill] [--relay plain|starttls]
@@ -45,6 +46,7 @@ from pathlib import Path
 
 from benchlib import (
     MAILSEEN,
+    REPO,
     create_pg_database,
     drop_pg_database,
     use_repo_venv,
@@ -60,10 +62,8 @@ import logging  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import ssl  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -74,12 +74,18 @@ from email.policy import SMTP as SMTP_POLICY  # noqa: E402
 from email.utils import formatdate  # noqa: E402
 from typing import Any  # noqa: E402
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session  # noqa: E402
+from aiosmtpd.smtp import Envelope, Session  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from mailseen.config import load_settings  # noqa: E402
 from mailseen.services.instance import Instance  # noqa: E402
 from mailseen.storage import MailboxIn  # noqa: E402
+
+sys.path.insert(0, str(REPO))  # the tests' SMTP server is the sink
+try:
+    from tests.smtp_server import RecordingHandler, SmtpServer
+except ImportError as exc:  # trustme, from the test extras
+    sys.exit(f"bench/delivery.py needs the test extras: .venv/bin/pip install -e '.[test]' ({exc})")
 
 SECRET = "bench-delivery-secret-0123456789abcdef"
 ADDRESS = "sales@example.com"
@@ -105,7 +111,7 @@ class Copy:
 
 
 @dataclass
-class SinkHandler:
+class SinkHandler(RecordingHandler):
     copies: list[Copy] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
@@ -120,55 +126,20 @@ class SinkHandler:
         return "250 OK queued"
 
 
-class Sink:
-    """aiosmtpd on 127.0.0.1, port 0, on its own event loop in a thread."""
+class Sink(SmtpServer):
+    """The tests' real aiosmtpd server (127.0.0.1, port 0, its own event loop in a thread),
+    keeping what the checks need of each copy rather than whole messages."""
 
     def __init__(self, relay: str, tmp: Path) -> None:
-        self.handler = SinkHandler()
-        self.ca_file = ""
-        kwargs: dict[str, Any] = {"auth_require_tls": False}
-        if relay == "starttls":
-            try:
-                import trustme
-            except ImportError as exc:
-                raise SetupError("--relay starttls needs trustme: "
-                                 ".venv/bin/pip install -e '.[test]'") from exc
-            ca = trustme.CA()
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
-            self.ca_file = str(tmp / "relay-ca.pem")
-            ca.cert_pem.write_to_path(self.ca_file)
-            kwargs = {"tls_context": ctx, "require_starttls": True,
-                      "authenticator": self._auth, "auth_require_tls": True}
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(self.loop.create_server(
-            lambda: SMTP(self.handler, hostname="sink.test", **kwargs), "127.0.0.1", 0),
-            self.loop).result(10)
-        self.port: int = self.server.sockets[0].getsockname()[1]
-
-    @staticmethod
-    def _auth(server: Any, session: Any, envelope: Any, mechanism: str,
-              auth_data: Any) -> AuthResult:
-        if (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == RELAY_USER
-                and auth_data.password.decode() == RELAY_PASSWORD):
-            return AuthResult(success=True, auth_data=RELAY_USER)
-        return AuthResult(success=False, handled=False)
+        starttls = relay == "starttls"  # STARTTLS required, then AUTH; else neither
+        super().__init__("starttls" if starttls else "none",
+                         users={RELAY_USER: RELAY_PASSWORD} if starttls else None)
+        self.handler: SinkHandler = SinkHandler()
+        self.start(tmp)
 
     @property
     def copies(self) -> list[Copy]:
         return self.handler.copies
-
-    def stop(self) -> None:
-        async def close() -> None:
-            self.server.close()
-            await self.server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 # -- the instance -----------------------------------------------------------------------------
