@@ -30,8 +30,11 @@ class Claim:
 _LOCKED_TRIES = 50
 _LOCKED_PAUSE = 0.005
 
-# The statuses of messages still in the queue or needing attention (not "sent").
+# The statuses of messages still in the queue or needing attention (not "sent"), and the
+# query that counts them: a range of an index that starts with the status.
 PENDING = ("queued", "sending", "failed")
+PENDING_COUNTS = (select(Message.status, func.count()).where(Message.status.in_(PENDING))
+                  .group_by(Message.status))
 
 
 class QueueStore(StoreBase):
@@ -111,9 +114,6 @@ class QueueStore(StoreBase):
         a range of an index that starts with the status, so the cost does not grow with the
         messages already sent (the health check asks this, without a token, as often as anyone
         likes)."""
-        counts = dict.fromkeys(PENDING, 0)
         with self._tx() as s:
-            for status in PENDING:
-                counts[status] = s.scalar(select(func.count()).select_from(Message)
-                                          .where(Message.status == status)) or 0
-        return counts
+            counted = dict(s.execute(PENDING_COUNTS).tuples().all())
+        return {status: counted.get(status, 0) for status in PENDING}

@@ -54,6 +54,8 @@ _SUFFIX = ".gif"
 def _header_text(raw: bytes) -> str:
     """A header value as stored: bounded, and without NUL, which PostgreSQL refuses in text
     (one such hit would otherwise fail the whole batch it is committed with)."""
+    if len(raw) <= _MAX_HEADER_VALUE and b"\x00" not in raw:  # nearly every value
+        return raw.decode("latin-1")
     return raw[:_MAX_HEADER_VALUE].replace(b"\x00", b"").decode("latin-1")
 
 
@@ -97,9 +99,7 @@ class PixelApp:
         for raw_name, raw_value in headers:
             name = raw_name.lower()
             if name in _READ_HEADERS:
-                # Most values are short and clean: decode them without another call.
-                value = (raw_value.decode("latin-1") if len(raw_value) <= _MAX_HEADER_VALUE
-                         and b"\x00" not in raw_value else _header_text(raw_value))
+                value = _header_text(raw_value)
                 if name == b"user-agent":
                     user_agent = value
                 elif name == b"x-forwarded-for":
