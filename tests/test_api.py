@@ -242,7 +242,7 @@ def test_health_needs_no_token(live_server: LiveServer) -> None:
 
 def test_health_counts_the_queue_not_every_message_ever_sent(live_server: LiveServer,
                                                               instance: Instance) -> None:
-    from mailseen.storage import MailboxIn
+    from mailseen.records import MailboxIn
 
     box = instance.store.add_mailbox(MailboxIn("h@example.com"))
     raw = b"From: h@example.com\r\nTo: b@example.org\r\nSubject: s\r\n\r\nhi\r\n"

@@ -1,5 +1,6 @@
-"""Imports point one way: edges -> services -> storage/transports -> core -> config/errors,
-and each third-party dependency is known to one package only."""
+"""Imports point one way: edges -> services -> storage/transports -> core -> records/config/
+errors, and each third-party dependency is known to one package only. The records (the
+vocabulary every layer speaks) import nothing of mailseen's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "mailseen"
 
 # package -> packages it must not import
 FORBIDDEN = {
+    "records": {"core", "storage", "services", "web", "transports", "cli", "config",
+                "receivers", "errors"},
     "core": {"storage", "services", "web", "transports", "cli", "config"},
     "storage": {"services", "web", "transports", "cli"},
     "transports": {"services", "web", "cli"},

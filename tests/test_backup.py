@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from mailseen.records import MailboxIn, ViewIn
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, ViewIn
 
 from .cli_runner import Cli, error, ok
 from .conftest import SECRET, make_settings

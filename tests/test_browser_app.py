@@ -19,8 +19,8 @@ import pytest
 from playwright.async_api import expect
 
 from mailseen.core.compose import Draft
+from mailseen.records import MailboxIn, MailboxRecord
 from mailseen.services.inbound import Ingestor
-from mailseen.storage import MailboxIn, MailboxRecord
 
 from .browser import sign_in
 from .conftest import LiveServer, backdate_sent

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from mailseen.core.compose import Draft
+from mailseen.records import MailboxIn, MailboxRecord
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, MailboxRecord
 
 from .browser import sign_in
 from .conftest import LiveServer

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
+from mailseen.records import MailboxIn, ViewIn
 from mailseen.services.classification import REPEAT_REASON, Judge, RepeatWindow
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, ViewIn
 from mailseen.storage.models import Message
 
 OUTLOOK = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

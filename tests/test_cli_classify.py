@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from mailseen.records import MailboxIn, ViewIn
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, ViewIn
 
 from .cli_runner import Cli, error, ok
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mailseen.core.compose import Draft
+from mailseen.records import MailboxIn
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn
 from mailseen.storage.store import now
 
 from .conftest import make_settings

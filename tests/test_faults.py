@@ -30,9 +30,9 @@ from sqlalchemy.engine import make_url
 from mailseen.core.compose import Draft
 from mailseen.core.pixel import GIF
 from mailseen.core.tokens import TokenRef
+from mailseen.records import Judged, MailboxIn, ViewIn
 from mailseen.services.delivery import DeliveryWorker
 from mailseen.services.instance import Instance
-from mailseen.storage import Judged, MailboxIn, ViewIn
 from mailseen.storage.models import Base
 
 from .conftest import API_TOKEN, BACKEND, SECRET, LiveServer, backdate_sent, make_settings

@@ -19,9 +19,9 @@ import pytest
 
 from mailseen.core.compose import Draft
 from mailseen.receivers.imap import ImapError, ImapPoller, encode_folder
+from mailseen.records import ImapState, MailboxIn, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.storage import ImapState, MailboxIn, MessageRecord
 
 from .conftest import make_settings
 from .dovecot import Dovecot, ImapUser, connections_to, free_port

@@ -7,9 +7,9 @@ import pytest
 
 from mailseen.core.tokens import TokenRef
 from mailseen.errors import NotAMessage
+from mailseen.records import MailboxIn, MailboxRecord, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, MailboxRecord, MessageRecord
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from mailseen.core.autoreply import detect_automatic
 from mailseen.errors import NotAMessage
+from mailseen.records import MailboxIn
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn
 
 # Header text of a person's message: no colon (no "Automatic reply:" subject prefix can form)
 # and no line breaks.

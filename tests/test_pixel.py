@@ -10,8 +10,8 @@ import pytest
 
 from mailseen.core.pixel import GIF
 from mailseen.core.tokens import TokenRef
+from mailseen.records import MailboxIn
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn
 from mailseen.web.app import MailseenApp
 
 from .conftest import LiveServer, backdate_sent

@@ -14,8 +14,8 @@ import httpx
 
 from mailseen.core.pixel import GIF
 from mailseen.core.tokens import TokenRef
+from mailseen.records import MailboxIn
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn
 
 from .conftest import SECRET, backdate_sent
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mailseen.records import Judged, MailboxIn, ViewIn
 from mailseen.services.instance import Instance
 from mailseen.services.recorder import Commit, ViewRecorder
-from mailseen.storage import Judged, MailboxIn, ViewIn
 
 
 def _sent_message(instance: Instance) -> int:

@@ -33,11 +33,10 @@ from mailseen.core.compose import Draft
 from mailseen.core.pixel import GIF
 from mailseen.core.tokens import TokenRef
 from mailseen.receivers import ImapPoller
+from mailseen.records import MailboxIn, MailboxRecord, MessageRecord, UserRecord, ViewIn
 from mailseen.services.accounts import hash_token
 from mailseen.services.classification import REPEAT_REASON
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, MailboxRecord, MessageRecord, ViewIn
-from mailseen.storage.records import UserRecord
 from mailseen.web.app import MailseenApp
 
 from .cli_runner import Cli, ok

@@ -19,10 +19,9 @@ import trustme
 from mailseen.errors import StorageUnavailable
 from mailseen.receivers.imap import ImapPoller
 from mailseen.receivers.smtpd import SmtpReceiver, receive, route
+from mailseen.records import Ingested, MailboxIn, MailboxRecord, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, MailboxRecord, MessageRecord
-from mailseen.storage.store import Ingested
 
 from .dovecot import Dovecot
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from mailseen.records import MailboxIn, ViewIn
 from mailseen.services.instance import Instance
-from mailseen.storage import Database, MailboxIn, ViewIn
+from mailseen.storage import Database
 from mailseen.storage.models import Base
 
 

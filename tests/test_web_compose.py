@@ -10,9 +10,9 @@ from email.message import EmailMessage
 import pytest
 
 from mailseen.core.compose import Draft
+from mailseen.records import MailboxIn, MailboxRecord, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, MailboxRecord, MessageRecord
 from mailseen.web.mailhtml import html_to_text
 
 from .web_client import PASSWORD, Page, WebClient

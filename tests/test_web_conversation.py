@@ -11,9 +11,9 @@ import pytest
 from bs4 import BeautifulSoup
 
 from mailseen.core.compose import Attachment, Draft
+from mailseen.records import Judged, MailboxIn, MailboxRecord, MessageRecord, ViewIn
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.storage import Judged, MailboxIn, MailboxRecord, MessageRecord, ViewIn
 from mailseen.web.mailhtml import defuse_css, linkify, sanitize
 from mailseen.web.ui_conversation import short_agent
 

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from mailseen.core.compose import Draft
+from mailseen.records import Judged, MailboxIn, ViewIn
 from mailseen.services.demo import ADMIN_EMAIL, DemoResult
 from mailseen.services.instance import Instance
-from mailseen.storage import Judged, MailboxIn, ViewIn
 from mailseen.storage.models import Conversation, Message
 
 from .web_client import PASSWORD, WebClient

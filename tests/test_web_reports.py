@@ -11,8 +11,8 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import update
 
+from mailseen.records import Judged, MailboxIn, MailboxRecord, MessageRecord, ViewIn
 from mailseen.services.instance import Instance
-from mailseen.storage import Judged, MailboxIn, MailboxRecord, MessageRecord, ViewIn
 from mailseen.storage.models import Message
 
 from .web_client import PASSWORD, Page, WebClient

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import pytest
 from argon2 import PasswordHasher
 
+from mailseen.records import MailboxIn, MailboxRecord, UserRecord
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, MailboxRecord
-from mailseen.storage.records import UserRecord
 
 from .web_client import PASSWORD, Page, WebClient
 

@@ -26,11 +26,10 @@ from .core.netdata import NET_KINDS, load_data, parse_published_list, write_over
 from .core.tracking import decide
 from .errors import InvalidInput, MailseenError, NotAMessage, NotFound
 from .receivers import ImapPoller, SmtpReceiver
+from .records import MailboxIn, MailboxRecord, MessageRecord, UserRecord
 from .services.accounts import hash_token
 from .services.classification import Judge
 from .services.instance import Instance
-from .storage import MailboxIn, MailboxRecord, MessageRecord
-from .storage.records import UserRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,12 +15,12 @@ from email.policy import SMTP
 from email.utils import formatdate, getaddresses, make_msgid
 
 from ..errors import InvalidInput, NotAMessage
+from ..records import HeaderFacts
 from .mimetree import eol_of, split_head
 
 __all__ = [
     "Attachment",
     "Draft",
-    "HeaderFacts",
     "build_message",
     "parse_address",
     "prepare_raw",
@@ -58,18 +58,6 @@ class Draft:
     attachments: list[Attachment] = field(default_factory=list)
     in_reply_to: str | None = None
     references: str | None = None
-
-
-@dataclass(frozen=True)
-class HeaderFacts:
-    message_id: str
-    subject: str
-    from_addr: str
-    to: list[str]
-    cc: list[str]
-    bcc: list[str]
-    in_reply_to: str | None
-    references: str | None
 
 
 def parse_address(value: str, field_name: str) -> str:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+
+from ..records import TrackingMode
 
 __all__ = ["Decision", "decide", "not_trackable"]
-
-Mode = Literal["global", "enabled", "disabled"]
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -16,7 +14,7 @@ class Decision:
     reason: str
 
 
-def decide(global_enabled: bool, mailbox_mode: Mode) -> Decision:
+def decide(global_enabled: bool, mailbox_mode: TrackingMode) -> Decision:
     """The mailbox setting wins both ways; "global" defers to the global setting."""
     if mailbox_mode == "enabled":
         return Decision(True, "enabled by mailbox setting")

@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 import aioimaplib  # type: ignore[import-untyped]
 
 from ..errors import InvalidInput, MailseenError, NotFound
+from ..records import ImapState, MailboxRecord
 from ..services.inbound import Ingestor
-from ..storage import ImapState, MailboxRecord, Store
+from ..storage import Store
 
 __all__ = ["ImapError", "ImapPoller"]
 

@@ -18,8 +18,9 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ..errors import InvalidInput, MailseenError
+from ..records import MailboxRecord
 from ..services.inbound import Ingestor
-from ..storage import MailboxRecord, Store
+from ..storage import Store
 
 __all__ = ["SmtpReceiver", "receive", "route"]
 

@@ -13,8 +13,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..core.compose import parse_address
 from ..errors import InvalidInput, MailseenError, NotFound
+from ..records import Role, SessionRecord, UserRecord
 from ..storage import Store
-from ..storage.records import Role, SessionRecord, UserRecord
 from ..storage.store import now
 
 __all__ = ["Accounts", "SignInRefused", "can_see_mailbox", "hash_token"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.hits import Hit, HitClassifier
 from ..core.netdata import load_data
-from ..storage import Judged, ViewIn
+from ..records import Judged, ViewIn
 
 __all__ = ["OWN_VIEWER_HEADER", "REPEAT_REASON", "BurstWindow", "Judge", "RepeatWindow",
            "hit_of"]

@@ -10,8 +10,9 @@ import re
 from datetime import timedelta
 
 from ..errors import DeliveryError, MailseenError
+from ..records import Claim, Envelope, Relay
 from ..storage import Store
-from ..storage.store import Claim, now
+from ..storage.store import now
 from ..transports import Transport
 
 __all__ = ["DeliveryWorker"]
@@ -84,7 +85,7 @@ class DeliveryWorker:
             if transport is None:
                 raise DeliveryError(f"unknown transport {claim.mailbox.transport!r}",
                                     permanent=True)
-            note = await transport.deliver(claim)
+            note = await transport.deliver(*_handover(claim))
         except DeliveryError as exc:
             reason = self._reason(str(exc))
             if exc.permanent or msg.attempts >= self.max_attempts:
@@ -100,3 +101,15 @@ class DeliveryWorker:
             return
         log.info("message %d sent: %s", msg.id, note)
         await asyncio.to_thread(self.store.mark_sent, msg.id, None)
+
+
+def _handover(claim: Claim) -> tuple[Envelope, Relay | None]:
+    """What the transport gets: the envelope recipients chosen at sending time and the
+    stored bytes, and the mailbox's relay when it has one."""
+    msg, box = claim.message, claim.mailbox
+    key = f"{msg.created_at.strftime('%Y%m%d-%H%M%S')}-{msg.id}"
+    envelope = Envelope(box.address, tuple(msg.envelope_to), claim.raw, key)
+    if box.transport != "smtp":
+        return envelope, None
+    return envelope, Relay(box.smtp_host, box.smtp_port, box.smtp_tls, box.smtp_username,
+                           claim.smtp_password)

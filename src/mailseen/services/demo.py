@@ -42,9 +42,8 @@ from ..core.pixel import pixel_tag, pixel_url
 from ..core.tokens import TokenRef
 from ..core.tracking import decide, not_trackable
 from ..errors import Conflict, NotFound
-from ..storage import MailboxIn, MailboxRecord, MessageRecord, ViewIn
+from ..records import MailboxIn, MailboxRecord, MessageRecord, Role, TrackingMode, ViewIn
 from ..storage.models import Conversation, Message, MessageData, ViewEvent
-from ..storage.records import Role, TrackingMode
 from .classification import Judge, hit_of
 from .instance import Instance
 

@@ -15,8 +15,8 @@ from typing import overload
 from ..core.autoreply import detect_automatic
 from ..core.compose import read_facts
 from ..core.inject import tag_message
-from ..storage import MailboxRecord, NewMessage, Store
-from ..storage.store import Ingested
+from ..records import Ingested, MailboxRecord, NewMessage
+from ..storage import Store
 from .sending import Sender
 
 __all__ = ["Ingestor"]

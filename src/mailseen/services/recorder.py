@@ -10,7 +10,8 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ..storage import Store, ViewIn
+from ..records import ViewIn
+from ..storage import Store
 from ..storage.store import Judge as StoreJudge
 from ..storage.views import ViewWriter
 from .classification import Judge

@@ -12,7 +12,8 @@ from ..core.pixel import PIXEL_PATH_RE, pixel_tag, pixel_url
 from ..core.tokens import TokenRef, TokenSigner
 from ..core.tracking import decide, not_trackable
 from ..errors import InvalidInput
-from ..storage import MailboxRecord, MessageRecord, NewMessage, Store
+from ..records import MailboxRecord, MessageRecord, NewMessage
+from ..storage import Store
 from ..storage.store import Rendered
 
 __all__ = ["TRACKING_SETTING", "Sender"]

@@ -1,29 +1,7 @@
-"""Storage: the only package that knows SQLAlchemy. Adapters get plain records back."""
+"""Storage: the only package that knows SQLAlchemy. Callers get plain records back (the
+vocabulary in :mod:`mailseen.records`), never an ORM object."""
 
 from .db import Database
-from .records import (
-    ConversationRecord,
-    ImapState,
-    Judged,
-    MailboxIn,
-    MailboxRecord,
-    MessageRecord,
-    NewMessage,
-    ViewIn,
-    ViewRecord,
-)
 from .store import Store
 
-__all__ = [
-    "ConversationRecord",
-    "Database",
-    "ImapState",
-    "Judged",
-    "MailboxIn",
-    "MailboxRecord",
-    "MessageRecord",
-    "NewMessage",
-    "Store",
-    "ViewIn",
-    "ViewRecord",
-]
+__all__ = ["Database", "Store"]

@@ -14,9 +14,9 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..errors import InvalidInput, StorageFull, StorageUnavailable
+from ..records import ConversationRecord, MailboxRecord, MessageRecord, ViewRecord
 from .db import Database
 from .models import Conversation, Mailbox, Message, ViewEvent
-from .records import ConversationRecord, MailboxRecord, MessageRecord, ViewRecord
 
 _DATA_ERROR = "a value contains characters or a length the database cannot store"
 

@@ -11,9 +11,9 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, NotFound
+from ..records import SECRET_FIELDS, ImapState, MailboxIn, MailboxRecord
 from .base import StoreBase, mailbox_record, now
 from .models import ApiToken, AppSetting, Mailbox
-from .records import SECRET_FIELDS, ImapState, MailboxIn, MailboxRecord
 
 _ALL_MAILBOXES = select(*cast(Table, Mailbox.__table__).c).order_by(Mailbox.address)
 

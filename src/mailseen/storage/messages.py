@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
+from ..records import ConversationRecord, Ingested, MessageRecord, NewMessage
 from .base import StoreBase, conversation_record, every_mailbox, message_record, now
 from .models import Conversation, Message, MessageData, ViewEvent
-from .records import ConversationRecord, MessageRecord, NewMessage
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 
@@ -26,13 +26,6 @@ class Rendered:
     raw: bytes
     tracked: bool
     reason: str
-
-
-@dataclass(frozen=True)
-class Ingested:
-    message: MessageRecord
-    duplicate: bool
-    replied_to: list[int]  # outbound messages this human reply proves were seen
 
 
 def referenced_ids(in_reply_to: str | None, references: str | None) -> list[str]:

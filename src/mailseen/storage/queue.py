@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import CursorResult
 
+from ..records import Claim
 from .base import StoreBase, mailbox_record, message_record, now
 from .models import Mailbox, Message, MessageData
-from .records import MailboxRecord, MessageRecord
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A message claimed for delivery, with what the transport needs."""
-
-    message: MessageRecord
-    raw: bytes
-    mailbox: MailboxRecord
-    smtp_password: str | None
-
 
 # When every due message is locked by other workers' claims: how often to look again, and
 # how long to pause before each look (at most a quarter of a second in all).

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from .base import Cipher, now
 from .mailboxes import MailboxStore
-from .messages import Ingested, MessageStore, Rendered, referenced_ids
-from .queue import Claim, QueueStore
+from .messages import MessageStore, Rendered, referenced_ids
+from .queue import QueueStore
 from .reports import ReportStore
 from .users import UserStore
 from .views import Judge, ViewStore
 
-__all__ = ["Cipher", "Claim", "Ingested", "Judge", "Rendered", "Store", "now",
-           "referenced_ids"]
+__all__ = ["Cipher", "Judge", "Rendered", "Store", "now", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore):

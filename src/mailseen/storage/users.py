@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound, StorageUnavailable
+from ..records import Role, SessionRecord, UserRecord
 from .base import StoreBase, now
 from .models import ApiToken, LoginFailure, Membership, User, WebSession
-from .records import Role, SessionRecord, UserRecord
 
 log = logging.getLogger(__name__)
 _TOKEN_USE_GRANULARITY = timedelta(minutes=1)

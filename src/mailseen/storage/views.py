@@ -14,9 +14,9 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from ..records import Judged, ViewIn, ViewRecord
 from .base import StoreBase, translated, view_record
 from .models import Message, ViewEvent
-from .records import Judged, ViewIn, ViewRecord
 
 # Classifies a hit, given the time its message was sent (None if not yet known).
 Judge = Callable[[ViewIn, datetime | None], Judged]

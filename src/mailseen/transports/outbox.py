@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import DeliveryError
-from ..storage.store import Claim
+from ..records import Envelope, Relay
 
 __all__ = ["OutboxTransport"]
 
@@ -16,21 +16,20 @@ class OutboxTransport:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def path_for(self, claim: Claim) -> Path:
-        # Named after the message row, so a redelivery after a crash overwrites, never doubles.
-        created = claim.message.created_at.strftime("%Y%m%d-%H%M%S")
-        return self.folder / f"{created}-{claim.message.id}.eml"
+    def path_for(self, envelope: Envelope) -> Path:
+        # Named after the message's key, so a redelivery after a crash overwrites, never doubles.
+        return self.folder / f"{envelope.key}.eml"
 
-    async def deliver(self, claim: Claim) -> str:
-        return await asyncio.to_thread(self._write, claim)
+    async def deliver(self, envelope: Envelope, relay: Relay | None = None) -> str:
+        return await asyncio.to_thread(self._write, envelope)
 
-    def _write(self, claim: Claim) -> str:
-        path = self.path_for(claim)
+    def _write(self, envelope: Envelope) -> str:
+        path = self.path_for(envelope)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as fh:
-                fh.write(claim.raw)
+                fh.write(envelope.raw)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

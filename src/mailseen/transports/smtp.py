@@ -7,7 +7,7 @@ import ssl
 import aiosmtplib
 
 from ..errors import DeliveryError
-from ..storage.store import Claim
+from ..records import Envelope, Relay
 
 __all__ = ["SmtpTransport"]
 
@@ -23,23 +23,22 @@ class SmtpTransport:
             ctx.load_verify_locations(self.ca_file)
         return ctx
 
-    async def deliver(self, claim: Claim) -> str:
-        box = claim.mailbox
-        if not box.smtp_host:
+    async def deliver(self, envelope: Envelope, relay: Relay | None) -> str:
+        if relay is None or not relay.host:
             raise DeliveryError("the mailbox has no SMTP host set", permanent=True)
-        mode = box.smtp_tls
-        port = box.smtp_port or {"implicit": 465, "starttls": 587}.get(mode, 25)
+        mode = relay.tls
+        port = relay.port or {"implicit": 465, "starttls": 587}.get(mode, 25)
         client = aiosmtplib.SMTP(
-            hostname=box.smtp_host, port=port, timeout=self.timeout,
+            hostname=relay.host, port=port, timeout=self.timeout,
             use_tls=mode == "implicit", start_tls=mode == "starttls",
             tls_context=self._tls_context() if mode != "none" else None,
         )
         try:
             async with client:
-                if box.smtp_username:
-                    await client.login(box.smtp_username, claim.smtp_password or "")
+                if relay.username:
+                    await client.login(relay.username, relay.password or "")
                 refused, reply = await client.sendmail(
-                    box.address, claim.message.envelope_to, claim.raw)
+                    envelope.sender, list(envelope.recipients), envelope.raw)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)

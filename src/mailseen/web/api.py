@@ -26,10 +26,9 @@ from ..errors import (
     StorageFull,
     StorageUnavailable,
 )
+from ..records import SECRET_FIELDS, MailboxIn, MailboxRecord, MessageRecord, UserRecord, ViewRecord
 from ..services.accounts import can_see_mailbox, hash_token
 from ..services.instance import Instance
-from ..storage import MailboxIn, MailboxRecord, MessageRecord, ViewRecord
-from ..storage.records import SECRET_FIELDS, UserRecord
 from .limits import BodyTooLarge
 
 __all__ = ["build_api"]

@@ -16,9 +16,9 @@ from typing import Any
 from ..core.clientip import Network, client_ip
 from ..core.pixel import GIF
 from ..core.tokens import TOKEN_LENGTH, TokenSigner
+from ..records import ViewIn
 from ..services.classification import OWN_VIEWER_HEADER
 from ..services.recorder import ViewRecorder
-from ..storage import ViewIn
 from .ui import SESSION_COOKIE
 
 __all__ = ["IMAGE_HEADERS", "PixelApp"]

@@ -20,9 +20,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..core.status import Eye, eye_for, relative_time
 from ..errors import StorageUnavailable
+from ..records import MailboxRecord, MessageRecord, SessionRecord, UserRecord
 from ..services.instance import Instance
-from ..storage import MailboxRecord, MessageRecord
-from ..storage.records import SessionRecord, UserRecord
 
 SESSION_COOKIE = "mailseen_session"
 CSRF_COOKIE = "mailseen_csrf"

@@ -25,10 +25,9 @@ from starlette.routing import Route
 from ..core.compose import Attachment, Draft, parse_address
 from ..core.tracking import decide
 from ..errors import InvalidInput, NotFound
+from ..records import ConversationRecord, MailboxRecord, MessageRecord, UserRecord
 from ..services.accounts import can_see_mailbox
 from ..services.instance import Instance
-from ..storage import ConversationRecord, MailboxRecord, MessageRecord
-from ..storage.records import UserRecord
 from .mailhtml import html_to_text, linkify, sanitize
 from .ui import instance_of, read_form, redirect, render, require_user
 from .ui_conversation import displayed_body, human_size, visible_conversation

@@ -23,10 +23,9 @@ from starlette.routing import Route
 from ..core.inject import tag_message
 from ..core.status import Eye
 from ..errors import NotFound
+from ..records import ConversationRecord, MessageRecord, UserRecord, ViewRecord
 from ..services.accounts import can_see_mailbox
 from ..services.instance import Instance
-from ..storage import ConversationRecord, MessageRecord, ViewRecord
-from ..storage.records import UserRecord
 from .mailhtml import Body, attachment_data, linkify, read_body, sanitize
 from .ui import eye_of, finish, instance_of, render, require_user, templates
 

@@ -20,9 +20,8 @@ from starlette.routing import Route
 from ..core.compose import parse_address
 from ..core.tracking import decide
 from ..errors import Conflict, InvalidInput, NotFound
+from ..records import MailboxIn, MailboxRecord, Role, UserRecord
 from ..services.accounts import MIN_PASSWORD, can_see_mailbox
-from ..storage import MailboxIn, MailboxRecord
-from ..storage.records import Role, UserRecord
 from .ui import instance_of, read_form, redirect, render, require_admin, require_user
 
 TABS = {"general": "General", "sending": "Sending", "receiving": "Receiving",

@@ -1,4 +1,9 @@
-"""Plain records that cross the storage boundary, so no adapter sees an ORM object."""
+"""The vocabulary every layer speaks: plain records and the names of their states.
+
+Each concept is declared here once. Storage fills these from its rows (no caller sees an ORM
+object), services pass them between the edges and storage, and the pure core reads the few it
+needs (the header facts of a message, the tracking mode). This module imports nothing of
+mailseen's."""
 
 from __future__ import annotations
 
@@ -79,17 +84,26 @@ class ImapState:
 
 
 @dataclass(frozen=True)
-class NewMessage:
-    mailbox_id: int
+class HeaderFacts:
+    """What mailseen keeps of a message's header: the same for a message composed here,
+    handed over whole, or received. ``message_id`` is the Message-ID with its brackets."""
+
     message_id: str
     subject: str
     from_addr: str
     to: list[str]
     cc: list[str]
     bcc: list[str]
-    envelope_to: list[str]
     in_reply_to: str | None
     references: str | None
+
+
+@dataclass(frozen=True)
+class NewMessage(HeaderFacts):
+    """A message about to be stored: its header facts and where it goes."""
+
+    mailbox_id: int
+    envelope_to: list[str]
     source: str
     direction: Direction = "out"
     automatic: bool = False
@@ -97,18 +111,10 @@ class NewMessage:
 
 
 @dataclass(frozen=True)
-class MessageRecord:
+class MessageRecord(HeaderFacts):
     id: int
     mailbox_id: int
-    message_id: str
-    subject: str
-    from_addr: str
-    to: list[str]
-    cc: list[str]
-    bcc: list[str]
     envelope_to: list[str]
-    in_reply_to: str | None
-    references: str | None
     source: str
     status: Status
     attempts: int
@@ -208,3 +214,46 @@ class SessionRecord:
     user: UserRecord
     csrf_token: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What storing a received message did."""
+
+    message: MessageRecord
+    duplicate: bool
+    replied_to: list[int]  # outbound messages this human reply proves were seen
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message claimed for delivery, with what its transport needs."""
+
+    message: MessageRecord
+    raw: bytes
+    mailbox: MailboxRecord
+    smtp_password: str | None
+
+
+@dataclass(frozen=True)
+class Relay:
+    """An SMTP relay and how to log in to it."""
+
+    host: str | None
+    port: int | None
+    tls: TlsMode
+    username: str | None
+    password: str | None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a transport hands over: the envelope and the bytes, nothing of the store.
+
+    ``recipients`` are the ones the user chose, never read back from ``raw``; ``key`` names
+    the message stably, so a redelivery after a crash overwrites rather than doubles."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    key: str
