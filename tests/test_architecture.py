@@ -17,9 +17,12 @@ FORBIDDEN = {
     "storage": {"services", "web", "transports", "cli"},
     "transports": {"services", "web", "cli"},
     "services": {"web", "cli", "receivers"},
-    "web": {"cli", "receivers"},
-    "receivers": {"web", "cli"},
+    # The edges go through services only: never storage, whose records they still speak.
+    "web": {"cli", "receivers", "storage"},
+    "receivers": {"web", "cli", "storage"},
+    "cli": {"storage", "web.ui", "web.api"},
 }
+EDGES = ("web", "receivers", "cli")
 # third-party module -> the only package allowed to import it
 OWNERS = {"sqlalchemy": {"storage"}, "alembic": {"storage"}, "aiosmtplib": {"transports"},
           "fastapi": {"web"}, "starlette": {"web"}, "uvicorn": {"web", "cli"},
@@ -55,8 +58,41 @@ def test_imports_point_one_way() -> None:
         pkg = _package(path)
         for mod in _imports(path):
             parts = mod.split(".")
-            if parts[0] == "mailseen" and len(parts) > 1 and parts[1] in FORBIDDEN.get(pkg, ()):
+            if parts[0] != "mailseen" or len(parts) < 2:
+                continue
+            forbidden = FORBIDDEN.get(pkg, set())
+            if parts[1] in forbidden or ".".join(parts[1:3]) in forbidden:
                 bad.append(f"{path.relative_to(PKG)} imports {mod}")
+    assert bad == []
+
+
+def test_edges_reach_storage_only_through_services() -> None:
+    """An edge that held the instance could still call ``instance.store`` without importing
+    storage: no edge names the store at all."""
+    bad = []
+    for path in PKG.rglob("*.py"):
+        if _package(path) not in EDGES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("store", "db"):
+                bad.append(f"{path.relative_to(PKG)}:{node.lineno} uses .{node.attr}")
+    assert bad == []
+
+
+def test_transports_are_handed_envelopes_not_records() -> None:
+    """What leaves is what the send pipeline decided: a transport sees the envelope and the
+    bytes, never a stored message (whose headers could name other recipients)."""
+    bad = []
+    for path in (PKG / "transports").rglob("*.py"):
+        for mod in _imports(path):
+            if mod.startswith("mailseen.records"):
+                continue
+            if mod.startswith("mailseen.") and mod.split(".")[1] not in ("errors",):
+                bad.append(f"{path.relative_to(PKG)} imports {mod}")
+        text = path.read_text()
+        for name in ("MessageRecord", "MailboxRecord", "Claim"):
+            if name in text:
+                bad.append(f"{path.relative_to(PKG)} names {name}")
     assert bad == []
 
 

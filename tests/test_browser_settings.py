@@ -55,7 +55,7 @@ async def test_the_mailbox_setting_beats_the_global_one_both_ways(
     await sign_in(page, url, "ada@example.com", PASSWORD)
 
     await _set_global(page, url, "off")
-    assert inst.sender.global_tracking() is False
+    assert inst.mailboxes.global_tracking() is False
     status = await _set_mailbox(page, url, box, "enabled")
     assert "tracked (enabled by mailbox setting)" in status
     tracked, reason, raw = _send(inst, box)
@@ -63,7 +63,7 @@ async def test_the_mailbox_setting_beats_the_global_one_both_ways(
     assert f"{url}/t/".encode() in raw
 
     await _set_global(page, url, "on")
-    assert inst.sender.global_tracking() is True
+    assert inst.mailboxes.global_tracking() is True
     status = await _set_mailbox(page, url, box, "disabled")
     assert "not tracked (disabled by mailbox setting)" in status
     tracked, reason, raw = _send(inst, box)

@@ -78,7 +78,7 @@ def poller(inst: Instance, user: ImapUser | None = None, **kw: Any) -> ImapPolle
     options: dict[str, Any] = {"retry_base": 0.1, "retry_max": 0.4, "timeout": 5,
                                "ca_file": user.server.ca_file if user else None}
     options.update(kw)
-    return ImapPoller(inst.store, Ingestor(inst.store, inst.sender), **options)
+    return ImapPoller(inst.mailboxes, Ingestor(inst.store, inst.sender), **options)
 
 
 def inbound(inst: Instance, box_id: int) -> list[MessageRecord]:

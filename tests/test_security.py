@@ -350,7 +350,7 @@ def test_the_api_ignores_session_cookies(live_server: LiveServer, teams: Teams,
     resp = httpx.put(f"{live_server.url}/api/v1/settings", json={"tracking_enabled": True},
                      headers={"Cookie": f"mailseen_session={cookie}"})
     assert resp.status_code == 401
-    assert instance.sender.global_tracking() is False
+    assert instance.mailboxes.global_tracking() is False
 
 
 # -- (d) secrets --------------------------------------------------------------------------------
@@ -456,7 +456,8 @@ async def test_secrets_never_reach_the_logs_or_stored_errors(
                 await asyncio.sleep(0.05)
             [account] = [a for a in instance.store.imap_accounts() if a.mailbox_id == box_id]
             with pytest.raises(Exception, match=r"(?i)auth|credential|login"):
-                await ImapPoller(instance.store, instance.ingestor, timeout=5).poll_once(account)
+                poller = ImapPoller(instance.mailboxes, instance.ingestor, timeout=5)
+                await poller.poll_once(account)
     finally:
         relay.stop()
     failed = instance.store.get_message(sent.json()["id"])

@@ -72,7 +72,7 @@ async def _start(inst: Instance, tls_files: tuple[str, str, str],
     sales = inst.store.add_mailbox(MailboxIn(SALES))
     support = inst.store.add_mailbox(MailboxIn(SUPPORT))
     cert, key, ca = tls_files
-    server = SmtpReceiver(inst.store, Ingestor(inst.store, inst.sender), port=0,
+    server = SmtpReceiver(inst.mailboxes, Ingestor(inst.store, inst.sender), port=0,
                           tls_cert=cert, tls_key=key, hostname="mx.example.test", **kw)
     port = await server.start()
     yield Receiver(inst, server, port, ca, sales, support)
@@ -268,7 +268,7 @@ async def test_a_message_arriving_by_smtp_and_by_imap_is_stored_once(
     async with rx.client() as smtp:
         await smtp.sendmail("alice@example.org", [SALES], raw)
     user.append(raw)  # the same message, also delivered to the IMAP mailbox (a forward copy)
-    poller = ImapPoller(rx.inst.store, Ingestor(rx.inst.store, rx.inst.sender),
+    poller = ImapPoller(rx.inst.mailboxes, Ingestor(rx.inst.store, rx.inst.sender),
                         ca_file=dovecot.ca_file, timeout=5)
     [account] = rx.inst.store.imap_accounts()
     assert await poller.poll_once(account) == 0  # a duplicate

@@ -107,7 +107,7 @@ def test_the_form_offers_only_the_users_mailboxes(web: WebClient, instance: Inst
 def test_the_preview_says_what_tracking_will_do_and_why(
         web: WebClient, instance: Instance, global_on: bool, mode: str, html: str,
         words: str) -> None:
-    instance.sender.set_global_tracking(global_on)
+    instance.mailboxes.set_global_tracking(None, global_on)
     box = _mailbox(instance, tracking=mode)
     _member(instance, web, box)
     page = web.get("/compose")
@@ -131,7 +131,7 @@ def test_members_without_a_mailbox_are_told_why(web: WebClient, instance: Instan
 
 def test_sending_html_with_a_generated_text_and_attachments(web: WebClient,
                                                            instance: Instance) -> None:
-    instance.sender.set_global_tracking(True)
+    instance.mailboxes.set_global_tracking(None, True)
     box = _mailbox(instance)
     _member(instance, web, box)
     page = web.get("/compose")
@@ -162,7 +162,7 @@ def test_sending_html_with_a_generated_text_and_attachments(web: WebClient,
 
 def test_plain_text_only_is_sent_untracked_as_the_preview_said(web: WebClient,
                                                               instance: Instance) -> None:
-    instance.sender.set_global_tracking(True)
+    instance.mailboxes.set_global_tracking(None, True)
     box = _mailbox(instance)
     _member(instance, web, box)
     page = web.get("/compose")
@@ -231,7 +231,7 @@ def test_the_form_needs_its_csrf_token(web: WebClient, instance: Instance) -> No
 # -- replies ----------------------------------------------------------------------------
 
 def test_a_reply_is_threaded_and_quotes_the_message(web: WebClient, instance: Instance) -> None:
-    instance.sender.set_global_tracking(True)
+    instance.mailboxes.set_global_tracking(None, True)
     box = _mailbox(instance)
     asked = _receive(instance, box, '<p>It is <b>broken</b>.</p><img src="https://e.example/p'
                                     '.png" alt="photo"><script>alert(1)</script>')

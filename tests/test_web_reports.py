@@ -33,7 +33,7 @@ def web(instance: Instance) -> Iterator[WebClient]:
 
 @pytest.fixture
 def boxes(instance: Instance) -> tuple[MailboxRecord, MailboxRecord]:
-    instance.sender.set_global_tracking(True)
+    instance.mailboxes.set_global_tracking(None, True)
     return (instance.store.add_mailbox(MailboxIn(address="support@example.com",
                                                  display_name="Support")),
             instance.store.add_mailbox(MailboxIn(address="sales@example.com",

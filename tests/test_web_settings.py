@@ -51,10 +51,10 @@ def test_admin_turns_global_tracking_on_and_off(web: WebClient, instance: Instan
     page = web.submit(page, "/settings", tracking="on")
     assert page.response.url.path == "/settings"
     assert page.text(".notice") == "Saved."
-    assert instance.sender.global_tracking() is True
+    assert instance.mailboxes.global_tracking() is True
     assert page.form("/settings")["tracking"] == "on"
     web.submit(page, "/settings", tracking="off")
-    assert instance.sender.global_tracking() is False
+    assert instance.mailboxes.global_tracking() is False
 
 
 def test_global_page_lists_mailboxes_that_override_it(web: WebClient, instance: Instance,
@@ -70,7 +70,7 @@ def test_an_unknown_choice_is_refused_with_a_message(web: WebClient, instance: I
     page = web.submit(web.get("/settings"), "/settings", tracking="maybe")
     assert page.status == 422
     assert _problems(page) == ["Open tracking: choose one of the options."]
-    assert instance.sender.global_tracking() is False
+    assert instance.mailboxes.global_tracking() is False
 
 
 # -- mailboxes --------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_misc_tab_shows_the_global_setting_and_saves_the_override(
     page = web.submit(page, action, tracking="enabled")
     assert instance.store.get_mailbox(box.id).tracking == "enabled"
     assert "enabled by mailbox setting" in page.text(".status-line")
-    instance.sender.set_global_tracking(True)
+    instance.mailboxes.set_global_tracking(None, True)
     page = web.get(action)
     assert "Use global setting (currently on)" in page.text("#tracking")
 
@@ -320,7 +320,7 @@ def test_settings_forms_need_the_csrf_token(web: WebClient, instance: Instance,
                                             admin: UserRecord) -> None:
     resp = web.client.post("/settings", data={"tracking": "on"})
     assert resp.status_code == 403
-    assert instance.sender.global_tracking() is False
+    assert instance.mailboxes.global_tracking() is False
 
 
 # -- who may see what -------------------------------------------------------------------

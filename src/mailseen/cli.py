@@ -7,12 +7,10 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 import urllib.request
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,15 +18,12 @@ import click
 
 from .config import Settings, load_settings
 from .core.autoreply import detect_automatic
-from .core.compose import Attachment, Draft, parse_address
+from .core.compose import Attachment, Draft
 from .core.hits import Hit, HitClassifier
 from .core.netdata import NET_KINDS, load_data, parse_published_list, write_override
-from .core.tracking import decide
-from .errors import InvalidInput, MailseenError, NotAMessage, NotFound
+from .errors import InvalidInput, MailseenError, NotAMessage
 from .receivers import ImapPoller, SmtpReceiver
 from .records import MailboxIn, MailboxRecord, MessageRecord, UserRecord
-from .services.accounts import hash_token
-from .services.classification import Judge
 from .services.instance import Instance
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,12 +47,31 @@ class _Cli(click.Group):
         try:
             return super().invoke(ctx)
         except MailseenError as exc:
-            click.echo(f"mailseen: error: {exc}", err=True)
+            click.echo(f"mailseen: error: {_in_cli_words(exc)}", err=True)
             ctx.exit(2 if isinstance(exc, InvalidInput) else 1)
         except OSError as exc:
             click.echo(f"mailseen: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(
                 ": "), err=True)
             ctx.exit(1)
+
+
+def _in_cli_words(exc: MailseenError) -> str:
+    """A service's error names its field ("smtp_host: ..."); on the command line the option
+    carries that name ("--smtp-host: ...")."""
+    text = str(exc)
+    field = exc.field if isinstance(exc, InvalidInput) else None
+    if field and text.startswith(f"{field}: "):
+        option = "--" + field.replace("_", "-")
+        if option in _option_names(main):
+            return f"{option}: {text.removeprefix(f'{field}: ')}"
+    return text
+
+
+def _option_names(command: click.Command) -> set[str]:
+    names = {o for p in command.params for o in p.opts}
+    for sub in getattr(command, "commands", {}).values():
+        names |= _option_names(sub)
+    return names
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,7 +167,7 @@ def pixel(ctx: click.Context, host: str | None, port: int | None, idle_timeout: 
 
 
 def _imap_poller(inst: Instance) -> ImapPoller:
-    return ImapPoller(inst.store, inst.ingestor, poll_seconds=inst.settings.imap_poll_seconds,
+    return ImapPoller(inst.mailboxes, inst.ingestor, poll_seconds=inst.settings.imap_poll_seconds,
                       ca_file=inst.settings.ca_file or None)
 
 
@@ -161,7 +175,7 @@ def _smtp_receiver(inst: Instance, listen: str
                    ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
     host, port = inst.settings.receiver_address(listen)
     s = inst.settings
-    receiver = SmtpReceiver(inst.store, inst.ingestor, host=host, port=port,
+    receiver = SmtpReceiver(inst.mailboxes, inst.ingestor, host=host, port=port,
                             tls_cert=s.smtp_receiver_tls_cert or None,
                             tls_key=s.smtp_receiver_tls_key or None)
 
@@ -233,7 +247,7 @@ def db_upgrade(ctx: click.Context) -> None:
     """Apply migrations (also done on every start)."""
     inst = Instance.open(_settings(ctx), migrate=False)
     ctx.call_on_close(inst.close)
-    inst.db.upgrade()
+    inst.upgrade()
     click.echo("database is up to date")
 
 
@@ -249,7 +263,7 @@ def settings_group() -> None:
 def settings_show(ctx: click.Context) -> None:
     """Show the global settings."""
     inst = _instance(ctx)
-    click.echo(f"tracking: {'on' if inst.sender.global_tracking() else 'off'}")
+    click.echo(f"tracking: {'on' if inst.mailboxes.global_tracking() else 'off'}")
 
 
 @settings_group.command("tracking")
@@ -258,7 +272,7 @@ def settings_show(ctx: click.Context) -> None:
 def settings_tracking(ctx: click.Context, state: str) -> None:
     """Switch open tracking on or off for mailboxes that use the global setting."""
     inst = _instance(ctx)
-    inst.sender.set_global_tracking(state == "on")
+    inst.mailboxes.set_global_tracking(None, state == "on")
     click.echo(f"tracking: {state}")
 
 
@@ -283,14 +297,8 @@ def _mailbox_options(f: F) -> F:
 
 
 def _mailbox_json(inst: Instance, box: MailboxRecord) -> dict[str, Any]:
-    d = decide(inst.sender.global_tracking(), box.tracking)
+    d = inst.mailboxes.decision(box)
     return {**box.__dict__, "effective_tracking": d.enabled, "tracking_reason": d.reason}
-
-
-def _check_smtp(box: MailboxIn) -> MailboxIn:
-    if box.transport == "smtp" and not box.smtp_host:
-        raise InvalidInput("--smtp-host is needed with --transport smtp", field="smtp_host")
-    return box
 
 
 @main.group()
@@ -306,9 +314,7 @@ def mailbox_add(ctx: click.Context, /, address: str, **opts: Any) -> None:
     """Create a mailbox."""
     inst = _instance(ctx)
     values = {k: v for k, v in opts.items() if v is not None}
-    box = inst.store.add_mailbox(_check_smtp(MailboxIn(parse_address(address, "address"),
-                                                       **values)))
-    _out(_mailbox_json(inst, box))
+    _out(_mailbox_json(inst, inst.mailboxes.add(None, MailboxIn(address, **values))))
 
 
 @mailbox.command("list")
@@ -316,8 +322,10 @@ def mailbox_add(ctx: click.Context, /, address: str, **opts: Any) -> None:
 def mailbox_list(ctx: click.Context) -> None:
     """List mailboxes."""
     inst = _instance(ctx)
-    for box in inst.store.list_mailboxes():
-        d = decide(inst.sender.global_tracking(), box.tracking)
+    boxes = inst.mailboxes.all()
+    decisions = inst.mailboxes.decisions(boxes)
+    for box in boxes:
+        d = decisions[box.id]
         click.echo(f"{box.id}\t{box.address}\t{box.transport}\ttracking {box.tracking} "
                    f"({d.reason})")
 
@@ -328,7 +336,7 @@ def mailbox_list(ctx: click.Context) -> None:
 def mailbox_show(ctx: click.Context, address: str) -> None:
     """Show one mailbox."""
     inst = _instance(ctx)
-    _out(_mailbox_json(inst, inst.store.find_mailbox(address)))
+    _out(_mailbox_json(inst, inst.mailboxes.named(None, address)))
 
 
 @mailbox.command("set")
@@ -340,13 +348,11 @@ def mailbox_set(ctx: click.Context, /, address: str, new_address: str | None,
                 **opts: Any) -> None:
     """Change a mailbox, e.g. `mailbox set support@example.com --tracking disabled`."""
     inst = _instance(ctx)
-    box = inst.store.find_mailbox(address)
+    box = inst.mailboxes.named(None, address)
     values = {k: v for k, v in opts.items() if v is not None}
     if new_address:
-        values["address"] = parse_address(new_address, "address")
-    updated = inst.store.update_mailbox(
-        box.id, lambda cur: _check_smtp(replace(cur, **values)))
-    _out(_mailbox_json(inst, updated))
+        values["address"] = new_address
+    _out(_mailbox_json(inst, inst.mailboxes.update(None, box.id, values)))
 
 
 # -- sending ------------------------------------------------------------------------------
@@ -378,7 +384,7 @@ def send(ctx: click.Context, mailbox_address: str, to: tuple[str, ...], cc: tupl
     import mimetypes
 
     inst = _instance(ctx)
-    box = inst.store.find_mailbox(mailbox_address)
+    box = inst.mailboxes.named(None, mailbox_address)
     if raw_file is not None:
         record = inst.sender.submit(box, raw_file.read(), bcc=list(bcc), source="cli",
                                     envelope_to=list(to + cc + bcc) or None)
@@ -405,11 +411,11 @@ def tag(ctx: click.Context, mailbox_address: str) -> None:
     """
     raw = sys.stdin.buffer.read()
     inst = _instance(ctx)
-    box = inst.store.find_mailbox(mailbox_address)
+    box = inst.mailboxes.named(None, mailbox_address)
     if not raw.strip():
         raise NotAMessage("input is empty, not a message")
     record = inst.sender.submit(box, raw, source="tag", queue=False)
-    data = inst.store.get_raw(record.id)
+    data = inst.messages.raw(None, record.id)
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
     if record.tracked:
@@ -433,8 +439,8 @@ def message_list(ctx: click.Context, mailbox_address: str | None, status: str | 
                  limit: int) -> None:
     """List messages, newest first."""
     inst = _instance(ctx)
-    box_id = inst.store.find_mailbox(mailbox_address).id if mailbox_address else None
-    for m in inst.store.list_messages(mailbox_id=box_id, status=status, limit=limit):
+    box_id = inst.mailboxes.named(None, mailbox_address).id if mailbox_address else None
+    for m in inst.messages.newest(None, mailbox_id=box_id, status=status, limit=limit):
         seen = (f"viewed {m.view_count}x" if m.view_count else "replied" if m.replied_at
                 else "not viewed" if m.tracked else "not tracked")
         err = f"\t{m.last_error}" if m.status == "failed" and m.last_error else ""
@@ -447,20 +453,13 @@ def message_list(ctx: click.Context, mailbox_address: str | None, status: str | 
 def message_show(ctx: click.Context, message_id: int) -> None:
     """Show one message with its tracking status and views."""
     inst = _instance(ctx)
-    m = inst.store.get_message(message_id)
+    m = inst.messages.get(None, message_id)
     data = _message_json(m)
-    data["views"] = [v.__dict__ for v in inst.store.list_views(m.id)]
+    data["views"] = [v.__dict__ for v in inst.messages.views(None, m.id)]
     _out(data)
 
 
 # -- users --------------------------------------------------------------------------------
-
-def _find_user(inst: Instance, email: str) -> UserRecord:
-    found = inst.store.find_user(email)
-    if found is None:
-        raise NotFound(f"no user {email}")
-    return found[0]
-
 
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
@@ -475,13 +474,9 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _user_json(u: UserRecord, inst: Instance) -> dict[str, Any]:
-    boxes = {b.id: b.address for b in inst.store.list_mailboxes()}
+    boxes = {b.id: b.address for b in inst.mailboxes.all()}
     return {"id": u.id, "email": u.email, "name": u.name, "role": u.role,
             "mailboxes": [boxes[i] for i in u.mailbox_ids if i in boxes]}
-
-
-def _mailbox_ids(inst: Instance, addresses: str) -> list[int]:
-    return [inst.store.find_mailbox(a.strip()).id for a in addresses.split(",") if a.strip()]
 
 
 @main.group()
@@ -501,12 +496,10 @@ def user_add(ctx: click.Context, email: str, name: str, admin: bool, mailboxes: 
              password_stdin: bool) -> None:
     """Create a user (the first admin, for instance)."""
     inst = _instance(ctx)
-    ids = _mailbox_ids(inst, mailboxes)
-    created = inst.accounts.create_user(email, _read_password(password_stdin), name=name,
-                                        role="admin" if admin else "member")
-    if ids:
-        inst.store.set_memberships(created.id, ids)
-    _out(_user_json(inst.store.get_user(created.id), inst))
+    ids = inst.mailboxes.find_many(None, mailboxes)
+    created = inst.accounts.add_user(None, email, _read_password(password_stdin), name=name,
+                                     role="admin" if admin else "member", mailbox_ids=ids)
+    _out(_user_json(created, inst))
 
 
 @user.command("list")
@@ -514,7 +507,7 @@ def user_add(ctx: click.Context, email: str, name: str, admin: bool, mailboxes: 
 def user_list(ctx: click.Context) -> None:
     """List users."""
     inst = _instance(ctx)
-    for u in inst.store.list_users():
+    for u in inst.accounts.list_users(None):
         data = _user_json(u, inst)
         click.echo(f"{u.id}\t{u.email}\t{u.role}\t{','.join(data['mailboxes'])}")
 
@@ -531,14 +524,13 @@ def user_set(ctx: click.Context, email: str, role: str | None, name: str | None,
              mailboxes: str | None, new_password: bool) -> None:
     """Change a user's role, name, mailboxes or password."""
     inst = _instance(ctx)
-    u = _find_user(inst, email)
-    if mailboxes is not None:
-        inst.store.set_memberships(u.id, _mailbox_ids(inst, mailboxes))
-    if role or name is not None:
-        inst.store.update_user(u.id, role=role, name=name)  # type: ignore[arg-type]
+    u = inst.accounts.find_user(None, email)
+    ids = None if mailboxes is None else inst.mailboxes.find_many(None, mailboxes)
+    u = inst.accounts.update_user(None, u.id, role=role, name=name,  # type: ignore[arg-type]
+                                  mailbox_ids=ids)
     if new_password:
-        inst.accounts.set_password(u.id, _read_password(not sys.stdin.isatty()))
-    _out(_user_json(inst.store.get_user(u.id), inst))
+        inst.accounts.change_password(None, u.id, _read_password(not sys.stdin.isatty()))
+    _out(_user_json(u, inst))
 
 
 @user.command("remove")
@@ -547,7 +539,7 @@ def user_set(ctx: click.Context, email: str, role: str | None, name: str | None,
 def user_remove(ctx: click.Context, email: str) -> None:
     """Delete a user, their sessions and tokens."""
     inst = _instance(ctx)
-    inst.store.delete_user(_find_user(inst, email).id)
+    inst.accounts.delete_user(None, inst.accounts.find_user(None, email).id)
     click.echo(f"user {email} removed")
 
 
@@ -566,17 +558,15 @@ def token() -> None:
 def token_create(ctx: click.Context, name: str, user_email: str | None) -> None:
     """Create a token and print it (it is shown only once)."""
     inst = _instance(ctx)
-    user_id = _find_user(inst, user_email).id if user_email else None
-    value = "ms_" + secrets.token_urlsafe(32)
-    inst.store.add_token(name, hash_token(value), user_id=user_id)
-    click.echo(value)
+    user_id = inst.accounts.find_user(None, user_email).id if user_email else None
+    click.echo(inst.accounts.create_token(None, name, user_id))
 
 
 @token.command("list")
 @click.pass_context
 def token_list(ctx: click.Context) -> None:
     """List tokens (never their values)."""
-    for tid, name, created, used in _instance(ctx).store.list_tokens():
+    for tid, name, created, used in _instance(ctx).accounts.list_tokens(None):
         click.echo(f"{tid}\t{name}\tcreated {created:%Y-%m-%d}\t"
                    f"last used {used:%Y-%m-%d %H:%M}" if used else
                    f"{tid}\t{name}\tcreated {created:%Y-%m-%d}\tnever used")
@@ -587,7 +577,7 @@ def token_list(ctx: click.Context) -> None:
 @click.pass_context
 def token_revoke(ctx: click.Context, token_id: int) -> None:
     """Delete a token."""
-    _instance(ctx).store.delete_token(token_id)
+    _instance(ctx).accounts.revoke_token(None, token_id)
     click.echo(f"token {token_id} revoked")
 
 
@@ -664,7 +654,7 @@ def reclassify(ctx: click.Context) -> None:
     """Judge every stored pixel hit again and rebuild every message's summary (after the
     rules or the network data changed)."""
     inst = _instance(ctx)
-    seen, changed = inst.store.reclassify(Judge(inst.settings.data_dir))
+    seen, changed = inst.reclassify()
     click.echo(f"judged {seen} view(s), {changed} verdict(s) changed")
 
 

@@ -8,7 +8,7 @@ mailseen's."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 TrackingMode = Literal["global", "enabled", "disabled"]
@@ -257,3 +257,37 @@ class Envelope:
     recipients: tuple[str, ...]
     raw: bytes
     key: str
+
+
+# Upper bounds (seconds) of the time-to-first-view buckets; one more bucket holds the rest.
+DELAY_LIMITS = (3600, 6 * 3600, 24 * 3600, 3 * 24 * 3600)
+
+
+@dataclass(frozen=True)
+class MailboxShare:
+    mailbox_id: int
+    sent: int  # outbound messages delivered in the period
+    tracked: int
+    viewed: int  # tracked, and seen by a person: a human view or a human reply
+
+
+@dataclass(frozen=True)
+class Report:
+    since: datetime
+    days: int
+    by_mailbox: list[MailboxShare] = field(default_factory=list)
+    views_per_day: list[tuple[date, int]] = field(default_factory=list)  # every day, oldest first
+    machine_fetches: int = 0
+    first_view_buckets: list[int] = field(default_factory=lambda: [0] * (len(DELAY_LIMITS) + 1))
+
+    @property
+    def sent(self) -> int:
+        return sum(b.sent for b in self.by_mailbox)
+
+    @property
+    def tracked(self) -> int:
+        return sum(b.tracked for b in self.by_mailbox)
+
+    @property
+    def viewed(self) -> int:
+        return sum(b.viewed for b in self.by_mailbox)

@@ -32,7 +32,7 @@ import aioimaplib  # type: ignore[import-untyped]
 from ..errors import InvalidInput, MailseenError, NotFound
 from ..records import ImapState, MailboxRecord
 from ..services.inbound import Ingestor
-from ..storage import Store
+from ..services.mailboxes import Mailboxes
 
 __all__ = ["ImapError", "ImapPoller"]
 
@@ -281,10 +281,10 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 
 
 class ImapPoller:
-    def __init__(self, store: Store, ingestor: Ingestor, *, idle_seconds: float = 300,
+    def __init__(self, mailboxes: Mailboxes, ingestor: Ingestor, *, idle_seconds: float = 300,
                  poll_seconds: float = 60, retry_base: float = 5, retry_max: float = 600,
                  timeout: float = 30, ca_file: str | None = None) -> None:
-        self.store = store
+        self.mailboxes = mailboxes
         self.ingestor = ingestor
         self.idle_seconds = idle_seconds
         self.poll_seconds = poll_seconds
@@ -328,7 +328,7 @@ class ImapPoller:
             while not stop.is_set():
                 self._refresh.clear()
                 try:
-                    accounts = await asyncio.to_thread(self.store.imap_accounts)
+                    accounts = await asyncio.to_thread(self.mailboxes.imap_accounts)
                 except MailseenError as exc:
                     log.warning("cannot read the IMAP accounts: %s", exc)
                 else:
@@ -395,7 +395,7 @@ class ImapPoller:
                 await _pause(stop, delay)
 
     async def _account(self, mailbox_id: int) -> ImapState | None:
-        accounts = await asyncio.to_thread(self.store.imap_accounts)
+        accounts = await asyncio.to_thread(self.mailboxes.imap_accounts)
         return next((a for a in accounts if a.mailbox_id == mailbox_id), None)
 
     @asynccontextmanager
@@ -415,7 +415,7 @@ class ImapPoller:
     async def _poll(self, session: _Session, account: ImapState,
                     stop: asyncio.Event | None = None) -> tuple[int, ImapState]:
         """Store the folder's new messages; the count and the account's new position."""
-        mailbox = await asyncio.to_thread(self.store.get_mailbox, account.mailbox_id)
+        mailbox = await asyncio.to_thread(self.mailboxes.get, None, account.mailbox_id)
         uidvalidity = await session.select(account.folder)
         last = account.last_uid
         if uidvalidity != account.uidvalidity:
@@ -423,7 +423,7 @@ class ImapPoller:
                 log.info("%s: UIDVALIDITY of '%s' changed; reading it again", mailbox.address,
                          account.folder)
             last = 0
-            await asyncio.to_thread(self.store.imap_progress, mailbox.id, uidvalidity, 0)
+            await asyncio.to_thread(self.mailboxes.imap_progress, mailbox.id, uidvalidity, 0)
         # A reply to our mail cannot be older than the mailbox: leave older mail alone.
         since = (mailbox.created_at - timedelta(days=1)).date()
         count = 0
@@ -434,8 +434,8 @@ class ImapPoller:
             if raw is not None and await self._ingest(mailbox, raw, uid, account.folder):
                 count += 1
             last = uid
-            await asyncio.to_thread(self.store.imap_progress, mailbox.id, uidvalidity, uid)
-        await asyncio.to_thread(self.store.imap_report, mailbox.id, "ok", None)
+            await asyncio.to_thread(self.mailboxes.imap_progress, mailbox.id, uidvalidity, uid)
+        await asyncio.to_thread(self.mailboxes.imap_report, mailbox.id, "ok", None)
         return count, replace(account, uidvalidity=uidvalidity, last_uid=last)
 
     async def _ingest(self, mailbox: MailboxRecord, raw: bytes, uid: int, folder: str) -> bool:
@@ -457,6 +457,6 @@ class ImapPoller:
 
     async def _report(self, mailbox_id: int, error: str) -> None:
         try:
-            await asyncio.to_thread(self.store.imap_report, mailbox_id, "error", error)
+            await asyncio.to_thread(self.mailboxes.imap_report, mailbox_id, "error", error)
         except MailseenError as exc:
             log.warning("mailbox %d: cannot save the IMAP status: %s", mailbox_id, exc)

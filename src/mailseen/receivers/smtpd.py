@@ -20,7 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from ..errors import InvalidInput, MailseenError
 from ..records import MailboxRecord
 from ..services.inbound import Ingestor
-from ..storage import Store
+from ..services.mailboxes import Mailboxes
 
 __all__ = ["SmtpReceiver", "receive", "route"]
 
@@ -62,14 +62,14 @@ def receive(ingestor: Ingestor, mailboxes: Sequence[MailboxRecord], raw: bytes,
 
 
 class ReceiveHandler:
-    def __init__(self, store: Store, ingestor: Ingestor) -> None:
-        self.store = store
+    def __init__(self, mailboxes: Mailboxes, ingestor: Ingestor) -> None:
+        self.mailboxes = mailboxes
         self.ingestor = ingestor
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         try:
-            found = route(await asyncio.to_thread(self.store.list_mailboxes), address)
+            found = route(await asyncio.to_thread(self.mailboxes.all), address)
         except MailseenError as exc:
             log.warning("cannot check recipient %s: %s", address, exc)
             return TRY_LATER
@@ -81,7 +81,7 @@ class ReceiveHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         try:
-            mailboxes = await asyncio.to_thread(self.store.list_mailboxes)
+            mailboxes = await asyncio.to_thread(self.mailboxes.all)
         except MailseenError as exc:
             log.warning("cannot accept a message: %s", exc)
             return TRY_LATER
@@ -96,10 +96,10 @@ class ReceiveHandler:
 
 
 class SmtpReceiver:
-    def __init__(self, store: Store, ingestor: Ingestor, *, host: str = "127.0.0.1",
+    def __init__(self, mailboxes: Mailboxes, ingestor: Ingestor, *, host: str = "127.0.0.1",
                  port: int = 2525, tls_cert: str | None = None, tls_key: str | None = None,
                  max_size: int = 25 * 1024 * 1024, hostname: str | None = None) -> None:
-        self.handler = ReceiveHandler(store, ingestor)
+        self.handler = ReceiveHandler(mailboxes, ingestor)
         self.host = host
         self.port = port
         self.max_size = max_size

@@ -16,8 +16,9 @@ from ..errors import InvalidInput, MailseenError, NotFound
 from ..records import Role, SessionRecord, UserRecord
 from ..storage import Store
 from ..storage.store import now
+from .mailboxes import require_admin
 
-__all__ = ["Accounts", "SignInRefused", "can_see_mailbox", "hash_token"]
+__all__ = ["Accounts", "SignInRefused", "hash_token"]
 
 SESSION_DAYS = 14
 # Throttling: after FREE failures in WINDOW each attempt waits; after LOCK it is refused.
@@ -50,11 +51,6 @@ def hash_token(token: str) -> str:
     """API tokens and session ids are random and long: a plain SHA-256 is enough to keep
     the stored value useless to whoever reads the database."""
     return _hash_id(token)
-
-
-def can_see_mailbox(user: UserRecord | None, mailbox_id: int) -> bool:
-    """None stands for an installation-wide admin token."""
-    return user is None or user.is_admin or mailbox_id in user.mailbox_ids
 
 
 class Accounts:
@@ -135,11 +131,80 @@ class Accounts:
     def sign_out(self, cookie_value: str) -> None:
         self.store.delete_session(_hash_id(cookie_value))
 
-    def mailbox_ids(self, user: UserRecord | None) -> list[int]:
-        boxes = self.store.list_mailboxes()
-        return [b.id for b in boxes if can_see_mailbox(user, b.id)]
+    # -- managing users and API tokens (admins, or the installation) ---------------------
 
-    def require_mailbox(self, user: UserRecord | None, mailbox_id: int) -> None:
-        """Raise NotFound (not Forbidden: no hint that it exists) unless visible."""
-        if not can_see_mailbox(user, mailbox_id):
-            raise NotFound(f"no mailbox with id {mailbox_id}")
+    def get_user(self, actor: UserRecord | None, user_id: int) -> UserRecord:
+        require_admin(actor)
+        return self.store.get_user(user_id)
+
+    def find_user(self, actor: UserRecord | None, email: str) -> UserRecord:
+        require_admin(actor)
+        found = self.store.find_user(email.strip())
+        if found is None:
+            raise NotFound(f"no user {email}")
+        return found[0]
+
+    def list_users(self, actor: UserRecord | None) -> list[UserRecord]:
+        require_admin(actor)
+        return self.store.list_users()
+
+    def add_user(self, actor: UserRecord | None, email: str, password: str, *,
+                 name: str = "", role: Role = "member", mailbox_ids: list[int] | None = None
+                 ) -> UserRecord:
+        require_admin(actor)
+        user = self.create_user(email, password, name=name, role=role)
+        if mailbox_ids:
+            self.store.set_memberships(user.id, mailbox_ids)
+        return self.store.get_user(user.id)
+
+    def update_user(self, actor: UserRecord | None, user_id: int, *, name: str | None = None,
+                    role: Role | None = None, mailbox_ids: list[int] | None = None
+                    ) -> UserRecord:
+        """Change a user's name, role or mailboxes (what is None stays). An admin cannot
+        take away their own admin role: another admin must."""
+        require_admin(actor)
+        if role is not None and role not in ("admin", "member"):
+            raise InvalidInput("role: admin or member", field="role")
+        if actor is not None and actor.id == user_id and role not in (None, "admin"):
+            raise InvalidInput("role: you cannot take away your own admin role; ask another "
+                               "admin to do it", field="role")
+        if mailbox_ids is not None:
+            self.store.set_memberships(user_id, mailbox_ids)
+        if role is not None or name is not None:
+            self.store.update_user(user_id, role=role, name=name)
+        return self.store.get_user(user_id)
+
+    def change_password(self, actor: UserRecord | None, user_id: int, password: str) -> None:
+        require_admin(actor)
+        self.set_password(user_id, password)
+
+    def delete_user(self, actor: UserRecord | None, user_id: int) -> None:
+        """Delete a user, their sessions and tokens; never one's own account."""
+        require_admin(actor)
+        if actor is not None and actor.id == user_id:
+            raise InvalidInput("confirm: you cannot delete your own account", field="confirm")
+        self.store.delete_user(user_id)
+
+    def create_token(self, actor: UserRecord | None, name: str, user_id: int | None = None
+                     ) -> str:
+        """A new API token (shown once): the user's rights, or with ``user_id`` None the
+        whole installation's."""
+        require_admin(actor)
+        value = "ms_" + secrets.token_urlsafe(32)
+        self.store.add_token(name, hash_token(value), user_id=user_id)
+        return value
+
+    def list_tokens(self, actor: UserRecord | None
+                    ) -> list[tuple[int, str, datetime, datetime | None]]:
+        """(id, name, created, last used) of every token; never their values."""
+        require_admin(actor)
+        return self.store.list_tokens()
+
+    def revoke_token(self, actor: UserRecord | None, token_id: int) -> None:
+        require_admin(actor)
+        self.store.delete_token(token_id)
+
+    def token_user(self, value: str) -> tuple[bool, UserRecord | None]:
+        """Whether ``value`` is a valid API token and whose rights it carries (None: the
+        whole installation's)."""
+        return self.store.token_user(hash_token(value))

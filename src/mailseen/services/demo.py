@@ -40,7 +40,7 @@ from ..core.autoreply import detect_automatic
 from ..core.compose import Draft
 from ..core.pixel import pixel_tag, pixel_url
 from ..core.tokens import TokenRef
-from ..core.tracking import decide, not_trackable
+from ..core.tracking import not_trackable
 from ..errors import Conflict, NotFound
 from ..records import MailboxIn, MailboxRecord, MessageRecord, Role, TrackingMode, ViewIn
 from ..storage.models import Conversation, Message, MessageData, ViewEvent
@@ -275,7 +275,7 @@ def fill_small(inst: Instance, *, seed: int = 1, force: bool = False,
     rng = random.Random(seed)
     empty = _refuse_if_filled(inst, force)
     if empty:
-        inst.sender.set_global_tracking(True)
+        inst.mailboxes.set_global_tracking(None, True)
     boxes = {
         "support": _mailbox(inst, MailboxIn("support@example.com", "Example Support")),
         "sales": _mailbox(inst, MailboxIn("sales@example.com", "Example Sales",
@@ -419,7 +419,7 @@ def fill_scale(inst: Instance, *, messages: int, views: int, mailboxes: int, see
     rng = random.Random(seed)
     empty = _refuse_if_filled(inst, force)
     if empty:
-        inst.sender.set_global_tracking(True)
+        inst.mailboxes.set_global_tracking(None, True)
     modes: tuple[TrackingMode, ...] = ("global",) * 8 + ("enabled", "disabled")
     boxes = [_mailbox(inst, MailboxIn(f"{TEAMS[i % len(TEAMS)]}-{i + 1:03d}@example.com",
                                       f"{TEAMS[i % len(TEAMS)].title()} {i + 1}",
@@ -523,8 +523,7 @@ class _Loader:
         self.inst, self.rng, self.plan, self.now = inst, rng, plan, now
         self.boxes = {b.id: b for b in boxes}
         self.people = people
-        global_on = inst.sender.global_tracking()
-        self.tracking = {b.id: decide(global_on, b.tracking) for b in boxes}
+        self.tracking = inst.mailboxes.decisions(boxes)
         self.run_tag = secrets.token_hex(4)
         self.auto_reason = detect_automatic(_T_PLAIN.format(
             name="x", box="x@example.com", to="y@example.com", subject="Automatic reply: x",

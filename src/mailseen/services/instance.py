@@ -11,8 +11,12 @@ from ..transports import Transport
 from ..transports.outbox import OutboxTransport
 from ..transports.smtp import SmtpTransport
 from .accounts import Accounts
+from .classification import Judge
 from .delivery import DeliveryWorker
 from .inbound import Ingestor
+from .mailboxes import Mailboxes
+from .messages import Messages
+from .recorder import ViewRecorder
 from .secrets import SecretBox
 from .sending import Sender
 
@@ -23,8 +27,10 @@ __all__ = ["Instance"]
 class Instance:
     settings: Settings
     db: Database
-    store: Store
+    store: Store  # for services and tests only: the edges go through the services below
     signer: TokenSigner
+    mailboxes: Mailboxes
+    messages: Messages
     sender: Sender
     accounts: Accounts
     ingestor: Ingestor
@@ -38,13 +44,27 @@ class Instance:
             db.upgrade()
         store = Store(db, SecretBox(secret))
         signer = TokenSigner(secret)
-        sender = Sender(store, signer, settings.base_url)
+        mailboxes = Mailboxes(store)
+        sender = Sender(store, mailboxes, signer, settings.base_url)
         transports: dict[str, Transport] = {
             "outbox": OutboxTransport(settings.outbox_dir),
             "smtp": SmtpTransport(settings.smtp_timeout, settings.ca_file),
         }
-        return cls(settings, db, store, signer, sender, Accounts(store),
-                   Ingestor(store, sender), transports)
+        return cls(settings, db, store, signer, mailboxes, Messages(store, mailboxes), sender,
+                   Accounts(store), Ingestor(store, sender), transports)
+
+    def upgrade(self) -> None:
+        """Bring the database schema up to date."""
+        self.db.upgrade()
+
+    def reclassify(self) -> tuple[int, int]:
+        """Judge every stored pixel hit again with the current rules and data: (hits
+        judged, verdicts changed)."""
+        return self.store.reclassify(Judge(self.settings.data_dir))
+
+    def view_recorder(self) -> ViewRecorder:
+        """A recorder for pixel hits, judging them with this installation's data."""
+        return ViewRecorder(self.store, Judge(self.settings.data_dir))
 
     def worker(self) -> DeliveryWorker:
         s = self.settings

@@ -10,21 +10,21 @@ from ..core.compose import Draft, build_message, prepare_raw
 from ..core.inject import tag_message
 from ..core.pixel import PIXEL_PATH_RE, pixel_tag, pixel_url
 from ..core.tokens import TokenRef, TokenSigner
-from ..core.tracking import decide, not_trackable
+from ..core.tracking import not_trackable
 from ..errors import InvalidInput
 from ..records import MailboxRecord, MessageRecord, NewMessage
 from ..storage import Store
 from ..storage.store import Rendered
+from .mailboxes import Mailboxes
 
-__all__ = ["TRACKING_SETTING", "Sender"]
-
-TRACKING_SETTING = "tracking_enabled"
+__all__ = ["Sender"]
 
 
 class Sender:
-    def __init__(self, store: Store, signer: TokenSigner, base_url: str,
+    def __init__(self, store: Store, mailboxes: Mailboxes, signer: TokenSigner, base_url: str,
                  on_queued: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.mailboxes = mailboxes
         self.signer = signer
         self.base_url = base_url
         self.on_queued = on_queued
@@ -34,12 +34,6 @@ class Sender:
         whatever host it names (the public URL may have changed since)."""
         m = PIXEL_PATH_RE.search(urlsplit(url).path)
         return m is not None and self.signer.check(m.group(1)) is not None
-
-    def global_tracking(self) -> bool:
-        return self.store.get_setting(TRACKING_SETTING, "false") == "true"
-
-    def set_global_tracking(self, enabled: bool) -> None:
-        self.store.set_setting(TRACKING_SETTING, "true" if enabled else "false")
 
     def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api"
                    ) -> MessageRecord:
@@ -58,7 +52,7 @@ class Sender:
         recipients = envelope_to or list(dict.fromkeys([*facts.to, *facts.cc, *all_bcc]))
         if queue and not recipients:
             raise InvalidInput("to: the message has no recipients", field="to")
-        decision = decide(self.global_tracking(), mailbox.tracking)
+        decision = self.mailboxes.decision(mailbox)
 
         def render(message_id: int) -> Rendered:
             if not decision.enabled:

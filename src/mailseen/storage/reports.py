@@ -5,7 +5,6 @@ per day of views, each through an index on time, on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -13,44 +12,11 @@ from typing import Any
 from sqlalchemy import case, extract, func, select
 from sqlalchemy.orm import Session
 
+from ..records import DELAY_LIMITS, MailboxShare, Report
 from .base import StoreBase, every_mailbox
 from .models import Message, ViewEvent
 
-__all__ = ["DELAY_LIMITS", "MailboxShare", "Report", "ReportStore"]
-
-# Upper bounds (seconds) of the time-to-first-view buckets; one more bucket holds the rest.
-DELAY_LIMITS = (3600, 6 * 3600, 24 * 3600, 3 * 24 * 3600)
-
-
-@dataclass(frozen=True)
-class MailboxShare:
-    mailbox_id: int
-    sent: int  # outbound messages delivered in the period
-    tracked: int
-    viewed: int  # tracked, and seen by a person: a human view or a human reply
-
-
-@dataclass(frozen=True)
-class Report:
-    since: datetime
-    days: int
-    by_mailbox: list[MailboxShare] = field(default_factory=list)
-    views_per_day: list[tuple[date, int]] = field(default_factory=list)  # every day, oldest first
-    machine_fetches: int = 0
-    first_view_buckets: list[int] = field(default_factory=lambda: [0] * (len(DELAY_LIMITS) + 1))
-
-    @property
-    def sent(self) -> int:
-        return sum(b.sent for b in self.by_mailbox)
-
-    @property
-    def tracked(self) -> int:
-        return sum(b.tracked for b in self.by_mailbox)
-
-    @property
-    def viewed(self) -> int:
-        return sum(b.viewed for b in self.by_mailbox)
-
+__all__ = ["ReportStore"]
 
 def _as_date(value: Any) -> date:
     # SQLite's date() gives text, PostgreSQL's a date.

@@ -10,9 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from ..services.classification import Judge
 from ..services.instance import Instance
-from ..services.recorder import ViewRecorder
 from .api import build_api
 from .limits import MAX_API_BODY, MAX_FORM_BODY, BoundedHttpProtocol, limit_body
 from .pixel import PixelApp, Receive, Scope, Send
@@ -33,7 +31,7 @@ class MailseenApp:
     def __init__(self, instance: Instance, *, run_worker: bool = True,
                  background: Sequence[Background] = ()) -> None:
         self.instance = instance
-        self.recorder = ViewRecorder(instance.store, Judge(instance.settings.data_dir))
+        self.recorder = instance.view_recorder()
         self.pixel = PixelApp(instance.signer, self.recorder,
                               instance.settings.trusted_proxies)
         self.api = build_api(instance)

@@ -20,9 +20,8 @@ import httptools
 import uvloop
 
 from ..core.pixel import GIF
-from ..services.classification import Judge
 from ..services.instance import Instance
-from ..services.recorder import Commit, ViewRecorder
+from ..services.recorder import Commit
 from .limits import MAX_HEAD_BYTES
 from .pixel import IMAGE_HEADERS, PixelApp
 
@@ -274,7 +273,7 @@ def run_pixel_node(instance: Instance, host: str, port: int,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        recorder = ViewRecorder(instance.store, Judge(instance.settings.data_dir))
+        recorder = instance.view_recorder()
         await recorder.start()
         app = PixelApp(instance.signer, recorder, instance.settings.trusted_proxies)
         try:

@@ -112,7 +112,7 @@ def all_mailboxes(request: Request) -> list[MailboxRecord]:
     """Every mailbox, read once per request: the navigation lists them and so do the pages."""
     boxes: list[MailboxRecord] | None = request.scope.get("mailseen.mailboxes")
     if boxes is None:
-        boxes = request.scope["mailseen.mailboxes"] = instance_of(request).store.list_mailboxes()
+        boxes = request.scope["mailseen.mailboxes"] = instance_of(request).mailboxes.all()
     return boxes
 
 

@@ -23,10 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..core.compose import Attachment, Draft, parse_address
-from ..core.tracking import decide
+from ..core.tracking import Decision
 from ..errors import InvalidInput, NotFound
 from ..records import ConversationRecord, MailboxRecord, MessageRecord, UserRecord
-from ..services.accounts import can_see_mailbox
 from ..services.instance import Instance
 from .mailhtml import html_to_text, linkify, sanitize
 from .ui import instance_of, read_form, redirect, render, require_user
@@ -47,9 +46,10 @@ def _setting(mailbox: MailboxRecord) -> str:
     return "global setting" if mailbox.tracking == "global" else "mailbox setting"
 
 
-def tracking_preview(global_enabled: bool, mailbox: MailboxRecord, has_html: bool) -> Preview:
-    """What tracking will do with a message from ``mailbox``, in the words of the form."""
-    if not decide(global_enabled, mailbox.tracking).enabled:
+def tracking_preview(decision: Decision, mailbox: MailboxRecord, has_html: bool) -> Preview:
+    """What tracking will do with a message from ``mailbox`` (whose tracking ``decision``
+    the services made), in the words of the form."""
+    if not decision.enabled:
         return Preview("off", f"Tracking off ({_setting(mailbox)})")
     if not has_html:
         return Preview("plain", "Not trackable: plain text")
@@ -193,7 +193,7 @@ def _draft(mailbox: MailboxRecord, f: Fields, reply_to: MessageRecord | None) ->
 # -- pages -------------------------------------------------------------------------------
 
 def _usable(inst: Instance, user: UserRecord) -> list[MailboxRecord]:
-    return [b for b in inst.store.list_mailboxes() if can_see_mailbox(user, b.id)]
+    return inst.mailboxes.visible(user)
 
 
 def _mailbox(inst: Instance, user: UserRecord, mailbox_id: int | None,
@@ -201,9 +201,7 @@ def _mailbox(inst: Instance, user: UserRecord, mailbox_id: int | None,
     """The mailbox to send from: another mailbox's id is a 404, as if it did not exist."""
     if mailbox_id is None:
         return default
-    if not can_see_mailbox(user, mailbox_id):
-        raise NotFound(f"no mailbox with id {mailbox_id}")
-    return inst.store.get_mailbox(mailbox_id)
+    return inst.mailboxes.get(user, mailbox_id)
 
 
 def _show(request: Request, f: Fields, mailbox: MailboxRecord | None, *,
@@ -211,14 +209,14 @@ def _show(request: Request, f: Fields, mailbox: MailboxRecord | None, *,
           conversation: ConversationRecord | None = None,
           reply_to: MessageRecord | None = None) -> Response:
     inst = instance_of(request)
-    on = inst.sender.global_tracking()
+    decisions = inst.mailboxes.decisions([*boxes, *([mailbox] if mailbox else [])])
     # Until something is typed, the message is to be written in the (HTML) editor.
     has_html = _has_html(f.html) or not f.text.strip()
-    previews = {b.id: tracking_preview(on, b, True) for b in boxes}
+    previews = {b.id: tracking_preview(decisions[b.id], b, True) for b in boxes}
     return render(
         request, "compose.html", 422 if error else 200, fields=f, mailbox=mailbox,
         boxes=boxes, action=action, previews=previews,
-        preview=tracking_preview(on, mailbox, has_html) if mailbox else None,
+        preview=tracking_preview(decisions[mailbox.id], mailbox, has_html) if mailbox else None,
         error=str(error) if error else None, error_field=error.field if error else None,
         conversation=conversation, reply_to=reply_to, size=human_size,
         kept=[(_encode_kept(a), a) for a in f.attachments])
@@ -282,11 +280,11 @@ def _subject(subject: str) -> str:
     return subject if re.match(r"(?i)^\s*re\s*:", subject) else f"Re: {subject}".strip()
 
 
-def _quote(inst: Instance, message: MessageRecord) -> str:
+def _quote(inst: Instance, user: UserRecord, message: MessageRecord) -> str:
     """The earlier message, quoted below an empty first paragraph to write in. Its HTML is
     sanitised (it is put into the editor on our page) and keeps its remote images for the
     recipient; our own pixels never come along."""
-    shown = displayed_body(inst, message)
+    shown = displayed_body(inst, user, message)
     when = (message.sent_at or message.created_at).strftime("%a, %d %b %Y at %H:%M UTC")
     who = message.from_addr or "someone"
     if shown.html is not None:
@@ -298,27 +296,27 @@ def _quote(inst: Instance, message: MessageRecord) -> str:
     return f"<p><br></p>\n<p>{head}</p>\n<blockquote type=\"cite\">\n{inner}\n</blockquote>\n"
 
 
-def _reply_fields(inst: Instance, conv: ConversationRecord, target: MessageRecord | None
-                  ) -> Fields:
+def _reply_fields(inst: Instance, user: UserRecord, conv: ConversationRecord,
+                  target: MessageRecord | None) -> Fields:
     if target is None:
         return Fields(mailbox_id=conv.mailbox_id, to=conv.other_party,
                       subject=_subject(conv.subject))
     to = [target.from_addr] if target.direction == "in" else target.to
     return Fields(mailbox_id=conv.mailbox_id, to=", ".join(a for a in to if a),
                   subject=_subject(target.subject or conv.subject),
-                  html=_quote(inst, target))
+                  html=_quote(inst, user, target))
 
 
 async def reply(request: Request) -> Response:
-    _, conv = visible_conversation(request, request.path_params["conversation_id"])
+    user, conv = visible_conversation(request, request.path_params["conversation_id"])
     inst = instance_of(request)
-    mailbox = inst.store.get_mailbox(conv.mailbox_id)
+    mailbox = inst.mailboxes.get(user, conv.mailbox_id)
     action = f"/conversations/{conv.id}/reply"
-    messages = await run_in_threadpool(inst.store.conversation_messages, conv.id)
+    messages = await run_in_threadpool(inst.messages.in_conversation, user, conv.id)
     if request.method == "GET":
         raw_id = request.query_params.get("message")
         target = _reply_target(messages, int(raw_id) if raw_id and raw_id.isdigit() else None)
-        f = await run_in_threadpool(_reply_fields, inst, conv, target)
+        f = await run_in_threadpool(_reply_fields, inst, user, conv, target)
         return _show(request, f, mailbox, action=action, boxes=[mailbox], conversation=conv,
                      reply_to=target)
     form = await read_form(request)

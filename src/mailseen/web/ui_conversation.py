@@ -24,7 +24,6 @@ from ..core.inject import tag_message
 from ..core.status import Eye
 from ..errors import NotFound
 from ..records import ConversationRecord, MessageRecord, UserRecord, ViewRecord
-from ..services.accounts import can_see_mailbox
 from ..services.instance import Instance
 from .mailhtml import Body, attachment_data, linkify, read_body, sanitize
 from .ui import eye_of, finish, instance_of, render, require_user, templates
@@ -43,24 +42,18 @@ def visible_conversation(request: Request, conversation_id: int
     """The conversation, if the signed-in user may see its mailbox; else NotFound, the same
     answer as for one that does not exist."""
     user = require_user(request)
-    conv = instance_of(request).store.get_conversation(conversation_id)
-    if not can_see_mailbox(user, conv.mailbox_id):
-        raise NotFound(f"no conversation with id {conversation_id}")
-    return user, conv
+    return user, instance_of(request).messages.conversation(user, conversation_id)
 
 
 def visible_message(request: Request, message_id: int) -> tuple[UserRecord, MessageRecord]:
     user = require_user(request)
-    message = instance_of(request).store.get_message(message_id)
-    if not can_see_mailbox(user, message.mailbox_id):
-        raise NotFound(f"no message with id {message_id}")
-    return user, message
+    return user, instance_of(request).messages.get(user, message_id)
 
 
-def displayed_body(inst: Instance, message: MessageRecord) -> Body:
+def displayed_body(inst: Instance, user: UserRecord, message: MessageRecord) -> Body:
     """The message's body as stored, with our pixels taken out of what we sent (received
     mail had them taken out on the way in)."""
-    raw = inst.store.get_raw(message.id)
+    raw = inst.messages.raw(user, message.id)
     if message.direction == "out":
         cleaned = tag_message(raw, "", inst.sender.is_own_pixel)
         if cleaned.pixels_removed:
@@ -129,8 +122,9 @@ class Item:
         return self.message.sent_at or self.message.created_at
 
 
-def _item(inst: Instance, message: MessageRecord, machine: dict[int, str]) -> Item:
-    body = displayed_body(inst, message)
+def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dict[int, str]
+          ) -> Item:
+    body = displayed_body(inst, user, message)
     blocked = 0
     if body.html is not None:
         blocked = sanitize(body.html, is_own_pixel=inst.sender.is_own_pixel,
@@ -139,40 +133,39 @@ def _item(inst: Instance, message: MessageRecord, machine: dict[int, str]) -> It
     truncated = False
     if message.direction == "out":
         eye = eye_of(message, machine.get(message.id))
-        views = inst.store.list_views(message.id, limit=_VIEW_LIMIT)
+        views = inst.messages.views(user, message.id, limit=_VIEW_LIMIT)
         truncated = len(views) >= _VIEW_LIMIT
         events = [Event(v, v.verdict == "human", v.client or short_agent(v.user_agent))
                   for v in views]
     return Item(message, body, blocked, eye, events or [], truncated)
 
 
-def _load(inst: Instance, conversation_id: int) -> list[Item]:
-    messages = inst.store.conversation_messages(conversation_id)
-    machine = inst.store.machine_clients(
-        [m.id for m in messages if m.direction == "out" and m.machine_count and not m.viewed])
-    return [_item(inst, m, machine) for m in messages]
+def _load(inst: Instance, user: UserRecord, conversation_id: int) -> list[Item]:
+    messages = inst.messages.in_conversation(user, conversation_id)
+    machine = inst.messages.machine_clients(messages)
+    return [_item(inst, user, m, machine) for m in messages]
 
 
 async def conversation(request: Request) -> Response:
     user, conv = visible_conversation(request, request.path_params["conversation_id"])
     inst = instance_of(request)
-    items = await run_in_threadpool(_load, inst, conv.id)
+    items = await run_in_threadpool(_load, inst, user, conv.id)
     try:
         show_images = int(request.query_params.get("images", "0"))
     except ValueError:
         show_images = 0
-    mailbox = inst.store.get_mailbox(conv.mailbox_id)
+    mailbox = inst.mailboxes.get(user, conv.mailbox_id)
     return render(request, "conversation.html", conversation=conv, items=items,
                   mailbox=mailbox, show_images=show_images, is_admin=user.is_admin,
-                  last_view_id=inst.store.last_view_id(), linkify=linkify, size=human_size)
+                  last_view_id=inst.messages.last_view_id(), linkify=linkify, size=human_size)
 
 
 async def body(request: Request) -> Response:
     """The message body as a document of its own, for a sandboxed iframe."""
-    _, message = visible_message(request, request.path_params["message_id"])
+    user, message = visible_message(request, request.path_params["message_id"])
     inst = instance_of(request)
     images = request.query_params.get("images") == "1"
-    shown = await run_in_threadpool(displayed_body, inst, message)
+    shown = await run_in_threadpool(displayed_body, inst, user, message)
     if shown.html is not None:
         html = sanitize(shown.html, images=images, is_own_pixel=inst.sender.is_own_pixel,
                         inline=shown.inline).html
@@ -194,9 +187,9 @@ async def body(request: Request) -> Response:
 
 async def attachment(request: Request) -> Response:
     """An attachment, always as a download: never shown by the browser in our origin."""
-    _, message = visible_message(request, request.path_params["message_id"])
+    user, message = visible_message(request, request.path_params["message_id"])
     inst = instance_of(request)
-    raw = await run_in_threadpool(inst.store.get_raw, message.id)
+    raw = await run_in_threadpool(inst.messages.raw, user, message.id)
     index = request.path_params["index"]
     # Only what the page lists: the body parts (with our pixel, in what we sent) stay out.
     listed = {a.index for a in read_body(raw).attachments}

@@ -12,8 +12,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import NotFound
-from ..services.accounts import can_see_mailbox
 from .ui import all_mailboxes, eye_of, instance_of, redirect, render, require_user
 
 PAGE = 25
@@ -31,12 +29,7 @@ async def listing(request: Request) -> Response:
     mailbox = None
     raw_id = request.path_params.get("mailbox_id")
     if raw_id is not None:
-        if not can_see_mailbox(user, raw_id):
-            raise NotFound("no such mailbox")
-        mailbox = inst.store.get_mailbox(raw_id)
-        ids = [mailbox.id]
-    else:
-        ids = [b.id for b in all_mailboxes(request) if can_see_mailbox(user, b.id)]
+        mailbox = inst.mailboxes.get(user, raw_id)
     status = request.query_params.get("status") or None
     if status not in FILTERS:
         status = None
@@ -46,18 +39,17 @@ async def listing(request: Request) -> Response:
     except ValueError:
         page = 1
     rows = await run_in_threadpool(
-        inst.store.conversation_page, ids, status=status, search=search, limit=PAGE + 1,
-        offset=(page - 1) * PAGE)
+        lambda: inst.messages.listing(user, mailbox.id if mailbox else None, status=status,
+                                      search=search, limit=PAGE + 1, offset=(page - 1) * PAGE))
     more = len(rows) > PAGE
     rows = rows[:PAGE]
-    machine = inst.store.machine_clients(
-        [m.id for _, m in rows if m is not None and m.machine_count and not m.viewed])
+    machine = inst.messages.machine_clients([m for _, m in rows])
     boxes = {b.id: b for b in all_mailboxes(request)}
     items = [{"conversation": c, "message": m, "mailbox": boxes.get(c.mailbox_id),
               "eye": eye_of(m, machine.get(m.id) if m else None)} for c, m in rows]
     return render(request, "listing.html", items=items, mailbox=mailbox, status=status,
                   search=search or "", page=page, more=more, filters=FILTERS,
-                  last_view_id=inst.store.last_view_id())
+                  last_view_id=inst.messages.last_view_id())
 
 
 async def events(request: Request) -> Response:
@@ -69,19 +61,17 @@ async def events(request: Request) -> Response:
         after = int(request.query_params.get("after", "0"))
     except ValueError:
         after = 0
-    ids = inst.accounts.mailbox_ids(user)
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal after
         yield b"retry: 3000\n\n"
         idle = 0
         while not await request.is_disconnected():
-            fresh = await run_in_threadpool(inst.store.views_since, after, ids)
+            fresh = await run_in_threadpool(inst.messages.views_since, user, after)
             for view_id, message_id, conversation_id in fresh:
                 after = view_id
-                msg = await run_in_threadpool(inst.store.get_message, message_id)
-                machine = (inst.store.machine_clients([msg.id]).get(msg.id)
-                           if msg.machine_count and not msg.viewed else None)
+                msg = await run_in_threadpool(inst.messages.get, user, message_id)
+                machine = inst.messages.machine_clients([msg]).get(msg.id)
                 eye = eye_of(msg, machine)
                 payload = {"message_id": message_id, "conversation_id": conversation_id,
                            "kind": eye.kind, "icon": eye.icon, "label": eye.label,

@@ -16,9 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import NotFound
-from ..services.accounts import can_see_mailbox
-from ..storage.reports import Report
-from .ui import all_mailboxes, instance_of, render, require_user
+from ..records import Report
+from .ui import instance_of, render, require_user
 
 PERIODS = {7: "Last 7 days", 30: "Last 30 days", 90: "Last 90 days"}
 DEFAULT_DAYS = 30
@@ -95,7 +94,7 @@ def delays_text(counts: list[int]) -> str:
 async def reports(request: Request) -> Response:
     user = require_user(request)
     inst = instance_of(request)
-    visible = [b for b in all_mailboxes(request) if can_see_mailbox(user, b.id)]
+    visible = inst.mailboxes.visible(user)
     mailbox = None
     raw = request.query_params.get("mailbox", "")
     if raw:
@@ -111,7 +110,7 @@ async def reports(request: Request) -> Response:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     since = today - timedelta(days=days - 1)
     ids = [mailbox.id] if mailbox else [b.id for b in visible]
-    report = await run_in_threadpool(inst.store.report, ids, since, days)
+    report = await run_in_threadpool(inst.messages.report, user, ids, since, days)
     by_mailbox: list[dict[str, Any]] = []
     if not mailbox and len(visible) > 1:
         shares = {s.mailbox_id: s for s in report.by_mailbox}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -18,10 +17,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..core.compose import parse_address
-from ..core.tracking import decide
 from ..errors import Conflict, InvalidInput, NotFound
 from ..records import MailboxIn, MailboxRecord, Role, UserRecord
-from ..services.accounts import MIN_PASSWORD, can_see_mailbox
+from ..services.accounts import MIN_PASSWORD
 from .ui import instance_of, read_form, redirect, render, require_admin, require_user
 
 TABS = {"general": "General", "sending": "Sending", "receiving": "Receiving",
@@ -142,8 +140,8 @@ def _notice(request: Request) -> str | None:
 # -- global mail settings ----------------------------------------------------------------
 
 async def global_settings(request: Request) -> Response:
-    require_admin(request)
-    sender = instance_of(request).sender
+    me = require_admin(request)
+    boxes = instance_of(request).mailboxes
     errors: dict[str, str] = {}
     if request.method == "POST":
         form = Form(await read_form(request))
@@ -151,12 +149,11 @@ async def global_settings(request: Request) -> Response:
         if form.errors:
             errors = form.errors
         else:
-            sender.set_global_tracking(choice == "on")
+            boxes.set_global_tracking(me, choice == "on")
             return redirect(request, "/settings?done=saved")
-    boxes = instance_of(request).store.list_mailboxes()
-    overrides = [b for b in boxes if b.tracking != "global"]
+    overrides = [b for b in boxes.all() if b.tracking != "global"]
     return render(request, "settings_global.html", 422 if errors else 200, errors=errors,
-                  tracking=sender.global_tracking(), overrides=overrides,
+                  tracking=boxes.global_tracking(), overrides=overrides,
                   notice=_notice(request))
 
 
@@ -196,15 +193,16 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
 
 
 async def mailboxes(request: Request) -> Response:
-    require_admin(request)
+    me = require_admin(request)
     inst = instance_of(request)
-    on = inst.sender.global_tracking()
-    rows = [{"box": b, "decision": decide(on, b.tracking)} for b in inst.store.list_mailboxes()]
+    boxes = inst.mailboxes.visible(me)
+    decisions = inst.mailboxes.decisions(boxes)
+    rows = [{"box": b, "decision": decisions[b.id]} for b in boxes]
     return render(request, "settings_mailboxes.html", rows=rows, notice=_notice(request))
 
 
 async def new_mailbox(request: Request) -> Response:
-    require_admin(request)
+    me = require_admin(request)
     values: dict[str, str] = {}
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -213,9 +211,11 @@ async def new_mailbox(request: Request) -> Response:
         values, errors = form.values, form.errors
         if not errors:
             try:
-                box = instance_of(request).store.add_mailbox(MailboxIn(**changes))
+                box = instance_of(request).mailboxes.add(me, MailboxIn(**changes))
             except Conflict:
                 errors = {"address": "Address: there is a mailbox with this address already."}
+            except InvalidInput as exc:
+                errors = {exc.field or "address": str(exc)}
             else:
                 return redirect(request, f"/settings/mailboxes/{box.id}?tab=sending&done=created")
     return render(request, "settings_mailbox_new.html", 422 if errors else 200,
@@ -225,16 +225,14 @@ async def new_mailbox(request: Request) -> Response:
 def _visible_mailbox(request: Request, user: UserRecord) -> MailboxRecord:
     """The mailbox in the URL. Anyone outside it gets a 404 before being told the page is
     for admins, so its existence is never revealed."""
-    mailbox_id = _id(request, "mailbox_id")
-    if not can_see_mailbox(user, mailbox_id):
-        raise NotFound(f"no mailbox with id {mailbox_id}")
-    box = instance_of(request).store.get_mailbox(mailbox_id)
+    box = instance_of(request).mailboxes.get(user, _id(request, "mailbox_id"))
     require_admin(request)
     return box
 
 
 async def mailbox(request: Request) -> Response:
-    box = _visible_mailbox(request, require_user(request))
+    me = require_user(request)
+    box = _visible_mailbox(request, me)
     inst = instance_of(request)
     tab = request.query_params.get("tab", "general")
     if tab not in TABS:
@@ -247,32 +245,35 @@ async def mailbox(request: Request) -> Response:
         values, errors = {**values, **form.values}, form.errors
         if not errors:
             try:
-                inst.store.update_mailbox(box.id, lambda cur: replace(cur, **changes))
+                inst.mailboxes.update(me, box.id, changes)
             except Conflict:
                 errors = {"address": "Address: there is a mailbox with this address already."}
+            except InvalidInput as exc:
+                errors = {exc.field or "address": str(exc)}
             else:
                 return redirect(request, f"/settings/mailboxes/{box.id}?tab={tab}&done=saved")
-    on = inst.sender.global_tracking()
+    on = inst.mailboxes.global_tracking()
     return render(request, "settings_mailbox.html", 422 if errors else 200, box=box, tab=tab,
                   tabs=TABS, values=values, errors=errors, global_on=on,
-                  decision=decide(on, box.tracking), transports=TRANSPORTS, tls=TLS,
+                  decision=inst.mailboxes.decision(box, on), transports=TRANSPORTS, tls=TLS,
                   notice=_notice(request))
 
 
 # -- users -------------------------------------------------------------------------------
 
 async def users(request: Request) -> Response:
-    require_admin(request)
-    store = instance_of(request).store
-    names = {b.id: b.display_name or b.address for b in store.list_mailboxes()}
-    rows = [(u, [names[i] for i in u.mailbox_ids if i in names]) for u in store.list_users()]
+    me = require_admin(request)
+    inst = instance_of(request)
+    names = {b.id: b.display_name or b.address for b in inst.mailboxes.visible(me)}
+    rows = [(u, [names[i] for i in u.mailbox_ids if i in names])
+            for u in inst.accounts.list_users(me)]
     return render(request, "settings_users.html", users=rows, notice=_notice(request))
 
 
 async def new_user(request: Request) -> Response:
-    require_admin(request)
+    me = require_admin(request)
     inst = instance_of(request)
-    boxes = inst.store.list_mailboxes()
+    boxes = inst.mailboxes.visible(me)
     values: dict[str, str] = {"role": "member"}
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -285,14 +286,13 @@ async def new_user(request: Request) -> Response:
         values, errors = form.values, form.errors
         if not errors:
             try:
-                user = inst.accounts.create_user(email, password, name=name,
-                                                 role=_role(role))
+                user = inst.accounts.add_user(me, email, password, name=name,
+                                              role=_role(role), mailbox_ids=sorted(chosen))
             except Conflict:
                 errors = {"email": "Email: there is a user with this address already."}
             except InvalidInput as exc:
                 errors = {exc.field or "email": str(exc)}
             else:
-                inst.store.set_memberships(user.id, chosen)
                 return redirect(request, f"/settings/users/{user.id}?done=created")
     return render(request, "settings_user.html", 422 if errors else 200, edited=None,
                   values=values, errors=errors, boxes=boxes, roles=ROLES)
@@ -306,22 +306,23 @@ def _user_values(user: UserRecord) -> dict[str, str]:
 async def user(request: Request) -> Response:
     me = require_admin(request)
     inst = instance_of(request)
-    edited = inst.store.get_user(_id(request, "user_id"))
-    boxes = inst.store.list_mailboxes()
+    edited = inst.accounts.get_user(me, _id(request, "user_id"))
+    boxes = inst.mailboxes.visible(me)
     values, errors = _user_values(edited), {}
     if request.method == "POST":
         form = Form(await read_form(request))
         name = form.text("name", "Name")
         role = form.choice("role", "Role", ROLES)
         chosen = form.ids("mailboxes", {b.id for b in boxes})
-        if edited.id == me.id and role != "admin":
-            form.fail("role", "Role: you cannot take away your own admin role; ask another "
-                              "admin to do it.")
         values, errors = {**values, **form.values}, form.errors
         if not errors:
-            inst.store.update_user(edited.id, name=name, role=_role(role))
-            inst.store.set_memberships(edited.id, chosen)
-            return redirect(request, f"/settings/users/{edited.id}?done=saved")
+            try:
+                inst.accounts.update_user(me, edited.id, name=name, role=_role(role),
+                                          mailbox_ids=sorted(chosen))
+            except InvalidInput as exc:
+                form.fail(exc.field or "role", _sentence(exc))
+            else:
+                return redirect(request, f"/settings/users/{edited.id}?done=saved")
     return _user_page(request, edited, values, errors, boxes)
 
 
@@ -336,13 +337,17 @@ async def _user_action(request: Request,
                        act: Callable[[Form, UserRecord, UserRecord], str | None]) -> Response:
     me = require_admin(request)
     inst = instance_of(request)
-    edited = inst.store.get_user(_id(request, "user_id"))
+    edited = inst.accounts.get_user(me, _id(request, "user_id"))
     form = Form(await read_form(request))
-    target = act(form, edited, me)
+    try:
+        target = act(form, edited, me)
+    except InvalidInput as exc:
+        form.fail(exc.field or "confirm", _sentence(exc))
+        target = None
     if target is not None and not form.errors:
         return redirect(request, target)
     return _user_page(request, edited, _user_values(edited), form.errors,
-                      inst.store.list_mailboxes())
+                      inst.mailboxes.visible(me))
 
 
 async def user_password(request: Request) -> Response:
@@ -350,7 +355,7 @@ async def user_password(request: Request) -> Response:
         password = form.password("password", "New password")
         if form.errors:
             return None
-        instance_of(request).accounts.set_password(edited.id, password)
+        instance_of(request).accounts.change_password(me, edited.id, password)
         return f"/settings/users/{edited.id}?done=password"
 
     return await _user_action(request, act)
@@ -358,16 +363,26 @@ async def user_password(request: Request) -> Response:
 
 async def user_delete(request: Request) -> Response:
     def act(form: Form, edited: UserRecord, me: UserRecord) -> str | None:
-        if edited.id == me.id:
-            form.fail("confirm", "Delete: you cannot delete your own account.")
-        elif not form.raw("confirm"):
+        if not form.raw("confirm"):
             form.fail("confirm", "Delete: tick the box to confirm.")
         if form.errors:
             return None
-        instance_of(request).store.delete_user(edited.id)
+        instance_of(request).accounts.delete_user(me, edited.id)
         return "/settings/users?done=deleted"
 
     return await _user_action(request, act)
+
+
+_LABELS = {"role": "Role", "confirm": "Delete"}
+
+
+def _sentence(exc: InvalidInput) -> str:
+    """A service's "field: problem" in the page's words: "Label: problem."."""
+    text = str(exc)
+    label = _LABELS.get(exc.field or "", "")
+    if label and exc.field and text.startswith(f"{exc.field}: "):
+        text = f"{label}: {text.removeprefix(f'{exc.field}: ')}"
+    return text if text.endswith(".") else f"{text}."
 
 
 GET_POST = ["GET", "POST"]

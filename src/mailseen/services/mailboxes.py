@@ -1,0 +1,155 @@
+"""Mailboxes and the global mail settings: the one place that validates a mailbox, works out
+whether its mail is tracked, and says who may see it.
+
+Every edge (web site, API, CLI, receivers) goes through here; ``actor`` is the signed-in user,
+or None for the installation itself (the CLI, an installation-wide API token)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from ..core.compose import parse_address
+from ..core.tracking import Decision, decide
+from ..errors import InvalidInput, MailseenError, NotFound
+from ..records import SECRET_FIELDS, ImapState, MailboxIn, MailboxRecord, UserRecord
+from ..storage import Store
+
+__all__ = ["TRACKING_SETTING", "Forbidden", "Mailboxes", "can_see_mailbox", "require_admin"]
+
+TRACKING_SETTING = "tracking_enabled"
+# Fields a change may not set to nothing (a password set to nothing is removed instead).
+_REQUIRED = ("address", "display_name", "transport", "smtp_tls", "tracking", "imap_tls",
+             "imap_folder")
+
+
+class Forbidden(MailseenError):
+    """The actor is signed in but may not do this (only admins may)."""
+
+
+def can_see_mailbox(user: UserRecord | None, mailbox_id: int) -> bool:
+    """None stands for the installation itself (the CLI, an installation-wide token)."""
+    return user is None or user.is_admin or mailbox_id in user.mailbox_ids
+
+
+def require_admin(actor: UserRecord | None) -> None:
+    if actor is not None and not actor.is_admin:
+        raise Forbidden("only admins may do this")
+
+
+def checked(box: MailboxIn) -> MailboxIn:
+    """A mailbox's settings as they may be stored: the rules every edge relies on."""
+    address = parse_address(box.address, "address")
+    if box.transport not in ("outbox", "smtp"):
+        raise InvalidInput("transport: outbox or smtp", field="transport")
+    if box.transport == "smtp" and not box.smtp_host:
+        raise InvalidInput("smtp_host: needed when transport is smtp", field="smtp_host")
+    if box.tracking not in ("global", "enabled", "disabled"):
+        raise InvalidInput("tracking: global, enabled or disabled", field="tracking")
+    for name in ("smtp_tls", "imap_tls"):
+        if getattr(box, name) not in ("none", "starttls", "implicit"):
+            raise InvalidInput(f"{name}: none, starttls or implicit", field=name)
+    return box if address == box.address else replace(box, address=address)
+
+
+class Mailboxes:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- the global setting and the effective decision ------------------------------------
+
+    def global_tracking(self) -> bool:
+        return self.store.get_setting(TRACKING_SETTING, "false") == "true"
+
+    def set_global_tracking(self, actor: UserRecord | None, enabled: bool) -> bool:
+        require_admin(actor)
+        self.store.set_setting(TRACKING_SETTING, "true" if enabled else "false")
+        return enabled
+
+    def decision(self, box: MailboxRecord, global_enabled: bool | None = None) -> Decision:
+        """Whether ``box``'s mail is tracked and why; pass ``global_enabled`` when deciding
+        for many mailboxes at once."""
+        if global_enabled is None:
+            global_enabled = self.global_tracking()
+        return decide(global_enabled, box.tracking)
+
+    def decisions(self, boxes: list[MailboxRecord]) -> dict[int, Decision]:
+        on = self.global_tracking()
+        return {b.id: decide(on, b.tracking) for b in boxes}
+
+    # -- reading ------------------------------------------------------------------------
+
+    def all(self) -> list[MailboxRecord]:
+        """Every mailbox, for what the whole installation runs (workers, receivers)."""
+        return self.store.list_mailboxes()
+
+    def visible(self, actor: UserRecord | None) -> list[MailboxRecord]:
+        return [b for b in self.store.list_mailboxes() if can_see_mailbox(actor, b.id)]
+
+    def visible_ids(self, actor: UserRecord | None) -> list[int]:
+        return [b.id for b in self.visible(actor)]
+
+    def require(self, actor: UserRecord | None, mailbox_id: int) -> None:
+        """Raise NotFound (not Forbidden: no hint that it exists) unless visible."""
+        if not can_see_mailbox(actor, mailbox_id):
+            raise NotFound(f"no mailbox with id {mailbox_id}")
+
+    def get(self, actor: UserRecord | None, mailbox_id: int) -> MailboxRecord:
+        self.require(actor, mailbox_id)
+        return self.store.get_mailbox(mailbox_id)
+
+    def named(self, actor: UserRecord | None, ref: str) -> MailboxRecord:
+        """A mailbox by address (or id); NotFound when unknown or not visible."""
+        box = self.store.find_mailbox(ref)
+        if not can_see_mailbox(actor, box.id):
+            raise NotFound(f"no mailbox {ref}")
+        return box
+
+    def find(self, actor: UserRecord | None, ref: str, field: str = "mailbox"
+             ) -> MailboxRecord:
+        """A mailbox named in a request: unknown or not visible is the request's fault, an
+        error on ``field``."""
+        try:
+            return self.named(actor, ref)
+        except NotFound as exc:
+            raise InvalidInput(f"{field}: no mailbox {ref}", field=field) from exc
+
+    def find_many(self, actor: UserRecord | None, refs: str | list[str],
+                  field: str = "mailboxes") -> list[int]:
+        """Mailbox ids from addresses (a list, or comma-separated)."""
+        if isinstance(refs, str):
+            refs = [r for r in (p.strip() for p in refs.split(",")) if r]
+        return [self.named(actor, r).id for r in refs]
+
+    # -- changing -----------------------------------------------------------------------
+
+    def add(self, actor: UserRecord | None, box: MailboxIn) -> MailboxRecord:
+        require_admin(actor)
+        return self.store.add_mailbox(checked(box))
+
+    def update(self, actor: UserRecord | None, mailbox_id: int, changes: Mapping[str, Any]
+               ) -> MailboxRecord:
+        """Change some of a mailbox's settings. A password given as "" is removed; one
+        left out or given as None is kept."""
+        require_admin(actor)
+        self.require(actor, mailbox_id)
+        changes = dict(changes)
+        for key, value in list(changes.items()):
+            if value is None and key in SECRET_FIELDS:
+                del changes[key]
+            elif value is None and key in _REQUIRED:
+                raise InvalidInput(f"{key}: may not be null", field=key)
+        return self.store.update_mailbox(
+            mailbox_id, lambda current: checked(replace(current, **changes)))
+
+    # -- what the IMAP poller keeps ----------------------------------------------------
+
+    def imap_accounts(self) -> list[ImapState]:
+        return self.store.imap_accounts()
+
+    def imap_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
+        self.store.imap_progress(mailbox_id, uidvalidity, last_uid)
+
+    def imap_report(self, mailbox_id: int, status: str, error: str | None) -> None:
+        self.store.imap_report(mailbox_id, status, error)

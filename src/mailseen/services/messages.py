@@ -1,0 +1,110 @@
+"""Reading what was sent, received and seen: messages, conversations, views, the listing and
+the reports, each only for an actor who may see the mailbox.
+
+``actor`` is the signed-in user, or None for the installation itself. Something that exists
+but is not visible is answered as NotFound, the same as something that does not exist."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from ..errors import NotFound
+from ..records import ConversationRecord, MessageRecord, Report, UserRecord, ViewRecord
+from ..storage import Store
+from .mailboxes import Mailboxes, can_see_mailbox
+
+__all__ = ["Messages"]
+
+ListingRow = tuple[ConversationRecord, MessageRecord | None]
+
+
+class Messages:
+    def __init__(self, store: Store, mailboxes: Mailboxes) -> None:
+        self.store = store
+        self.mailboxes = mailboxes
+
+    # -- one message --------------------------------------------------------------------
+
+    def get(self, actor: UserRecord | None, message_id: int) -> MessageRecord:
+        m = self.store.get_message(message_id)
+        if not can_see_mailbox(actor, m.mailbox_id):
+            raise NotFound(f"no message with id {message_id}")
+        return m
+
+    def raw(self, actor: UserRecord | None, message_id: int) -> bytes:
+        """The bytes as stored: what was delivered (with its pixel), or what was received."""
+        self.get(actor, message_id)
+        return self.store.get_raw(message_id)
+
+    def views(self, actor: UserRecord | None, message_id: int, limit: int = 1000
+              ) -> list[ViewRecord]:
+        self.get(actor, message_id)
+        return self.store.list_views(message_id, limit=limit)
+
+    def newest(self, actor: UserRecord | None, *, mailbox_id: int | None = None,
+             status: str | None = None, limit: int = 50, before: int | None = None
+             ) -> list[MessageRecord]:
+        """Newest first; ``before`` pages back by id."""
+        if mailbox_id is not None:
+            self.mailboxes.require(actor, mailbox_id)
+        allowed = None if actor is None or actor.is_admin else actor.mailbox_ids
+        return self.store.list_messages(mailbox_id=mailbox_id, status=status, limit=limit,
+                                        before_id=before, mailbox_ids=allowed)
+
+    def machine_clients(self, messages: Sequence[MessageRecord | None]) -> dict[int, str]:
+        """The client named by the latest machine fetch of each message that only machines
+        fetched: what its eye names."""
+        return self.store.machine_clients(
+            [m.id for m in messages if m is not None and m.direction == "out"
+             and m.machine_count and not m.viewed])
+
+    # -- conversations --------------------------------------------------------------------
+
+    def conversation(self, actor: UserRecord | None, conversation_id: int
+                     ) -> ConversationRecord:
+        conv = self.store.get_conversation(conversation_id)
+        if not can_see_mailbox(actor, conv.mailbox_id):
+            raise NotFound(f"no conversation with id {conversation_id}")
+        return conv
+
+    def in_conversation(self, actor: UserRecord | None, conversation_id: int
+                        ) -> list[MessageRecord]:
+        """The conversation's messages, oldest first."""
+        self.conversation(actor, conversation_id)
+        return self.store.conversation_messages(conversation_id)
+
+    def listing(self, actor: UserRecord | None, mailbox_id: int | None = None, *,
+                status: str | None = None, search: str | None = None, limit: int = 50,
+                offset: int = 0) -> list[ListingRow]:
+        """Conversations newest first, each with the latest message the team sent in it, in
+        one mailbox or every mailbox the actor may see."""
+        if mailbox_id is not None:
+            self.mailboxes.require(actor, mailbox_id)
+            ids = [mailbox_id]
+        else:
+            ids = self.mailboxes.visible_ids(actor)
+        return self.store.conversation_page(ids, status=status, search=search, limit=limit,
+                                            offset=offset)
+
+    # -- live updates and reports ---------------------------------------------------------
+
+    def last_view_id(self) -> int:
+        """Where a live listing starts listening from."""
+        return self.store.last_view_id()
+
+    def views_since(self, actor: UserRecord | None, after_id: int
+                    ) -> list[tuple[int, int, int | None]]:
+        """(view id, message id, conversation id) of views newer than ``after_id`` in the
+        actor's mailboxes."""
+        return self.store.views_since(after_id, self.mailboxes.visible_ids(actor))
+
+    def report(self, actor: UserRecord | None, mailbox_ids: Sequence[int], since: datetime,
+               days: int) -> Report:
+        """Figures for those of ``mailbox_ids`` the actor may see."""
+        visible = [i for i in mailbox_ids if can_see_mailbox(actor, i)]
+        return self.store.report(visible, since, days)
+
+    def pending_counts(self) -> dict[str, int]:
+        """Messages still in the queue or needing attention, by status (the health check)."""
+        return self.store.pending_counts()

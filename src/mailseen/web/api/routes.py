@@ -1,0 +1,188 @@
+"""The API's routes: each unpacks its request, calls a service, and shapes the answer.
+
+Who may see or change what is the services' business; a route only says who is asking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from ...core.compose import Draft, parse_address
+from ...records import SECRET_FIELDS, MailboxIn, MailboxRecord, UserRecord
+from ...services.instance import Instance
+from ...services.mailboxes import require_admin
+from .schemas import (
+    Id,
+    MailboxBody,
+    MailboxOut,
+    MailboxPatch,
+    MessageBody,
+    MessageDetail,
+    MessageOut,
+    Problem,
+    SettingsBody,
+    ViewOut,
+    message_out,
+    view_out,
+)
+
+__all__ = ["Unauthorized", "router"]
+
+router = APIRouter(prefix="/api/v1")
+
+
+class Unauthorized(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: UserRecord | None  # None: an installation-wide token (mailseen token create)
+
+
+def _instance(request: Request) -> Instance:
+    instance: Instance = request.app.state.instance
+    return instance
+
+
+def _principal(request: Request) -> Principal:
+    """Who the Bearer token speaks for: a user, or (None) the whole installation."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    valid, user = _instance(request).accounts.token_user(token.strip())
+    if not valid:
+        raise Unauthorized()
+    return Principal(user)
+
+
+def _admin(who: Annotated[Principal, Depends(_principal)]) -> None:
+    # Checked before the body is read, so a member learns nothing from validation errors.
+    require_admin(who.user)
+
+
+Inst = Annotated[Instance, Depends(_instance)]
+Who = Annotated[Principal, Depends(_principal)]
+Admin = [Depends(_admin)]
+_ADMIN_ONLY: dict[int | str, dict[str, Any]] = {403: {"model": Problem}}
+
+
+def _mailbox_out(inst: Instance, box: MailboxRecord, global_on: bool | None = None
+                 ) -> dict[str, Any]:
+    decision = inst.mailboxes.decision(box, global_on)
+    return {**box.__dict__, "effective_tracking": decision.enabled,
+            "tracking_reason": decision.reason}
+
+
+@router.get("/health", include_in_schema=True)
+def health(inst: Inst) -> dict[str, Any]:
+    return {"ok": True, "queue": inst.messages.pending_counts()}
+
+
+@router.get("/settings", response_model=SettingsBody)
+def get_settings(inst: Inst, who: Who) -> dict[str, Any]:
+    return {"tracking_enabled": inst.mailboxes.global_tracking()}
+
+
+@router.put("/settings", response_model=SettingsBody, dependencies=Admin, responses=_ADMIN_ONLY)
+def put_settings(inst: Inst, who: Who, body: SettingsBody) -> dict[str, Any]:
+    inst.mailboxes.set_global_tracking(who.user, body.tracking_enabled)
+    return {"tracking_enabled": inst.mailboxes.global_tracking()}
+
+
+@router.get("/mailboxes", response_model=list[MailboxOut])
+def list_mailboxes(inst: Inst, who: Who) -> list[dict[str, Any]]:
+    on = inst.mailboxes.global_tracking()  # once, not once per mailbox
+    return [_mailbox_out(inst, b, on) for b in inst.mailboxes.visible(who.user)]
+
+
+@router.post("/mailboxes", response_model=MailboxOut, dependencies=Admin, status_code=201,
+             responses={**_ADMIN_ONLY, 409: {"model": Problem}, 422: {"model": Problem}})
+def add_mailbox(inst: Inst, who: Who, body: MailboxBody) -> dict[str, Any]:
+    return _mailbox_out(inst, inst.mailboxes.add(who.user, MailboxIn(**body.model_dump())))
+
+
+@router.get("/mailboxes/{mailbox_id}", response_model=MailboxOut,
+            responses={404: {"model": Problem}})
+def get_mailbox(inst: Inst, who: Who, mailbox_id: Id) -> dict[str, Any]:
+    return _mailbox_out(inst, inst.mailboxes.get(who.user, mailbox_id))
+
+
+@router.patch("/mailboxes/{mailbox_id}", response_model=MailboxOut, dependencies=Admin,
+              responses={**_ADMIN_ONLY, 404: {"model": Problem}, 409: {"model": Problem}})
+def patch_mailbox(inst: Inst, who: Who, mailbox_id: Id, body: MailboxPatch) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    for key in SECRET_FIELDS:
+        if key in changes and changes[key] is None:
+            changes[key] = ""  # in the API an explicit null removes a stored password
+    return _mailbox_out(inst, inst.mailboxes.update(who.user, mailbox_id, changes))
+
+
+@router.post("/messages", response_model=MessageOut, status_code=202,
+             responses={404: {"model": Problem}, 422: {"model": Problem}})
+def send_message(inst: Inst, who: Who, body: MessageBody) -> dict[str, Any]:
+    box = inst.mailboxes.find(who.user, body.mailbox)
+    draft = Draft(from_addr=box.address, from_name=box.display_name, to=body.to, cc=body.cc,
+                  bcc=body.bcc, subject=body.subject, text=body.text, html=body.html,
+                  attachments=[a.decode() for a in body.attachments],
+                  in_reply_to=body.in_reply_to, references=body.references)
+    return message_out(inst.sender.send_draft(box, draft))
+
+
+@router.post("/messages/raw", response_model=MessageOut, status_code=202,
+             responses={404: {"model": Problem}, 413: {"model": Problem},
+                        422: {"model": Problem}},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "message/rfc822": {"schema": {"type": "string", "format": "binary"}}}}})
+async def send_raw(request: Request, inst: Inst, who: Who,
+                   mailbox: Annotated[str, Query(description="Sending mailbox address.")],
+                   to: Annotated[list[str] | None, Query(
+                       description="Envelope recipients; default: To, Cc and Bcc.")] = None,
+                   ) -> Any:
+    chunks: list[bytes] = []
+    try:
+        # MailseenApp's receive refuses a body over MAX_API_BODY (web/limits.py).
+        async for chunk in request.stream():
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return JSONResponse({"error": "the client went away before sending the whole message",
+                             "field": "body"}, status_code=400)
+    raw = b"".join(chunks)
+    envelope = [parse_address(a, "to") for a in to] if to else None
+    parse_address(mailbox, "mailbox")
+    box = await run_in_threadpool(inst.mailboxes.find, who.user, mailbox)
+    record = await run_in_threadpool(lambda: inst.sender.submit(box, raw, envelope_to=envelope))
+    return message_out(record)
+
+
+@router.get("/messages", response_model=list[MessageOut])
+def list_messages(
+    inst: Inst, who: Who,
+    mailbox_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    status: Annotated[Literal["queued", "sending", "sent", "failed", "received"] | None,
+                      Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                        description="Only messages with a smaller id.")] = None,
+) -> list[dict[str, Any]]:
+    return [message_out(m) for m in inst.messages.newest(
+        who.user, mailbox_id=mailbox_id, status=status, limit=limit, before=before)]
+
+
+@router.get("/messages/{message_id}", response_model=MessageDetail,
+            responses={404: {"model": Problem}})
+def get_message(inst: Inst, who: Who, message_id: Id) -> dict[str, Any]:
+    m = inst.messages.get(who.user, message_id)
+    return {**message_out(m), "views": [view_out(v) for v in inst.messages.views(who.user, m.id)]}
+
+
+@router.get("/messages/{message_id}/views", response_model=list[ViewOut],
+            responses={404: {"model": Problem}})
+def get_views(inst: Inst, who: Who, message_id: Id) -> list[dict[str, Any]]:
+    return [view_out(v) for v in inst.messages.views(who.user, message_id)]

@@ -1,0 +1,214 @@
+"""The API's request and response bodies, and how records become them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import fields
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_type_hints
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from ...core.compose import Attachment, parse_address
+from ...errors import InvalidInput
+from ...records import HeaderFacts, MessageRecord, TrackingMode, ViewRecord
+
+__all__ = ["Id", "MailboxBody", "MailboxOut", "MailboxPatch", "MessageBody", "MessageDetail",
+           "MessageOut", "Problem", "SettingsBody", "ViewOut", "message_out", "view_out"]
+
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+# -- schemas ----------------------------------------------------------------------------
+
+class Problem(BaseModel):
+    error: str
+    field: str | None = None
+
+
+class SettingsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tracking_enabled: bool = Field(description="Open tracking for mailboxes that use the "
+                                               "global setting.")
+
+
+class MailboxBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str = Field(max_length=320)
+    display_name: str = Field("", max_length=200)
+    transport: Literal["outbox", "smtp"] = "outbox"
+    smtp_host: str | None = Field(None, max_length=255)
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "implicit"] = "starttls"
+    smtp_username: str | None = Field(None, max_length=320)
+    smtp_password: str | None = Field(None, max_length=1000, description="Write-only.")
+    tracking: TrackingMode = "global"
+    imap_host: str | None = Field(None, max_length=255, description="Receive by IMAP.")
+    imap_port: int | None = Field(None, ge=1, le=65535)
+    imap_tls: Literal["none", "starttls", "implicit"] = "implicit"
+    imap_username: str | None = Field(None, max_length=320)
+    imap_password: str | None = Field(None, max_length=1000, description="Write-only.")
+    imap_folder: str = Field("INBOX", min_length=1, max_length=200)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return parse_address(v, "address")
+
+
+class MailboxPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, max_length=320)
+    display_name: str | None = Field(None, max_length=200)
+    transport: Literal["outbox", "smtp"] | None = None
+    smtp_host: str | None = Field(None, max_length=255)
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "implicit"] | None = None
+    smtp_username: str | None = Field(None, max_length=320)
+    smtp_password: str | None = Field(None, max_length=1000)
+    tracking: TrackingMode | None = None
+    imap_host: str | None = Field(None, max_length=255)
+    imap_port: int | None = Field(None, ge=1, le=65535)
+    imap_tls: Literal["none", "starttls", "implicit"] | None = None
+    imap_username: str | None = Field(None, max_length=320)
+    imap_password: str | None = Field(None, max_length=1000)
+    imap_folder: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return None if v is None else parse_address(v, "address")
+
+
+class MailboxOut(BaseModel):
+    id: int
+    address: str
+    display_name: str
+    transport: str
+    smtp_host: str | None
+    smtp_port: int | None
+    smtp_tls: str
+    smtp_username: str | None
+    has_smtp_password: bool
+    tracking: str
+    effective_tracking: bool
+    tracking_reason: str
+    created_at: datetime
+    imap_host: str | None
+    imap_port: int | None
+    imap_tls: str
+    imap_username: str | None
+    has_imap_password: bool
+    imap_folder: str
+    imap_status: str = Field(description='"ok", "error" or "" (never polled).')
+    imap_error: str | None
+    imap_checked_at: datetime | None
+
+
+class AttachmentBody(BaseModel):
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field("application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    data_base64: str
+
+    def decode(self) -> Attachment:
+        try:
+            data = base64.b64decode(self.data_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput("attachments: data_base64 is not valid base64",
+                               field="attachments") from exc
+        return Attachment(self.filename, self.content_type, data)
+
+
+class MessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mailbox: str = Field(description="Address of the sending mailbox.")
+    to: list[str] = Field(default_factory=list, max_length=500)
+    cc: list[str] = Field(default_factory=list, max_length=500)
+    bcc: list[str] = Field(default_factory=list, max_length=500)
+    subject: str = Field("", max_length=998)
+    text: str | None = None
+    html: str | None = None
+    attachments: list[AttachmentBody] = Field(default_factory=list, max_length=100)
+    in_reply_to: str | None = Field(None, max_length=998)
+    references: str | None = Field(None, max_length=20000)
+
+    @field_validator("mailbox")
+    @classmethod
+    def _mailbox(cls, v: str) -> str:
+        return parse_address(v, "mailbox")
+
+
+class Tracking(BaseModel):
+    tracked: bool
+    reason: str
+
+
+# The header facts as the records declare them, so the API cannot drift from them.
+_HeaderFactsOut: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "HeaderFacts", **{f.name: (get_type_hints(HeaderFacts)[f.name], ...)
+                      for f in fields(HeaderFacts)})
+
+
+class MessageOut(_HeaderFactsOut):  # type: ignore[misc,valid-type]
+    id: int
+    mailbox_id: int
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    tracking: Tracking
+    viewed: bool = Field(description="Seen by a person: a human view, or a human reply.")
+    first_viewed_at: datetime | None
+    last_viewed_at: datetime | None
+    view_count: int = Field(description="Views judged human.")
+    replied_at: datetime | None
+    machine_count: int = Field(description="Fetches judged machine (never count as views).")
+    first_machine_at: datetime | None
+    last_machine_at: datetime | None
+    direction: Literal["out", "in"]
+    conversation_id: int | None
+    automatic: bool = Field(description="An inbound auto-reply or bounce.")
+    auto_reason: str
+
+
+class ViewOut(BaseModel):
+    id: int
+    at: datetime
+    method: str
+    ip: str | None
+    user_agent: str | None
+    recipient: int
+    headers: dict[str, str]
+    verdict: Literal["human", "machine"]
+    reason: str
+    client: str
+
+
+class MessageDetail(MessageOut):
+    views: list[ViewOut]
+
+
+def message_out(m: MessageRecord) -> dict[str, Any]:
+    return {
+        **{f.name: getattr(m, f.name) for f in fields(HeaderFacts)},
+        "id": m.id, "mailbox_id": m.mailbox_id, "status": m.status, "attempts": m.attempts,
+        "last_error": m.last_error,
+        "created_at": m.created_at, "next_attempt_at": m.next_attempt_at, "sent_at": m.sent_at,
+        "tracking": {"tracked": m.tracked, "reason": m.tracking_reason},
+        "viewed": m.viewed, "first_viewed_at": m.first_viewed_at,
+        "last_viewed_at": m.last_viewed_at, "view_count": m.view_count,
+        "replied_at": m.replied_at, "machine_count": m.machine_count,
+        "first_machine_at": m.first_machine_at, "last_machine_at": m.last_machine_at,
+        "direction": m.direction, "conversation_id": m.conversation_id,
+        "automatic": m.automatic, "auto_reason": m.auto_reason,
+    }
+
+
+def view_out(v: ViewRecord) -> dict[str, Any]:
+    return {"id": v.id, "at": v.at, "method": v.method, "ip": v.ip,
+            "user_agent": v.user_agent, "recipient": v.recipient, "headers": v.headers,
+            "verdict": v.verdict, "reason": v.reason, "client": v.client}
