@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import update
 
 from mailseen.records import MailboxIn, ViewIn
-from mailseen.services.classification import REPEAT_REASON, Judge, RepeatWindow
+from mailseen.services.classification import (
+    REPEAT_REASON,
+    Judge,
+    RepeatWindow,
+    reclassify,
+    record_views,
+)
 from mailseen.services.instance import Instance
 from mailseen.storage.models import Message
 
@@ -82,10 +88,10 @@ def test_reclassify_gives_the_same_verdicts_as_recording(instance: Instance) -> 
     hits.append(_view(T0 + timedelta(seconds=80), mid=msg.id, ua=OUTLOOK + " other"))
     live = Judge()
     for hit in hits:  # one batch per hit, as a quiet server records them
-        instance.store.record_views([hit], live)
+        record_views(instance.store, [hit], live)
     before = instance.store.get_message(msg.id)
     assert (before.view_count, before.machine_count) == (3, 3)
-    assert instance.store.reclassify(Judge()) == (6, 0)
+    assert reclassify(instance.store, Judge()) == (6, 0)
     after = instance.store.get_message(msg.id)
     assert (after.view_count, after.machine_count) == (3, 3)
     assert [v.reason == REPEAT_REASON for v in instance.store.list_views(msg.id)] == [

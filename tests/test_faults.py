@@ -166,7 +166,7 @@ def test_summary_times_are_stored_like_event_times_whatever_the_server_time_zone
     hit = datetime.now(UTC).replace(microsecond=0)
     instance.store.record_views([ViewIn(mid, 0, hit, "GET", "192.0.2.1", "UA", {})])
     instance.store.record_views([ViewIn(mid, 0, hit, "HEAD", "192.0.2.1", "UA", {})],
-                                lambda view, sent: Judged("machine", "HEAD", ""))
+                                [Judged("machine", "HEAD", "")])
     msg = instance.store.get_message(mid)
     assert msg.first_viewed_at == msg.last_viewed_at == hit
     assert msg.first_machine_at == msg.last_machine_at == hit

@@ -33,9 +33,12 @@ async def test_views_past_the_batch_limit_go_in_later_batches_each_committed_in_
         def __init__(self) -> None:
             self.writer = record_views()
 
-        def record(self, views: list[ViewIn], judge: object) -> int:
-            written.append(len(views))
-            return self.writer.record(views, _human)
+        def sending_times(self, ids: set[int]) -> dict[int, datetime | None]:
+            return self.writer.sending_times(ids)
+
+        def write(self, judged: list[tuple[ViewIn, Judged]]) -> int:
+            written.append(len(judged))
+            return self.writer.write(judged)
 
         def close(self) -> None:
             self.writer.close()
@@ -70,10 +73,13 @@ async def test_a_failed_batch_fails_its_waiters_and_the_next_batch_still_commits
         def __init__(self) -> None:
             self.writer = real()
 
-        def record(self, views: list[ViewIn], judge: object) -> int:
+        def sending_times(self, ids: set[int]) -> dict[int, datetime | None]:
+            return self.writer.sending_times(ids)
+
+        def write(self, judged: list[tuple[ViewIn, Judged]]) -> int:
             if failures:
                 raise failures.pop()
-            return self.writer.record(views, _human)
+            return self.writer.write(judged)
 
         def close(self) -> None:
             self.writer.close()

@@ -79,7 +79,7 @@ def test_a_writer_kept_between_batches_notices_a_deleted_message(instance: Insta
 def test_a_batch_written_again_is_not_judged_again(instance: Instance) -> None:
     # The real judge remembers each client's recent hits: judging the batch again after the
     # deleted-message retry would call every view a repeat of itself.
-    from mailseen.services.classification import Judge
+    from mailseen.services.classification import Judge, record_judged
 
     box = instance.store.add_mailbox(MailboxIn("j@example.com", tracking="enabled"))
     raw = b"From: j@example.com\r\nTo: b@example.org\r\nContent-Type: text/html\r\n\r\n<p>x</p>"
@@ -93,10 +93,12 @@ def test_a_batch_written_again_is_not_judged_again(instance: Instance) -> None:
 
     writer = instance.store.view_writer()
     try:
-        assert writer.record([hit(gone, "192.0.2.10")], Judge()) == 1  # its time is cached
+        judge = Judge()
+        assert record_judged(writer, [hit(gone, "192.0.2.10")], judge) == 1  # time cached
         with instance.db.engine.begin() as conn:
             conn.exec_driver_sql(f"DELETE FROM messages WHERE id = {gone}")
-        assert writer.record([hit(gone, "192.0.2.11"), hit(kept, "192.0.2.12")], Judge()) == 1
+        assert record_judged(writer, [hit(gone, "192.0.2.11"), hit(kept, "192.0.2.12")],
+                             judge) == 1
     finally:
         writer.close()
     [view] = instance.store.list_views(kept)

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from mailseen.core.compose import Draft
 from mailseen.records import Judged, MailboxIn, ViewIn
+from mailseen.services.classification import record_views
 from mailseen.services.demo import ADMIN_EMAIL, DemoResult
 from mailseen.services.instance import Instance
 from mailseen.storage.models import Conversation, Message
@@ -121,7 +122,7 @@ def test_a_machine_only_eye_names_the_latest_of_many_fetches(web: WebClient,
         human = view.user_agent == "Outlook"
         return Judged("human" if human else "machine", "", view.user_agent or "")
 
-    instance.store.record_views(views, judge)
+    record_views(instance.store, views, judge)
     assert instance.store.machine_clients([fetched.id, seen.id]) == {
         fetched.id: "Mimecast", seen.id: "Mimecast"}
     assert instance.store.machine_clients([]) == {}

@@ -63,7 +63,7 @@ def view(instance: Instance, msg: MessageRecord, after: timedelta, *,
     verdict = Judged("machine", "security scanner", "Scanner") if machine else Judged(
         "human", "mail client", "Thunderbird")
     instance.store.record_views([ViewIn(msg.id, 0, msg.sent_at + after, "GET", None, None)],
-                                lambda v, s: verdict)
+                                [verdict])
 
 
 def history(instance: Instance, support: MailboxRecord, sales: MailboxRecord) -> None:

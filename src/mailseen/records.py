@@ -20,9 +20,8 @@ Verdict = Literal["human", "machine"]
 
 
 @dataclass(frozen=True)
-class MailboxIn:
-    """A mailbox's settings as given by a user. A password of None means "unchanged" and
-    an empty one "remove"."""
+class MailboxSettings:
+    """What a mailbox is set to, but for its passwords, which are written and never read."""
 
     address: str
     display_name: str = ""
@@ -31,38 +30,34 @@ class MailboxIn:
     smtp_port: int | None = None
     smtp_tls: TlsMode = "starttls"
     smtp_username: str | None = None
-    smtp_password: str | None = None
     tracking: TrackingMode = "global"
     imap_host: str | None = None
     imap_port: int | None = None
     imap_tls: TlsMode = "implicit"
     imap_username: str | None = None
-    imap_password: str | None = None
     imap_folder: str = "INBOX"
+
+
+@dataclass(frozen=True)
+class MailboxIn(MailboxSettings):
+    """A mailbox's settings as given by a user. A password of None means "unchanged" and
+    an empty one "remove"."""
+
+    smtp_password: str | None = None
+    imap_password: str | None = None
 
 
 SECRET_FIELDS = ("smtp_password", "imap_password")
 
 
-@dataclass(frozen=True)
-class MailboxRecord:
+@dataclass(frozen=True, kw_only=True)
+class MailboxRecord(MailboxSettings):
+    """A stored mailbox: its settings, whether it has passwords, how its IMAP polling went."""
+
     id: int
-    address: str
-    display_name: str
-    transport: Transport
-    smtp_host: str | None
-    smtp_port: int | None
-    smtp_tls: TlsMode
-    smtp_username: str | None
-    has_smtp_password: bool
-    tracking: TrackingMode
     created_at: datetime
-    imap_host: str | None = None
-    imap_port: int | None = None
-    imap_tls: TlsMode = "implicit"
-    imap_username: str | None = None
+    has_smtp_password: bool = False
     has_imap_password: bool = False
-    imap_folder: str = "INBOX"
     imap_status: str = ""
     imap_error: str | None = None
     imap_checked_at: datetime | None = None

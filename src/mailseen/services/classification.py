@@ -5,12 +5,15 @@ this client's view of the message was counted a moment ago)."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..core.hits import Hit, HitClassifier
 from ..core.netdata import load_data
 from ..records import Judged, ViewIn
+from ..storage import Store
+from ..storage.views import ViewWriter
 
 __all__ = ["OWN_VIEWER_HEADER", "REPEAT_REASON", "BurstWindow", "Judge", "RepeatWindow",
            "hit_of"]
@@ -109,8 +112,13 @@ def hit_of(view: ViewIn, sent_at: datetime | None, others: int) -> Hit:
                own_viewer=headers.get(OWN_VIEWER_HEADER) == "1")
 
 
+# What judges a pixel hit, given the time its message was sent (None if not yet known).
+JudgeHit = Callable[[ViewIn, datetime | None], Judged]
+
+
 class Judge:
-    """The ``judge`` the store calls for each view it records (in the writer thread)."""
+    """The hit classifier with what it remembers between hits (bursts, repeats): judges
+    each view once, in the order they arrived (in the recorder's writer thread)."""
 
     def __init__(self, data_dir: Path | None = None) -> None:
         self.classifier = HitClassifier(load_data(data_dir / "netdata" if data_dir else None))
@@ -124,3 +132,38 @@ class Judge:
             # events, and `mailseen reclassify` (same Judge, same order) agrees.
             return Judged("machine", REPEAT_REASON, verdict.client)
         return Judged(verdict.verdict, verdict.reason, verdict.client)
+
+
+def record_judged(writer: ViewWriter, views: Sequence[ViewIn], judge: JudgeHit) -> int:
+    """Record a batch of pixel hits: read what judging needs (each message's sending time),
+    judge each view once, then write them. Views of messages that do not exist are dropped;
+    returns how many were stored."""
+    sent = writer.sending_times({v.message_id for v in views})
+    return writer.write([(v, judge(v, sent[v.message_id]))
+                         for v in views if v.message_id in sent])
+
+
+def record_views(store: Store, views: Sequence[ViewIn], judge: JudgeHit) -> int:
+    """:func:`record_judged` on a writer of its own (demo data, imports, tests)."""
+    writer = store.view_writer()
+    try:
+        return record_judged(writer, views, judge)
+    finally:
+        writer.close()
+
+
+def reclassify(store: Store, judge: JudgeHit, batch: int = 5000) -> tuple[int, int]:
+    """Judge every stored view again, in the order they arrived, and re-derive every
+    message's summary. Returns (views judged, verdicts changed)."""
+    seen = changed = 0
+    after = 0
+    while rows := store.stored_views(after, batch):
+        changes = []
+        for view_id, view, sent_at, old in rows:
+            new = judge(view, sent_at)
+            if new != old:
+                changes.append((view_id, new))
+        store.set_verdicts(changes)
+        seen, changed, after = seen + len(rows), changed + len(changes), rows[-1][0]
+    store.rebuild_summaries()
+    return seen, changed

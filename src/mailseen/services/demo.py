@@ -5,8 +5,8 @@ Small (:func:`fill_small`): three mailboxes, an admin and a member, about sixty 
 over the last thirty days with replies, follow-ups and an out-of-office, and pixel hits from
 mail clients, image proxies, Apple Mail Privacy Protection, Gmail's prefetch and security
 scanners. Everything goes through the real services (``Sender.submit``, ``Ingestor.ingest``,
-``Store.record_views`` with the real classifier); only the clock is moved afterwards, so the
-history spreads over a month.
+``classification.record_views`` with the real classifier); only the clock is moved afterwards,
+so the history spreads over a month.
 
 Scale (:func:`fill_scale`): conversations of one to four messages in ``mailboxes`` mailboxes
 over a year, written with batched inserts in few transactions. Each message's view summary is
@@ -44,7 +44,7 @@ from ..core.tracking import not_trackable
 from ..errors import Conflict, NotFound
 from ..records import MailboxIn, MailboxRecord, MessageRecord, Role, TrackingMode, ViewIn
 from ..storage.models import Conversation, Message, MessageData, ViewEvent
-from .classification import Judge, hit_of
+from .classification import Judge, hit_of, record_views
 from .instance import Instance
 
 __all__ = ["ADMIN_EMAIL", "MEMBER_EMAIL", "Account", "DemoResult", "Progress", "fill_scale",
@@ -305,7 +305,7 @@ def fill_small(inst: Instance, *, seed: int = 1, force: bool = False,
     progress.advance()
     hits = sorted((v for s in last_sent for v in _small_views(rng, s, now)),
                   key=lambda v: v.at)
-    stored = inst.store.record_views(hits, Judge(inst.settings.data_dir))
+    stored = record_views(inst.store, hits, Judge(inst.settings.data_dir))
     progress.close()
     return DemoResult(accounts, len(boxes), len(stories), len(times), stored,
                       time.monotonic() - started)

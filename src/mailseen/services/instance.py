@@ -11,7 +11,7 @@ from ..transports import Transport
 from ..transports.outbox import OutboxTransport
 from ..transports.smtp import SmtpTransport
 from .accounts import Accounts
-from .classification import Judge
+from .classification import Judge, reclassify
 from .delivery import DeliveryWorker
 from .inbound import Ingestor
 from .mailboxes import Mailboxes
@@ -60,7 +60,7 @@ class Instance:
     def reclassify(self) -> tuple[int, int]:
         """Judge every stored pixel hit again with the current rules and data: (hits
         judged, verdicts changed)."""
-        return self.store.reclassify(Judge(self.settings.data_dir))
+        return reclassify(self.store, Judge(self.settings.data_dir))
 
     def view_recorder(self) -> ViewRecorder:
         """A recorder for pixel hits, judging them with this installation's data."""

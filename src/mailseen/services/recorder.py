@@ -12,9 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..records import ViewIn
 from ..storage import Store
-from ..storage.store import Judge as StoreJudge
 from ..storage.views import ViewWriter
-from .classification import Judge
+from .classification import Judge, JudgeHit, record_judged
 
 __all__ = ["Commit", "ViewRecorder"]
 
@@ -65,11 +64,11 @@ class ViewRecorder:
     compete for the database.
     """
 
-    def __init__(self, store: Store, judge: StoreJudge | None = None,
+    def __init__(self, store: Store, judge: JudgeHit | None = None,
                  max_batch: int = 1000) -> None:
         self.store = store
         # Classifying happens in the writer thread, off the event loop, batch by batch.
-        self.judge: StoreJudge = judge if judge is not None else Judge()
+        self.judge: JudgeHit = judge if judge is not None else Judge()
         self.max_batch = max_batch
         # Batches waiting to be written, oldest first; views join the newest while it has room.
         self._batches: deque[tuple[list[ViewIn], Commit]] = deque()
@@ -146,7 +145,7 @@ class ViewRecorder:
         """In the writer thread."""
         if self._writer is None:
             self._writer = self.store.view_writer()
-        return self._writer.record(views, self.judge)
+        return record_judged(self._writer, views, self.judge)
 
     def _close_writer(self) -> None:
         if self._writer is not None:

@@ -12,9 +12,9 @@ from .messages import MessageStore, Rendered, referenced_ids
 from .queue import QueueStore
 from .reports import ReportStore
 from .users import UserStore
-from .views import Judge, ViewStore
+from .views import ViewStore
 
-__all__ = ["Cipher", "Judge", "Rendered", "Store", "now", "referenced_ids"]
+__all__ = ["Cipher", "Rendered", "Store", "now", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -18,12 +18,8 @@ from ..records import Judged, ViewIn, ViewRecord
 from .base import StoreBase, translated, view_record
 from .models import Message, ViewEvent
 
-# Classifies a hit, given the time its message was sent (None if not yet known).
-Judge = Callable[[ViewIn, datetime | None], Judged]
-
-
-def _unjudged(view: ViewIn, sent_at: datetime | None) -> Judged:
-    return Judged("human", "", "")
+# What a view is taken for when no verdict is given (tests, imports of old data).
+_HUMAN = Judged("human", "", "")
 
 
 # The hot path's statements, built once, and run as plain SQL through the driver: recording
@@ -129,26 +125,42 @@ class ViewWriter:
             with contextlib.suppress(Exception):  # closing a broken connection may fail too
                 conn.close()
 
-    def record(self, views: Sequence[ViewIn], judge: Judge = _unjudged) -> int:
-        """See :meth:`ViewStore.record_views`."""
-        if not views:
-            return 0
-        # Each view is judged once, even when the batch is written twice: the judge keeps
-        # state (what each client fetched just now), and judging a view again would call it
-        # a repeat of itself.
-        verdicts: list[Judged | None] = [None] * len(views)
+    def sending_times(self, ids: set[int]) -> dict[int, datetime | None]:
+        """Each existing message's sending time (None when not sent yet); an id missing from
+        the answer is a message that does not exist. What the judge needs before a batch is
+        written; mostly answered from a short-lived cache, without the database."""
         try:
             with translated(self.store.db):
-                try:
-                    return self._record(views, judge, verdicts, cached=True)
-                except IntegrityError:
-                    # A message in the cache was deleted meanwhile: ask the database.
-                    return self._record(views, judge, verdicts, cached=False)
+                conn, _ = self._connection()
+                return self._sending_times(conn, ids, cached=True)
         except BaseException:
             self.close()  # the next batch starts on a fresh connection
             raise
         finally:
             self._used_at = time.monotonic()
+
+    def write(self, judged: Sequence[tuple[ViewIn, Judged]]) -> int:
+        """Append judged views and update their messages' summaries in one transaction;
+        views of messages that no longer exist are dropped. Returns how many were stored."""
+        if not judged:
+            return 0
+        try:
+            with translated(self.store.db):
+                try:
+                    return self._write(judged, check=False)
+                except IntegrityError:
+                    # A message was deleted since its sending time was read: ask again.
+                    return self._write(judged, check=True)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self._used_at = time.monotonic()
+
+    def record(self, views: Sequence[ViewIn], verdicts: Sequence[Judged] | None = None
+               ) -> int:
+        """:meth:`write` for views with their verdicts (default: human)."""
+        return self.write(list(zip(views, verdicts or [_HUMAN] * len(views), strict=True)))
 
     def _connection(self) -> tuple[Connection, _Writer]:
         if (self._conn is None or self._conn.invalidated or self._conn.closed
@@ -161,8 +173,6 @@ class ViewWriter:
 
     def _sending_times(self, conn: Connection, ids: set[int],
                        cached: bool) -> dict[int, datetime | None]:
-        """Each existing message's sending time (None when not sent yet); missing ids are
-        messages that do not exist."""
         known = self._sent
         if time.monotonic() - self._sent_since > _SENT_CACHE_SECONDS or not cached:
             known.clear()
@@ -170,7 +180,9 @@ class ViewWriter:
         found: dict[int, datetime | None] = {mid: known[mid] for mid in ids if mid in known}
         missing = ids.difference(found)
         if missing:
-            for mid, at in conn.execute(_SENT, {"ids": sorted(missing)}):
+            with conn.begin():
+                rows = conn.execute(_SENT, {"ids": sorted(missing)}).all()
+            for mid, at in rows:
                 found[mid] = at
                 if at is not None:  # a time still to come is looked up again
                     if len(known) >= _SENT_CACHE_SIZE:
@@ -188,18 +200,15 @@ class ViewWriter:
             text = self._json[key] = _to_json(headers)
         return text
 
-    def _record(self, views: Sequence[ViewIn], judge: Judge, verdicts: list[Judged | None],
-                cached: bool) -> int:
+    def _write(self, judged: Sequence[tuple[ViewIn, Judged]], check: bool) -> int:
         conn, writer = self._connection()
         with conn.begin():
-            sent = self._sending_times(conn, {v.message_id for v in views}, cached)
-            keep: list[tuple[ViewIn, Judged]] = []
-            for i, v in enumerate(views):
-                if v.message_id in sent:
-                    j = verdicts[i]
-                    if j is None:
-                        j = verdicts[i] = judge(v, sent[v.message_id])
-                    keep.append((v, j))
+            keep = judged
+            if check:
+                ids = sorted({v.message_id for v, _ in judged})
+                existing = {mid for mid, _ in conn.execute(_SENT, {"ids": ids})}
+                keep = [(v, j) for v, j in judged if v.message_id in existing]
+                self._sent.clear()
             if not keep:
                 return 0
             time_of, headers_json = writer.time, self._headers_json
@@ -231,14 +240,15 @@ class ViewStore(StoreBase):
         """A writer that keeps its connection between batches (close it when done)."""
         return ViewWriter(self)
 
-    def record_views(self, views: Sequence[ViewIn], judge: Judge = _unjudged) -> int:
-        """Append a batch of views, judged by ``judge``, and update their messages'
-        summaries in the same transaction: human views and machine fetches apart. Views of
-        messages that do not exist (deleted, or another instance's) are dropped. Returns how
-        many were stored."""
+    def record_views(self, views: Sequence[ViewIn], verdicts: Sequence[Judged] | None = None
+                     ) -> int:
+        """Append a batch of views with their verdicts (default: human), and update their
+        messages' summaries in the same transaction: human views and machine fetches apart.
+        Views of messages that do not exist (deleted, or another instance's) are dropped.
+        Returns how many were stored."""
         writer = ViewWriter(self)
         try:
-            return writer.record(views, judge)
+            return writer.record(views, verdicts)
         finally:
             writer.close()
 
@@ -248,31 +258,30 @@ class ViewStore(StoreBase):
         with self._tx() as s:
             return [view_record(r) for r in s.scalars(q)]
 
-    def reclassify(self, judge: Judge, batch: int = 5000) -> tuple[int, int]:
-        """Judge every stored view again and re-derive every summary from the events.
-        Returns (views judged, verdicts changed)."""
-        seen = changed = 0
-        last_id = 0
-        while True:
-            with self._tx() as s:
-                rows = list(s.execute(
-                    select(ViewEvent, Message.sent_at).join(Message)
-                    .where(ViewEvent.id > last_id).order_by(ViewEvent.id).limit(batch)))
-                if not rows:
-                    break
-                for event, sent_at in rows:
-                    view = ViewIn(event.message_id, event.recipient, event.at, event.method,
-                                  event.ip, event.user_agent, json.loads(event.headers_json))
-                    j = judge(view, sent_at)
-                    if (j.verdict, j.reason, j.client) != (event.verdict, event.reason,
-                                                           event.client):
-                        event.verdict, event.reason, event.client = j.verdict, j.reason, j.client
-                        changed += 1
-                    seen += 1
-                last_id = rows[-1][0].id
+    def stored_views(self, after_id: int, limit: int = 5000
+                     ) -> list[tuple[int, ViewIn, datetime | None, Judged]]:
+        """Stored views after ``after_id``, oldest first, each with its id, its message's
+        sending time and its verdict: what judging them again needs."""
+        with self._tx() as s:
+            rows = s.execute(
+                select(ViewEvent, Message.sent_at).join(Message)
+                .where(ViewEvent.id > after_id).order_by(ViewEvent.id).limit(limit)).all()
+            return [(e.id, ViewIn(e.message_id, e.recipient, e.at, e.method, e.ip,
+                                  e.user_agent, json.loads(e.headers_json)),
+                     sent_at, Judged(e.verdict, e.reason, e.client))
+                    for e, sent_at in rows]
+
+    def set_verdicts(self, verdicts: Sequence[tuple[int, Judged]]) -> None:
+        """Give stored views new verdicts (by view id); :meth:`rebuild_summaries` after."""
+        with self._tx() as s:
+            for view_id, j in verdicts:
+                s.execute(update(ViewEvent).where(ViewEvent.id == view_id).values(
+                    verdict=j.verdict, reason=j.reason, client=j.client))
+
+    def rebuild_summaries(self) -> None:
+        """Re-derive every message's view summary from its events."""
         with self._tx() as s:
             self._rebuild_summaries(s)
-        return seen, changed
 
     def _rebuild_summaries(self, s: Session) -> None:
         def agg(fn: Any, verdict: str) -> Any:
