@@ -154,10 +154,12 @@ def precedence(h: Headers) -> AutoResult | None:
     # Precedence was never standardised (RFC 2076 lists it); auto-responders send
     # "auto_reply", "bulk" or "junk" (multi_mail, FreeScout, RT, ezmlm-weed), cPanel also as
     # X-Precedence. bulk/junk not from lists or RT, and "list" never: module docstring.
-    for name in ("Precedence", "X-Precedence"):
-        value = h.get(name).lower()
+    found = [(name, value.lower()) for name in ("Precedence", "X-Precedence")
+             for value in h.get_all(name)]
+    for name, value in found:
         if value == "auto_reply":
             return AutoResult(True, f"{name}: auto_reply", PRECEDENCE_SOURCE)
+    for name, value in found:
         if value in ("bulk", "junk") and not _from_a_list(h) and not (
                 value == "bulk" and h.has("x-rt-loop-prevention")):
             return AutoResult(True, f"{name}: {value}", PRECEDENCE_SOURCE)
