@@ -41,7 +41,7 @@ MARKERS = [
 ]
 
 # Header lines people's own mail carries that look like machine markers and must decide
-# nothing (docs/classification.md, "Automatic replies").
+# nothing (docs/inbound.md, "What is deliberately not detected").
 TEMPTING = [
     "X-Auto-Response-Suppress: All",
     "X-Auto-Response-Suppress: DR, RN, NRN, OOF, AutoReply",
