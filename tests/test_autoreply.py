@@ -492,8 +492,9 @@ SOURCE_ROWS = [
         True, "X-Mailer: vacation", "autoreply_headers"),
     Row("cPanel X-Precedence (multi_mail)", reply_with("X-Precedence: auto_reply\n"),
         True, "X-Precedence: auto_reply", "precedence"),
-    Row("Zimbra vacation with a comment (Zammad)", reply_with(
-        "Auto-Submitted: auto-replied (zimbra; vacation)\n"),
+    Row("Zimbra vacation (Zammad's spec, Zimbra's own tests)", reply_with(
+        "Auto-Submitted: auto-replied (zimbra; vacation)\nPrecedence: bulk\n"
+        "X-Mailer: Zimbra 7.1.3_GA_3346\n"),
         True, "Auto-Submitted: auto-replied", "auto_submitted"),
     Row("IIS bounce with Return-Path <MAILER-DAEMON> (multi_mail)", IIS_BOUNCE,
         True, "bounce (mailer-daemon)", "mailer_daemon"),
@@ -566,6 +567,8 @@ PEOPLE_ROWS = [
         "X-Ack: no\nPrecedence: list\nList-Id: <users.lists.example.org>\n")),
     person("a reply relayed by SmartList (X-Loop with an address)", LIST_REPLY_SMARTLIST),
     person("a person's answer typed into Request Tracker (Precedence: bulk)", RT_CORRESPONDENCE),
+    person("an Exchange inbox-rule loop header alone (Zammad's spec)", reply_with(
+        "X-MS-Exchange-Inbox-Rules-Loop: anna.schmidt@example.de\n")),
     person("a subject that only begins like a bounce", reply_with(
         "", subject="Undeliverable parcels in the warehouse")),
 ]

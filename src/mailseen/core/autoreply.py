@@ -122,7 +122,7 @@ def _unescape(text: str) -> str:
 def auto_submitted(h: Headers) -> AutoResult | None:
     # RFC 3834 §5: "Auto-Submitted: no" marks a person's message; any other value
     # (auto-replied, auto-generated, auto-notified (RFC 5436)) a machine's. Parameters and
-    # comments may follow; Zimbra's vacation replies put "vacation" there (Zammad).
+    # comments may follow: Zimbra sends "auto-replied (zimbra; vacation)" (Zammad's spec).
     value = h.get("auto-submitted").split(";")[0].split("(")[0].strip().lower()
     if value and value != "no":
         return AutoResult(True, f"Auto-Submitted: {value}", "RFC 3834 §5")
