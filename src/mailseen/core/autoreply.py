@@ -72,17 +72,27 @@ class Headers:
         self._raw: dict[str, list[str]] = {}
         for name, value in message.raw_items():  # raw: 8-bit bytes kept as surrogate escapes
             self._raw.setdefault(name.lower(), []).append(value)
+        self._decoded: dict[str, list[str]] = {}  # several rules read the same fields
 
     def get(self, name: str) -> str:
         """The first occurrence of the field, decoded; "" when it is absent."""
-        values = self._raw.get(name.lower())
-        return _decode(values[0]).strip() if values else ""
+        values = self.get_all(name)
+        return values[0] if values else ""
 
     def get_all(self, name: str) -> list[str]:
-        return [_decode(value).strip() for value in self._raw.get(name.lower(), [])]
+        key = name.lower()
+        decoded = self._decoded.get(key)
+        if decoded is None:
+            decoded = [_decode(value).strip() for value in self._raw.get(key, [])]
+            self._decoded[key] = decoded
+        return decoded
 
     def has(self, name: str) -> bool:
         return name.lower() in self._raw
+
+    def names(self) -> set[str]:
+        """The lower-cased names of the fields present."""
+        return set(self._raw)
 
 
 def _decode(value: str) -> str:
@@ -132,8 +142,12 @@ def auto_submitted(h: Headers) -> AutoResult | None:
 def autoreply_headers(h: Headers) -> AutoResult | None:
     # autoreply_headers.txt: vendor headers of auto-responders and mail robots, each line with
     # its source (multi_mail, FreeScout, RT, Sisimai, ezmlm-weed, Mailman, Zammad, cron...).
-    for marker in shipped_reply_data().headers:
-        if any(marker.matches(value) for value in h.get_all(marker.header)):
+    data = shipped_reply_data()
+    present = h.names()
+    if present.isdisjoint(data.header_names):
+        return None
+    for marker in data.headers:  # in file order: the first line found names it
+        if marker.name in present and any(marker.matches(v) for v in h.get_all(marker.name)):
             return AutoResult(True, marker.reason, marker.source)
     return None
 
@@ -203,7 +217,10 @@ def list_robot(h: Headers) -> AutoResult | None:
 def _robot_sender(h: Headers, kind: str) -> SenderMarker | None:
     senders = shipped_reply_data().senders
     for name in ("from", "return-path"):
-        local = parseaddr(h.get(name))[1].split("@")[0].lower()
+        value = h.get(name)
+        if not any(local in value.lower() for local in senders):
+            continue  # parsing the address costs more than this look
+        local = parseaddr(value)[1].split("@")[0].lower()
         sender = senders.get(local)
         if sender is not None and sender.kind == kind:
             return sender
@@ -228,8 +245,11 @@ def subject_prefix(h: Headers) -> AutoResult | None:
     # autoreply_subjects.txt: the prefixes out-of-office assistants, help desks and mail
     # systems put first, each block with its source (Discourse, Sisimai, multi_mail,
     # ezmlm-weed, RT, Outlook's localised "Automatic reply:"...).
+    data = shipped_reply_data()
     subject = h.get("subject")
-    for entry in shipped_reply_data().subjects:
+    if not data.any_subject.match(subject):
+        return None
+    for entry in data.subjects:
         if entry.pattern.match(subject):
             return AutoResult(True, f"subject: {entry.prefix}", entry.source)
     return None

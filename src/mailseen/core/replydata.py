@@ -53,13 +53,22 @@ class HeaderMarker:
     value: str  # as written; "" for "set"
     source: str
 
+    @functools.cached_property
+    def name(self) -> str:
+        """The field name lower-cased, as :class:`Headers` keys it."""
+        return self.header.lower()
+
+    @functools.cached_property
+    def _folded(self) -> str:
+        return _fold(self.value)
+
     def matches(self, value: str) -> bool:
         folded = _fold(value)
         if self.test == "set":
             return folded not in FALSE_VALUES
         if self.test == "is":
-            return folded == _fold(self.value)
-        return folded.startswith(_fold(self.value))
+            return folded == self._folded
+        return folded.startswith(self._folded)
 
     @property
     def reason(self) -> str:
@@ -79,18 +88,27 @@ class SubjectPrefix:
     exact_case: bool
     source: str
 
-    @functools.cached_property
-    def pattern(self) -> re.Pattern[str]:
-        """Matches a subject that starts with this prefix, after white space and at most one
-        "[tag] " of a help desk. A final ":" also matches " :" and the full-width colon."""
+    @property
+    def body(self) -> str:
+        """The regular expression of the prefix itself, with its case flag inline. A final
+        ":" also matches " :" and the full-width colon."""
         text = self.prefix.strip()
         colon = text.endswith(":")
         words = text[:-1].rstrip() if colon else text
         body = r"\s+".join(re.escape(word) for word in words.split())
         if colon:
             body += r"\s*[:\uff1a]"
-        flags = 0 if self.exact_case else re.IGNORECASE
-        return re.compile(rf"\s*(?:\[[^\]]*\]\s*)?{body}", flags)
+        return f"(?:{body})" if self.exact_case else f"(?i:{body})"
+
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        """Matches a subject that starts with this prefix, after white space and at most one
+        "[tag] " of a help desk."""
+        return re.compile(SUBJECT_START + self.body)
+
+
+# Where a prefix may start: after white space and one "[tag] " a help desk puts first.
+SUBJECT_START = r"\s*(?:\[[^\]]*\]\s*)?"
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,17 @@ class ReplyData:
     headers: tuple[HeaderMarker, ...]
     senders: dict[str, SenderMarker]
     subjects: tuple[SubjectPrefix, ...]  # longest first, so the most specific one names itself
+
+    @functools.cached_property
+    def header_names(self) -> frozenset[str]:
+        """The lower-cased names of all header markers: most messages carry none of them."""
+        return frozenset(marker.name for marker in self.headers)
+
+    @functools.cached_property
+    def any_subject(self) -> re.Pattern[str]:
+        """One pattern for all prefixes: most subjects match none, and one search is much
+        cheaper than one per prefix; which prefix it was is then looked up."""
+        return re.compile(SUBJECT_START + "(?:" + "|".join(s.body for s in self.subjects) + ")")
 
 
 def _rows(text: str) -> list[tuple[int, str]]:
