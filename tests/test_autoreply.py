@@ -7,6 +7,7 @@ Every message below is written for these tests, in the shape its sender really p
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -448,6 +449,19 @@ To: sales@mailseen.test
 Subject: Delivery Status Notification
 """, "Your message could not be delivered.\n")
 
+FREESCOUT_ACK = message(f"""\
+From: Example Support <support@example.com>
+To: sales@mailseen.test
+Subject: Re: Quote 2291
+Message-ID: <autoreply-4711-0123456789abcdef@example.com>
+In-Reply-To: {ORIGINAL}
+References: {ORIGINAL}
+""", "Thank you for your message. We will get back to you within one business day.\n")
+
+FREESCOUT_AGENT_REPLY = FREESCOUT_ACK.replace(
+    b"<autoreply-4711-0123456789abcdef@", b"<reply-4711-5-0123456789abcdef@").replace(
+    b"Thank you for your message.", b"Hi, Maria here: I checked the quote, it is fine.")
+
 NOTES_OOF = subject_only("AUTO: Anna Schmidt is out of the office (returning 20.05.2024)")
 GROUPWISE_READ = subject_only("Message status - opened")
 RT_ACK = subject_only("[rt.example.com #4711] AutoReply: Quote 2291")
@@ -486,6 +500,8 @@ SOURCE_ROWS = [
         True, "X-Mailer: The Mailman Replybot", "autoreply_headers"),
     Row("help desk's X-Loop: yes (Zammad)", reply_with("X-Loop: yes\n"),
         True, "X-Loop: yes", "autoreply_headers"),
+    Row("FreeScout auto-reply, known by its Message-ID (FreeScout)", FREESCOUT_ACK,
+        True, r"Message-ID like <autoreply-\d+-[0-9a-f]{16}@", "autoreply_headers"),
     Row("cron job output (Vixie cron)", CRON_OUTPUT, True, "X-Cron-Env header",
         "autoreply_headers"),
     Row("Unix vacation(1) (MIT IS&T)", reply_with("X-Mailer: vacation\n"),
@@ -569,6 +585,7 @@ PEOPLE_ROWS = [
     person("a person's answer typed into Request Tracker (Precedence: bulk)", RT_CORRESPONDENCE),
     person("an Exchange inbox-rule loop header alone (Zammad's spec)", reply_with(
         "X-MS-Exchange-Inbox-Rules-Loop: anna.schmidt@example.de\n")),
+    person("an agent's own answer sent from FreeScout", FREESCOUT_AGENT_REPLY),
     person("a subject that only begins like a bounce", reply_with(
         "", subject="Undeliverable parcels in the warehouse")),
 ]
@@ -604,7 +621,16 @@ def test_a_persons_tempting_message_is_never_automatic(row: Row) -> None:
 DATA = shipped_reply_data()
 
 
+# A real value for each regex marker of the data (FreeScout's Message-IDs).
+REGEX_SAMPLES = [
+    "<autoreply-4711-0123456789abcdef@support.example.com>",
+    "<notify-4711-3-1715591407@support.example.com>",
+]
+
+
 def _value_for(marker: HeaderMarker) -> str:
+    if marker.test == "regex":
+        return next(s for s in REGEX_SAMPLES if re.match(marker.value, s, re.IGNORECASE))
     return {"set": "yes", "is": marker.value, "starts": f"{marker.value} 7.1"}[marker.test]
 
 
@@ -651,6 +677,7 @@ def test_every_data_entry_names_its_source_and_none_is_repeated() -> None:
     (parse_header_markers, "X-Autoreply\tmaybe\t-\tsomewhere\n"),
     (parse_header_markers, "X-Autoreply\tset\n"),
     (parse_senders, "mailer-daemon\tghost\tsomewhere\n"),
+    (parse_header_markers, "Message-ID\tregex\t<auto(\tsomewhere\n"),
     (parse_subject_prefixes, "Automatic reply:\n"),  # no @source above it
     (parse_subject_prefixes, "@source x\nAUTO:\tshouting\n"),
 ])

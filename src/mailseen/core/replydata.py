@@ -33,7 +33,7 @@ HEADERS_FILE = "autoreply_headers.txt"
 SENDERS_FILE = "autoreply_senders.txt"
 SUBJECTS_FILE = "autoreply_subjects.txt"
 
-HEADER_TESTS = frozenset({"set", "is", "starts"})
+HEADER_TESTS = frozenset({"set", "is", "starts", "regex"})
 SENDER_KINDS = frozenset({"bounce", "robot"})
 # Values that switch a flag header off ("X-Autoreply: no").
 FALSE_VALUES = frozenset({"", "no", "false", "0", "off"})
@@ -62,7 +62,13 @@ class HeaderMarker:
     def _folded(self) -> str:
         return _fold(self.value)
 
+    @functools.cached_property
+    def _regex(self) -> re.Pattern[str]:
+        return re.compile(self.value, re.IGNORECASE)
+
     def matches(self, value: str) -> bool:
+        if self.test == "regex":
+            return self._regex.match(value.strip()) is not None
         folded = _fold(value)
         if self.test == "set":
             return folded not in FALSE_VALUES
@@ -72,7 +78,11 @@ class HeaderMarker:
 
     @property
     def reason(self) -> str:
-        return f"{self.header} header" if self.test == "set" else f"{self.header}: {self.value}"
+        if self.test == "set":
+            return f"{self.header} header"
+        if self.test == "regex":
+            return f"{self.header} like {self.value}"
+        return f"{self.header}: {self.value}"
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,12 @@ def parse_header_markers(text: str, name: str = HEADERS_FILE) -> list[HeaderMark
                                f"{'/'.join(sorted(HEADER_TESTS))}, value and source "
                                f"separated by tabs")
         header, test, value, source = fields
+        if test == "regex":
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise InvalidInput(f"{name} line {number}: bad regular expression: {exc}") \
+                    from None
         markers.append(HeaderMarker(header, test, "" if test == "set" else value, source))
     return markers
 
