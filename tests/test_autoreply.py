@@ -1,7 +1,10 @@
 """Automatic replies: out-of-office, vacation, help-desk acknowledgements and bounces are
 machine-made; a person's reply, even one that mentions being out of office, is not.
 
-Every message below is written for these tests, in the shape its sender really produces.
+Every message below is written for these tests, in the shape its sender really produces: for
+the markers taken from other projects, the header blocks their code, manuals or sample mails
+show (docs/inbound.md names each source). Every entry of the data files is also tried on its
+own, and quoted in a person's reply.
 """
 
 from __future__ import annotations
