@@ -13,13 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from mailseen.errors import Conflict
-from mailseen.services.demo import (
-    ADMIN_EMAIL,
-    MEMBER_EMAIL,
-    DemoResult,
-    fill_scale,
-    fill_small,
-)
+from mailseen.services.demo import ADMIN_EMAIL, MEMBER_EMAIL, DemoResult, fill_small
+from mailseen.services.demo_scale import fill_scale
 from mailseen.services.instance import Instance
 from mailseen.storage.models import Conversation, Message, MessageData, ViewEvent
 

@@ -707,7 +707,8 @@ def demo(ctx: click.Context, messages: int | None, views: int | None, mailboxes:
     Without options, a small installation that looks lived in; with --messages (and
     --views, --mailboxes), the same shapes at benchmark scale.
     """
-    from .services.demo import fill_scale, fill_small
+    from .services.demo import fill_small
+    from .services.demo_scale import fill_scale
 
     inst = _instance(ctx)
     if messages is None and views is None and mailboxes is None:

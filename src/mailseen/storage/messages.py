@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +17,7 @@ from sqlalchemy.orm import Session
 from ..errors import NotFound
 from ..records import ConversationRecord, Ingested, MessageRecord, NewMessage
 from .base import StoreBase, conversation_record, every_mailbox, message_record, now
+from .bulk import BulkLoader, bulk_loader, last_ids
 from .models import Conversation, Message, MessageData, ViewEvent
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -257,3 +261,29 @@ class MessageStore(StoreBase):
     def last_view_id(self) -> int:
         with self._tx() as s:
             return int(s.scalar(select(func.max(ViewEvent.id))) or 0)
+
+    def backdate(self, times: dict[int, datetime], replied: dict[int, datetime]) -> None:
+        """Move messages (and their conversations) to when they happened: demo data that
+        tells a month's story. ``replied`` gives some of them the time a person replied."""
+        spans: dict[int, list[datetime]] = {}
+        with self._tx() as s:
+            for mid, at in times.items():
+                values: dict[str, Any] = {"created_at": at, "sent_at": at}
+                if mid in replied:
+                    values["replied_at"] = replied[mid]
+                s.execute(update(Message).where(Message.id == mid).values(**values))
+            for cid, mid in s.execute(select(Message.conversation_id, Message.id)
+                                      .where(Message.id.in_(list(times)))):
+                spans.setdefault(cid, []).append(times[mid])
+            for cid, when in spans.items():
+                s.execute(update(Conversation).where(Conversation.id == cid).values(
+                    created_at=min(when), last_activity_at=max(when)))
+
+    def last_ids(self) -> dict[str, int]:
+        """The largest id of conversations, messages and views: bulk-loaded rows number on."""
+        return last_ids(self.db)
+
+    def bulk_loader(self, progress: Callable[[int], None]
+                    ) -> AbstractContextManager[BulkLoader]:
+        """A loader of many rows at once (demo data at scale); see :mod:`.bulk`."""
+        return bulk_loader(self.db, progress)
