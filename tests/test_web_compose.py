@@ -13,7 +13,7 @@ from mailseen.core.compose import Draft
 from mailseen.records import MailboxIn, MailboxRecord, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.web.mailhtml import html_to_text
+from mailseen.web.site.mailhtml import html_to_text
 
 from .web_client import PASSWORD, Page, WebClient
 

@@ -14,8 +14,8 @@ from mailseen.core.compose import Attachment, Draft
 from mailseen.records import Judged, MailboxIn, MailboxRecord, MessageRecord, ViewIn
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.web.mailhtml import defuse_css, linkify, sanitize
-from mailseen.web.ui_conversation import short_agent
+from mailseen.web.site.mailhtml import defuse_css, linkify, sanitize
+from mailseen.web.site.ui_conversation import short_agent
 
 from .web_client import PASSWORD, WebClient
 

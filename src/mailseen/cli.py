@@ -156,7 +156,7 @@ def pixel(ctx: click.Context, host: str | None, port: int | None, idle_timeout: 
     For the busiest installations: run several behind a load balancer that sends /t/ here
     and everything else to `mailseen serve` (same database, same secret key).
     """
-    from .web.pixelserver import run_pixel_node
+    from .web.pixel.node import run_pixel_node
 
     settings = _settings(ctx, host=host, port=port)
     _logging(settings)

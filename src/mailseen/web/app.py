@@ -13,7 +13,7 @@ import uvicorn
 from ..services.instance import Instance
 from .api import build_api
 from .limits import MAX_API_BODY, MAX_FORM_BODY, BoundedHttpProtocol, limit_body
-from .pixel import PixelApp, Receive, Scope, Send
+from .pixel.endpoint import PixelApp, Receive, Scope, Send
 from .site import build_site
 
 __all__ = ["Background", "MailseenApp", "server_config"]

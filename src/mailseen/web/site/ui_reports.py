@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import NotFound
-from ..records import Report
+from ...errors import NotFound
+from ...records import Report
 from .ui import instance_of, render, require_user
 
 PERIODS = {7: "Last 7 days", 30: "Last 30 days", 90: "Last 90 days"}

@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..core.compose import parse_address
-from ..errors import Conflict, InvalidInput, NotFound
-from ..records import MailboxIn, MailboxRecord, Role, UserRecord
-from ..services.accounts import MIN_PASSWORD
+from ...core.compose import parse_address
+from ...errors import Conflict, InvalidInput, NotFound
+from ...records import MailboxIn, MailboxRecord, Role, UserRecord
+from ...services.accounts import MIN_PASSWORD
 from .ui import instance_of, read_form, redirect, render, require_admin, require_user
 
 TABS = {"general": "General", "sending": "Sending", "receiving": "Receiving",

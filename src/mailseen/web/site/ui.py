@@ -18,13 +18,11 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from ..core.status import Eye, eye_for, relative_time
-from ..errors import StorageUnavailable
-from ..records import MailboxRecord, MessageRecord, SessionRecord, UserRecord
-from ..services.instance import Instance
-
-SESSION_COOKIE = "mailseen_session"
-CSRF_COOKIE = "mailseen_csrf"
+from ...core.status import Eye, eye_for, relative_time
+from ...errors import StorageUnavailable
+from ...records import MailboxRecord, MessageRecord, SessionRecord, UserRecord
+from ...services.instance import Instance
+from ..cookies import CSRF_COOKIE, SESSION_COOKIE
 
 templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),

@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import Conflict, InvalidInput
-from ..services.accounts import SignInRefused
+from ...errors import Conflict, InvalidInput
+from ...services.accounts import SignInRefused
+from ..cookies import SESSION_COOKIE
 from .ui import (
-    SESSION_COOKIE,
     current_session,
     instance_of,
     is_https,

@@ -19,11 +19,11 @@ from collections import deque
 import httptools
 import uvloop
 
-from ..core.pixel import GIF
-from ..services.instance import Instance
-from ..services.recorder import Commit
-from .limits import MAX_HEAD_BYTES
-from .pixel import IMAGE_HEADERS, PixelApp
+from ...core.pixel import GIF
+from ...services.instance import Instance
+from ...services.recorder import Commit
+from ..limits import MAX_HEAD_BYTES
+from .endpoint import IMAGE_HEADERS, PixelApp
 
 __all__ = ["IDLE_TIMEOUT", "Connections", "PixelProtocol", "run_pixel_node", "serve_pixels"]
 

@@ -12,10 +12,10 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from ..errors import InvalidInput, MailseenError, NotFound, StorageFull, StorageUnavailable
-from ..services.instance import Instance
-from . import ui_auth, ui_listing
-from .limits import BodyTooLarge
+from ...errors import InvalidInput, MailseenError, NotFound, StorageFull, StorageUnavailable
+from ...services.instance import Instance
+from ..limits import BodyTooLarge
+from . import ui_auth, ui_compose, ui_conversation, ui_listing, ui_reports, ui_settings
 from .ui import CsrfFailed, Forbidden, NotSignedIn, redirect, render
 
 __all__ = ["build_site"]
@@ -24,20 +24,12 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
-def _page_modules() -> list[object]:
-    mods: list[object] = [ui_auth, ui_listing]
-    # Pages added by later work register here, each a module with a ``routes`` list.
-    for name in ("ui_conversation", "ui_compose", "ui_settings", "ui_reports"):
-        try:
-            mods.append(__import__(f"mailseen.web.{name}", fromlist=["routes"]))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mailseen.web.{name}":
-                raise
-    return mods
+# Each page module contributes its ``routes``.
+PAGES = (ui_auth, ui_listing, ui_conversation, ui_compose, ui_settings, ui_reports)
 
 
 def build_site(instance: Instance) -> Starlette:
-    routes = [r for mod in _page_modules() for r in getattr(mod, "routes")]  # noqa: B009
+    routes = [r for page in PAGES for r in page.routes]
     routes.append(Mount("/static", StaticFiles(directory=STATIC), name="static"))
 
     async def not_signed_in(request: Request, exc: Exception) -> Response:

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from ..core.inject import tag_message
-from ..core.status import Eye
-from ..errors import NotFound
-from ..records import ConversationRecord, MessageRecord, UserRecord, ViewRecord
-from ..services.instance import Instance
+from ...core.inject import tag_message
+from ...core.status import Eye
+from ...errors import NotFound
+from ...records import ConversationRecord, MessageRecord, UserRecord, ViewRecord
+from ...services.instance import Instance
 from .mailhtml import Body, attachment_data, linkify, read_body, sanitize
 from .ui import eye_of, finish, instance_of, render, require_user, templates
 

@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Seque
 from datetime import UTC, datetime
 from typing import Any
 
-from ..core.clientip import Network, client_ip
-from ..core.pixel import GIF
-from ..core.tokens import TOKEN_LENGTH, TokenSigner
-from ..records import ViewIn
-from ..services.classification import OWN_VIEWER_HEADER
-from ..services.recorder import ViewRecorder
-from .ui import SESSION_COOKIE
+from ...core.clientip import Network, client_ip
+from ...core.pixel import GIF
+from ...core.tokens import TOKEN_LENGTH, TokenSigner
+from ...records import ViewIn
+from ...services.classification import OWN_VIEWER_HEADER
+from ...services.recorder import ViewRecorder
+from ..cookies import SESSION_COOKIE
 
 __all__ = ["IMAGE_HEADERS", "PixelApp"]
 

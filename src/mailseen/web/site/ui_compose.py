@@ -22,11 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..core.compose import Attachment, Draft, parse_address
-from ..core.tracking import Decision
-from ..errors import InvalidInput, NotFound
-from ..records import ConversationRecord, MailboxRecord, MessageRecord, UserRecord
-from ..services.instance import Instance
+from ...core.compose import Attachment, Draft, parse_address
+from ...core.tracking import Decision
+from ...errors import InvalidInput, NotFound
+from ...records import ConversationRecord, MailboxRecord, MessageRecord, UserRecord
+from ...services.instance import Instance
 from .mailhtml import html_to_text, linkify, sanitize
 from .ui import instance_of, read_form, redirect, render, require_user
 from .ui_conversation import displayed_body, human_size, visible_conversation
