@@ -246,8 +246,11 @@ def _check_is_message(raw: bytes) -> None:
         raise NotAMessage("message larger than 50 MB")
     head_end, _ = split_head(raw)
     head = raw[:head_end]
-    if b"\x00" in head or not _FIELD_LINE.match(head):
+    if not _FIELD_LINE.match(head):
         raise NotAMessage("input is not an RFC 5322 message (no header fields)")
+    if b"\x00" in head:
+        raise NotAMessage("input is not a message that can be stored (a NUL byte in the "
+                          "header)")
     for line in head.splitlines():
         if line and not line[:1].isspace() and not _FIELD_LINE.match(line):
             raise NotAMessage("input is not an RFC 5322 message (bad header line)")
