@@ -146,6 +146,15 @@ def test_send_with_attachments_and_reply_headers(api: httpx.Client, instance: In
 @pytest.mark.parametrize(("body", "field"), [
     ({"to": ["x@y.org"], "subject": "a\r\nBcc: evil@x.org", "text": "t"}, "subject"),
     ({"to": ["x@y.org\r\nBcc: evil@x.org"], "text": "t"}, "to"),
+    # Encoded words the email package would decode into a Bcc field after the checks.
+    ({"to": ["x@y.org"], "subject": "=?UTF-8?Q?x=0ABcc:_evil@evil.example?=", "text": "t"},
+     "subject"),
+    ({"to": ["=?UTF-8?Q?x=0ABcc=3A_evil=40evil.example=0A?= <x@y.org>"], "text": "t"}, "to"),
+    ({"to": ["x@y.org"], "text": "t",
+      "in_reply_to": "<a =?UTF-8?Q?=0ABcc:_spy@evil.example=0AX-Pad:?= b@example.org>"},
+     "in_reply_to"),
+    ({"to": ["x@y.org"], "text": "t", "references": "<a@y.org> <b =?UTF-8?Q?=0A?= c>"},
+     "references"),
     ({"to": ["not-an-address"], "text": "t"}, "to"),
     ({"to": [], "text": "t"}, "to"),
     ({"to": ["x@y.org"]}, "text"),

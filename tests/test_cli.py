@@ -87,6 +87,23 @@ def test_send_queues_and_worker_delivers_to_the_outbox(cli: Cli, tmp_path: Path)
     assert shown["views"] == []
 
 
+@pytest.mark.parametrize(("option", "value"), [
+    ("--subject", "=?UTF-8?Q?x=0ABcc:_evil@evil.example?="),
+    ("--in-reply-to", "<a =?UTF-8?Q?=0ABcc:_spy@evil.example=0AX-Pad:?= b@example.org>"),
+    ("--to", "=?UTF-8?Q?x=0ABcc=3A_evil=40evil.example=0A?= <bob@example.org>"),
+])
+def test_send_refuses_encoded_words_that_would_add_a_bcc(cli: Cli, option: str,
+                                                         value: str) -> None:
+    ok(cli("mailbox", "add", "support@example.com"))
+    args = {"--to": "bob@example.org", "--subject": "Hello", option: value}
+    result = cli("send", "--mailbox", "support@example.com", "--text", "hi",
+                 *[x for pair in args.items() for x in pair])
+    field = option.removeprefix("--").replace("-", "_")
+    assert error(result, 2).startswith(f"mailseen: error: {field}: ")
+    assert "RFC 2047" in result.stderr
+    assert ok(cli("message", "list")) == ""
+
+
 def test_send_raw_from_stdin(cli: Cli) -> None:
     ok(cli("mailbox", "add", "support@example.com"))
     out = ok(cli("send", "--mailbox", "support@example.com", "--raw", "-",

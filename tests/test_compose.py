@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from email import base64mime, quoprimime
 from email.message import Message
 
 import pytest
@@ -19,6 +20,7 @@ from mailseen.core.compose import (
     parse_address,
     prepare_raw,
     read_facts,
+    reply_threading,
 )
 from mailseen.core.inject import tag_message
 from mailseen.errors import InvalidInput, NotAMessage
@@ -163,6 +165,69 @@ def test_arbitrary_subjects_and_names_never_add_a_header(subject: str, name: str
         "content-transfer-encoding", "mime-version"])
     msg = parse(raw)
     assert " ".join(str(msg["Subject"]).split()) == " ".join(subject.split())
+
+
+# Encoded words that the email package decodes into a line break and a Bcc field.
+BCC_WORD = "=?UTF-8?Q?x=0ABcc=3A_evil=40evil.example=0A?="
+ENCODED = {
+    "subject": lambda w: draft(subject=f"Re: {w}"),
+    "from_name": lambda w: draft(from_name=w),
+    "to": lambda w: draft(to=[f"{w} <bob@example.org>"]),
+    "cc": lambda w: draft(cc=[f'"{w}" <carl@example.org>']),
+    "bcc": lambda w: draft(bcc=[f"{w} <dan@example.org>"]),
+    "in_reply_to": lambda w: draft(in_reply_to=f"<a {w} b@example.org>"),
+    "references": lambda w: draft(references=f"<first@example.org> <a{w}@example.org>"),
+    "attachments": lambda w: draft(attachments=[Attachment(f"{w}.txt", "text/plain", b"x")]),
+}
+
+
+@pytest.mark.parametrize("word", [BCC_WORD, "=?UTF-8?Q?=0ABcc:_evil@evil.example=0AX-Pad:?=",
+                                  "=?utf-8?b?CkJjYzogZXZpbEBldmlsLmV4YW1wbGUK?="])
+@pytest.mark.parametrize("field", list(ENCODED))
+def test_encoded_words_in_any_field_are_refused_naming_the_field(field: str, word: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        build_message(ENCODED[field](word), DOMAIN)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ") and "RFC 2047" in str(info.value)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("in_reply_to", "not-an-id"), ("in_reply_to", "<a b@example.org>"),
+    ("references", "<ok@example.org> <a b@example.org>"), ("references", "<x@y> <>"),
+])
+def test_thread_headers_hold_message_ids_only(field: str, value: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        build_message(draft(**{field: value}), DOMAIN)
+    assert info.value.field == field and "not a message id" in str(info.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.text(max_size=20), after=st.text(max_size=20), b64=st.booleans(),
+       payload=st.one_of(st.text(max_size=40), st.just("\nBcc: evil@evil.example\n")))
+def test_subjects_with_any_encoded_word_never_add_a_header(before: str, payload: str,
+                                                           after: str, b64: bool) -> None:
+    encode = base64mime.header_encode if b64 else quoprimime.header_encode
+    word = encode(payload.encode("utf-8", "surrogatepass"), "utf-8")
+    try:
+        raw = build_message(draft(subject=before + word + after), DOMAIN)
+    except InvalidInput as exc:
+        assert exc.field == "subject"
+        return
+    assert sorted(header_names(raw)) == sorted([
+        "from", "to", "subject", "date", "message-id", "content-type",
+        "content-transfer-encoding", "mime-version"])
+
+
+def test_a_reply_names_only_well_formed_message_ids() -> None:
+    hostile = "<a =?UTF-8?Q?=0ABcc:_spy@evil.example=0AX-Pad:?= b@example.org>"
+    assert reply_threading(hostile, "<q0@example.org> junk <x=?u?q?=0A?=@y>") == (
+        None, "<q0@example.org>")
+    assert reply_threading("<q1@example.org>", None) == ("<q1@example.org>",
+                                                         "<q1@example.org>")
+    refs = " ".join(f"<r{n}@example.org>" for n in range(30))
+    parent, chain = reply_threading("<r29@example.org>", refs)
+    assert parent == "<r29@example.org>"
+    assert chain == " ".join(f"<r{n}@example.org>" for n in range(10, 30))
 
 
 # --- prepare_raw ---------------------------------------------------------------------------

@@ -15,12 +15,15 @@ from pathlib import Path
 import pytest
 
 from mailseen.core.compose import Draft
+from mailseen.errors import InvalidInput
 from mailseen.records import MailboxIn
+from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
 from mailseen.storage.store import now
 
 from .conftest import make_settings
 from .smtp_server import SmtpServer
+from .web_client import PASSWORD, WebClient
 
 USERS = {"relay-user": "s3cret pass"}
 
@@ -73,6 +76,60 @@ async def test_smtp_relay_delivers_with_tls_and_auth(tmp_path: Path, database_ur
     assert got.data == inst.store.get_raw(msg.id)
     done = inst.store.get_message(msg.id)
     assert done.status == "sent" and done.sent_at is not None and done.attempts == 1
+    inst.close()
+
+
+HOSTILE_ID = "<a =?UTF-8?Q?=0ABcc:_spy@evil.example=0AX-Pad:?= b@example.org>"
+
+
+@pytest.mark.parametrize("smtp", ["plain"], indirect=True)
+def test_a_reply_to_a_hostile_message_id_reaches_the_chosen_recipient_only(
+        tmp_path: Path, database_url: str, smtp: SmtpServer) -> None:
+    """The reply form sent as it came, to a message whose Message-ID hides an encoded Bcc:
+    the relay is asked for the sender of that message, nobody else."""
+    inst = _open(tmp_path, database_url)
+    box = inst.store.add_mailbox(MailboxIn("support@example.com", transport="smtp",
+                                           smtp_host="127.0.0.1", smtp_port=smtp.port,
+                                           smtp_tls="none"))
+    raw = (f"From: carla@example.org\r\nTo: support@example.com\r\nSubject: Help\r\n"
+           f"Message-ID: {HOSTILE_ID}\r\nReferences: {HOSTILE_ID}\r\n\r\nHelp!\r\n")
+    asked = Ingestor(inst.store, inst.sender).ingest(box, raw.encode(), "imap").message
+    user = inst.accounts.create_user("m@example.com", PASSWORD)
+    inst.store.set_memberships(user.id, [box.id])
+    action = f"/conversations/{asked.conversation_id}/reply"
+    with WebClient(inst) as web:
+        web.sign_in("m@example.com")
+        page = web.get(action)
+        sent = web.client.post(action, data=page.form(action))
+    assert sent.status_code == 200, sent.text
+    assert asyncio.run(inst.worker().drain()) == 1
+    [got] = smtp.messages
+    assert got.rcpt_tos == ["carla@example.org"]
+    assert b"evil" not in got.data
+    inst.close()
+
+
+@pytest.mark.parametrize("smtp", ["plain"], indirect=True)
+@pytest.mark.parametrize("hostile", [
+    {"subject": "=?UTF-8?Q?x=0ABcc:_evil@evil.example?="},
+    {"from_name": "=?UTF-8?Q?Sales=0ABcc:_evil@evil.example?="},
+    {"to": ["=?UTF-8?Q?x=0ABcc=3A_evil=40evil.example=0A?= <alice@example.org>"]},
+    {"in_reply_to": HOSTILE_ID}, {"references": HOSTILE_ID},
+])
+def test_a_value_hiding_a_bcc_never_adds_an_envelope_recipient(
+        tmp_path: Path, database_url: str, smtp: SmtpServer,
+        hostile: dict[str, object]) -> None:
+    inst = _open(tmp_path, database_url)
+    box = inst.store.add_mailbox(MailboxIn("sales@example.com", "Sales", transport="smtp",
+                                           smtp_host="127.0.0.1", smtp_port=smtp.port,
+                                           smtp_tls="none"))
+    with pytest.raises(InvalidInput) as refused:
+        inst.sender.send_draft(box, _draft(**hostile))
+    assert refused.value.field == next(iter(hostile))
+    inst.sender.send_draft(box, _draft())  # the same draft without the hostile value
+    assert asyncio.run(inst.worker().drain()) == 1
+    assert [sorted(m.rcpt_tos) for m in smtp.messages] == [
+        ["alice@example.org", "boss@example.net"]]
     inst.close()
 
 

@@ -320,3 +320,52 @@ def test_html_to_text_reads_like_the_message() -> None:
         "- one\n- two\n  1. a\n  2. b\n\n> Old\n>\n> more\n> line\n\ncode\n  indented\n\n"
         "[Logo]Bye & thanks\n")
     assert html_to_text("<p><br></p>") == ""
+
+
+# -- hostile headers in the message replied to (docs/security.md, "Outgoing headers") -------
+
+HOSTILE_ID = "<a =?UTF-8?Q?=0ABcc:_spy@evil.example=0AX-Pad:?= b@example.org>"
+
+
+def _receive_raw(instance: Instance, box: MailboxRecord, head: str) -> MessageRecord:
+    raw = (f"From: Carla Customer <carla@example.org>\r\nTo: {box.address}\r\n{head}\r\n"
+           "Content-Type: text/plain\r\n\r\nIt is broken.\r\n").encode()
+    return Ingestor(instance.store, instance.sender).ingest(box, raw, "imap").message
+
+
+def test_replying_unchanged_to_a_hostile_message_id_sends_to_the_sender_only(
+        web: WebClient, instance: Instance) -> None:
+    box = _mailbox(instance)
+    asked = _receive_raw(instance, box, f"Subject: Broken printer\r\nMessage-ID: {HOSTILE_ID}"
+                                        "\r\nReferences: <q0@example.org> <x =?UTF-8?Q?=0A?=>")
+    _member(instance, web, box)
+    action = f"/conversations/{asked.conversation_id}/reply"
+    page = web.get(action)
+    page = _post(web, page, action)  # sent as the form came
+    assert page.status == 200, page.text("#form-error")
+    reply = _sent(instance)
+    assert reply.envelope_to == ["carla@example.org"] and reply.bcc == []
+    raw = instance.store.get_raw(reply.id)
+    assert b"evil" not in raw
+    msg = _parsed(instance, reply.id)
+    # The malformed id cannot be named; the well-formed reference still threads it.
+    assert msg["In-Reply-To"] is None
+    assert msg["References"] == "<q0@example.org>"
+
+
+def test_replying_unchanged_to_a_subject_that_decodes_to_encoding_is_refused_by_name(
+        web: WebClient, instance: Instance) -> None:
+    box = _mailbox(instance)
+    # The subject's encoded word decodes to another one, which would decode to a Bcc line.
+    asked = _receive_raw(instance, box, "Subject: =?UTF-8?B?PT9VVEYtOD9RP3g9MEFCY2M6X3NweUBl"
+                                        "dmlsLmV4YW1wbGU/PQ==?=\r\nMessage-ID: <q1@example.org>")
+    assert asked.subject == "=?UTF-8?Q?x=0ABcc:_spy@evil.example?="
+    _member(instance, web, box)
+    action = f"/conversations/{asked.conversation_id}/reply"
+    page = web.get(action)
+    page = _post(web, page, action)
+    assert page.status == 422
+    assert page.text("#form-error").startswith(
+        "Subject: '=?UTF-8?Q?x=0ABcc:_spy@evil.example?=' is RFC 2047 encoding")
+    assert page.soup.select_one("#subject")["aria-invalid"] == "true"
+    assert [m.direction for m in instance.store.list_messages()] == ["in"]

@@ -21,10 +21,11 @@ from .core.autoreply import detect_automatic
 from .core.compose import Attachment, Draft
 from .core.hits import Hit, HitClassifier
 from .core.netdata import NET_KINDS, load_data, parse_published_list, write_override
-from .errors import InvalidInput, MailseenError, NotAMessage
+from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
 from .records import MailboxIn, MailboxRecord, MessageRecord, UserRecord
 from .services.instance import Instance
+from .services.tagging import CANNOT_WRITE, not_sent, tag_filter, write_whole
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -406,23 +407,26 @@ def tag(ctx: click.Context, mailbox_address: str) -> None:
     """Filter: read a message on stdin, write it tracked to stdout.
 
     The message is registered as sent by MAILBOX. One line on stderr says
-    `trackable=true` or `trackable=false reason=...`. A message that cannot be changed
-    safely passes through unchanged.
+    `trackable=true` or `trackable=false reason=...`. Whatever goes wrong (the database
+    locked, gone or full, a malformed message), the message comes out unchanged with exit
+    status 0; only input that is not a message (2) or an unknown mailbox (1) is refused, with
+    nothing on stdout. A message that cannot be written out exits 75 (try again).
     """
     raw = sys.stdin.buffer.read()
-    inst = _instance(ctx)
-    box = inst.mailboxes.named(None, mailbox_address)
-    if not raw.strip():
-        raise NotAMessage("input is empty, not a message")
-    record = inst.sender.submit(box, raw, source="tag", queue=False)
-    data = inst.messages.raw(None, record.id)
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
-    if record.tracked:
-        click.echo("trackable=true", err=True)
-    else:
-        reason = record.tracking_reason.removeprefix("not trackable: ")
-        click.echo(f"trackable=false reason={reason}", err=True)
+
+    def open_instance() -> Instance:
+        return Instance.open(_settings(ctx))
+
+    done = tag_filter(raw, mailbox_address, open_instance)
+    try:
+        write_whole(sys.stdout.buffer, done.data)
+    except OSError as exc:
+        why = f"cannot write the message out: {exc.strerror or exc}"
+        if done.message_id is not None:
+            not_sent(open_instance, done.message_id, f"the tag filter {why}")
+        click.echo(f"mailseen: error: {why}", err=True)
+        ctx.exit(CANNOT_WRITE)
+    click.echo(done.status, err=True)
 
 
 @main.group()

@@ -25,6 +25,7 @@ __all__ = [
     "parse_address",
     "prepare_raw",
     "read_facts",
+    "reply_threading",
 ]
 
 # A header field's name: RFC 5322 allows any printable ASCII but ":", yet real names are
@@ -35,6 +36,17 @@ _MAX_MESSAGE = 50 * 1024 * 1024
 # CR and LF start a new header line; the rest are controls that some software also takes for
 # line breaks (Python's own str.splitlines does for VT, FF, FS, GS, RS, NEL, LS and PS).
 _UNSAFE_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# An RFC 2047 encoded word, as loosely as the email package finds one: it decodes "=?…?=" even
+# inside a word, so "=?UTF-8?Q?=0ABcc:_x@y?=" set as text comes out as a line break and a
+# Bcc field. Our values are text, never pre-encoded, so any such run is refused.
+_ENCODED_WORD = re.compile(r"=\?.*\?=", re.S)
+# A message id as In-Reply-To and References carry it: "<…>" of printable ASCII without
+# spaces (RFC 5322 3.6.4 msg-id, and the obsolete forms nobody writes any more left out).
+_MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
+# The fields build_message writes; anything else in its output came from a value.
+_BUILT_FIELDS = frozenset({"from", "to", "cc", "subject", "date", "message-id", "in-reply-to",
+                           "references", "mime-version", "content-type",
+                           "content-transfer-encoding"})
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 
 
@@ -62,7 +74,7 @@ class Draft:
 
 def parse_address(value: str, field_name: str) -> str:
     """Return the bare address in ``value`` or raise InvalidInput naming ``field_name``."""
-    _no_breaks(value, field_name)
+    _header_text(value, field_name)
     pairs = getaddresses([value])
     if len(pairs) != 1 or not pairs[0][1]:
         raise InvalidInput(f"{field_name}: {value!r} is not one email address", field=field_name)
@@ -80,11 +92,65 @@ def _no_breaks(value: str | None, field_name: str) -> str | None:
     return value
 
 
+def _header_text(value: str, field_name: str) -> str:
+    """``value`` as it may go into a header: one line, and no RFC 2047 encoded word, which
+    the email package would decode (into line breaks, say) after any check of the text."""
+    _no_breaks(value, field_name)
+    found = _ENCODED_WORD.search(value)
+    if found:
+        raise InvalidInput(f"{field_name}: {found.group()[:60]!r} is RFC 2047 encoding, which "
+                           "mail programs decode rather than show; write the text itself",
+                           field=field_name)
+    return value
+
+
+def _message_ids(value: str | None, field_name: str) -> str | None:
+    """A References or In-Reply-To value: message ids ("<…>") separated by spaces."""
+    if value is None or not value.strip():
+        return None
+    _header_text(value, field_name)
+    ids = value.split()
+    for one in ids:
+        if not _MSG_ID.fullmatch(one):
+            raise InvalidInput(f"{field_name}: {one[:60]!r} is not a message id "
+                               "(<…> without spaces)", field=field_name)
+    return " ".join(ids)
+
+
+def reply_threading(message_id: str, references: str | None) -> tuple[str | None, str | None]:
+    """(In-Reply-To, References) for a reply to a message with ``message_id`` and
+    ``references`` as received: only well-formed ids are kept (the last 20 references), so a
+    sender's malformed or hostile ids never reach our message (or refuse the reply)."""
+
+    def usable(one: str) -> bool:
+        return bool(_MSG_ID.fullmatch(one)) and not _ENCODED_WORD.search(one)
+
+    parent = message_id if usable(message_id) else None
+    refs = [r for r in (references or "").split() if usable(r)][-20:]
+    chain = list(dict.fromkeys([*refs, *([parent] if parent else [])]))
+    return parent, " ".join(chain) or None
+
+
 def _set_header(msg: EmailMessage, name: str, value: object, field_name: str) -> None:
     try:
         msg[name] = value
     except (ValueError, TypeError, IndexError) as exc:  # what the policy refuses
         raise InvalidInput(f"{field_name}: {exc}", field=field_name) from exc
+    # What counts is the value as the email package holds it, decoded: that is what it
+    # writes out.
+    _no_breaks(str(msg[name]), field_name)
+
+
+def _check_built(data: bytes) -> None:
+    """The message holds only the fields build_message wrote, each once: the last guard
+    against a value turning into a field of its own."""
+    head_end, _ = split_head(data)
+    names = [name for name, _ in _fields(data[:head_end])]
+    extra = sorted({n for n in names if n not in _BUILT_FIELDS}
+                   | {n for n in names if names.count(n) > 1})
+    if extra:
+        raise InvalidInput(f"message cannot be built: a value would add or repeat the "
+                           f"header {extra[0]!r}")
 
 
 def build_message(draft: Draft, domain: str) -> bytes:
@@ -96,7 +162,7 @@ def build_message(draft: Draft, domain: str) -> bytes:
         raise InvalidInput("text: a text or HTML body is needed", field="text")
     msg = EmailMessage(policy=SMTP)
     sender = parse_address(draft.from_addr, "from")
-    name = _no_breaks(draft.from_name, "from_name") or ""
+    name = _header_text(draft.from_name, "from_name")
     local, _, host = sender.rpartition("@")
     try:
         from_value = Address(display_name=name, username=local, domain=host)
@@ -110,15 +176,15 @@ def build_message(draft: Draft, domain: str) -> bytes:
             _set_header(msg, header, ", ".join(values), header.lower())
     for v in draft.bcc:
         parse_address(v, "bcc")
-    _set_header(msg, "Subject", _no_breaks(draft.subject, "subject") or "", "subject")
+    _set_header(msg, "Subject", _header_text(draft.subject, "subject"), "subject")
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(domain=domain)
-    if draft.in_reply_to:
-        _set_header(msg, "In-Reply-To", _no_breaks(draft.in_reply_to, "in_reply_to"),
-                    "in_reply_to")
-    if draft.references:
-        _set_header(msg, "References", _no_breaks(draft.references, "references"),
-                    "references")
+    in_reply_to = _message_ids(draft.in_reply_to, "in_reply_to")
+    if in_reply_to:
+        _set_header(msg, "In-Reply-To", in_reply_to, "in_reply_to")
+    references = _message_ids(draft.references, "references")
+    if references:
+        _set_header(msg, "References", references, "references")
     if draft.text is not None:
         msg.set_content(draft.text)
         if draft.html is not None:
@@ -129,16 +195,18 @@ def build_message(draft: Draft, domain: str) -> bytes:
     for att in draft.attachments:
         _add_attachment(msg, att)
     try:
-        return msg.as_bytes()
+        data = msg.as_bytes()
     except (ValueError, TypeError) as exc:  # e.g. a header value the policy refuses
         raise InvalidInput(f"message cannot be built: {exc}") from exc
+    _check_built(data)
+    return data
 
 
 def _add_attachment(msg: EmailMessage, att: Attachment) -> None:
     if not _MIME_TYPE.fullmatch(att.content_type):
         raise InvalidInput(f"attachments: bad content type {att.content_type!r}",
                            field="attachments")
-    _no_breaks(att.filename, "attachments")
+    _header_text(att.filename, "attachments")
     maintype, _, subtype = att.content_type.lower().partition("/")
     if maintype == "multipart":
         # A multipart needs a boundary and parts, not opaque bytes; sent as-is it would
@@ -166,8 +234,11 @@ def _check_is_message(raw: bytes) -> None:
         raise NotAMessage("message larger than 50 MB")
     head_end, _ = split_head(raw)
     head = raw[:head_end]
-    if b"\x00" in head or not _FIELD_LINE.match(head):
+    if not _FIELD_LINE.match(head):
         raise NotAMessage("input is not an RFC 5322 message (no header fields)")
+    if b"\x00" in head:
+        raise NotAMessage("input is not a message that can be stored (a NUL byte in the "
+                          "header)")
     for line in head.splitlines():
         if line and not line[:1].isspace() and not _FIELD_LINE.match(line):
             raise NotAMessage("input is not an RFC 5322 message (bad header line)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from ..core.compose import Draft, build_message, prepare_raw
+from ..core.compose import Draft, build_message, parse_address, prepare_raw
 from ..core.inject import tag_message
 from ..core.pixel import PIXEL_PATH_RE, pixel_tag, pixel_url
 from ..core.tokens import TokenRef, TokenSigner
@@ -40,7 +40,13 @@ class Sender:
         draft.from_addr = draft.from_addr or mailbox.address
         draft.from_name = draft.from_name or mailbox.display_name
         raw = build_message(draft, _domain(mailbox.address))
-        return self.submit(mailbox, raw, bcc=draft.bcc, source=source)
+        # The envelope is the recipients the user chose, never what a parser finds in the
+        # message we built: a value that slipped a field past the checks cannot add one.
+        chosen = {f: [parse_address(a, f) for a in values]
+                  for f, values in (("to", draft.to), ("cc", draft.cc), ("bcc", draft.bcc))}
+        envelope = list(dict.fromkeys([*chosen["to"], *chosen["cc"], *chosen["bcc"]]))
+        return self.submit(mailbox, raw, bcc=chosen["bcc"], envelope_to=envelope,
+                           source=source)
 
     def submit(self, mailbox: MailboxRecord, raw: bytes, *, bcc: list[str] | None = None,
                envelope_to: list[str] | None = None, source: str = "api", queue: bool = True

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ...core.compose import Attachment, Draft, parse_address
+from ...core.compose import Attachment, Draft, parse_address, reply_threading
 from ...core.tracking import Decision
 from ...errors import InvalidInput, NotFound
 from ...records import ConversationRecord, MailboxRecord, MessageRecord, UserRecord
@@ -184,9 +184,8 @@ def _draft(mailbox: MailboxRecord, f: Fields, reply_to: MessageRecord | None) ->
                   bcc=bcc, subject=f.subject, text=text, html=html,
                   attachments=list(f.attachments))
     if reply_to is not None:
-        draft.in_reply_to = reply_to.message_id
-        refs = (reply_to.references or "").split()
-        draft.references = " ".join([*refs[-20:], reply_to.message_id])
+        draft.in_reply_to, draft.references = reply_threading(reply_to.message_id,
+                                                              reply_to.references)
     return draft
 
 
