@@ -17,8 +17,8 @@ from typing import IO
 import pytest
 from sqlalchemy import create_engine, text
 
+from mailseen.records import MailboxIn
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn
 
 from .conftest import BACKEND, SECRET
 from .test_faults import _database_full, _database_gone, _database_locked
