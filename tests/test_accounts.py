@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailseen.services.accounts import LOCK, SignInRefused, throttle_address
+from mailseen.core.clientip import client_key
+from mailseen.services.accounts import LOCK, SignInRefused
 from mailseen.services.instance import Instance
 
 from .web_client import PASSWORD
@@ -46,7 +47,7 @@ def test_one_address_guessing_many_accounts_is_throttled(instance: Instance) -> 
 
 
 def test_an_ipv6_host_is_counted_by_its_64() -> None:
-    assert throttle_address("2001:db8:1:2::1") == throttle_address("2001:db8:1:2:ffff::9")
-    assert throttle_address("2001:db8:1:2::1") != throttle_address("2001:db8:1:3::1")
-    assert throttle_address("::ffff:192.0.2.1") == "192.0.2.1"
-    assert throttle_address("testclient") == "testclient"
+    assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9")
+    assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:3::1")
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert client_key("testclient") == "testclient"

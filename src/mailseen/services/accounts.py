@@ -4,7 +4,6 @@ which mailbox."""
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,13 +11,14 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..core.clientip import client_key
 from ..core.compose import parse_address
 from ..errors import InvalidInput, MailseenError, NotFound
 from ..storage import Store
 from ..storage.records import Role, SessionRecord, UserRecord
 from ..storage.store import now
 
-__all__ = ["Accounts", "SignInRefused", "can_see_mailbox", "hash_token", "throttle_address"]
+__all__ = ["Accounts", "SignInRefused", "can_see_mailbox", "hash_token"]
 
 SESSION_DAYS = 14
 # Throttling: after FREE failures in WINDOW each attempt waits; after LOCK it is refused.
@@ -42,18 +42,6 @@ class SignInRefused(MailseenError):
         super().__init__(message)
         self.retry_after = retry_after
         self.locked = locked
-
-
-def throttle_address(client: str) -> str:
-    """What failures are counted under for ``client``: the address, or for IPv6 its /64
-    (one host usually holds a whole /64, so single addresses would cost it nothing)."""
-    try:
-        addr = ipaddress.ip_address(client)
-    except ValueError:
-        return client[:100]
-    if addr.version == 6 and addr.ipv4_mapped is None:
-        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-    return str(addr.ipv4_mapped or addr) if addr.version == 6 else str(addr)
 
 
 def _refusal(judged: list[tuple[Count, int, int]], at: datetime) -> SignInRefused | None:
@@ -139,7 +127,7 @@ class Accounts:
         owner nor anyone else, and a correct password from an address that has not failed
         always gets in (unless that address is itself throttled)."""
         account = email.strip().lower()[:320]
-        address = throttle_address(client)
+        address = client_key(client)
         pair, by_address, by_account = (f"pair:{address} {account}", f"ip:{address}",
                                         f"user:{account}")
         keys = [pair, by_address, by_account]

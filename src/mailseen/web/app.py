@@ -14,7 +14,8 @@ from ..services.classification import Judge
 from ..services.instance import Instance
 from ..services.recorder import ViewRecorder
 from .api import build_api
-from .limits import MAX_API_BODY, MAX_FORM_BODY, BoundedHttpProtocol, limit_body
+from .connections import ConnectionGuard, guarded_protocol
+from .limits import MAX_API_BODY, MAX_FORM_BODY, limit_body
 from .pixel import PixelApp, Receive, Scope, Send
 from .site import build_site
 
@@ -101,7 +102,11 @@ class MailseenApp:
 def server_config(app: MailseenApp, host: str, port: int) -> uvicorn.Config:
     """How mailseen runs under uvicorn. Proxy headers are off: the pixel app decides which
     X-Forwarded-For to believe (only from configured trusted proxies). The protocol is
-    uvicorn's httptools one with a limit on the request head (web/limits.py)."""
+    uvicorn's httptools one with a limit on the request head's size (web/limits.py), on the
+    time it takes and on connections per client (web/connections.py)."""
+    settings = app.instance.settings
+    guard = ConnectionGuard(settings.head_timeout, settings.connections_per_client,
+                            settings.trusted_proxies)
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                           proxy_headers=False, server_header=False, ws="none", lifespan="on",
-                          http=BoundedHttpProtocol)
+                          http=guarded_protocol(guard))
