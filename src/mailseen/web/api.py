@@ -30,6 +30,7 @@ from ..services.accounts import can_see_mailbox, hash_token
 from ..services.instance import Instance
 from ..storage import MailboxIn, MailboxRecord, MessageRecord, ViewRecord
 from ..storage.records import SECRET_FIELDS, UserRecord
+from .apidocs import add_docs
 from .limits import BodyTooLarge
 
 __all__ = ["build_api"]
@@ -239,7 +240,7 @@ def build_api(instance: Instance) -> FastAPI:
     store, sender = instance.store, instance.sender
     api = FastAPI(
         title="mailseen", version="1", openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs", redoc_url=None,
+        docs_url=None, redoc_url=None,  # the docs page is served by apidocs (no CDN)
         description="Email open tracking for team mailboxes. Authenticate with "
                     "`Authorization: Bearer <token>` (`mailseen token create`).",
     )
@@ -297,6 +298,7 @@ def build_api(instance: Instance) -> FastAPI:
         return resp
 
     api.state.instance = instance
+    add_docs(api, "/api/v1/docs", "/api/v1/openapi.json")
 
     def visible_mailbox(who: Principal, mailbox_id: int) -> MailboxRecord:
         instance.accounts.require_mailbox(who.user, mailbox_id)

@@ -15,6 +15,7 @@ from ..services.instance import Instance
 from ..services.recorder import ViewRecorder
 from .api import build_api
 from .connections import ConnectionGuard, guarded_protocol
+from .headers import nosniff
 from .limits import MAX_API_BODY, MAX_FORM_BODY, limit_body
 from .pixel import PixelApp, Receive, Scope, Send
 from .site import build_site
@@ -51,9 +52,9 @@ class MailseenApp:
             if path.startswith("/t/"):
                 await self.pixel(scope, receive, send)
             elif path.startswith("/api/"):
-                await self.api(scope, limit_body(scope, receive, MAX_API_BODY), send)
+                await self.api(scope, limit_body(scope, receive, MAX_API_BODY), nosniff(send))
             else:
-                await self.site(scope, limit_body(scope, receive, MAX_FORM_BODY), send)
+                await self.site(scope, limit_body(scope, receive, MAX_FORM_BODY), nosniff(send))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
