@@ -18,6 +18,7 @@ own clients (docs/deployment.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import resource
@@ -46,6 +47,18 @@ _TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-af
 _TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
+@functools.lru_cache(maxsize=4096)
+def _key_for(peer: str, trusted: tuple[Network, ...]) -> str | None:
+    # Cached: clients reconnect from the same few addresses, and parsing costs microseconds.
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return None  # a Unix socket: whatever is in front of it is trusted
+    if any(addr in net for net in trusted):
+        return None
+    return client_key(peer)
+
+
 class ConnectionGuard:
     """One server's open connections: counts by client and the tick that ages their heads."""
 
@@ -61,15 +74,7 @@ class ConnectionGuard:
 
     def key_for(self, peer: str | None) -> str | None:
         """What a peer is counted as; None for peers that are not capped."""
-        if not peer:
-            return None
-        try:
-            addr = ipaddress.ip_address(peer)
-        except ValueError:
-            return None  # a Unix socket: whatever is in front of it is trusted
-        if any(addr in net for net in self.trusted):
-            return None
-        return client_key(peer)
+        return _key_for(peer, self.trusted) if peer else None
 
     def admit(self, conn: GuardedHttpProtocol) -> bool:
         """Count ``conn`` in, unless its client already holds ``per_client`` connections."""
