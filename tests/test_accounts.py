@@ -51,3 +51,11 @@ def test_an_ipv6_host_is_counted_by_its_64() -> None:
     assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:3::1")
     assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
     assert client_key("testclient") == "testclient"
+
+
+def test_an_overlong_email_or_client_is_counted_without_a_storage_error(
+        instance: Instance) -> None:
+    for _ in range(2):
+        with pytest.raises(SignInRefused) as caught:
+            instance.accounts.sign_in("x" * 1000 + "@example.com", WRONG, "peer-" * 40)
+        assert caught.value.retry_after is None

@@ -50,7 +50,7 @@ def client_key(address: str) -> str:
     try:
         addr = ipaddress.ip_address(address)
     except ValueError:
-        return address[:100]
+        return address[:64]  # not an address: bounded, it becomes part of a stored key
     if isinstance(addr, ipaddress.IPv6Address):
         if addr.ipv4_mapped is not None:
             return str(addr.ipv4_mapped)
