@@ -18,7 +18,7 @@ import trustme
 
 from mailseen.errors import StorageUnavailable
 from mailseen.receivers.imap import ImapPoller
-from mailseen.receivers.smtpd import SmtpReceiver, receive, route
+from mailseen.receivers.smtpd import MAX_RECIPIENTS, SmtpReceiver, receive, route
 from mailseen.records import Ingested, MailboxIn, MailboxRecord, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
@@ -275,3 +275,36 @@ async def test_a_message_arriving_by_smtp_and_by_imap_is_stored_once(
     [got] = rx.inbound(rx.sales)
     assert got.source == "smtp"
     assert rx.inst.store.get_mailbox(rx.sales.id).imap_status == "ok"
+
+
+async def test_too_many_recipients_get_452_and_the_rest_is_delivered(rx: Receiver) -> None:
+    async with rx.client() as smtp:
+        await smtp.mail("alice@example.org")
+        for n in range(MAX_RECIPIENTS - 1):  # refused ones count too
+            with pytest.raises(aiosmtplib.SMTPRecipientRefused):
+                await smtp.rcpt(f"nobody{n}@example.test")
+        await smtp.rcpt(SALES)
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as err:
+            await smtp.rcpt(SUPPORT)
+        assert err.value.code == 452 and err.value.message.startswith("4.5.3 ")
+        code, _ = await smtp.data(mail("many"))
+        assert code == 250
+        await smtp.mail("alice@example.org")  # a new message starts a new count
+        await smtp.rcpt(SUPPORT)
+        await smtp.data(mail("the rest", to=SUPPORT))
+    assert [m.subject for m in rx.inbound(rx.sales)] == ["many"]
+    assert [m.subject for m in rx.inbound(rx.support)] == ["the rest"]
+
+
+async def test_debug_logging_never_writes_a_message_body(
+        rx: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="mail.log")  # the whole SMTP dialogue
+    marker = "BODY-MARKER-7f3a9c"
+    raw = mail("logged?").replace(b"Hello", f"Hello {marker}\r\nsecond line".encode())
+    async with rx.client() as smtp:
+        _, reply = await smtp.sendmail("alice@example.org", [SALES], raw)
+    assert reply.startswith("2.0.0 OK")
+    assert rx.inst.store.get_raw(rx.inbound(rx.sales)[0].id) == raw
+    assert "recip: " + SALES in caplog.text  # the dialogue is logged ...
+    assert marker not in caplog.text  # ... the message is not

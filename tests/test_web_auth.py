@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from mailseen.services.instance import Instance
+from pathlib import Path
 
-from .web_client import PASSWORD, WebClient
+from starlette.testclient import TestClient
+
+from mailseen.services.instance import Instance
+from mailseen.web.app import MailseenApp
+
+from .conftest import make_settings
+from .web_client import PASSWORD, Page, WebClient
 
 
 def test_first_run_setup_creates_the_admin_and_then_closes(web: WebClient,
@@ -82,3 +88,48 @@ def test_pages_send_security_headers(web: WebClient) -> None:
     resp = web.get("/login").response
     assert "frame-ancestors 'none'" in resp.headers["content-security-policy"]
     assert resp.headers["x-content-type-options"] == "nosniff"
+
+
+def _behind_proxy(tmp_path: Path, database_url: str) -> tuple[Instance, TestClient]:
+    """The app as the documented reverse proxy (192.0.2.1, trusted) reaches it."""
+    inst = Instance.open(make_settings(tmp_path, database_url, trusted_proxies="192.0.2.1"),
+                         migrate=False)
+    client = TestClient(MailseenApp(inst, run_worker=False), base_url="http://testserver",
+                        follow_redirects=True, client=("192.0.2.1", 40000))
+    return inst, client
+
+
+def _sign_in_from(client: TestClient, address: str, email: str, password: str) -> int:
+    """Sign in through the form as the client at ``address`` behind the proxy; the status."""
+    client.cookies.clear()
+    headers = {"X-Forwarded-For": address}
+    page = Page(client.get("/login", headers=headers))
+    data = {**page.form("/login"), "email": email, "password": password}
+    resp = client.post("/login", data=data, headers=headers)
+    return 200 if resp.url.path == "/conversations" else resp.status_code
+
+
+def test_a_guesser_behind_the_proxy_locks_out_only_itself(tmp_path: Path,
+                                                          database_url: str) -> None:
+    inst, client = _behind_proxy(tmp_path, database_url)
+    with client:
+        inst.accounts.create_user("m@example.com", PASSWORD)
+        inst.accounts.create_user("t@example.com", PASSWORD)
+        guesses = [_sign_in_from(client, "203.0.113.66", "m@example.com", "wrong password!")
+                   for _ in range(12)]
+        assert guesses[-1] == 429
+        assert _sign_in_from(client, "203.0.113.66", "m@example.com", PASSWORD) == 429
+        # The account's owner and a teammate, each from their own address: let in.
+        assert _sign_in_from(client, "198.51.100.7", "m@example.com", PASSWORD) == 200
+        assert _sign_in_from(client, "198.51.100.8", "t@example.com", PASSWORD) == 200
+    inst.close()
+
+
+def test_forwarded_for_from_an_untrusted_peer_does_not_escape_the_throttle(
+        web: WebClient, instance: Instance) -> None:
+    instance.accounts.create_user("m@example.com", PASSWORD)
+    statuses = []
+    for n in range(12):  # a new forged address each time, straight to the app
+        web.client.headers["X-Forwarded-For"] = f"198.51.100.{n + 1}"
+        statuses.append(web.sign_in("m@example.com", "wrong password!").status)
+    assert statuses[-1] == 429

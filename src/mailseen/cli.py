@@ -128,6 +128,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     import uvicorn
 
     from .web.app import Background, MailseenApp, server_config
+    from .web.connections import raise_open_files_limit
 
     settings = _settings(ctx, host=host, port=port, public_url=public_url,
                          trusted_proxies=trusted_proxies, secret_key=secret_key, worker=worker)
@@ -139,8 +140,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     if settings.smtp_receiver:
         background.append(_smtp_receiver(inst, settings.smtp_receiver))
     app = MailseenApp(inst, run_worker=settings.worker, background=background)
+    files = raise_open_files_limit()
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
-               f"(pixels at {settings.base_url}/t/…, data in {settings.data_dir})", err=True)
+               f"(pixels at {settings.base_url}/t/…, data in {settings.data_dir}, "
+               f"open files limit {files})", err=True)
     uvicorn.Server(server_config(app, settings.host, settings.port)).run()
     inst.close()
 
@@ -157,12 +160,14 @@ def pixel(ctx: click.Context, host: str | None, port: int | None, idle_timeout: 
     For the busiest installations: run several behind a load balancer that sends /t/ here
     and everything else to `mailseen serve` (same database, same secret key).
     """
+    from .web.connections import raise_open_files_limit
     from .web.pixel.node import run_pixel_node
 
     settings = _settings(ctx, host=host, port=port)
     _logging(settings)
     inst = Instance.open(settings)
-    click.echo(f"mailseen pixel node on http://{settings.host}:{settings.port}", err=True)
+    click.echo(f"mailseen pixel node on http://{settings.host}:{settings.port} "
+               f"(open files limit {raise_open_files_limit()})", err=True)
     run_pixel_node(inst, settings.host, settings.port, idle_timeout)
     inst.close()
 

@@ -42,6 +42,12 @@ class Settings:
     trusted_proxies: tuple[_Network, ...] = _help(
         "Comma-separated addresses/networks of reverse proxies whose X-Forwarded-For is "
         "believed.", default=())
+    head_timeout: float = _help(
+        "Seconds `mailseen serve` gives a connection to send a complete request head (after "
+        "connecting or after its last answer) before closing it.", default=10.0)
+    connections_per_client: int = _help(
+        "Connections one client address (an IPv6 /64) may hold open to `mailseen serve`; "
+        "trusted proxies are not limited.", default=100)
     secret_key: str = _help(
         "Secret that signs pixel tokens and encrypts stored passwords; generated into the data "
         "folder on first run when empty. Every node of one installation needs the same.",
@@ -193,4 +199,9 @@ def load_settings(options: Mapping[str, Any] | None = None,
         raise InvalidInput("log_level must be debug, info, warning or error", field="log_level")
     if not 0 <= settings.port < 65536:
         raise InvalidInput("port must be between 0 and 65535", field="port")
+    if not settings.head_timeout > 0:
+        raise InvalidInput("head_timeout must be more than 0 seconds", field="head_timeout")
+    if settings.connections_per_client < 1:
+        raise InvalidInput("connections_per_client must be at least 1",
+                           field="connections_per_client")
     return settings

@@ -1,11 +1,12 @@
-"""Which address a pixel hit came from, believing X-Forwarded-For only from trusted proxies."""
+"""Which address a request came from, believing X-Forwarded-For only from trusted proxies, and
+what one client is counted as when limiting it."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
 
-__all__ = ["client_ip"]
+__all__ = ["Network", "client_ip", "client_key"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -41,3 +42,17 @@ def client_ip(peer: str | None, forwarded_for: str | None,
         if not any(hop_addr in net for net in trusted):
             return str(hop_addr)
     return str(_parse(hops[0])) if hops else peer
+
+
+def client_key(address: str) -> str:
+    """What one client is counted as in limits: the address, or for IPv6 its /64 (one host
+    usually holds a whole /64, so counting single addresses would cost it nothing)."""
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]  # not an address: bounded, it becomes part of a stored key
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,13 +23,27 @@ from ..records import MailboxRecord
 from ..services.inbound import Ingestor
 from ..services.mailboxes import Mailboxes
 
-__all__ = ["SmtpReceiver", "receive", "route"]
+__all__ = ["MAX_RECIPIENTS", "SmtpReceiver", "receive", "route"]
 
 log = logging.getLogger(__name__)
+
+
+def _no_message_lines(record: logging.LogRecord) -> bool:
+    """aiosmtpd logs every line of DATA at debug level: message bodies would reach the logs
+    of anyone debugging the SMTP dialogue. The dialogue itself is kept."""
+    return not str(record.msg).startswith("DATA readline")
+
+
+# A logger's filters apply before its records propagate, whatever handlers are set up.
+logging.getLogger("mail.log").addFilter(_no_message_lines)
 
 NO_SUCH_MAILBOX = "550 5.1.1 no such mailbox"
 RELAYING_DENIED = "550 5.7.1 relaying denied"
 TRY_LATER = "451 4.3.0 cannot store the message now; try again later"
+# RFC 5321 4.5.3.1.8: a server must take at least 100 recipients per message; past them the
+# client is told to send the rest in another transaction (4.5.3.1.10, RFC 3463 X.5.3).
+MAX_RECIPIENTS = 100
+TOO_MANY_RECIPIENTS = "452 4.5.3 too many recipients; send the rest in another message"
 
 
 def _domain(address: str) -> str:
@@ -65,9 +80,16 @@ class ReceiveHandler:
     def __init__(self, mailboxes: Mailboxes, ingestor: Ingestor) -> None:
         self.mailboxes = mailboxes
         self.ingestor = ingestor
+        # RCPT commands per transaction, refused ones too: each costs a look-up, and a
+        # client probing for addresses must not get an unbounded number of them per message.
+        self._rcpts: weakref.WeakKeyDictionary[Envelope, int] = weakref.WeakKeyDictionary()
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
+        seen = self._rcpts.get(envelope, 0)
+        if seen >= MAX_RECIPIENTS:
+            return TOO_MANY_RECIPIENTS
+        self._rcpts[envelope] = seen + 1
         try:
             found = route(await asyncio.to_thread(self.mailboxes.all), address)
         except MailseenError as exc:

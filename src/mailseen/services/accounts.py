@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..core.clientip import client_key
 from ..core.compose import parse_address
 from ..errors import InvalidInput, MailseenError, NotFound
 from ..records import Role, SessionRecord, UserRecord
@@ -25,15 +26,45 @@ SESSION_DAYS = 14
 WINDOW = timedelta(minutes=15)
 FREE = 3
 LOCK = 10
+# One address for every account: an office behind one NAT shares it, so it allows more.
+ADDRESS_FREE = 10
+ADDRESS_LOCK = 30
 MIN_PASSWORD = 10
+
+Count = tuple[int, datetime | None]  # failures in the window, and the latest one's time
 
 
 class SignInRefused(MailseenError):
-    """Wrong email or password, or too many failures; ``retry_after`` in seconds if locked."""
+    """Wrong email or password, or too many failures; ``retry_after`` in seconds when
+    throttled (``locked``: refused until the window has passed, not just slowed down)."""
 
-    def __init__(self, message: str, retry_after: int | None = None) -> None:
+    def __init__(self, message: str, retry_after: int | None = None,
+                 locked: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.locked = locked
+
+
+def _refusal(judged: list[tuple[Count, int, int]], at: datetime) -> SignInRefused | None:
+    """The strictest verdict over (count, free, lock) triples: locked once a count reaches
+    its lock until the window has passed; past its free count, each attempt waits twice as
+    long as the one before (at most a minute) after the latest failure."""
+    worst: SignInRefused | None = None
+    for (count, latest), free, lock in judged:
+        if latest is None:
+            continue
+        if count >= lock:
+            wait = max(1, int((latest + WINDOW - at).total_seconds()) + 1)
+            verdict = SignInRefused("too many failed sign-ins: try again later", wait, True)
+        elif count >= free and at < latest + timedelta(seconds=min(60, 2 ** (count - free))):
+            verdict = SignInRefused("too many failed sign-ins: wait a moment",
+                                    min(60, 2 ** (count - free)))
+        else:
+            continue
+        if worst is None or (verdict.locked, verdict.retry_after or 0) > (
+                worst.locked, worst.retry_after or 0):
+            worst = verdict
+    return worst
 
 
 @dataclass(frozen=True)
@@ -83,27 +114,32 @@ class Accounts:
         return self.store.count_users() == 0
 
     def sign_in(self, email: str, password: str, client: str) -> tuple[UserRecord, NewSession]:
-        """Check the password, slowing down and then refusing repeated failures for the
-        account and for the client address."""
-        keys = [f"user:{email.strip().lower()}", f"ip:{client}"]
+        """Check the password, slowing down and then refusing repeated failures.
+
+        ``client`` is the real client address (through trusted proxies). Failures count under
+        three keys: this account from this address, this address for any account, and this
+        account from anywhere. The last one only weighs on addresses that have already failed
+        for the account: someone guessing from elsewhere can lock out neither the account's
+        owner nor anyone else, and a correct password from an address that has not failed
+        always gets in (unless that address is itself throttled)."""
+        account = email.strip().lower()[:320]
+        address = client_key(client)
+        pair, by_address, by_account = (f"pair:{address} {account}", f"ip:{address}",
+                                        f"user:{account}")
+        keys = [pair, by_address, by_account]
         since = now() - WINDOW
-        worst = 0
-        latest = None
-        for key in keys:
-            count, at = self.store.count_login_failures(key, since)
-            if count > worst:
-                worst, latest = count, at
-        if worst >= LOCK and latest is not None:
-            wait = int((latest + WINDOW - now()).total_seconds()) + 1
-            raise SignInRefused("too many failed sign-ins: try again later", max(1, wait))
-        if worst >= FREE and latest is not None:
-            # Each further failure doubles the wait before the next attempt is judged.
-            delay = timedelta(seconds=min(60, 2 ** (worst - FREE)))
-            if now() < latest + delay:
+        pair_count = self.store.count_login_failures(pair, since)
+        judged = [(pair_count, FREE, LOCK),
+                  (self.store.count_login_failures(by_address, since), ADDRESS_FREE,
+                   ADDRESS_LOCK)]
+        if pair_count[0]:
+            judged.append((self.store.count_login_failures(by_account, since), FREE, LOCK))
+        refusal = _refusal(judged, now())
+        if refusal is not None:
+            if not refusal.locked:
                 # Hammering during the wait counts too, so it ends in the lock-out.
                 self.store.add_login_failure(keys)
-                raise SignInRefused("too many failed sign-ins: wait a moment",
-                                    int(delay.total_seconds()) or 1)
+            raise refusal
         found = self.store.find_user(email.strip())
         try:
             self.hasher.verify(found[1] if found else self._dummy, password)
@@ -113,7 +149,7 @@ class Accounts:
         if not ok or found is None:
             self.store.add_login_failure(keys)
             raise SignInRefused("wrong email or password")
-        self.store.clear_login_failures(keys[0])
+        self.store.clear_login_failures(pair)
         return found[0], self.start_session(found[0])
 
     def start_session(self, user: UserRecord) -> NewSession:

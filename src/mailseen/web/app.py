@@ -12,7 +12,9 @@ import uvicorn
 
 from ..services.instance import Instance
 from .api import build_api
-from .limits import MAX_API_BODY, MAX_FORM_BODY, BoundedHttpProtocol, limit_body
+from .connections import ConnectionGuard, guarded_protocol
+from .headers import nosniff
+from .limits import MAX_API_BODY, MAX_FORM_BODY, limit_body
 from .pixel.endpoint import PixelApp, Receive, Scope, Send
 from .site import build_site
 
@@ -48,9 +50,9 @@ class MailseenApp:
             if path.startswith("/t/"):
                 await self.pixel(scope, receive, send)
             elif path.startswith("/api/"):
-                await self.api(scope, limit_body(scope, receive, MAX_API_BODY), send)
+                await self.api(scope, limit_body(scope, receive, MAX_API_BODY), nosniff(send))
             else:
-                await self.site(scope, limit_body(scope, receive, MAX_FORM_BODY), send)
+                await self.site(scope, limit_body(scope, receive, MAX_FORM_BODY), nosniff(send))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
@@ -99,7 +101,11 @@ class MailseenApp:
 def server_config(app: MailseenApp, host: str, port: int) -> uvicorn.Config:
     """How mailseen runs under uvicorn. Proxy headers are off: the pixel app decides which
     X-Forwarded-For to believe (only from configured trusted proxies). The protocol is
-    uvicorn's httptools one with a limit on the request head (web/limits.py)."""
+    uvicorn's httptools one with a limit on the request head's size (web/limits.py), on the
+    time it takes and on connections per client (web/connections.py)."""
+    settings = app.instance.settings
+    guard = ConnectionGuard(settings.head_timeout, settings.connections_per_client,
+                            settings.trusted_proxies)
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                           proxy_headers=False, server_header=False, ws="none", lifespan="on",
-                          http=BoundedHttpProtocol)
+                          http=guarded_protocol(guard))

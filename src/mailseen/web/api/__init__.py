@@ -21,6 +21,7 @@ from ...errors import (
 from ...services.instance import Instance
 from ...services.mailboxes import Forbidden
 from ..limits import BodyTooLarge
+from .docs import add_docs
 from .routes import Unauthorized, router
 
 __all__ = ["build_api"]
@@ -82,7 +83,7 @@ async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
 def build_api(instance: Instance) -> FastAPI:
     api = FastAPI(
         title="mailseen", version="1", openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs", redoc_url=None,
+        docs_url=None, redoc_url=None,  # the docs page is served by .docs (no CDN)
         description="Email open tracking for team mailboxes. Authenticate with "
                     "`Authorization: Bearer <token>` (`mailseen token create`).",
     )
@@ -92,5 +93,6 @@ def build_api(instance: Instance) -> FastAPI:
     api.add_exception_handler(BodyTooLarge, _too_large)
     api.add_exception_handler(Unauthorized, _unauthorized)
     api.state.instance = instance
+    add_docs(api, "/api/v1/docs", "/api/v1/openapi.json")
     api.include_router(router)
     return api

@@ -23,6 +23,7 @@ from ...errors import StorageUnavailable
 from ...records import MailboxRecord, MessageRecord, SessionRecord, UserRecord
 from ...services.instance import Instance
 from ..cookies import CSRF_COOKIE, SESSION_COOKIE
+from ..headers import CONTENT_SECURITY_POLICY
 
 templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -135,11 +136,7 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
 
 def finish(request: Request, response: Response) -> None:
     """Security headers on every page, and the pre-sign-in CSRF cookie when one was made."""
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
-        "object-src 'none'")
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Frame-Options", "DENY")

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ...core.clientip import client_ip
 from ...errors import Conflict, InvalidInput
 from ...services.accounts import SignInRefused
 from ..cookies import SESSION_COOKIE
@@ -28,6 +29,15 @@ def _safe_next(value: object) -> str:
     if not text.startswith("/") or text.startswith("//") or parts.scheme or parts.netloc:
         return "/"
     return text
+
+
+def _client_address(request: Request) -> str:
+    """The address failures are counted for: behind a trusted proxy the client's, not the
+    proxy's (every user would share it, and one guesser would lock out all of them)."""
+    peer = request.client.host if request.client else None
+    real = client_ip(peer, request.headers.get("x-forwarded-for"),
+                     instance_of(request).settings.trusted_proxies)
+    return real or "unknown"
 
 
 def _signed_in(request: Request, url: str, cookie_value: str) -> Response:
@@ -74,9 +84,9 @@ async def login(request: Request) -> Response:
     form = await read_form(request)
     email = str(form.get("email", ""))
     next_url = _safe_next(form.get("next"))
-    peer = request.client.host if request.client else "unknown"
     try:
-        _, session = accounts.sign_in(email, str(form.get("password", "")), peer)
+        _, session = accounts.sign_in(email, str(form.get("password", "")),
+                                      _client_address(request))
     except SignInRefused as exc:
         response = render(request, "login.html", status_code=429 if exc.retry_after else 401,
                           error=str(exc), next_url=next_url, email=email)
