@@ -110,11 +110,11 @@ class Parsed:
     notes: list[str] = field(default_factory=list)
 
 
-def _json(text: str, what: str) -> Any:
+def _json(text: str, what: str, fmt: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        raise InvalidInput(f"{what}: not JSON") from None
+        raise InvalidInput(f"{what}: not JSON, so not in the {fmt} format") from None
 
 
 def _entries(prefixes: Iterable[object], kind: str, label: str) -> list[NetEntry]:
@@ -139,7 +139,7 @@ def _aws(text: str, kind: str, label: str) -> Parsed:
     # Reference): {"syncToken", "createDate": "YYYY-MM-DD-hh-mm-ss", "prefixes": [{"ip_prefix",
     # "region", "service", ...}], "ipv6_prefixes": [{"ipv6_prefix", ...}]}. Every service
     # counts: "AMAZON" is the superset, EC2 the part customers run code on.
-    data = _json(text, label)
+    data = _json(text, label, "AWS ip-ranges.json")
     _require(isinstance(data, dict) and isinstance(data.get("prefixes"), list), label,
              "AWS ip-ranges.json")
     v4 = [p.get("ip_prefix") for p in data["prefixes"] if isinstance(p, dict)]
@@ -152,7 +152,7 @@ def _azure(text: str, kind: str, label: str) -> Parsed:
     # the Service Tag Discovery API): {"changeNumber", "cloud", "values": [{"name",
     # "properties": {"addressPrefixes": [...]}}]}. "AzureCloud" is the address space of the
     # whole public cloud; a file without it (a regional extract) is taken whole.
-    data = _json(text, label)
+    data = _json(text, label, "Azure service tags JSON")
     _require(isinstance(data, dict) and isinstance(data.get("values"), list), label,
              "Azure service tags JSON")
     values = [v for v in data["values"] if isinstance(v, dict)]
@@ -167,7 +167,7 @@ def _google(text: str, kind: str, label: str) -> Parsed:
     # "prefixes": [{"ipv4Prefix"} | {"ipv6Prefix"}, ...]}. goog.json is every address Google
     # serves from; cloud.json the part its cloud customers use. Google's own services are
     # goog.json minus cloud.json: load both, the cloud source takes precedence.
-    data = _json(text, label)
+    data = _json(text, label, "Google goog.json/cloud.json")
     _require(isinstance(data, dict) and isinstance(data.get("prefixes"), list), label,
              "Google goog.json/cloud.json")
     prefixes = [p.get("ipv4Prefix") or p.get("ipv6Prefix") for p in data["prefixes"]
@@ -179,7 +179,7 @@ def _oracle(text: str, kind: str, label: str) -> Parsed:
     # https://docs.oracle.com/iaas/tools/public_ip_ranges.json ("IP Address Ranges", OCI
     # documentation): {"last_updated_timestamp", "regions": [{"region", "cidrs": [{"cidr",
     # "tags"}]}]}.
-    data = _json(text, label)
+    data = _json(text, label, "Oracle public_ip_ranges.json")
     _require(isinstance(data, dict) and isinstance(data.get("regions"), list), label,
              "Oracle public_ip_ranges.json")
     prefixes = [c.get("cidr") for r in data["regions"] if isinstance(r, dict)
@@ -195,7 +195,7 @@ EOP_URL_RE = re.compile(r"mail\.protection\.outlook\.com$")
 
 
 def _m365(text: str, kind: str, label: str) -> Parsed:
-    data = _json(text, label)
+    data = _json(text, label, "Microsoft 365 endpoints JSON")
     _require(isinstance(data, list), label, "Microsoft 365 endpoints JSON")
     sets = [s for s in data if isinstance(s, dict)
             and any(EOP_URL_RE.search(str(u)) for u in s.get("urls", []))]
