@@ -7,7 +7,7 @@ date fields as the owners publish them), with real prefixes of theirs.
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,8 @@ import pytest
 from mailseen.core.netdata import load_data
 from mailseen.core.netsources import FORMATS, Source, load_manifest, parse_source, update_source
 from mailseen.errors import InvalidInput
+from mailseen.services.instance import Instance
+from mailseen.storage import MailboxIn, ViewIn
 
 from .cli_runner import Cli, error, ok
 
@@ -217,3 +219,26 @@ def test_classify_hits_explains_rule_and_data(cli: Cli) -> None:
     # without --explain the answer stays the three fields
     plain = json.loads(ok(cli("classify", "hits", input=json.dumps(hits[0]) + "\n")))
     assert set(plain) == {"verdict", "reason", "client"}
+
+
+def test_reclassify_rejudges_stored_hits_with_the_updated_cloud_list(
+        cli: Cli, tmp_path: Path, instance: Instance) -> None:
+    box = instance.store.add_mailbox(MailboxIn("a@example.com", tracking="enabled"))
+    msg = instance.sender.submit(box, b"From: a@example.com\r\nTo: b@example.org\r\n"
+                                      b"Content-Type: text/html\r\n\r\n<p>hi</p>")
+    at = datetime.now(UTC) + timedelta(hours=1)
+    chrome = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+              " Chrome/120.0.0.0 Safari/537.36")
+    instance.store.record_views([ViewIn(msg.id, 0, at, "GET", "81.2.69.9", chrome, {})])
+    ok(cli("reclassify"))
+    assert instance.store.get_message(msg.id).view_count == 1  # webmail from an ISP
+    listed = {**AWS, "prefixes": [*AWS["prefixes"], {"ip_prefix": "81.2.69.0/24",  # type: ignore[list-item]
+                                                      "region": "eu-west-2", "service": "EC2"}]}
+    path = tmp_path / "ip-ranges.json"
+    path.write_text(json.dumps(listed))
+    ok(cli("data", "update", "aws", "--from", str(path)))
+    assert "1 verdict(s) changed" in ok(cli("reclassify"))
+    after = instance.store.get_message(msg.id)
+    assert (after.view_count, after.machine_count) == (0, 1)
+    [view] = instance.store.list_views(msg.id)
+    assert view.reason == "browser from a cloud network (Amazon Web Services), no mail client"
