@@ -366,15 +366,18 @@ def describe_agent(data: ClassifierData, ua: str) -> Agent:
     for a browser or an unknown agent, the crawler list may still call it a bot."""
     if not ua:
         return Agent(None, "unknown")
-    system = _system(data, ua)
     for pattern in data.user_agents:
         match = pattern.pattern.search(ua)
         if match is not None:
             name = pattern.name(match)
+            if pattern.kind in SETTLED and pattern.kind not in PERSON_AGENTS:
+                return Agent(pattern.kind, name)  # a machine or proxy: no system to name
+            system = _system(data, ua)
             if pattern.kind in SETTLED:
                 return Agent(pattern.kind, _with_system(name, pattern.kind, system), system)
             bot = _bot(data, ua, system)
             return bot or Agent(pattern.kind, _with_system(name, pattern.kind, system), system)
+    system = _system(data, ua)
     bot = _bot(data, ua, system)
     if bot is not None:
         return bot
