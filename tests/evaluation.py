@@ -234,7 +234,7 @@ HELD_OUT: list[Kind] = [
          ["150.70.160.0/19"], scan_delay, "Trend Micro's registered network (AS16880)",
          scanner_burst),
     Kind("Kaspersky / Fortinet sandboxes", "machine", 0.02, [FIREFOX.format(v=v) for v in V],
-         ["77.74.176.0/21", "96.45.32.0/19"], scan_delay,
+         ["77.74.176.0/21", "96.45.40.0/21"], scan_delay,
          "registered networks (AS200107 KL-EXT, AS40934 FORTINET)", scanner_burst),
     Kind("scanners on Oracle, DigitalOcean, Linode", "machine", 0.03,
          [EDGE.format(v=v) for v in V],
