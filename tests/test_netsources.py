@@ -192,6 +192,8 @@ def test_a_new_source_needs_its_format_kind_label_and_list(cli: Cli, tmp_path: P
     assert out.startswith("2 network(s) labelled 'Acme Mail Shield'")
     assert "Acme Mail Shield" in ok(cli("data", "show"))
     assert "not in the AWS" in error(cli("data", "update", "aws", "--from", str(path)), 2)
+    # the vendors' ASN lists have no address of their own to fetch from
+    assert "no address of its own" in error(cli("data", "update", "mimecast"), 2)
 
 
 def test_classify_hits_explains_rule_and_data(cli: Cli) -> None:
