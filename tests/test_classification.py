@@ -96,3 +96,14 @@ def test_reclassify_gives_the_same_verdicts_as_recording(instance: Instance) -> 
     assert (after.view_count, after.machine_count) == (3, 3)
     assert [v.reason == REPEAT_REASON for v in instance.store.list_views(msg.id)] == [
         False, True, True, False, True, False]
+
+
+def test_one_client_fetching_a_message_for_many_recipients_is_a_burst() -> None:
+    # A gateway scans a mailing for every colleague it went to: one message, many pixels.
+    judge = Judge()
+    verdicts = [judge(ViewIn(message_id=1, recipient=n, at=T0 + timedelta(milliseconds=200 * n),
+                             method="GET", ip="198.51.100.7", user_agent=OUTLOOK,
+                             headers={"accept": "image/*"}), SENT)
+                for n in range(5)]
+    assert [v.verdict for v in verdicts] == ["human", "human", "human", "machine", "machine"]
+    assert verdicts[3].reason == "one client fetched 4 recipients' or messages' pixels at once"

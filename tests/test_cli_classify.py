@@ -61,12 +61,12 @@ def test_data_update_then_reclassify_rejudges_stored_hits(cli: Cli, tmp_path: Pa
     msg = instance.sender.submit(box, b"From: a@example.com\r\nTo: b@example.org\r\n"
                                       b"Content-Type: text/html\r\n\r\n<p>hi</p>")
     at = datetime.now(UTC) + timedelta(hours=1)
-    instance.store.record_views([ViewIn(msg.id, 0, at, "GET", "203.0.113.9", APPLE_MAIL, {})])
+    instance.store.record_views([ViewIn(msg.id, 0, at, "GET", "81.2.69.9", APPLE_MAIL, {})])
     assert instance.store.get_message(msg.id).view_count == 1  # unjudged: counted
     assert "judged 1 view(s), 1 verdict(s) changed" in ok(cli("reclassify"))
     assert instance.store.get_message(msg.id).view_count == 1  # Apple Mail, not a relay
     relay_list = tmp_path / "egress.csv"
-    relay_list.write_text("203.0.113.0/24,US,US-CA,Los Angeles,\n2001:db8::/32,US,US-CA,,\n")
+    relay_list.write_text("81.2.69.0/24,GB,GB-EN,London,\n2a02:8010::/32,GB,GB-EN,,\n")
     out = ok(cli("data", "update", "--from", str(relay_list)))
     assert out.startswith("2 network(s) labelled 'iCloud Private Relay' written")
     assert "1 verdict(s) changed" in ok(cli("reclassify"))

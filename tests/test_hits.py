@@ -58,7 +58,12 @@ HOME = "203.0.113.40"  # a recipient's own connection
 OFFICE = "198.51.100.23"  # a company's NAT address
 GOOGLE = "66.249.84.12"  # Google's proxy network (not listed: Gmail opens are people)
 YAHOO = "98.137.27.103"
-PRIVATE_RELAY = "172.224.224.33"  # a line of Apple's published egress list
+PRIVATE_RELAY = "172.224.226.33"  # a line of Apple's published egress list
+EOP = "40.107.22.60"  # Exchange Online Protection (Microsoft 365 endpoint set 9)
+AZURE = "40.94.16.23"  # Azure, where Defender's Safe Links sandbox was reported from
+AWS = "52.1.2.3"
+GOOGLE_CLOUD = "34.120.1.1"
+ZSCALER = "136.226.1.1"
 APPLE = "17.58.63.10"
 
 
@@ -163,26 +168,60 @@ ROWS = [
         expect=(MACHINE, "prefetch request (x-moz: prefetch)", "Firefox 121 on Linux"),
         rule="prefetch_header"),
     Row("empty user agent from Microsoft's link checker", {"user-agent": "", "accept": "*/*"},
-        "104.47.1.254", expect=(MACHINE, "no user agent", "Microsoft Defender for Office 365"),
+        "104.47.1.254", expect=(MACHINE, "no user agent", "Microsoft Exchange Online Protection"),
         rule="no_user_agent"),
     Row("no user-agent header at all", {"accept": "*/*"},
         expect=(MACHINE, "no user agent", "unknown"), rule="no_user_agent"),
     # --- security gateways and link checkers ----------------------------------------
-    Row("Microsoft Defender Safe Links sandbox", ua(DEFENDER_CHROME), "40.94.16.23", seconds=14.0,
-        expect=(MACHINE, "security scanner (by network)", "Microsoft Defender for Office 365"),
-        rule="scanner_by_network"),
-    Row("Defender over IPv6", ua(DEFENDER_CHROME), "2a01:111:f400:fe1f::1",
-        expect=(MACHINE, "security scanner (by network)", "Microsoft Defender for Office 365"),
-        rule="scanner_by_network"),
+    Row("Exchange Online Protection detonating the mail", ua(DEFENDER_CHROME), EOP, seconds=14.0,
+        expect=(MACHINE, "security scanner (Microsoft Exchange Online Protection network)",
+                "Microsoft Exchange Online Protection"), rule="scanner_by_network"),
+    Row("Exchange Online Protection over IPv6", ua(DEFENDER_CHROME), "2a01:111:f400:fe1f::1",
+        expect=(MACHINE, "security scanner (Microsoft Exchange Online Protection network)",
+                "Microsoft Exchange Online Protection"), rule="scanner_by_network"),
     Row("Mimecast sandbox", ua(CHROME_WIN), "205.139.110.61", seconds=8.0,
-        expect=(MACHINE, "security scanner (by network)", "Mimecast"),
+        expect=(MACHINE, "security scanner (Mimecast network)", "Mimecast"),
         rule="scanner_by_network"),
     Row("Proofpoint sandbox", ua(CHROME_WIN), "148.163.150.20",
-        expect=(MACHINE, "security scanner (by network)", "Proofpoint"),
+        expect=(MACHINE, "security scanner (Proofpoint network)", "Proofpoint"),
         rule="scanner_by_network"),
     Row("Barracuda by network", ua(FIREFOX_LINUX), "64.235.150.250",
-        expect=(MACHINE, "security scanner (by network)", "Barracuda"),
+        expect=(MACHINE, "security scanner (Barracuda network)", "Barracuda"),
         rule="scanner_by_network"),
+    Row("Outlook desktop on the Mimecast network is still the gateway", ua(OUTLOOK_WIN),
+        "91.220.42.7", expect=(MACHINE, "security scanner (Mimecast network)", "Mimecast"),
+        rule="scanner_by_network"),
+    # --- user agent and network together ---------------------------------------------
+    Row("Defender's Safe Links sandbox in Azure: old Chrome, no mail client", ua(DEFENDER_CHROME),
+        AZURE, seconds=14.0,
+        expect=(MACHINE, "browser from a cloud network (Microsoft Azure), no mail client",
+                "Chrome 72 on Windows"), rule="cloud_without_mail_client"),
+    Row("a sandbox on AWS with current Chrome", ua(CHROME_WIN), AWS, seconds=40.0,
+        expect=(MACHINE, "browser from a cloud network (Amazon Web Services), no mail client",
+                "Chrome 120 on Windows"), rule="cloud_without_mail_client"),
+    Row("an unknown client on Google Cloud", {"user-agent": "Spark/3.12.1 (iPhone; iOS 17.1)"},
+        GOOGLE_CLOUD, expect=(MACHINE, "unrecognised client from a cloud network (Google Cloud),"
+                              " no mail client", "Spark"), rule="cloud_without_mail_client"),
+    Row("Gmail's proxy agent from AWS is an impostor", {"user-agent": GMAIL_PROXY}, AWS,
+        expect=(MACHINE, "claims to be Gmail (image proxy) from a cloud network (Amazon Web "
+                         "Services)", "Gmail (image proxy)"), rule="cloud_without_mail_client"),
+    Row("Outlook on a Windows 365 Cloud PC in Azure is a person", ua(OUTLOOK_WIN), AZURE,
+        expect=(HUMAN, "opened in Outlook 16 on Windows", "Outlook 16 on Windows"),
+        rule="mail_client"),
+    Row("Chrome from Google's own network is Google's scanner, not its proxy", ua(CHROME_WIN),
+        GOOGLE, expect=(MACHINE, "Google's own network, not its image proxy",
+                        "Chrome 120 on Windows"), rule="provider_network"),
+    Row("Edge behind Zscaler is a person", ua(EDGE_WIN), ZSCALER,
+        expect=(HUMAN, "opened in a browser (webmail)", "Edge 120 on Windows"), rule="browser"),
+    Row("colleagues behind one Zscaler address opening at once are people", ua(OUTLOOK_WIN),
+        ZSCALER, others=6,
+        expect=(HUMAN, "opened in Outlook 16 on Windows", "Outlook 16 on Windows"),
+        rule="mail_client"),
+    Row("a client naming no system is a program", {"user-agent": "FeedFetcher-Plus 2.1"},
+        expect=(MACHINE, "unrecognised client naming no system", "unknown"),
+        rule="unknown_without_system"),
+    Row("a crawler only crawler-user-agents knows", ua(CHROME_WIN + " PTST/240201.150611"),
+        expect=(MACHINE, "crawler or bot", "crawler (PTST)"), rule="script_or_headless"),
     Row("Barracuda by user agent", {"user-agent": "Mozilla/5.0 (compatible; Barracuda Sentinel)"},
         expect=(MACHINE, "security scanner", "Barracuda"), rule="scanner_by_agent"),
     Row("Office probing a link", {"user-agent": "Microsoft Office Existence Discovery"},
@@ -240,7 +279,8 @@ ROWS = [
         expect=(MACHINE, "prefetched before display", "Gmail prefetch"), rule="known_prefetcher"),
     Row("one client fetching many recipients' pixels", ua(OUTLOOK_WIN), OFFICE, others=5,
         seconds=600.0,
-        expect=(MACHINE, "one client fetched 6 messages at once", "Outlook 16 on Windows"),
+        expect=(MACHINE, "one client fetched 6 recipients' or messages' pixels at once",
+                "Outlook 16 on Windows"),
         rule="burst_across_messages"),
     Row("one second after sending", ua(OUTLOOK_WIN), OFFICE, seconds=1.0,
         expect=(MACHINE, "fetched within 2 s of sending", "Outlook 16 on Windows"),
@@ -346,7 +386,8 @@ def test_the_two_second_limit_and_burst_size_are_data() -> None:
     slow = classifier.classify(Hit("GET", ua(OUTLOOK_WIN), OFFICE, 5.0))
     assert (slow.verdict, slow.reason) == (MACHINE, "fetched within 10 s of sending")
     pair = classifier.classify(Hit("GET", ua(OUTLOOK_WIN), OFFICE, 60.0, 1))
-    assert (pair.verdict, pair.reason) == (MACHINE, "one client fetched 2 messages at once")
+    assert (pair.verdict, pair.reason) == (
+        MACHINE, "one client fetched 2 recipients' or messages' pixels at once")
 
 
 def test_an_operators_pattern_takes_effect_before_the_shipped_ones() -> None:

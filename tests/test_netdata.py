@@ -23,6 +23,7 @@ from mailseen.core.netdata import (
     shipped_text,
     write_override,
 )
+from mailseen.core.netsources import load_manifest
 from mailseen.errors import InvalidInput
 
 # The first lines of Apple's egress-ip-ranges.csv, in Apple's format.
@@ -48,24 +49,46 @@ def test_the_snapshot_ships_inside_the_package() -> None:
 def test_the_shipped_snapshot_parses_and_knows_the_main_networks() -> None:
     data = load_data()
     expected = {
-        "17.58.63.10": "Apple",
-        "172.224.224.33": "iCloud Private Relay",
-        "40.94.16.23": "Microsoft Defender for Office 365",
-        "104.47.1.254": "Microsoft Defender for Office 365",
-        "2a01:111:f400:fe1f::1": "Microsoft Defender for Office 365",
-        "205.139.110.61": "Mimecast",
-        "91.220.42.7": "Mimecast",
-        "67.231.150.3": "Proofpoint",
-        "148.163.150.20": "Proofpoint",
-        "64.235.150.250": "Barracuda",
-        "209.222.82.10": "Barracuda",
+        "17.58.63.10": ("apple", "Apple"),
+        "172.224.226.33": ("apple", "iCloud Private Relay"),
+        "40.107.22.60": ("scanner", "Microsoft Exchange Online Protection"),
+        "104.47.1.254": ("scanner", "Microsoft Exchange Online Protection"),
+        "2a01:111:f400:fe1f::1": ("scanner", "Microsoft Exchange Online Protection"),
+        "205.139.110.61": ("scanner", "Mimecast"),
+        "91.220.42.7": ("scanner", "Mimecast"),
+        "67.231.150.3": ("scanner", "Proofpoint"),
+        "148.163.150.20": ("scanner", "Proofpoint"),
+        "64.235.150.250": ("scanner", "Barracuda"),
+        "68.232.140.10": ("scanner", "Cisco Secure Email"),
+        "150.70.170.1": ("scanner", "Trend Micro"),
+        "96.45.33.1": ("scanner", "Fortinet"),
+        "77.74.177.1": ("scanner", "Kaspersky"),
+        "136.226.1.1": ("gateway", "Zscaler"),
+        "52.1.2.3": ("cloud", "Amazon Web Services"),
+        "40.94.16.23": ("cloud", "Microsoft Azure"),
+        "34.120.1.1": ("cloud", "Google Cloud"),  # cloud.json takes precedence over goog.json
+        "66.249.84.12": ("mailproxy", "Google"),  # Gmail's image proxy
+        "129.146.1.1": ("cloud", "Oracle Cloud"),
     }
-    for address, label in expected.items():
+    for address, (kind, label) in expected.items():
         found = data.networks.lookup(address)
-        assert found is not None and found.label == label, address
-    # Google's and Yahoo's proxies are people's opens: their networks must not be listed.
-    for address in ("66.249.84.12", "66.102.8.1", "98.137.27.103", "8.8.8.8", "2001:db8::1"):
-        assert data.networks.lookup(address) is None
+        assert found is not None and (found.kind, found.label) == (kind, label), address
+    # Yahoo's proxy and people's own connections are not listed; nor are the special-purpose
+    # ranges a published list may carry by mistake (a geofeed listed 203.0.113.0/24).
+    for address in ("98.137.27.103", "203.0.113.40", "198.51.100.23", "192.0.2.1",
+                    "10.1.2.3", "100.64.1.1", "2001:db8::1"):
+        assert data.networks.lookup(address) is None, address
+
+
+def test_every_shipped_network_belongs_to_a_source_with_provenance() -> None:
+    manifest = load_manifest()
+    labels = {e.label for e in parse_networks(shipped_text("networks.txt"))}
+    assert labels == {s.label for s in manifest.sources}
+    for source in manifest.sources:
+        assert source.via and source.licence and source.retrieved and source.owner, source.key
+        assert source.networks > 0 and source.origin == "shipped"
+    # compact: a few MB at most
+    assert len(shipped_text("networks.txt").encode()) < 3_000_000
 
 
 def test_every_shipped_user_agent_line_is_valid_and_humans_come_before_crawlers() -> None:
@@ -181,8 +204,8 @@ def test_formatted_networks_read_back_the_same() -> None:
 
 
 def test_neighbouring_prefixes_of_one_label_collapse_into_few_blocks() -> None:
-    sample = parse_published_list(shipped_text("networks.txt").replace("\t", ","), "relay")
-    relay = [e for e in sample if e.cidr.startswith("172.224.224.")]
+    relay = parse_published_list("\n".join(
+        ["172.224.224.0/27"] + [f"172.224.224.{n}/31" for n in range(32, 48, 2)]), "relay")
     assert len(relay) == 9
     assert [e.cidr for e in collapse(relay)] == ["172.224.224.0/27", "172.224.224.32/28"]
     mixed = [entry("192.0.2.0/25", "a"), entry("192.0.2.128/25", "b"), entry("192.0.2.0/26", "a")]

@@ -11,6 +11,8 @@ import signal
 import sys
 import urllib.request
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +21,9 @@ import click
 from .config import Settings, load_settings
 from .core.autoreply import detect_automatic
 from .core.compose import Attachment, Draft
-from .core.hits import Hit, HitClassifier
-from .core.netdata import NET_KINDS, load_data, parse_published_list, write_override
+from .core.hits import Hit, HitClassifier, Verdict, describe_agent
+from .core.netdata import NET_KINDS, load_data
+from .core.netsources import FORMATS, Source, load_manifest, update_source
 from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
 from .records import MailboxIn, MailboxRecord, MessageRecord, UserRecord
@@ -598,8 +601,10 @@ def classify() -> None:
 
 
 @classify.command("hits")
+@click.option("--explain", is_flag=True, help="Also say which rule decided, from which data "
+              "(and that data's date), and what the network and user agent were taken for.")
 @click.pass_context
-def classify_hits(ctx: click.Context) -> None:
+def classify_hits(ctx: click.Context, explain: bool) -> None:
     """Judge pixel hits given as JSON lines on stdin.
 
     Each line: {"method": "GET", "headers": {...}, "remote_addr": "...",
@@ -607,14 +612,37 @@ def classify_hits(ctx: click.Context) -> None:
     "reason": "...", "client": "..."}. The same classifier the server uses.
     """
     settings = _settings(ctx)
-    classifier = HitClassifier(load_data(settings.data_dir / "netdata"))
+    folder = settings.data_dir / "netdata"
+    classifier = HitClassifier(load_data(folder))
+    sources = load_manifest(folder).by_label() if explain else {}
     for number, line in enumerate(sys.stdin, 1):
         if not line.strip():
             continue
         hit = _hit_from_json(line, number)
-        verdict = classifier.classify(hit)
-        click.echo(json.dumps({"verdict": verdict.verdict, "reason": verdict.reason,
-                               "client": verdict.client}, ensure_ascii=False))
+        rule, verdict = classifier.decide(hit)
+        out: dict[str, Any] = {"verdict": verdict.verdict, "reason": verdict.reason,
+                               "client": verdict.client}
+        if explain:
+            out.update(_explanation(classifier, hit, rule.__name__, verdict, sources))
+        click.echo(json.dumps(out, ensure_ascii=False))
+
+
+def _explanation(classifier: HitClassifier, hit: Hit, rule: str, verdict: Verdict,
+                 sources: dict[str, Source]) -> dict[str, Any]:
+    network = classifier.data.networks.lookup(hit.remote_addr)
+    agent = describe_agent(classifier.data, hit.headers.get("user-agent", "").strip())
+    out: dict[str, Any] = {
+        "rule": rule, "source": verdict.source,
+        "network": {"label": network.label, "kind": network.kind, "cidr": network.cidr}
+        if network else None,
+        "agent": {"kind": agent.kind, "system": agent.system, "list": agent.source},
+    }
+    decided_by = sources.get(verdict.source.removeprefix("networks: "))
+    if verdict.source.startswith("networks: ") and decided_by is not None:
+        out["data"] = {"source": decided_by.key, "retrieved": decided_by.retrieved,
+                       "origin": decided_by.origin, "via": decided_by.via,
+                       "licence": decided_by.licence}
+    return out
 
 
 def _hit_from_json(line: str, number: int) -> Hit:
@@ -673,29 +701,66 @@ def data() -> None:
 
 
 @data.command("update")
-@click.option("--from", "source", required=True,
-              help="URL or file of the published list, e.g. Apple's egress-ip-ranges.csv.")
-@click.option("--label", default="iCloud Private Relay", show_default=True,
-              help="What these networks are; replaces earlier lines with the same label.")
-@click.option("--kind", default="apple", show_default=True,
-              type=click.Choice(sorted(NET_KINDS)), help="How hits from them are judged.")
+@click.argument("source_key", metavar="SOURCE", default="icloud-relay")
+@click.option("--from", "origin", help="URL or file of the published list (default: the "
+              "source's own address, see `mailseen data show`).")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)),
+              help="The list's format (default: the source's).")
+@click.option("--kind", type=click.Choice(sorted(NET_KINDS)),
+              help="What these networks are (default: the source's).")
+@click.option("--label", help="The networks' name, for a new source (default: the source's).")
 @click.pass_context
-def data_update(ctx: click.Context, source: str, label: str, kind: str) -> None:
-    """Refresh a network list in the data folder from its publisher, then run
-    `mailseen reclassify` to apply it to stored hits."""
+def data_update(ctx: click.Context, source_key: str, origin: str | None, fmt: str | None,
+                kind: str | None, label: str | None) -> None:
+    """Refresh one network source in the data folder from its publisher's list, then run
+    `mailseen reclassify` to apply it to stored hits.
+
+    SOURCE is a source of `mailseen data show` (aws, azure, gcp, google, oracle, eop,
+    icloud-relay...) or a new name, which then needs --format, --kind, --label and --from."""
     settings = _settings(ctx)
-    if source.startswith(("https://", "http://")):
+    folder = settings.data_dir / "netdata"
+    known = load_manifest(folder).get(source_key)
+    if known is None and not (fmt and kind and label and origin):
+        raise InvalidInput(f"unknown source {source_key!r}: a new one needs --format, --kind, "
+                           "--label and --from")
+    source = known or Source(source_key, label or source_key, kind or "cloud", fmt or "cidr")
+    source = replace(source, format=fmt or source.format, kind=kind or source.kind,
+                     label=label or source.label)
+    where = origin or source.url
+    if not where:
+        raise InvalidInput(f"source {source_key!r} has no address of its own: give --from")
+    recorded = update_source(folder, source, _read_list(where), fetched_from=where,
+                             now=datetime.now(UTC))
+    click.echo(f"{recorded.networks} network(s) labelled {recorded.label!r} written to "
+               f"{folder / 'networks.txt'}; restart the server and run `mailseen reclassify` "
+               "to apply them")
+
+
+def _read_list(where: str) -> str:
+    if where.startswith(("https://", "http://")):
         try:
-            with urllib.request.urlopen(source, timeout=60) as resp:
-                text = resp.read(200 * 1024 * 1024).decode("utf-8", "replace")
+            with urllib.request.urlopen(where, timeout=60) as resp:
+                return str(resp.read(200 * 1024 * 1024).decode("utf-8", "replace"))
         except (OSError, ValueError) as exc:
-            raise MailseenError(f"cannot fetch {source}: {exc}") from exc
-    else:
-        text = Path(source).read_text("utf-8", "replace")
-    entries = parse_published_list(text, label, kind)
-    path = write_override(settings.data_dir / "netdata", label, entries)
-    click.echo(f"{len(entries)} network(s) labelled {label!r} written to {path}; "
-               "restart the server and run `mailseen reclassify` to apply them")
+            raise MailseenError(f"cannot fetch {where}: {exc}") from exc
+    return Path(where).read_text("utf-8", "replace")
+
+
+@data.command("show")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per source.")
+@click.pass_context
+def data_show(ctx: click.Context, as_json: bool) -> None:
+    """List the network sources: what they are, how many blocks, how old, from where."""
+    settings = _settings(ctx)
+    manifest = load_manifest(settings.data_dir / "netdata")
+    today = datetime.now(UTC).date()
+    for s in manifest.sources:
+        age = s.age_days(today)
+        if as_json:
+            click.echo(json.dumps({**asdict(s), "age_days": age}, ensure_ascii=False))
+            continue
+        when = f"{s.retrieved} ({age} days old)" if age is not None else "date unknown"
+        click.echo(f"{s.key:13} {s.kind:9} {s.networks:>6}  {when:26} {s.origin:8} {s.label}")
 
 
 # -- demo data ---------------------------------------------------------------------------------

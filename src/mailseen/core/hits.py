@@ -1,29 +1,39 @@
 """Whether a fetch of the tracking pixel was a person displaying the message, or a machine.
 
-Every hit gets a verdict, a reason and the client in words; only ``human`` verdicts count as
-views. The rules below are tried in order and the first that answers wins. Their order is the
-design:
+Every hit gets a verdict, a reason, the client in words and the data source that decided;
+only ``human`` verdicts count as views. The rules weigh four kinds of evidence: the request
+itself (method, prefetch headers, user agent present), what the user agent is (mail client,
+browser, image proxy, bot, nothing known), what the network is (``networks.txt``: security
+vendor, cloud, a webmail provider's own network, Apple's relay, a secure web gateway, or
+unlisted, which is people's ISPs and mobile networks) and behaviour (timing after sending,
+one client fetching many recipients' pixels at once). The rules are tried in order and the
+first that answers wins. Their order is the design:
 
 1. Facts about the request itself come first (our own web app, HEAD, prefetch headers, no
    user agent): nothing about the client can make them a view.
-2. Then the machines that name themselves or their network: security gateways, link-preview
-   bots, scripts and headless browsers, Apple Mail Privacy Protection, Gmail's prefetch.
-3. Then behaviour: one client fetching several messages' pixels at once, and fetches within
-   about two seconds of sending. Both run *before* the human image proxies on purpose:
+2. Then the machines that name themselves or their network: security vendors (by user agent
+   or by network, whatever the user agent), link-preview bots, scripts, headless browsers and
+   crawlers (``user_agents.txt``, then the crawler-user-agents list), Apple Mail Privacy
+   Protection, Gmail's prefetch.
+3. Then user agent and network together: a browser or an unknown client from a cloud network
+   with no mail-client sign is a program rendering the mail; from Google's own network
+   anything but its image proxy is Google's scanners; an image proxy's user agent from a
+   cloud network is an impostor. A mail client on a cloud network is a person on a virtual
+   desktop and goes on.
+4. Then behaviour: one client fetching pixels of several messages or recipients at once, and
+   fetches within about two seconds of sending. Both run *before* the human image proxies:
 
-   - The burst rule skips the image proxies (Gmail, Yahoo, Fastmail, HEY), because one proxy
-     address and user agent serve many people, who may well open our messages in the same
-     second. For anyone else, pixels of several different messages in two seconds are a
-     scanner working through a mailbox.
-   - The two-second rule does *not* skip them. Gmail's proxy fetches when a person opens the
-     message, but ``seconds_after_send`` counts from when we handed the message over, so a
-     fetch inside two seconds means relay, delivery, a person noticing the message and
-     opening it all took under two seconds. No person is that quick; a delivery-time check
-     is, and Gmail has been seen fetching images at delivery. Losing a rare genuine
-     one-second open costs less than counting every delivery-time fetch as a read.
-4. Last, the people: image proxies that fetch only when a person displays the message (bot
-   lists call them bots; they are opens), mail clients, browsers (webmail), and any other
-   client that no rule above recognised as a machine.
+   - The burst rule skips the image proxies (Gmail, Yahoo, Fastmail, HEY) and secure web
+     gateways and mobile networks, because one address and user agent there serve many
+     people, who may well open our messages in the same second. For anyone else, pixels of
+     several recipients or messages in two seconds are a scanner working through mailboxes.
+   - The two-second rule does *not* skip them. ``seconds_after_send`` counts from when we
+     handed the message over, so a fetch inside two seconds means relay, delivery, a person
+     noticing the message and opening it all took under two seconds. No person is that
+     quick; a delivery-time check is.
+5. Last, the people: image proxies, mail clients, browsers (webmail), unknown clients that
+   name an operating system (the long tail of mail apps). An unknown client that names no
+   system at all is a program.
 
 Everything that depends on the user agent alone is computed once per distinct user agent and
 kept in an LRU cache: user agents repeat heavily. Going further, every rule except the two
@@ -38,10 +48,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from mailseen.core.netdata import ClassifierData, NetEntry, load_data
+from mailseen.core.netdata import USER_AGENTS_FILE, ClassifierData, NetEntry, load_data
 
 __all__ = ["BEHAVIOUR", "RULES", "Hit", "HitClassifier", "Verdict"]
 
@@ -52,7 +62,8 @@ class Hit:
     headers: Mapping[str, str]  # request headers, names lower-cased
     remote_addr: str | None
     seconds_after_send: float | None = None  # None when unknown
-    # distinct OTHER messages this client (IP + user agent) fetched pixels of in the last ~2 s
+    # distinct OTHER (message, recipient) pixels this client (IP + user agent) fetched in
+    # the last ~2 s: other messages, or the same message's other recipients
     other_messages_from_client: int = 0
     own_viewer: bool = False  # mailseen's own web app: the team looking at its sent mail
 
@@ -62,6 +73,10 @@ class Verdict:
     verdict: Literal["human", "machine"]
     reason: str  # short and user-facing
     client: str  # the client in words, "unknown" when there is nothing to go on
+    # The data that decided: "request", "behaviour", "user_agents.txt",
+    # "crawler-user-agents 1.67.0" or "networks: <label>" (a source of sources.json).
+    # Not part of equality: two verdicts are the same judgement whatever file said it.
+    source: str = field(default="", compare=False)
 
     @property
     def counts(self) -> bool:
@@ -75,6 +90,8 @@ class Agent:
 
     kind: str | None  # a kind from user_agents.txt, or None when no pattern matched
     client: str
+    system: str | None = None  # the operating system it names, if any
+    source: str = USER_AGENTS_FILE  # which list recognised it
 
 
 @dataclass(slots=True)  # built once per hit: a plain slotted class is cheapest
@@ -91,14 +108,20 @@ Rule = Callable[[Facts], Verdict | None]
 MACHINE_AGENTS = frozenset({"headless", "script", "bot"})
 PERSON_AGENTS = frozenset({"client", "applemail"})
 PREFETCH_HEADERS = ("sec-purpose", "purpose", "x-purpose", "x-moz")
+# Networks whose one address and user agent stand for many people at once.
+SHARED_NETWORKS = frozenset({"gateway", "mobile"})
 
 
-def _machine(reason: str, client: str) -> Verdict:
-    return Verdict("machine", reason, client)
+def _machine(reason: str, client: str, source: str) -> Verdict:
+    return Verdict("machine", reason, client, source)
 
 
-def _human(reason: str, client: str) -> Verdict:
-    return Verdict("human", reason, client)
+def _human(reason: str, client: str, source: str) -> Verdict:
+    return Verdict("human", reason, client, source)
+
+
+def _net(f: Facts) -> str:
+    return f"networks: {f.network.label}" if f.network is not None else "networks"
 
 
 # --- the request itself ---------------------------------------------------------------
@@ -106,7 +129,7 @@ def _human(reason: str, client: str) -> Verdict:
 def own_viewer(f: Facts) -> Verdict | None:
     # The issue: "the team's own viewing in mailseen never counts"; the web app flags it.
     if f.hit.own_viewer:
-        return _machine("your team viewing it in mailseen", "mailseen")
+        return _machine("your team viewing it in mailseen", "mailseen", "request")
     return None
 
 
@@ -114,7 +137,7 @@ def head_request(f: Facts) -> Verdict | None:
     # RFC 9110 §9.3.2: HEAD transfers no content, so nothing can be displayed; link checkers
     # (Safe Links, Office's existence discovery) use it to probe URLs.
     if f.hit.method.upper() == "HEAD":
-        return _machine("HEAD request", f.agent.client)
+        return _machine("HEAD request", f.agent.client, "request")
     return None
 
 
@@ -125,7 +148,8 @@ def prefetch_header(f: Facts) -> Verdict | None:
     for name in PREFETCH_HEADERS:
         value = f.hit.headers.get(name)
         if value and ("prefetch" in value.lower() or "preview" in value.lower()):
-            return _machine(f"prefetch request ({name}: {value.lower()})", f.agent.client)
+            return _machine(f"prefetch request ({name}: {value.lower()})", f.agent.client,
+                            "request")
     return None
 
 
@@ -134,7 +158,8 @@ def no_user_agent(f: Facts) -> Verdict | None:
     # does; Microsoft's link checks were seen with a blank one
     # (edalzell/laravel-passwordless-login#79).
     if not f.user_agent:
-        return _machine("no user agent", f.network.label if f.network else "unknown")
+        return _machine("no user agent", f.network.label if f.network else "unknown",
+                        "request")
     return None
 
 
@@ -143,16 +168,17 @@ def no_user_agent(f: Facts) -> Verdict | None:
 def scanner_by_agent(f: Facts) -> Verdict | None:
     # user_agents.txt, kind "scanner": vendor tokens of security gateways and link checkers.
     if f.agent.kind == "scanner":
-        return _machine("security scanner", f.agent.client)
+        return _machine("security scanner", f.agent.client, f.agent.source)
     return None
 
 
 def scanner_by_network(f: Facts) -> Verdict | None:
-    # networks.txt, kind "scanner": ranges the gateways publish or were seen scanning from.
-    # They render mail in a sandbox with an ordinary browser user agent, so the network is
-    # what gives them away.
+    # networks.txt, kind "scanner": security vendors' networks (Microsoft 365's published
+    # Exchange Online Protection ranges; the vendors' registered ASNs, sources.json). Their
+    # sandboxes render mail with an ordinary browser user agent, so the network decides.
     if f.network is not None and f.network.kind == "scanner":
-        return _machine("security scanner (by network)", f.network.label)
+        return _machine(f"security scanner ({f.network.label} network)", f.network.label,
+                        _net(f))
     return None
 
 
@@ -160,16 +186,18 @@ def link_preview(f: Facts) -> Verdict | None:
     # user_agents.txt, kind "preview": Slack, Discord, Telegram, Teams... fetch a URL pasted
     # into a chat to draw a preview card; nobody is reading the mail.
     if f.agent.kind == "preview":
-        return _machine("link preview bot", f.agent.client)
+        return _machine("link preview bot", f.agent.client, f.agent.source)
     return None
 
 
 def script_or_headless(f: Facts) -> Verdict | None:
     # user_agents.txt, kinds "headless", "script", "bot": default user agents of headless
-    # browsers and HTTP libraries, and crawler conventions (".../bot/1.0", "+http://").
+    # browsers and HTTP libraries, crawler conventions (".../bot/1.0", "+http://"); and the
+    # crawler-user-agents list (MIT), consulted for agents user_agents.txt did not place.
     if f.agent.kind in MACHINE_AGENTS:
         reason = {"headless": "headless browser", "script": "script or HTTP library"}
-        return _machine(reason.get(f.agent.kind or "", "crawler or bot"), f.agent.client)
+        return _machine(reason.get(f.agent.kind or "", "crawler or bot"), f.agent.client,
+                        f.agent.source)
     return None
 
 
@@ -180,10 +208,12 @@ def apple_privacy_protection(f: Facts) -> Verdict | None:
     # from a Private Relay address is a person on webmail, so the network alone convicts only
     # Apple Mail's own user agent or one we do not recognise.
     if f.agent.kind == "mpp":
-        return _machine("Apple Mail Privacy Protection prefetch", f.agent.client)
+        return _machine("Apple Mail Privacy Protection prefetch", f.agent.client,
+                        f.agent.source)
     if (f.network is not None and f.network.kind == "apple"
             and f.agent.kind in (None, "applemail")):
-        return _machine("Apple Mail Privacy Protection prefetch", "Apple Mail Privacy Protection")
+        return _machine("Apple Mail Privacy Protection prefetch",
+                        "Apple Mail Privacy Protection", _net(f))
     return None
 
 
@@ -191,20 +221,59 @@ def known_prefetcher(f: Facts) -> Verdict | None:
     # user_agents.txt, kind "prefetch": Gmail fetches images for a signed-in session before
     # the message is shown, with a fixed user agent (MessageBird, 2022).
     if f.agent.kind == "prefetch":
-        return _machine("prefetched before display", f.agent.client)
+        return _machine("prefetched before display", f.agent.client, f.agent.source)
+    return None
+
+
+# --- user agent and network together ------------------------------------------------------
+
+def provider_network(f: Facts) -> Verdict | None:
+    # networks.txt, kind "mailproxy": Google's own addresses (goog.json less cloud.json).
+    # Gmail's image proxy fetches from there with its GoogleImageProxy agent when a person
+    # opens the mail; anything else from there is Google's own machines (Safe Browsing and
+    # attachment scanning render mail with an ordinary browser agent; Mautic #16263).
+    net = f.network
+    if net is not None and net.kind == "mailproxy" and f.agent.kind != "proxy":
+        return _machine(f"{net.label}'s own network, not its image proxy", f.agent.client,
+                        _net(f))
+    return None
+
+
+def cloud_without_mail_client(f: Facts) -> Verdict | None:
+    # networks.txt, kind "cloud": the providers' own published lists (AWS ip-ranges.json,
+    # Azure service tags, Google cloud.json, Oracle...). Sandboxes and scanners render mail
+    # there with an ordinary browser agent (Mautic #16263; ESP field guides). A browser or an
+    # unknown client with no mail-client sign is such a program; a mail client is a person on
+    # a virtual desktop (Windows 365, WorkSpaces) and goes on; an image proxy's agent from a
+    # cloud is an impostor (the proxies run on their owners' networks).
+    net = f.network
+    if net is None or net.kind != "cloud":
+        return None
+    kind = f.agent.kind
+    if kind == "proxy":
+        return _machine(f"claims to be {f.agent.client} from a cloud network ({net.label})",
+                        f.agent.client, _net(f))
+    if kind in ("browser", None):
+        what = "browser" if kind == "browser" else "unrecognised client"
+        return _machine(f"{what} from a cloud network ({net.label}), no mail client",
+                        f.agent.client, _net(f))
     return None
 
 
 # --- behaviour ---------------------------------------------------------------------------
 
 def burst_across_messages(f: Facts) -> Verdict | None:
-    # ESP guides (Act-On, Suped): scanners open every message of a mailing at once. A person
-    # opens one message at a time; a conversation view can show a few of ours together, hence
-    # a threshold above one. Shared image proxies serve many people and are exempt.
+    # ESP guides (Act-On, Suped): scanners open every message of a mailing, for every
+    # recipient they protect, at once. A person opens one message at a time; a conversation
+    # view can show a few of ours together, hence a threshold above one. Shared image
+    # proxies, secure web gateways and mobile carriers' NAT serve many people: exempt.
     others = f.hit.other_messages_from_client
-    if others >= f.data.burst_other_messages and f.agent.kind != "proxy":
-        return _machine(f"one client fetched {others + 1} messages at once", f.agent.client)
-    return None
+    if others < f.data.burst_other_messages or f.agent.kind == "proxy":
+        return None
+    if f.network is not None and f.network.kind in SHARED_NETWORKS:
+        return None
+    return _machine(f"one client fetched {others + 1} recipients' or messages' pixels at once",
+                    f.agent.client, "behaviour")
 
 
 def at_delivery(f: Facts) -> Verdict | None:
@@ -213,7 +282,7 @@ def at_delivery(f: Facts) -> Verdict | None:
     seconds = f.hit.seconds_after_send
     if seconds is not None and seconds < f.data.fast_seconds:
         limit = f"{f.data.fast_seconds:g}"
-        return _machine(f"fetched within {limit} s of sending", f.agent.client)
+        return _machine(f"fetched within {limit} s of sending", f.agent.client, "behaviour")
     return None
 
 
@@ -223,7 +292,7 @@ def image_proxy(f: Facts) -> Verdict | None:
     # user_agents.txt, kind "proxy": Gmail's GoogleImageProxy, YahooMailProxy, Fastmail and HEY
     # fetch images when a person displays the message (their own documentation).
     if f.agent.kind == "proxy":
-        return _human(f"opened in {f.agent.client}", f.agent.client)
+        return _human(f"opened in {f.agent.client}", f.agent.client, f.agent.source)
     return None
 
 
@@ -231,20 +300,30 @@ def mail_client(f: Facts) -> Verdict | None:
     # user_agents.txt, kinds "client" and "applemail": desktop and mobile mail apps load
     # remote images when the message is displayed.
     if f.agent.kind in PERSON_AGENTS:
-        return _human(f"opened in {f.agent.client}", f.agent.client)
+        return _human(f"opened in {f.agent.client}", f.agent.client, f.agent.source)
     return None
 
 
 def browser(f: Facts) -> Verdict | None:
     # user_agents.txt, kind "browser": webmail shows the message in an ordinary browser.
     if f.agent.kind == "browser":
-        return _human("opened in a browser (webmail)", f.agent.client)
+        return _human("opened in a browser (webmail)", f.agent.client, f.agent.source)
+    return None
+
+
+def unknown_without_system(f: Facts) -> Verdict | None:
+    # RFC 9110 §10.1.5: a user agent names its product and, for mail apps and browsers, the
+    # platform in a comment ("Spark/3.12 (iPhone; iOS 17.1)"). One that no list recognises
+    # and that names no operating system is a program (a monitor, a feed reader, a
+    # scanner's own client), not a mail app showing the message to someone.
+    if f.agent.kind is None and f.agent.system is None:
+        return _machine("unrecognised client naming no system", f.agent.client, "request")
     return None
 
 
 def anyone_else(f: Facts) -> Verdict:
     # No rule above saw a machine: the long tail of mail apps is people, so count it.
-    return _human("opened (client not recognised)", f.agent.client)
+    return _human("opened (client not recognised)", f.agent.client, "request")
 
 
 # The rules that look at what else happened (timing, other messages): evaluated for every hit.
@@ -262,35 +341,67 @@ RULES: tuple[Rule, ...] = (
     script_or_headless,
     apple_privacy_protection,
     known_prefetcher,
+    provider_network,
+    cloud_without_mail_client,
     burst_across_messages,
     at_delivery,
     image_proxy,
     mail_client,
     browser,
+    unknown_without_system,
     anyone_else,
 )
 
 
 PRODUCT_RE = re.compile(r"^([A-Za-z][\w.-]{0,40})/")
+WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]*")
+# What user_agents.txt settles for good: the crawler list is not asked about these (it calls
+# Gmail's and Yahoo's image proxies crawlers).
+SETTLED = frozenset({"mpp", "prefetch", "scanner", "preview", "headless", "script", "bot",
+                     "proxy", "client", "applemail"})
 
 
 def describe_agent(data: ClassifierData, ua: str) -> Agent:
-    """The first matching pattern's kind and the client in words ("Outlook 16 on Windows")."""
+    """The first matching pattern's kind and the client in words ("Outlook 16 on Windows");
+    for a browser or an unknown agent, the crawler list may still call it a bot."""
     if not ua:
         return Agent(None, "unknown")
     for pattern in data.user_agents:
         match = pattern.pattern.search(ua)
         if match is not None:
             name = pattern.name(match)
-            if pattern.kind in ("client", "applemail", "browser"):
-                system = _system(data, ua)
-                if system and system.split()[0] not in name:
-                    name = f"{name} on {system}"
-            return Agent(pattern.kind, name)
+            if pattern.kind in SETTLED and pattern.kind not in PERSON_AGENTS:
+                return Agent(pattern.kind, name)  # a machine or proxy: no system to name
+            system = _system(data, ua)
+            if pattern.kind in SETTLED:
+                return Agent(pattern.kind, _with_system(name, pattern.kind, system), system)
+            bot = _bot(data, ua, system)
+            return bot or Agent(pattern.kind, _with_system(name, pattern.kind, system), system)
+    system = _system(data, ua)
+    bot = _bot(data, ua, system)
+    if bot is not None:
+        return bot
     product = PRODUCT_RE.match(ua)
     if product and product.group(1) != "Mozilla":
-        return Agent(None, product.group(1))
-    return Agent(None, "unknown")
+        return Agent(None, product.group(1), system)
+    return Agent(None, "unknown", system)
+
+
+def _with_system(name: str, kind: str, system: str | None) -> str:
+    if kind in ("client", "applemail", "browser") and system and system.split()[0] not in name:
+        return f"{name} on {system}"
+    return name
+
+
+def _bot(data: ClassifierData, ua: str, system: str | None) -> Agent | None:
+    if data.bots is None:
+        return None
+    pattern = data.bots.match(ua)
+    if pattern is None:
+        return None
+    # The pattern's longest literal run names the crawler ("Chrome-Lighthouse", "PTST").
+    name = max(WORD_RE.findall(pattern), key=len, default="").strip()[:40] or "unnamed"
+    return Agent("bot", f"crawler ({name})", system, data.bots.source)
 
 
 def _system(data: ClassifierData, ua: str) -> str | None:

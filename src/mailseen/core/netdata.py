@@ -8,6 +8,7 @@ format into an override folder, and :func:`load_data` merges them over the shipp
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 import os
 import re
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from mailseen.core.bots import BotList, load_bots
 from mailseen.errors import InvalidInput
 
 __all__ = [
@@ -43,8 +45,14 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 NETWORKS_FILE = "networks.txt"
 USER_AGENTS_FILE = "user_agents.txt"
 
-# "apple": Apple Mail Privacy Protection / iCloud Private Relay; "scanner": security gateways.
-NET_KINDS = frozenset({"apple", "scanner"})
+# What a network is, which is what the rules weigh (docs/classification.md, "Networks"):
+# "apple": Apple Mail Privacy Protection / iCloud Private Relay egress;
+# "scanner": a security vendor (mail gateways, link and attachment sandboxes);
+# "cloud": a cloud or hosting provider, where programs run;
+# "mailproxy": a webmail provider's own network, home of its image proxy (Google);
+# "gateway": a secure web gateway that real people browse through (Zscaler and the like);
+# "isp", "mobile": people's own connections, for operators who list them.
+NET_KINDS = frozenset({"apple", "scanner", "cloud", "mailproxy", "gateway", "isp", "mobile"})
 # Machine kinds, then human kinds, then "os" (names the system, never decides anything).
 UA_KINDS = frozenset({"mpp", "prefetch", "scanner", "preview", "headless", "script", "bot",
                       "proxy", "client", "applemail", "browser", "os"})
@@ -186,18 +194,33 @@ class ClassifierData:
     systems: tuple[UAPattern, ...]  # the "os" lines
     fast_seconds: float = 2.0
     burst_other_messages: int = 3
+    bots: BotList | None = None  # crawler-user-agents, consulted after user_agents.txt
 
     @classmethod
     def build(cls, networks: Iterable[NetEntry], user_agents: Iterable[UAPattern], *,
-              fast_seconds: float = 2.0, burst_other_messages: int = 3) -> ClassifierData:
+              fast_seconds: float = 2.0, burst_other_messages: int = 3,
+              bots: BotList | None = None) -> ClassifierData:
         patterns = list(user_agents)
         return cls(
-            networks=NetworkTable(networks),
+            networks=NetworkTable(by_precedence(networks)),
             user_agents=tuple(p for p in patterns if p.kind != "os"),
             systems=tuple(p for p in patterns if p.kind == "os"),
             fast_seconds=fast_seconds,
             burst_other_messages=burst_other_messages,
+            bots=bots,
         )
+
+
+# When two sources list the very same block, the narrower claim wins: a security vendor's
+# or Apple's block inside a cloud, Google Cloud's inside the whole of Google (goog.json is a
+# superset of cloud.json). A more specific block always wins whatever its kind.
+PRECEDENCE = ("scanner", "apple", "cloud", "gateway", "mailproxy", "isp", "mobile")
+
+
+def by_precedence(entries: Iterable[NetEntry]) -> list[NetEntry]:
+    """Entries ordered by :data:`PRECEDENCE` (stable: overrides stay before shipped lines)."""
+    rank = {kind: i for i, kind in enumerate(PRECEDENCE)}
+    return sorted(entries, key=lambda e: rank.get(e.kind, len(rank)))
 
 
 def _lines(text: str) -> Iterable[tuple[int, str]]:
@@ -297,13 +320,37 @@ def load_data(override_dir: Path | None = None) -> ClassifierData:
     Networks: the override's labels replace the shipped lines with the same label, others are
     kept. User agents: the override's patterns are tried first, then the shipped ones.
     """
-    nets = parse_networks(shipped_text(NETWORKS_FILE))
-    uas = parse_user_agents(shipped_text(USER_AGENTS_FILE))
-    if (found := _override_text(override_dir, NETWORKS_FILE)) is not None:
-        nets = merge_networks(parse_networks(*found), nets)
-    if (found := _override_text(override_dir, USER_AGENTS_FILE)) is not None:
-        uas = [*parse_user_agents(*found), *uas]
-    return ClassifierData.build(nets, uas)
+    found_nets = _override_text(override_dir, NETWORKS_FILE)
+    found_uas = _override_text(override_dir, USER_AGENTS_FILE)
+    if found_nets is None and found_uas is None:
+        return _shipped_data()  # parsed once per process: tests and servers build many
+    nets = list(_shipped_networks())
+    uas = list(_shipped_agents())
+    if found_nets is not None:
+        nets = merge_networks(parse_networks(*found_nets), nets)
+    if found_uas is not None:
+        uas = [*parse_user_agents(*found_uas), *uas]
+    return ClassifierData.build(nets, uas, bots=_bots())
+
+
+@functools.cache
+def _shipped_networks() -> tuple[NetEntry, ...]:
+    return tuple(parse_networks(shipped_text(NETWORKS_FILE)))
+
+
+@functools.cache
+def _shipped_agents() -> tuple[UAPattern, ...]:
+    return tuple(parse_user_agents(shipped_text(USER_AGENTS_FILE)))
+
+
+@functools.cache
+def _bots() -> BotList:
+    return load_bots()
+
+
+@functools.cache
+def _shipped_data() -> ClassifierData:
+    return ClassifierData.build(_shipped_networks(), _shipped_agents(), bots=_bots())
 
 
 def collapse(entries: Iterable[NetEntry]) -> list[NetEntry]:

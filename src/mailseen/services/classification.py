@@ -26,11 +26,14 @@ REPEAT_WINDOW = timedelta(minutes=1)
 REPEAT_REASON = "repeat within a minute (not counted again)"
 
 Client = tuple[str | None, str | None]  # (IP, user agent)
+Pixel = tuple[int, int]  # (message id, recipient)
 
 
 class BurstWindow:
-    """How many *other* messages the same client (IP and user agent) fetched pixels of in
-    the last two seconds. Fed in time order; memory is bounded by the window.
+    """How many *other* pixels -- other messages, or the same message's other recipients --
+    the same client (IP and user agent) fetched in the last two seconds. A gateway scanning
+    a mailing for the ten colleagues it went to fetches ten pixels of one message. Fed in
+    time order; memory is bounded by the window.
 
     Constant time per hit: besides the time-ordered queue, each client's message ids in the
     window are counted, so a hit never scans the window (it runs for every pixel hit).
@@ -39,8 +42,8 @@ class BurstWindow:
     def __init__(self, span: timedelta = BURST_WINDOW, limit: int = 50_000) -> None:
         self.span = span
         self.limit = limit
-        self._recent: deque[tuple[datetime, Client, int]] = deque()
-        self._by_client: dict[Client, dict[int, int]] = {}
+        self._recent: deque[tuple[datetime, Client, Pixel]] = deque()
+        self._by_client: dict[Client, dict[Pixel, int]] = {}
 
     def _expire(self) -> None:
         _, key, mid = self._recent.popleft()
@@ -62,10 +65,10 @@ class BurstWindow:
         ids = self._by_client.get(key)
         if ids is None:
             ids = self._by_client[key] = {}
-        mid = view.message_id
+        mid = (view.message_id, view.recipient)
         ids[mid] = ids.get(mid, 0) + 1
         self._recent.append((view.at, key, mid))
-        return len(ids) - 1  # the messages of this client's window, this one excepted
+        return len(ids) - 1  # the pixels of this client's window, this one excepted
 
 
 class RepeatWindow:
