@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..clock import Clock
 from ..core.compose import parse_address
 from ..errors import InvalidInput, MailseenError, NotFound
 from ..storage import Store
 from ..storage.records import Role, SessionRecord, UserRecord
-from ..storage.store import now
 
 __all__ = ["Accounts", "SignInRefused", "can_see_mailbox", "hash_token"]
 
@@ -58,8 +58,9 @@ def can_see_mailbox(user: UserRecord | None, mailbox_id: int) -> bool:
 
 
 class Accounts:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
         self.store = store
+        self.clock = clock or store.clock  # sessions expire by the store's time
         # argon2id with the library's defaults (RFC 9106 "second recommended" profile).
         self.hasher = PasswordHasher()
         # Verifying against this when the email is unknown keeps timing alike.
@@ -90,7 +91,7 @@ class Accounts:
         """Check the password, slowing down and then refusing repeated failures for the
         account and for the client address."""
         keys = [f"user:{email.strip().lower()}", f"ip:{client}"]
-        since = now() - WINDOW
+        since = self.clock.now() - WINDOW
         worst = 0
         latest = None
         for key in keys:
@@ -98,12 +99,12 @@ class Accounts:
             if count > worst:
                 worst, latest = count, at
         if worst >= LOCK and latest is not None:
-            wait = int((latest + WINDOW - now()).total_seconds()) + 1
+            wait = int((latest + WINDOW - self.clock.now()).total_seconds()) + 1
             raise SignInRefused("too many failed sign-ins: try again later", max(1, wait))
         if worst >= FREE and latest is not None:
             # Each further failure doubles the wait before the next attempt is judged.
             delay = timedelta(seconds=min(60, 2 ** (worst - FREE)))
-            if now() < latest + delay:
+            if self.clock.now() < latest + delay:
                 # Hammering during the wait counts too, so it ends in the lock-out.
                 self.store.add_login_failure(keys)
                 raise SignInRefused("too many failed sign-ins: wait a moment",
@@ -123,7 +124,7 @@ class Accounts:
     def start_session(self, user: UserRecord) -> NewSession:
         value = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
-        expires = now() + timedelta(days=SESSION_DAYS)
+        expires = self.clock.now() + timedelta(days=SESSION_DAYS)
         self.store.add_session(_hash_id(value), user.id, csrf, expires)
         return NewSession(value, csrf, expires)
 
