@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
-from mailseen.clock import ManualClock
+from mailseen.clock import SYSTEM, Clock, ManualClock
 from mailseen.config import Settings, load_settings
 from mailseen.services.accounts import hash_token
 from mailseen.services.demo import DemoResult, fill_small
@@ -146,7 +146,8 @@ def instance(settings: Settings) -> Iterator[Instance]:
 class LiveServer:
     """mailseen's ASGI app under uvicorn in a thread, on a port chosen by the OS."""
 
-    def __init__(self, tmp_path: Path, database_url: str, **extra: Any) -> None:
+    def __init__(self, tmp_path: Path, database_url: str, *, clock: Clock = SYSTEM,
+                 **extra: Any) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -154,7 +155,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         extra.setdefault("public_url", self.url)
         self.settings = make_settings(tmp_path, database_url, port=self.port, **extra)
-        self.instance = Instance.open(self.settings, migrate=False)
+        self.instance = Instance.open(self.settings, migrate=False, clock=clock)
         self.app = MailseenApp(self.instance, run_worker=self.settings.worker)
         self.server = uvicorn.Server(server_config(self.app, "127.0.0.1", self.port))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
