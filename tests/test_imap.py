@@ -312,6 +312,24 @@ async def test_idle_picks_up_new_mail_within_seconds(inst: Instance, user: ImapU
     assert user.server.plain_logins(user.name) == 1  # one connection throughout
 
 
+async def test_idle_is_renewed_on_the_same_connection_when_its_period_ends(
+        inst: Instance, user: ImapUser, clock: ManualClock) -> None:
+    box = add_box(inst, user, tls="none")
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller(inst, user, idle_seconds=60, poll_seconds=600)
+                               .run(stop))
+    await clock.until_sleeping(2)
+    assert clock.sleeping == [60, 600]  # in IDLE for 60 s; the accounts re-read in 600
+    clock.advance(60)
+    await clock.until_sleeping(2)  # DONE, a look at the folder, and IDLE again
+    assert clock.sleeping == [60, 540]
+    assert inst.store.get_mailbox(box).imap_checked_at == clock.now()
+    await asyncio.to_thread(user.append, mail("after renewal"))
+    await eventually(lambda: len(inbound(inst, box)) == 1)
+    await _stop(task, stop)
+    assert user.server.plain_logins(user.name) == 1
+
+
 async def test_a_dropped_connection_is_opened_again_without_an_error(
         inst: Instance, user: ImapUser, clock: ManualClock) -> None:
     box = add_box(inst, user, tls="none")
