@@ -278,7 +278,8 @@ def run_pixel_node(instance: Instance, host: str, port: int,
             loop.add_signal_handler(sig, stop.set)
         recorder = ViewRecorder(instance.store, Judge(instance.settings.data_dir))
         await recorder.start()
-        app = PixelApp(instance.signer, recorder, instance.settings.trusted_proxies)
+        app = PixelApp(instance.signer, recorder, instance.settings.trusted_proxies,
+                       instance.clock)
         try:
             await serve_pixels(app, host, port, stop, idle_timeout, instance.clock)
         finally:
