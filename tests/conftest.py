@@ -7,6 +7,7 @@ must not pass silently.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
@@ -14,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
+from mailseen.clock import SYSTEM, Clock, ManualClock
 from mailseen.config import Settings, load_settings
 from mailseen.services.accounts import hash_token
 from mailseen.services.demo import DemoResult, fill_small
@@ -106,11 +108,17 @@ def database_url(_template: str, tmp_path: Path) -> str:
 def make_settings(tmp_path: Path, database_url: str, **extra: Any) -> Settings:
     options: dict[str, Any] = {
         "data_dir": tmp_path / "data", "database_url": database_url, "secret_key": SECRET,
-        "retry_base_seconds": 0.05, "retry_max_seconds": 0.2, "max_attempts": 3,
-        "smtp_timeout": 5.0, "port": 8000,
+        "max_attempts": 3, "smtp_timeout": 5.0, "port": 8000,
     }
     options.update(extra)
     return load_settings(options, environ={})
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Time that moves only when the test moves it: no test sleeps past a backoff. Pass it
+    to ``Instance.open(..., clock=clock)``."""
+    return ManualClock()
 
 
 @pytest.fixture
@@ -138,7 +146,8 @@ def instance(settings: Settings) -> Iterator[Instance]:
 class LiveServer:
     """mailseen's ASGI app under uvicorn in a thread, on a port chosen by the OS."""
 
-    def __init__(self, tmp_path: Path, database_url: str, **extra: Any) -> None:
+    def __init__(self, tmp_path: Path, database_url: str, *, clock: Clock = SYSTEM,
+                 **extra: Any) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -146,7 +155,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         extra.setdefault("public_url", self.url)
         self.settings = make_settings(tmp_path, database_url, port=self.port, **extra)
-        self.instance = Instance.open(self.settings, migrate=False)
+        self.instance = Instance.open(self.settings, migrate=False, clock=clock)
         self.app = MailseenApp(self.instance, run_worker=self.settings.worker)
         self.server = uvicorn.Server(server_config(self.app, "127.0.0.1", self.port))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
@@ -173,6 +182,16 @@ def live_server(tmp_path: Path, database_url: str, instance: Instance) -> Iterat
     server = LiveServer(tmp_path, database_url).start()
     yield server
     server.stop()
+
+
+async def eventually(check: Callable[[], bool], seconds: float = 5) -> None:
+    """Wait for something outside the test's control (a server, a thread, another process)
+    to happen; ``seconds`` only bounds how long a failing test hangs."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
 
 
 def backdate_sent(instance: Instance, message_id: int, seconds: float = 3600) -> None:

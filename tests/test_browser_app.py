@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import time
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -263,10 +262,12 @@ async def test_the_pages_fit_a_phone_and_work_from_the_keyboard(
             break
     assert order[-1] == "editor", order
     await page.keyboard.type("Typed without a mouse")
-    started = time.monotonic()
-    while (await page.evaluate("document.activeElement.value")) != "send":
+    for _ in range(12):  # a few presses, not a search of the whole page
+        if (await page.evaluate("document.activeElement.value")) == "send":
+            break
         await page.keyboard.press("Tab")
-        assert time.monotonic() - started < 10
+    else:
+        raise AssertionError("Tab never reached Send")
     await page.keyboard.press("Enter")
     await page.wait_for_url("**/conversations/*")
     [reply] = [m for m in live.instance.store.list_messages() if m.subject == "By keyboard"]

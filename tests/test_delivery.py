@@ -1,5 +1,6 @@
 """Delivery: the queue in the database, the SMTP relay transport against a real aiosmtpd
-server (STARTTLS, implicit TLS, AUTH), the local outbox, retries and failures."""
+server (STARTTLS, implicit TLS, AUTH), the local outbox, retries and failures. Time is a
+manual clock the tests move: backoffs and leases are the production ones."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from mailseen.clock import SYSTEM, Clock, ManualClock
 from mailseen.core.compose import Draft
 from mailseen.errors import InvalidInput
 from mailseen.records import MailboxIn
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.storage.store import now
 
-from .conftest import make_settings
+from .conftest import eventually, make_settings
 from .smtp_server import SmtpServer
 from .web_client import PASSWORD, WebClient
 
@@ -36,9 +37,11 @@ def smtp(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SmtpServer]
     server.stop()
 
 
-def _open(tmp_path: Path, database_url: str, smtp: SmtpServer | None = None) -> Instance:
+def _open(tmp_path: Path, database_url: str, smtp: SmtpServer | None = None,
+          clock: Clock = SYSTEM) -> Instance:
     extra = {"ca_file": smtp.ca_file} if smtp else {}
-    return Instance.open(make_settings(tmp_path, database_url, **extra), migrate=False)
+    return Instance.open(make_settings(tmp_path, database_url, **extra), migrate=False,
+                         clock=clock)
 
 
 def _smtp_box(inst: Instance, smtp: SmtpServer, tls: str = "starttls",
@@ -134,8 +137,8 @@ def test_a_value_hiding_a_bcc_never_adds_an_envelope_recipient(
 
 
 async def test_temporary_failure_retries_with_backoff_then_delivers(
-        tmp_path: Path, database_url: str, smtp: SmtpServer) -> None:
-    inst = _open(tmp_path, database_url, smtp)
+        tmp_path: Path, database_url: str, smtp: SmtpServer, clock: ManualClock) -> None:
+    inst = _open(tmp_path, database_url, smtp, clock)
     box = inst.store.get_mailbox(_smtp_box(inst, smtp))
     msg = inst.sender.send_draft(box, _draft())
     smtp.handler.reply = "451 4.3.0 mailbox busy, try later"
@@ -144,10 +147,12 @@ async def test_temporary_failure_retries_with_backoff_then_delivers(
     queued = inst.store.get_message(msg.id)
     assert queued.status == "queued" and queued.attempts == 1
     assert "451" in (queued.last_error or "")
-    assert queued.next_attempt_at is not None and queued.next_attempt_at > now()
+    assert queued.next_attempt_at == clock.now() + timedelta(seconds=worker.backoff(1))
     assert await worker.drain() == 0  # not due yet: backoff is respected
+    clock.advance(worker.backoff(1) - 1)
+    assert await worker.drain() == 0  # a second before it is due
     smtp.handler.reply = None
-    await asyncio.sleep(worker.backoff(1) + 0.05)
+    clock.advance(1)
     assert await worker.drain() == 1
     sent = inst.store.get_message(msg.id)
     assert sent.status == "sent" and sent.attempts == 2
@@ -158,7 +163,7 @@ async def test_temporary_failure_retries_with_backoff_then_delivers(
 def test_backoff_doubles_up_to_the_cap(tmp_path: Path, database_url: str) -> None:
     inst = _open(tmp_path, database_url)
     w = inst.worker()
-    assert [w.backoff(n) for n in (1, 2, 3, 10)] == [0.05, 0.1, 0.2, 0.2]
+    assert [w.backoff(n) for n in (1, 2, 3, 10)] == [30, 60, 120, 3600]
     inst.close()
 
 
@@ -187,20 +192,20 @@ async def test_wrong_password_is_a_permanent_failure(tmp_path: Path, database_ur
     inst.close()
 
 
-async def test_unreachable_relay_retries_then_gives_up(tmp_path: Path,
-                                                       database_url: str) -> None:
+async def test_unreachable_relay_retries_then_gives_up(tmp_path: Path, database_url: str,
+                                                       clock: ManualClock) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    inst = _open(tmp_path, database_url)
+    inst = _open(tmp_path, database_url, clock=clock)
     box = inst.store.add_mailbox(MailboxIn("ops@example.com", transport="smtp",
                                            smtp_host="127.0.0.1", smtp_port=port,
                                            smtp_tls="none"))
     msg = inst.sender.send_draft(box, _draft())
     worker = inst.worker()
     for _ in range(inst.settings.max_attempts):
-        await worker.drain()
-        await asyncio.sleep(worker.retry_max + 0.05)
+        assert await worker.drain() == 1
+        clock.advance(worker.retry_max)
     failed = inst.store.get_message(msg.id)
     assert failed.status == "failed"
     assert failed.attempts == inst.settings.max_attempts
@@ -221,16 +226,19 @@ async def test_outbox_writes_eml_files_named_after_the_message(
 
 
 async def test_a_claim_whose_worker_died_is_delivered_after_its_lease(
-        tmp_path: Path, database_url: str) -> None:
-    inst = _open(tmp_path, database_url)
+        tmp_path: Path, database_url: str, clock: ManualClock) -> None:
+    inst = _open(tmp_path, database_url, clock=clock)
     box = inst.store.add_mailbox(MailboxIn("support@example.com"))
     msg = inst.sender.send_draft(box, _draft())
     # A worker claims it and dies before finishing: the row stays "sending".
-    claim = inst.store.claim_next(timedelta(seconds=0.2))
+    worker = inst.worker()
+    claim = inst.store.claim_next(worker.lease)
     assert claim is not None and claim.message.id == msg.id
-    assert inst.store.claim_next(timedelta(minutes=5)) is None  # leased: nobody else takes it
-    await asyncio.sleep(0.3)
-    assert await inst.worker().drain() == 1
+    assert inst.store.claim_next(worker.lease) is None  # leased: nobody else takes it
+    clock.advance(worker.lease.total_seconds() - 1)
+    assert await worker.drain() == 0  # a second before the lease runs out
+    clock.advance(2)
+    assert await worker.drain() == 1
     done = inst.store.get_message(msg.id)
     assert done.status == "sent" and done.attempts == 2
     inst.close()
@@ -298,19 +306,43 @@ def test_a_claim_gives_up_on_a_message_another_session_keeps_locked(
     inst.close()
 
 
-async def test_worker_stops_on_request_after_finishing(tmp_path: Path,
-                                                       database_url: str) -> None:
-    inst = _open(tmp_path, database_url)
+async def test_worker_stops_on_request_after_finishing(tmp_path: Path, database_url: str,
+                                                       clock: ManualClock) -> None:
+    inst = _open(tmp_path, database_url, clock=clock)
     box = inst.store.add_mailbox(MailboxIn("support@example.com"))
     msg = inst.sender.send_draft(box, _draft())
     stop = asyncio.Event()
     worker = inst.worker()
     task = asyncio.create_task(worker.run(stop))
-    for _ in range(100):
-        if inst.store.get_message(msg.id).status == "sent":
-            break
-        await asyncio.sleep(0.05)
+    await clock.until_sleeping()  # idle: the queue is empty
+    assert inst.store.get_message(msg.id).status == "sent"
+    stop.set()  # ends the idle wait at once: the clock does not move
+    await asyncio.wait_for(task, 5)
+    inst.close()
+
+
+async def test_a_running_worker_looks_again_after_its_idle_poll_and_on_wake(
+        tmp_path: Path, database_url: str, smtp: SmtpServer, clock: ManualClock) -> None:
+    inst = _open(tmp_path, database_url, smtp, clock)
+    box = inst.store.get_mailbox(_smtp_box(inst, smtp))
+    smtp.handler.reply = "451 4.3.0 mailbox busy, try later"
+    first = inst.sender.send_draft(box, _draft(subject="first"))
+    stop = asyncio.Event()
+    worker = inst.worker()
+    task = asyncio.create_task(worker.run(stop))
+    await clock.until_sleeping()
+    assert clock.sleeping == [worker.idle_poll]
+    assert inst.store.get_message(first.id).status == "queued"  # to retry in 30 s
+    smtp.handler.reply = None
+    for _ in range(int(worker.backoff(1) / worker.idle_poll)):  # a look every idle_poll
+        clock.advance(worker.idle_poll)
+        await clock.until_sleeping()
+    assert inst.store.get_message(first.id).status == "sent"
+
+    second = inst.sender.send_draft(box, _draft(subject="second"))
+    worker.wake()  # what the web app does when a message is queued
+    await eventually(lambda: inst.store.get_message(second.id).status == "sent")
+    assert clock.monotonic() == worker.backoff(1)  # sent without the clock moving
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert inst.store.get_message(msg.id).status == "sent"
     inst.close()

@@ -1,5 +1,7 @@
 """The IMAP poller against a real Dovecot: new mail by UID, once, across restarts and
-UIDVALIDITY changes; IDLE; implicit TLS, STARTTLS and plain; clear statuses and backoff."""
+UIDVALIDITY changes; IDLE; implicit TLS, STARTTLS and plain; clear statuses and backoff.
+The poller runs on a manual clock: its poll interval, IDLE period and backoff pass only when
+a test moves time, so "not before a minute" means the clock did not move."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
@@ -17,13 +19,14 @@ from typing import Any
 
 import pytest
 
+from mailseen.clock import ManualClock
 from mailseen.core.compose import Draft
 from mailseen.receivers.imap import ImapError, ImapPoller, encode_folder
 from mailseen.records import ImapState, MailboxIn, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
 
-from .conftest import make_settings
+from .conftest import eventually, make_settings
 from .dovecot import Dovecot, ImapUser, connections_to, free_port
 
 USER = "sales@example.test"  # the mailbox's address; the IMAP login is a fresh test user
@@ -75,8 +78,7 @@ def account(inst: Instance, box_id: int) -> ImapState:
 
 
 def poller(inst: Instance, user: ImapUser | None = None, **kw: Any) -> ImapPoller:
-    options: dict[str, Any] = {"retry_base": 0.1, "retry_max": 0.4, "timeout": 5,
-                               "ca_file": user.server.ca_file if user else None}
+    options: dict[str, Any] = {"timeout": 5, "ca_file": user.server.ca_file if user else None}
     options.update(kw)
     return ImapPoller(inst.mailboxes, Ingestor(inst.store, inst.sender), **options)
 
@@ -86,17 +88,11 @@ def inbound(inst: Instance, box_id: int) -> list[MessageRecord]:
             if m.direction == "in"]
 
 
-async def eventually(check: Callable[[], bool], seconds: float = 5) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
-def inst(instance: Instance) -> Instance:
-    return instance
+def inst(tmp_path: Path, database_url: str, clock: ManualClock) -> Iterator[Instance]:
+    inst = Instance.open(make_settings(tmp_path, database_url), migrate=False, clock=clock)
+    yield inst
+    inst.close()
 
 
 # -- reading new mail ------------------------------------------------------------------------
@@ -153,8 +149,13 @@ async def test_a_recreated_folder_is_read_again_without_duplicates(
     before = account(inst, box).uidvalidity
 
     user.delete("Leads")
-    time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock
     user.create("Leads")
+    deadline = time.monotonic() + 10
+    while user.uidvalidity("Leads") == before:  # Dovecot's comes from the time of day
+        assert time.monotonic() < deadline, "Dovecot kept the UIDVALIDITY"
+        time.sleep(0.05)
+        user.delete("Leads")
+        user.create("Leads")
     for raw in (a, b, mail("c")):
         user.append(raw, "Leads")
     assert user.uidvalidity("Leads") != before
@@ -278,85 +279,125 @@ async def test_implicit_tls_against_a_plain_port_fails_clearly(inst: Instance,
 
 # -- the long-running poller ---------------------------------------------------------------
 
-async def _stop(task: asyncio.Task[None], stop: asyncio.Event, within: float = 2) -> None:
+async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Stop the poller: it ends without its clock moving (no wait for a poll interval or a
+    backoff to pass), after logging out of the server."""
     stop.set()
-    started = time.monotonic()
     await asyncio.wait_for(task, 10)
-    assert time.monotonic() - started < within
 
 
-async def test_idle_picks_up_new_mail_within_seconds(inst: Instance,
-                                                     user: ImapUser) -> None:
+async def _dropped(port: int) -> None:
+    """Check that no connection to ``port`` is left: the poller closed its socket itself,
+    not waiting on the server (event-loop turns only, no time)."""
+    for _ in range(10):
+        if connections_to(port) == 0:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{connections_to(port)} connection(s) to {port} left open")
+
+
+async def test_idle_picks_up_new_mail_within_seconds(inst: Instance, user: ImapUser,
+                                                     clock: ManualClock) -> None:
     box = add_box(inst, user, tls="none")
     user.append(mail("before"))
     stop = asyncio.Event()
     task = asyncio.create_task(poller(inst, user, idle_seconds=60, poll_seconds=60)
                                .run(stop))
-    await eventually(lambda: len(inbound(inst, box)) == 1
-                     and inst.store.get_mailbox(box).imap_status == "ok")
-    await asyncio.sleep(0.3)  # in IDLE by now
+    await clock.until_sleeping(2)  # the accounts' re-read, and the IDLE the server took
+    assert clock.sleeping == [60, 60]
+    assert len(inbound(inst, box)) == 1
     await asyncio.to_thread(user.append, mail("while idling"))
-    await eventually(lambda: len(inbound(inst, box)) == 2, 3)  # poll_seconds is 60: IDLE
+    await eventually(lambda: len(inbound(inst, box)) == 2)  # the clock stands still: IDLE
     await _stop(task, stop)
     assert user.server.plain_logins(user.name) == 1  # one connection throughout
 
 
+async def test_idle_is_renewed_on_the_same_connection_when_its_period_ends(
+        inst: Instance, user: ImapUser, clock: ManualClock) -> None:
+    box = add_box(inst, user, tls="none")
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller(inst, user, idle_seconds=60, poll_seconds=600)
+                               .run(stop))
+    await clock.until_sleeping(2)
+    assert clock.sleeping == [60, 600]  # in IDLE for 60 s; the accounts re-read in 600
+    clock.advance(60)
+    await clock.until_sleeping(2)  # DONE, a look at the folder, and IDLE again
+    assert clock.sleeping == [60, 540]
+    assert inst.store.get_mailbox(box).imap_checked_at == clock.now()
+    await asyncio.to_thread(user.append, mail("after renewal"))
+    await eventually(lambda: len(inbound(inst, box)) == 1)
+    await _stop(task, stop)
+    assert user.server.plain_logins(user.name) == 1
+
+
 async def test_a_dropped_connection_is_opened_again_without_an_error(
-        inst: Instance, user: ImapUser) -> None:
+        inst: Instance, user: ImapUser, clock: ManualClock) -> None:
     box = add_box(inst, user, tls="none")
     stop = asyncio.Event()
     p = poller(inst, user, idle_seconds=60, poll_seconds=60, retry_base=60, retry_max=60)
     task = asyncio.create_task(p.run(stop))
-    await eventually(lambda: inst.store.get_mailbox(box).imap_status == "ok")
-    await asyncio.sleep(0.3)  # in IDLE
+    await clock.until_sleeping(2)  # in IDLE
+    assert inst.store.get_mailbox(box).imap_status == "ok"
     await asyncio.to_thread(user.server.kick, user.name)
     await asyncio.to_thread(user.append, mail("after the drop"))
-    await eventually(lambda: len(inbound(inst, box)) == 1, 3)  # not after the 60 s backoff
+    await eventually(lambda: len(inbound(inst, box)) == 1)  # not after the 60 s backoff
+    assert clock.monotonic() == 0
     await _stop(task, stop)
     record = inst.store.get_mailbox(box)
     assert record.imap_status == "ok" and record.imap_error is None
     assert user.server.plain_logins(user.name) == 2
 
 
-async def test_cancelling_run_stops_at_once(inst: Instance, user: ImapUser) -> None:
+async def test_cancelling_run_stops_at_once(inst: Instance, user: ImapUser,
+                                            clock: ManualClock) -> None:
     box = add_box(inst, user)
     task = asyncio.create_task(poller(inst, user).run(asyncio.Event()))
-    await eventually(lambda: inst.store.get_mailbox(box).imap_status == "ok")
+    await clock.until_sleeping(2)  # in IDLE
+    assert inst.store.get_mailbox(box).imap_status == "ok"
+    assert connections_to(user.server.imaps_port) == 1
     task.cancel()
-    started = time.monotonic()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - started < 1
+    # Dropped, not logged out: no round trip to the server, nothing left running.
+    await _dropped(user.server.imaps_port)
 
 
 async def test_cancelling_a_slow_tls_login_leaves_no_connection_open(
-        inst: Instance, lone_user: ImapUser) -> None:
+        inst: Instance, lone_user: ImapUser, clock: ManualClock) -> None:
     port = lone_user.server.imaps_port
     add_box(inst, lone_user, password="wrong")
-    p = poller(inst, lone_user, retry_base=0.05, retry_max=0.05)
+    p = poller(inst, lone_user)
     task = asyncio.create_task(p.run(asyncio.Event()))
-    # After the first failure Dovecot holds the next login back for seconds.
-    await eventually(lambda: inst.store.list_mailboxes()[0].imap_status == "error")
+    await clock.until_sleeping(2)  # the first login failed: backing off
+    assert inst.store.list_mailboxes()[0].imap_status == "error"
+    clock.advance(p.backoff(1))
+    # Dovecot holds this second login back for seconds after a failure.
     await eventually(lambda: connections_to(port) == 1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     # Dropped at once, not left waiting for a TLS goodbye the server is slow to send.
-    await eventually(lambda: connections_to(port) == 0, 1)
+    await _dropped(port)
 
 
-async def test_without_idle_the_poller_polls(inst: Instance) -> None:
+async def test_without_idle_the_poller_polls(inst: Instance, clock: ManualClock) -> None:
     no_idle = Dovecot(PASSWORD, users=1, extra_config=(
         "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+\n")).start()
     try:
         user = no_idle.add_user()
         box = add_box(inst, user, tls="none")
         stop = asyncio.Event()
-        p = poller(inst, user, idle_seconds=60, poll_seconds=0.3)
+        p = poller(inst, user, idle_seconds=60, poll_seconds=30)
         task = asyncio.create_task(p.run(stop))
-        await eventually(lambda: inst.store.get_mailbox(box).imap_status == "ok")
+        await clock.until_sleeping(2)  # logged out, to look again in 30 s
+        assert clock.sleeping == [30, 30]
+        assert inst.store.get_mailbox(box).imap_status == "ok"
         await asyncio.to_thread(user.append, mail("polled"))
-        await eventually(lambda: len(inbound(inst, box)) == 1, 3)
+        clock.advance(29)
+        await asyncio.sleep(0)
+        assert inbound(inst, box) == []  # not looked at before the interval
+        clock.advance(1)
+        await eventually(lambda: len(inbound(inst, box)) == 1)
         await _stop(task, stop)
         assert inst.store.get_mailbox(box).imap_status == "ok"
         assert no_idle.plain_logins(user.name) >= 2  # a new connection each poll
@@ -365,12 +406,12 @@ async def test_without_idle_the_poller_polls(inst: Instance) -> None:
 
 
 async def test_run_picks_up_a_new_account_and_a_changed_password(
-        inst: Instance, lone_user: ImapUser) -> None:
+        inst: Instance, lone_user: ImapUser, clock: ManualClock) -> None:
     user = lone_user
     stop = asyncio.Event()
     p = poller(inst, user, idle_seconds=60, poll_seconds=60, retry_base=60, retry_max=60)
     task = asyncio.create_task(p.run(stop))
-    await asyncio.sleep(0.2)
+    await clock.until_sleeping()  # no accounts yet: waiting to look again
     box = add_box(inst, user, password="wrong")
     p.refresh()
     await eventually(lambda: inst.store.get_mailbox(box).imap_status == "error")
@@ -380,7 +421,8 @@ async def test_run_picks_up_a_new_account_and_a_changed_password(
     inst.store.update_mailbox(box, lambda m: replace(m, imap_password=PASSWORD))
     p.refresh()
     await eventually(lambda: len(inbound(inst, box)) == 1
-                     and inst.store.get_mailbox(box).imap_status == "ok", 3)
+                     and inst.store.get_mailbox(box).imap_status == "ok")
+    assert clock.monotonic() == 0
     await _stop(task, stop)
 
 
@@ -410,19 +452,26 @@ class HangUp:
         self.sock.close()
 
 
-async def test_run_backs_off_on_errors_and_says_why(inst: Instance) -> None:
+async def test_run_backs_off_on_errors_and_says_why(inst: Instance,
+                                                   clock: ManualClock) -> None:
     server = HangUp()
     box = inst.store.add_mailbox(MailboxIn(USER, imap_host="127.0.0.1", imap_port=server.port,
                                            imap_tls="none", imap_password="x")).id
     stop = asyncio.Event()
-    p = poller(inst, retry_base=0.1, retry_max=0.4)
-    assert [p.backoff(n) for n in (1, 2, 3, 4, 10)] == [0.1, 0.2, 0.4, 0.4, 0.4]
+    p = poller(inst, retry_base=5, retry_max=20)
+    assert [p.backoff(n) for n in (1, 2, 3, 4, 10)] == [5, 10, 20, 20, 20]
     task = asyncio.create_task(p.run(stop))
-    await asyncio.sleep(1.6)  # 0.1 + 0.2 + 0.4 + 0.4 + 0.4: about 6 attempts, not hundreds
-    attempts = server.count
-    await _stop(task, stop, within=1)
+    for attempt, backoff in enumerate([5, 10, 20, 20], start=1):
+        await clock.until_sleeping(2)  # the accounts' re-read, and this backoff
+        assert server.count == attempt and clock.sleeping[0] == backoff
+        clock.advance(backoff - 1)
+        await asyncio.sleep(0)
+        assert server.count == attempt  # not a moment before the backoff ends
+        clock.advance(1)
+    await clock.until_sleeping(2)
+    assert server.count == 5  # one attempt per backoff, not hundreds
+    await _stop(task, stop)
     server.close()
-    assert 3 <= attempts <= 8
     record = inst.store.get_mailbox(box)
     assert record.imap_status == "error"
     assert record.imap_error == (f"cannot connect to 127.0.0.1:{server.port}: "
@@ -438,4 +487,4 @@ async def test_run_reports_an_unreachable_server(inst: Instance) -> None:
     await eventually(lambda: inst.store.get_mailbox(box).imap_status == "error")
     assert inst.store.get_mailbox(box).imap_error == (
         f"cannot connect to 127.0.0.1:{port}: Connection refused")
-    await _stop(task, stop, within=1)
+    await _stop(task, stop)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from mailseen.clock import ManualClock
 from mailseen.core.pixel import GIF
 from mailseen.core.tokens import TokenRef
 from mailseen.records import MailboxIn
@@ -78,16 +80,21 @@ def test_machine_fetches_are_kept_apart_and_never_count(
     assert view.verdict == "machine" and reason_part.lower() in view.reason.lower()
 
 
-def test_a_hit_right_after_sending_is_judged_automatic(live_server: LiveServer,
-                                                       instance: Instance) -> None:
-    mid, token = _tracked_message(instance)
-    for _ in range(100):  # the server's worker sends it
-        if instance.store.get_message(mid).sent_at is not None:
-            break
-        time.sleep(0.02)
-    httpx.get(f"{live_server.url}/t/{token}.gif", headers={"User-Agent": OUTLOOK})
-    [view] = instance.store.list_views(mid)
-    assert view.verdict == "machine"
+def test_a_hit_right_after_sending_is_judged_automatic(tmp_path: Path, database_url: str,
+                                                       clock: ManualClock) -> None:
+    """Sent and hit at the same moment on the server's clock, however slow the machine."""
+    live = LiveServer(tmp_path, database_url, clock=clock).start()
+    try:
+        mid, token = _tracked_message(live.instance)
+        for _ in range(100):  # the server's worker sends it
+            if live.instance.store.get_message(mid).sent_at is not None:
+                break
+            time.sleep(0.02)
+        httpx.get(f"{live.url}/t/{token}.gif", headers={"User-Agent": OUTLOOK})
+        [view] = live.instance.store.list_views(mid)
+        assert view.verdict == "machine" and view.at == clock.now()
+    finally:
+        live.stop()
 
 
 @pytest.mark.parametrize("path", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -12,10 +13,14 @@ from pathlib import Path
 
 import httpx
 
+from mailseen.clock import ManualClock
 from mailseen.core.pixel import GIF
 from mailseen.core.tokens import TokenRef
 from mailseen.records import MailboxIn
 from mailseen.services.instance import Instance
+from mailseen.services.recorder import ViewRecorder
+from mailseen.web.pixel.endpoint import PixelApp
+from mailseen.web.pixel.node import IDLE_TIMEOUT, serve_pixels
 
 from .conftest import SECRET, backdate_sent
 
@@ -100,69 +105,96 @@ def test_pixel_node_answers_records_and_stops_cleanly(tmp_path: Path, database_u
     assert b"pending views written" in err
 
 
-def _closed_by_server(sock: socket.socket, within: float) -> bool:
-    """Whether the server closes ``sock`` within ``within`` seconds (reading what it sends)."""
-    sock.settimeout(within)
-    try:
-        while sock.recv(65536):
-            pass
-    except TimeoutError:
-        return False
-    return True
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+HIT = b"GET /t/" + b"A" * 31 + b".gif HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def test_idle_and_dawdling_connections_are_closed_busy_ones_kept(
-        tmp_path: Path, database_url: str, instance: Instance) -> None:
-    port, proc = _start_node(tmp_path, database_url, "--idle-timeout", "1")
-    hit = b"GET /t/" + b"A" * 31 + b".gif HTTP/1.1\r\nHost: x\r\n\r\n"
+async def _ask(conn: Stream) -> bytes:
+    """Send one request on ``conn``; the head of the answer (its body read too)."""
+    reader, writer = conn
+    writer.write(HIT)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    await reader.readexactly(length)
+    return head
+
+
+async def _closed(conn: Stream) -> bool:
+    """Whether the node has closed ``conn`` (waiting only for the close to arrive)."""
     try:
-        with socket.create_connection(("127.0.0.1", port)) as silent:  # never sends a byte
-            assert _closed_by_server(silent, 5)
-        with socket.create_connection(("127.0.0.1", port)) as used:  # one request, then idle
-            used.sendall(hit)
-            assert used.recv(65536).startswith(b"HTTP/1.1 200 OK")
-            # Not before the timeout (a balancer reusing it just under 1 s must find it open;
-            # a slow machine only delays the server's sweeps, never hastens them) ...
-            assert not _closed_by_server(used, 0.6)
-            used.sendall(hit)  # ... so this request is answered ...
-            assert used.recv(65536).startswith(b"HTTP/1.1 200 OK")
-            assert _closed_by_server(used, 5)  # ... and then, idle again, it is closed
-        with socket.create_connection(("127.0.0.1", port)) as slow:  # a head, byte by byte
-            slow.settimeout(0.1)
-            started, closed = time.monotonic(), False
-            for byte in hit[:-1]:
-                try:
-                    slow.sendall(bytes([byte]))
-                    if slow.recv(65536) == b"":
-                        closed = True
-                        break
-                except TimeoutError:
-                    pass
-                except OSError:  # reset once the server has closed it
-                    closed = True
-                    break
-            assert closed and time.monotonic() - started < 4
-        with socket.create_connection(("127.0.0.1", port)) as greedy:  # sends, never reads
-            # Once its answers fill the buffers the node stops reading it; closing cannot
-            # flush to a client that reads nothing, so the node aborts it (a reset).
+        return await asyncio.wait_for(conn[0].read(), 10) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_idle_and_dawdling_connections_are_closed_busy_ones_kept(
+        instance: Instance, clock: ManualClock) -> None:
+    """The node ticks every half timeout on its clock and closes a connection that has had
+    no complete request for three ticks: idle between one and one and a half timeouts."""
+    port = _free_port()
+    stop = asyncio.Event()
+    recorder = ViewRecorder(instance.store)
+    await recorder.start()
+    app = PixelApp(instance.signer, recorder, instance.settings.trusted_proxies)
+    node = asyncio.create_task(serve_pixels(app, "127.0.0.1", port, stop, clock=clock))
+    await clock.until_sleeping()  # listening; the sweeper waits for its first tick
+
+    async def tick(count: int = 1) -> None:
+        for _ in range(count):
+            clock.advance(IDLE_TIMEOUT / 2)
+            await clock.until_sleeping()  # swept, and waiting for the next tick
+
+    opened: list[Stream] = []
+
+    async def connect() -> Stream:
+        opened.append(await asyncio.open_connection("127.0.0.1", port))
+        return opened[-1]
+
+    try:
+        silent = await connect()  # never sends a byte
+        used = await connect()  # one request, then idle
+        assert (await _ask(used)).startswith(b"HTTP/1.1 200 OK")
+        await tick(2)
+        # Not before the timeout: a balancer reusing it just under it must find it open ...
+        assert (await _ask(used)).startswith(b"HTTP/1.1 200 OK")
+        await tick()
+        assert await _closed(silent)
+        await tick(2)
+        assert await _closed(used)  # ... and then, idle again, it is closed
+
+        slow = await connect()  # a head, a byte each tick: it never completes a request
+        for byte in HIT[:3]:
+            slow[1].write(bytes([byte]))
+            await slow[1].drain()
+            await tick()
+        assert await _closed(slow)
+
+        busy = await connect()  # a request every tick, for three timeouts
+        for _ in range(6):
+            assert (await _ask(busy)).startswith(b"HTTP/1.1 200 OK")
+            await tick()
+        assert (await _ask(busy)).startswith(b"HTTP/1.1 200 OK")
+
+        # Sends, never reads: once its answers fill the buffers the node stops reading it;
+        # closing cannot flush to a client that reads nothing, so the node aborts it.
+        with socket.create_connection(("127.0.0.1", port)) as greedy:
             greedy.setblocking(False)
             head = b"HEAD /t/" + b"B" * 31 + b".gif HTTP/1.1\r\nHost: x\r\n\r\n"
-            deadline, reset = time.monotonic() + 15, False
-            while not reset and time.monotonic() < deadline:
+            for _ in range(1000):
                 try:
                     greedy.send(head * 1000)
-                except BlockingIOError:
-                    time.sleep(0.05)
+                    await asyncio.sleep(0)  # the node reads while it can
+                except BlockingIOError:  # full: time passes while it stays so
+                    await tick()
                 except OSError:  # ECONNRESET or EPIPE
-                    reset = True
-            assert reset
-        with socket.create_connection(("127.0.0.1", port)) as busy:  # a request every 0.1 s
-            busy.settimeout(5)
-            for _ in range(30):  # 3 s: three timeouts
-                busy.sendall(hit)
-                assert busy.recv(65536).startswith(b"HTTP/1.1 200 OK")
-                time.sleep(0.1)
+                    break
+            else:
+                raise AssertionError("the greedy client was never cut off")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err.decode()
+        for _, writer in opened:
+            writer.close()
+        stop.set()
+        await asyncio.wait_for(node, 10)
+        await recorder.stop()

@@ -9,7 +9,9 @@ BODY.PEEK[], so reading them never marks them read for the people using the mail
 
 :meth:`ImapPoller.run` keeps one connection per account, IDLEs where the server offers it
 (else reconnects every ``poll_seconds``), backs off exponentially on errors and writes a
-one-line status the user can act on ("login failed: wrong username or password").
+one-line status the user can act on ("login failed: wrong username or password"). The IDLE
+period, the poll interval and the backoff run on the store's clock; the timeouts that bound
+each network call run on the event loop's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, TypeVar
 
 import aioimaplib  # type: ignore[import-untyped]
 
+from ..clock import Clock, wait
 from ..errors import InvalidInput, MailseenError, NotFound
 from ..records import ImapState, MailboxRecord
 from ..services.inbound import Ingestor
@@ -105,12 +108,14 @@ class _Session:
     """One IMAP connection (aioimaplib underneath) with a selected folder. Every call is
     bounded by ``timeout`` and fails at once when the server hangs up."""
 
-    def __init__(self, account: ImapState, timeout: float, tls: ssl.SSLContext) -> None:
+    def __init__(self, account: ImapState, timeout: float, tls: ssl.SSLContext,
+                 clock: Clock) -> None:
         self.account = account
         self.port = account.port or DEFAULT_PORTS[account.tls]
         self.where = f"{account.host}:{self.port}"
         self.timeout = timeout
         self.tls = tls
+        self.clock = clock
         self.lost = asyncio.Event()
         self.imap: Any = None
 
@@ -202,28 +207,32 @@ class _Session:
         return None
 
     async def idle(self, seconds: float, stop: asyncio.Event) -> None:
-        """Wait in IDLE until the server announces new mail, ``seconds`` pass or ``stop``."""
+        """Wait in IDLE until the server announces new mail, ``seconds`` pass on the clock
+        or ``stop``."""
         imap = self.imap
         queue = imap.protocol.idle_queue
         while not queue.empty():  # left over from the last IDLE
             queue.get_nowait()
-        idling = await self._call(imap.idle_start(timeout=seconds), "IDLE")
+        # aioimaplib ends an IDLE after 29 minutes of its own (RFC 2177's limit): a backstop
+        # behind the clock's period, which ends it first.
+        idling = await self._call(imap.idle_start(), "IDLE")
+        period = asyncio.ensure_future(self.clock.sleep(seconds))
         stopping = asyncio.ensure_future(stop.wait())
         lost = asyncio.ensure_future(self.lost.wait())
         push: asyncio.Future[Any] | None = None
         try:
             while True:
-                push = asyncio.ensure_future(imap.wait_server_push(seconds + self.timeout))
-                done, _ = await asyncio.wait({push, stopping, lost},
+                push = asyncio.ensure_future(imap.wait_server_push())
+                done, _ = await asyncio.wait({push, period, stopping, lost},
                                              return_when=asyncio.FIRST_COMPLETED)
-                if push not in done or push.exception() is not None:  # stop, lost, timeout
+                if push not in done or push.exception() is not None:  # time, stop, lost
                     break
                 lines = push.result()
                 if lines == aioimaplib.STOP_WAIT_SERVER_PUSH or any(
                         isinstance(line, bytes) and line.endswith(b"EXISTS") for line in lines):
                     break
         finally:
-            for fut in (push, stopping, lost):
+            for fut in (push, period, stopping, lost):
                 if fut is not None:
                     fut.cancel()
         if self.lost.is_set():
@@ -275,15 +284,11 @@ class _Session:
         raise ImapError(f"no answer to {what} within {timeout or self.timeout:g}s")
 
 
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    with suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
 class ImapPoller:
     def __init__(self, mailboxes: Mailboxes, ingestor: Ingestor, *, idle_seconds: float = 300,
                  poll_seconds: float = 60, retry_base: float = 5, retry_max: float = 600,
-                 timeout: float = 30, ca_file: str | None = None) -> None:
+                 timeout: float = 30, ca_file: str | None = None,
+                 clock: Clock | None = None) -> None:
         self.mailboxes = mailboxes
         self.ingestor = ingestor
         self.idle_seconds = idle_seconds
@@ -291,6 +296,7 @@ class ImapPoller:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.timeout = timeout
+        self.clock = clock or mailboxes.clock
         self.tls = ssl.create_default_context()
         if ca_file:
             try:
@@ -334,11 +340,7 @@ class ImapPoller:
                 else:
                     retired = [t for t in retired if not t.done()]
                     retired += self._reconcile(watchers, accounts, stop)
-                refresh = asyncio.ensure_future(self._refresh.wait())
-                await asyncio.wait({refresh, asyncio.ensure_future(stop.wait())},
-                                   timeout=self.poll_seconds,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                refresh.cancel()
+                await wait(self.clock, self.poll_seconds, self._refresh, stop)
         finally:
             running = [task for _, task in watchers.values()]
             if running and stop.is_set():  # they see stop and log out; cancel the slow ones
@@ -379,7 +381,7 @@ class ImapPoller:
                             break
                         await session.idle(self.idle_seconds, stop)
                 if not stop.is_set():
-                    await _pause(stop, self.poll_seconds)
+                    await wait(self.clock, self.poll_seconds, stop)
             except NotFound:  # the mailbox was deleted
                 return
             except Exception as exc:  # a watcher must outlive any failure
@@ -392,7 +394,7 @@ class ImapPoller:
                 delay = self.backoff(failures)
                 log.warning("mailbox %d: %s; retrying in %gs", mailbox_id, exc, delay)
                 await self._report(mailbox_id, str(exc))
-                await _pause(stop, delay)
+                await wait(self.clock, delay, stop)
 
     async def _account(self, mailbox_id: int) -> ImapState | None:
         accounts = await asyncio.to_thread(self.mailboxes.imap_accounts)
@@ -402,7 +404,7 @@ class ImapPoller:
     async def _session(self, account: ImapState) -> AsyncIterator[_Session]:
         if not account.host:
             raise ImapError("no IMAP host set")
-        session = _Session(account, self.timeout, self.tls)
+        session = _Session(account, self.timeout, self.tls, self.clock)
         try:
             await session.open()
             yield session

@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..clock import Clock
 from ..core.clientip import client_key
 from ..core.compose import parse_address
 from ..errors import InvalidInput, MailseenError, NotFound
 from ..records import Role, SessionRecord, UserRecord
 from ..storage import Store
-from ..storage.store import now
 from .mailboxes import require_admin
 
 __all__ = ["Accounts", "SignInRefused", "hash_token"]
@@ -85,8 +85,9 @@ def hash_token(token: str) -> str:
 
 
 class Accounts:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
         self.store = store
+        self.clock = clock or store.clock  # sessions expire by the store's time
         # argon2id with the library's defaults (RFC 9106 "second recommended" profile).
         self.hasher = PasswordHasher()
         # Verifying against this when the email is unknown keeps timing alike.
@@ -127,14 +128,14 @@ class Accounts:
         pair, by_address, by_account = (f"pair:{address} {account}", f"ip:{address}",
                                         f"user:{account}")
         keys = [pair, by_address, by_account]
-        since = now() - WINDOW
+        since = self.clock.now() - WINDOW
         pair_count = self.store.count_login_failures(pair, since)
         judged = [(pair_count, FREE, LOCK),
                   (self.store.count_login_failures(by_address, since), ADDRESS_FREE,
                    ADDRESS_LOCK)]
         if pair_count[0]:
             judged.append((self.store.count_login_failures(by_account, since), FREE, LOCK))
-        refusal = _refusal(judged, now())
+        refusal = _refusal(judged, self.clock.now())
         if refusal is not None:
             if not refusal.locked:
                 # Hammering during the wait counts too, so it ends in the lock-out.
@@ -155,7 +156,7 @@ class Accounts:
     def start_session(self, user: UserRecord) -> NewSession:
         value = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
-        expires = now() + timedelta(days=SESSION_DAYS)
+        expires = self.clock.now() + timedelta(days=SESSION_DAYS)
         self.store.add_session(_hash_id(value), user.id, csrf, expires)
         return NewSession(value, csrf, expires)
 

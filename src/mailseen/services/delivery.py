@@ -9,10 +9,10 @@ import logging
 import re
 from datetime import timedelta
 
+from ..clock import Clock, wait
 from ..errors import DeliveryError, MailseenError
 from ..records import Claim, Envelope, Relay
 from ..storage import Store
-from ..storage.store import now
 from ..transports import Transport
 
 __all__ = ["DeliveryWorker"]
@@ -24,7 +24,8 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 class DeliveryWorker:
     def __init__(self, store: Store, transports: dict[str, Transport], *,
                  retry_base: float = 30.0, retry_max: float = 3600.0, max_attempts: int = 12,
-                 lease: timedelta = timedelta(minutes=5), idle_poll: float = 1.0) -> None:
+                 lease: timedelta = timedelta(minutes=5), idle_poll: float = 1.0,
+                 clock: Clock | None = None) -> None:
         self.store = store
         self.transports = transports
         self.retry_base = retry_base
@@ -32,6 +33,8 @@ class DeliveryWorker:
         self.max_attempts = max_attempts
         self.lease = lease
         self.idle_poll = idle_poll
+        # The store's by default: a retry is due by the time the store compares against.
+        self.clock = clock or store.clock
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -52,10 +55,7 @@ class DeliveryWorker:
             if busy:
                 continue
             self._wake.clear()
-            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            await asyncio.wait(waits, timeout=self.idle_poll, return_when=asyncio.FIRST_COMPLETED)
-            for task in waits:
-                task.cancel()
+            await wait(self.clock, self.idle_poll, stop, self._wake)
 
     async def run_once(self) -> bool:
         """Deliver one due message; return False when none was due."""
@@ -97,7 +97,7 @@ class DeliveryWorker:
                 delay = self.backoff(msg.attempts)
                 log.info("message %d: %s; retrying in %.0fs", msg.id, reason, delay)
                 await asyncio.to_thread(self.store.mark_retry, msg.id, reason,
-                                        now() + timedelta(seconds=delay))
+                                        self.clock.now() + timedelta(seconds=delay))
             return
         log.info("message %d sent: %s", msg.id, note)
         await asyncio.to_thread(self.store.mark_sent, msg.id, None)

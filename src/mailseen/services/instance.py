@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..clock import SYSTEM, Clock
 from ..config import Settings
 from ..core.tokens import TokenSigner
 from ..storage import Database, Store
@@ -35,14 +36,17 @@ class Instance:
     accounts: Accounts
     ingestor: Ingestor
     transports: dict[str, Transport] = field(default_factory=dict)
+    clock: Clock = SYSTEM
 
     @classmethod
-    def open(cls, settings: Settings, *, migrate: bool = True) -> Instance:
+    def open(cls, settings: Settings, *, migrate: bool = True,
+             clock: Clock = SYSTEM) -> Instance:
+        """Everything wired to one ``clock``: the system's, or a test's manual one."""
         secret = settings.secret()
         db = Database(settings.database)
         if migrate:
             db.upgrade()
-        store = Store(db, SecretBox(secret))
+        store = Store(db, SecretBox(secret), clock)
         signer = TokenSigner(secret)
         mailboxes = Mailboxes(store)
         sender = Sender(store, mailboxes, signer, settings.base_url)
@@ -51,7 +55,7 @@ class Instance:
             "smtp": SmtpTransport(settings.smtp_timeout, settings.ca_file),
         }
         return cls(settings, db, store, signer, mailboxes, Messages(store, mailboxes), sender,
-                   Accounts(store), Ingestor(store, sender), transports)
+                   Accounts(store), Ingestor(store, sender), transports, clock)
 
     def upgrade(self) -> None:
         """Bring the database schema up to date."""
@@ -69,7 +73,8 @@ class Instance:
     def worker(self) -> DeliveryWorker:
         s = self.settings
         return DeliveryWorker(self.store, self.transports, retry_base=s.retry_base_seconds,
-                              retry_max=s.retry_max_seconds, max_attempts=s.max_attempts)
+                              retry_max=s.retry_max_seconds, max_attempts=s.max_attempts,
+                              clock=self.clock)
 
     def close(self) -> None:
         self.db.dispose()

@@ -56,6 +56,7 @@ def checked(box: MailboxIn) -> MailboxIn:
 class Mailboxes:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.clock = store.clock  # what the IMAP poller's schedule runs on
 
     # -- the global setting and the effective decision ------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -13,6 +12,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session
 
+from ..clock import SYSTEM, Clock
 from ..errors import InvalidInput, StorageFull, StorageUnavailable
 from ..records import ConversationRecord, MailboxRecord, MessageRecord, ViewRecord
 from .db import Database
@@ -29,19 +29,16 @@ def unavailable(db: Database, exc: OperationalError) -> StorageUnavailable:
     return StorageUnavailable(f"database unavailable: {exc.orig}")
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Cipher(Protocol):
     def encrypt(self, plain: str) -> str: ...
     def decrypt(self, token: str) -> str: ...
 
 
 class StoreBase:
-    def __init__(self, db: Database, cipher: Cipher) -> None:
+    def __init__(self, db: Database, cipher: Cipher, clock: Clock = SYSTEM) -> None:
         self.db = db
         self.cipher = cipher
+        self.clock = clock  # every time the store writes or compares against
 
     @contextmanager
     def _conn(self) -> Iterator[Connection]:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, NotFound
 from ..records import SECRET_FIELDS, ImapState, MailboxIn, MailboxRecord
-from .base import StoreBase, mailbox_record, now
+from .base import StoreBase, mailbox_record
 from .models import ApiToken, AppSetting, Mailbox
 
 _ALL_MAILBOXES = select(*cast(Table, Mailbox.__table__).c).order_by(Mailbox.address)
@@ -33,7 +33,7 @@ class MailboxStore(StoreBase):
                 row.value = value
 
     def add_mailbox(self, box: MailboxIn) -> MailboxRecord:
-        row = Mailbox(created_at=now())
+        row = Mailbox(created_at=self.clock.now())
         self._apply_mailbox(row, box)
         try:
             with self._tx() as s:
@@ -116,13 +116,15 @@ class MailboxStore(StoreBase):
         with self._tx() as s:
             row = s.get(Mailbox, mailbox_id)
             if row is not None:
-                row.imap_status, row.imap_error, row.imap_checked_at = status, error, now()
+                row.imap_status, row.imap_error = status, error
+                row.imap_checked_at = self.clock.now()
 
     # -- API tokens -----------------------------------------------------------------------
 
     def add_token(self, name: str, token_hash: str, user_id: int | None = None) -> int:
         with self._tx() as s:
-            row = ApiToken(name=name, token_hash=token_hash, created_at=now(), user_id=user_id)
+            row = ApiToken(name=name, token_hash=token_hash, created_at=self.clock.now(),
+                           user_id=user_id)
             s.add(row)
             s.flush()
             return row.id
@@ -132,7 +134,7 @@ class MailboxStore(StoreBase):
             row = s.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
             if row is None:
                 return False
-            row.last_used_at = now()
+            row.last_used_at = self.clock.now()
             return True
 
     def list_tokens(self) -> list[tuple[int, str, datetime, datetime | None]]:

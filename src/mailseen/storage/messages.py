@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFound
 from ..records import ConversationRecord, Ingested, MessageRecord, NewMessage
-from .base import StoreBase, conversation_record, every_mailbox, message_record, now
+from .base import StoreBase, conversation_record, every_mailbox, message_record
 from .bulk import BulkLoader, bulk_loader, last_ids
 from .models import Conversation, Message, MessageData, ViewEvent
 
@@ -39,8 +39,7 @@ def referenced_ids(in_reply_to: str | None, references: str | None) -> list[str]
     return list(dict.fromkeys([*found, *reversed(refs)]))
 
 
-def _new_row(new: NewMessage) -> Message:
-    t = now()
+def _new_row(new: NewMessage, t: datetime) -> Message:
     return Message(
         mailbox_id=new.mailbox_id, message_id=new.message_id, subject=new.subject,
         from_addr=new.from_addr, to_json=json.dumps(new.to), cc_json=json.dumps(new.cc),
@@ -74,7 +73,7 @@ class MessageStore(StoreBase):
             if conv is not None:
                 return conv
         other = (new.to or [""])[0] if new.direction == "out" else new.from_addr
-        t = now()
+        t = self.clock.now()
         conv = Conversation(mailbox_id=new.mailbox_id, subject=new.subject, other_party=other,
                             created_at=t, last_activity_at=t)
         s.add(conv)
@@ -87,7 +86,7 @@ class MessageStore(StoreBase):
         id (the token needs it) and returns the bytes to deliver and the tracking decision.
         With ``queued=False`` it is recorded as already sent (by other software)."""
         with self._tx() as s:
-            row = _new_row(new)
+            row = _new_row(new, self.clock.now())
             row.status = "queued" if queued else "sent"
             row.next_attempt_at = row.created_at if queued else None
             row.sent_at = None if queued else row.created_at
@@ -116,7 +115,7 @@ class MessageStore(StoreBase):
                     Message.message_id == new.message_id))
                 if existing is not None:
                     return Ingested(message_record(existing), True, [])
-                row = _new_row(new)
+                row = _new_row(new, self.clock.now())
                 row.status, row.sent_at = "received", row.created_at
                 conv = self._thread(s, new, hint_ids)
                 row.conversation_id = conv.id
@@ -151,7 +150,7 @@ class MessageStore(StoreBase):
             Message.mailbox_id == new.mailbox_id, Message.direction == "out", or_(*conditions))))
         if ids:
             s.execute(update(Message).where(Message.id.in_(ids), Message.replied_at.is_(None))
-                      .values(replied_at=now()))
+                      .values(replied_at=self.clock.now()))
         return ids
 
     def get_message(self, message_id: int) -> MessageRecord:

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import CursorResult
 
 from ..records import Claim
-from .base import StoreBase, mailbox_record, message_record, now
+from .base import StoreBase, mailbox_record, message_record
 from .models import Mailbox, Message, MessageData
 
 # When every due message is locked by other workers' claims: how often to look again, and
@@ -34,7 +34,7 @@ class QueueStore(StoreBase):
         tries the next message (every lost race is another worker's win, so this ends), and
         one that finds every due message being claimed waits for those claims, rather than
         tell a worker the queue is empty while it is not."""
-        t = now()
+        t = self.clock.now()
         waited = 0
         due = or_(
             (Message.status == "queued") & (Message.next_attempt_at <= t),
@@ -77,8 +77,8 @@ class QueueStore(StoreBase):
     def mark_sent(self, message_id: int, note: str | None = None) -> None:
         with self._tx() as s:
             s.execute(update(Message).where(Message.id == message_id).values(
-                status="sent", sent_at=now(), lease_until=None, next_attempt_at=None,
-                last_error=note))
+                status="sent", sent_at=self.clock.now(), lease_until=None,
+                next_attempt_at=None, last_error=note))
 
     def mark_retry(self, message_id: int, error: str, at: datetime) -> None:
         with self._tx() as s:

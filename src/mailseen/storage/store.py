@@ -6,7 +6,7 @@ transaction helper; adapters and services see only :class:`Store`.
 
 from __future__ import annotations
 
-from .base import Cipher, now
+from .base import Cipher
 from .mailboxes import MailboxStore
 from .messages import MessageStore, Rendered, referenced_ids
 from .queue import QueueStore
@@ -14,7 +14,7 @@ from .reports import ReportStore
 from .users import UserStore
 from .views import ViewStore
 
-__all__ = ["Cipher", "Rendered", "Store", "now", "referenced_ids"]
+__all__ = ["Cipher", "Rendered", "Store", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound, StorageUnavailable
 from ..records import Role, SessionRecord, UserRecord
-from .base import StoreBase, now
+from .base import StoreBase
 from .models import ApiToken, LoginFailure, Membership, User, WebSession
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class UserStore(StoreBase):
                 if only_if_none and s.scalar(select(func.count()).select_from(User)):
                     raise Conflict("setup is done already: sign in instead")
                 row = User(email=email, name=name, password_hash=password_hash, role=role,
-                           created_at=now())
+                           created_at=self.clock.now())
                 s.add(row)
                 s.flush()
                 return _user(s, row)
@@ -101,14 +101,14 @@ class UserStore(StoreBase):
     def add_session(self, id_hash: str, user_id: int, csrf_token: str,
                     expires_at: datetime) -> None:
         with self._tx() as s:
-            s.execute(delete(WebSession).where(WebSession.expires_at < now()))
+            s.execute(delete(WebSession).where(WebSession.expires_at < self.clock.now()))
             s.add(WebSession(id_hash=id_hash, user_id=user_id, csrf_token=csrf_token,
-                             created_at=now(), expires_at=expires_at))
+                             created_at=self.clock.now(), expires_at=expires_at))
 
     def get_session(self, id_hash: str) -> SessionRecord | None:
         with self._tx() as s:
             row = s.get(WebSession, id_hash)
-            if row is None or row.expires_at < now():
+            if row is None or row.expires_at < self.clock.now():
                 return None
             user = s.get(User, row.user_id)
             if user is None:
@@ -123,7 +123,7 @@ class UserStore(StoreBase):
 
     def add_login_failure(self, keys: Iterable[str]) -> None:
         with self._tx() as s:
-            t = now()
+            t = self.clock.now()
             for key in keys:
                 s.add(LoginFailure(key=key, at=t))
 
@@ -155,7 +155,7 @@ class UserStore(StoreBase):
             if row.user_id is not None:
                 user = s.get(User, row.user_id)
                 found = (False, None) if user is None else (True, _user(s, user))
-        at = now()
+        at = self.clock.now()
         if last_used is None or last_used < at - _TOKEN_USE_GRANULARITY:
             try:
                 with self._tx() as s:

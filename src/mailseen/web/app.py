@@ -35,7 +35,7 @@ class MailseenApp:
         self.instance = instance
         self.recorder = instance.view_recorder()
         self.pixel = PixelApp(instance.signer, self.recorder,
-                              instance.settings.trusted_proxies)
+                              instance.settings.trusted_proxies, instance.clock)
         self.api = build_api(instance)
         self.site = build_site(instance)
         self.run_worker = run_worker

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from ...clock import SYSTEM, Clock
 from ...core.clientip import Network, client_ip
 from ...core.pixel import GIF
 from ...core.tokens import TOKEN_LENGTH, TokenSigner
@@ -61,10 +61,11 @@ def _header_text(raw: bytes) -> str:
 
 class PixelApp:
     def __init__(self, signer: TokenSigner, recorder: ViewRecorder,
-                 trusted_proxies: Sequence[Network] = ()) -> None:
+                 trusted_proxies: Sequence[Network] = (), clock: Clock = SYSTEM) -> None:
         self.signer = signer
         self.recorder = recorder
         self.trusted = tuple(trusted_proxies)
+        self.now = clock.now  # a hit's time, judged against the sending time on one clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -112,5 +113,5 @@ class PixelApp:
         ip = peer
         if self.trusted and forwarded:  # else the peer is the client: no need to parse it
             ip = client_ip(ip, forwarded, self.trusted)
-        return ViewIn(message_id=ref.message_id, recipient=ref.recipient, at=datetime.now(UTC),
+        return ViewIn(message_id=ref.message_id, recipient=ref.recipient, at=self.now(),
                       method=method, ip=ip, user_agent=user_agent, headers=kept)

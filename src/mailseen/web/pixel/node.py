@@ -19,6 +19,7 @@ from collections import deque
 import httptools
 import uvloop
 
+from ...clock import SYSTEM, Clock, wait
 from ...core.pixel import GIF
 from ...services.instance import Instance
 from ...services.recorder import Commit
@@ -64,18 +65,19 @@ class Connections:
     call); the sweeper advances the tick every half timeout and closes connections three
     ticks old with nothing in hand: two full ticks have passed, so a connection idles between
     one and one and a half timeouts. One that is still open a tick after being closed (its
-    client reads nothing, so the close cannot flush) is aborted.
+    client reads nothing, so the close cannot flush) is aborted. The ticks come from
+    ``clock``.
     """
 
-    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT, clock: Clock = SYSTEM) -> None:
         self.idle_timeout = idle_timeout
+        self.clock = clock
         self.tick = 0
         self.open: set[PixelProtocol] = set()
 
     async def sweep(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.idle_timeout / 2)
+            await wait(self.clock, self.idle_timeout / 2, stop)
             self.tick += 1
             for conn in [c for c in self.open if self.tick - c.active_tick >= 3]:
                 conn.close_if_idle()
@@ -245,10 +247,10 @@ class PixelProtocol(asyncio.Protocol):
 
 
 async def serve_pixels(app: PixelApp, host: str, port: int, stop: asyncio.Event,
-                       idle_timeout: float = IDLE_TIMEOUT) -> None:
+                       idle_timeout: float = IDLE_TIMEOUT, clock: Clock = SYSTEM) -> None:
     """Serve until ``stop`` is set."""
     loop = asyncio.get_running_loop()
-    connections = Connections(idle_timeout)
+    connections = Connections(idle_timeout, clock)
     server = await loop.create_server(lambda: PixelProtocol(app, connections), host, port,
                                       backlog=2048)
     sweeper = asyncio.create_task(connections.sweep(stop), name="mailseen-idle-connections")
@@ -275,9 +277,10 @@ def run_pixel_node(instance: Instance, host: str, port: int,
             loop.add_signal_handler(sig, stop.set)
         recorder = instance.view_recorder()
         await recorder.start()
-        app = PixelApp(instance.signer, recorder, instance.settings.trusted_proxies)
+        app = PixelApp(instance.signer, recorder, instance.settings.trusted_proxies,
+                       instance.clock)
         try:
-            await serve_pixels(app, host, port, stop, idle_timeout)
+            await serve_pixels(app, host, port, stop, idle_timeout, instance.clock)
         finally:
             await recorder.stop()
             log.info("stopped: pending views written")
