@@ -28,6 +28,7 @@ from .errors import InvalidInput, MailseenError, NotAMessage, NotFound
 from .receivers import ImapPoller, SmtpReceiver
 from .services.accounts import hash_token
 from .services.classification import Judge
+from .services.inbound import Renderer
 from .services.instance import Instance
 from .storage import MailboxIn, MailboxRecord, MessageRecord
 from .storage.records import UserRecord
@@ -82,10 +83,18 @@ def _settings(ctx: click.Context, **extra: Any) -> Settings:
     return load_settings({**obj["options"], **extra}, config_file=obj["config_file"])
 
 
-def _instance(ctx: click.Context) -> Instance:
-    inst = Instance.open(_settings(ctx))
+def _instance(ctx: click.Context, render: Renderer | None = None) -> Instance:
+    inst = Instance.open(_settings(ctx), render=render)
     ctx.call_on_close(inst.close)
     return inst
+
+
+def _receiving(ctx: click.Context) -> Instance:
+    """An instance for a process that receives mail: each message is sanitised for display
+    as it arrives (the web layer's sanitiser, imported here only where it is needed)."""
+    from .web.display import render_display
+
+    return _instance(ctx, render_display)
 
 
 def _logging(settings: Settings) -> None:
@@ -114,11 +123,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     import uvicorn
 
     from .web.app import Background, MailseenApp, server_config
+    from .web.display import render_display
 
     settings = _settings(ctx, host=host, port=port, public_url=public_url,
                          trusted_proxies=trusted_proxies, secret_key=secret_key, worker=worker)
     _logging(settings)
-    inst = Instance.open(settings)
+    inst = Instance.open(settings, render=render_display)
     background: list[Background] = []
     if settings.imap_poll:
         background.append(_imap_poller(inst).run)
@@ -191,7 +201,7 @@ async def _until_signal(*jobs: Callable[[asyncio.Event], Coroutine[Any, Any, Non
 def poll(ctx: click.Context) -> None:
     """Poll the mailboxes' IMAP accounts on their own (then set MAILSEEN_IMAP_POLL=false
     for `serve`)."""
-    inst = _instance(ctx)
+    inst = _receiving(ctx)
     _logging(inst.settings)
     asyncio.run(_until_signal(_imap_poller(inst).run))
 
@@ -202,7 +212,7 @@ def poll(ctx: click.Context) -> None:
 @click.pass_context
 def receive(ctx: click.Context, listen: str | None) -> None:
     """Receive mail by SMTP for the mailboxes (MX or forwarding) on its own."""
-    inst = _instance(ctx)
+    inst = _receiving(ctx)
     _logging(inst.settings)
     address = listen or inst.settings.smtp_receiver or "0.0.0.0:25"
     asyncio.run(_until_signal(_smtp_receiver(inst, address)))

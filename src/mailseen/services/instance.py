@@ -12,7 +12,7 @@ from ..transports.outbox import OutboxTransport
 from ..transports.smtp import SmtpTransport
 from .accounts import Accounts
 from .delivery import DeliveryWorker
-from .inbound import Ingestor
+from .inbound import Ingestor, Renderer
 from .secrets import SecretBox
 from .sending import Sender
 
@@ -31,7 +31,10 @@ class Instance:
     transports: dict[str, Transport] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, settings: Settings, *, migrate: bool = True) -> Instance:
+    def open(cls, settings: Settings, *, migrate: bool = True,
+             render: Renderer | None = None) -> Instance:
+        """``render``: how received mail is made ready to show as it arrives (see
+        services/inbound); without it, when first shown."""
         secret = settings.secret()
         db = Database(settings.database)
         if migrate:
@@ -44,7 +47,7 @@ class Instance:
             "smtp": SmtpTransport(settings.smtp_timeout, settings.ca_file),
         }
         return cls(settings, db, store, signer, sender, Accounts(store),
-                   Ingestor(store, sender), transports)
+                   Ingestor(store, sender, render=render), transports)
 
     def worker(self) -> DeliveryWorker:
         s = self.settings
