@@ -8,8 +8,9 @@ length, what the sanitiser may see:
 - short of :data:`MAX_HTML_CHARS` with at most :data:`UNCHECKED_TAGS` ``<`` in it, the HTML as
   it is: that few tags cannot nest deeply enough to matter (a start tag needs a ``<``);
 - longer than that, nothing: the message is too complex to display safely, download it;
-- otherwise the HTML rewritten by :func:`flatten`, whose output no parser can nest deeper than
-  :data:`MAX_DEPTH` elements (and a few the parser adds itself).
+- otherwise the HTML rewritten by :func:`flatten`, which no parser nests deeper than
+  :data:`MAX_DEPTH` elements plus those it implies (a ``<tbody>`` and ``<tr>`` around a
+  ``<td>``): at most twice as deep.
 """
 
 from __future__ import annotations
