@@ -82,3 +82,21 @@ def test_pages_send_security_headers(web: WebClient) -> None:
     resp = web.get("/login").response
     assert "frame-ancestors 'none'" in resp.headers["content-security-policy"]
     assert resp.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_form_that_cannot_be_read_is_a_400_page_not_a_crash(web: WebClient,
+                                                             instance: Instance) -> None:
+    instance.accounts.create_user("ada@example.com", PASSWORD, role="admin")
+    web.get("/login")
+    bodies = [
+        ("multipart/form-data; boundary=x", b"garbage"),  # no boundary where one must be
+        ('multipart/form-data; boundary="\xff"', b"--x\r\n"),
+    ]
+    for content_type, body in bodies:
+        resp = web.client.post("/login", content=body,
+                               headers={"content-type": content_type.encode("latin-1")})
+        assert resp.status_code == 400
+        assert "could not be read" in resp.text and "Traceback" not in resp.text
+    # A CSRF token with characters compare_digest refuses is just a wrong token.
+    for data in ({"csrf": "\u00e9t\u00e9", "email": "ada@example.com"},):
+        assert web.client.post("/login", data=data).status_code == 403
