@@ -14,6 +14,7 @@ import email.policy
 from dataclasses import dataclass, field
 from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
+from email.policy import Policy
 
 __all__ = ["MAX_NESTING", "MAX_PARTS", "Body", "Display", "MailAttachment", "TooComplex",
            "attachment_data", "parse_message", "read_body", "walk"]
@@ -36,8 +37,8 @@ class TooComplex(ValueError):
 
 
 class _BoundedParser(BytesFeedParser):
-    def __init__(self) -> None:
-        super().__init__(policy=email.policy.default)
+    def __init__(self, policy: Policy) -> None:
+        super().__init__(policy=policy)
         self.parts = 0
 
     # The feed parser calls this for every part it starts, the top one included, with the
@@ -54,14 +55,24 @@ class _BoundedParser(BytesFeedParser):
 def parse_message(raw: bytes) -> EmailMessage:
     """``raw`` parsed as ``email.message_from_bytes`` (default policy) would, within the
     bounds. Raises :class:`TooComplex`."""
-    parser = _BoundedParser()
-    try:
-        parser.feed(raw)
-        msg = parser.close()
-    except RecursionError as exc:  # a bound the counts above missed: still refuse, never crash
-        raise TooComplex("MIME structure too deep to read") from exc
+    if raw.count(b"\n--") > MAX_PARTS:
+        # Enough delimiter-like lines for too many parts. The default policy parses each
+        # Content-Type five times over, about a millisecond a part: find out with the plain
+        # one first, ten times faster. (Where the two differ, the default policy decodes
+        # encoded words, the parse below still has the bounds.)
+        _parse(raw, email.policy.compat32)
+    msg = _parse(raw, email.policy.default)
     assert isinstance(msg, EmailMessage)
     return msg
+
+
+def _parse(raw: bytes, policy: Policy) -> Message:
+    parser = _BoundedParser(policy)
+    try:
+        parser.feed(raw)
+        return parser.close()
+    except RecursionError as exc:  # a bound the counts above missed: still refuse, never crash
+        raise TooComplex("MIME structure too deep to read") from exc
 
 
 def walk(msg: Message) -> list[Message]:
