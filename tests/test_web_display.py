@@ -175,3 +175,18 @@ def test_an_attachment_named_in_cyrillic_downloads_under_its_name(
     assert fallback == 'filename="pdf"'  # an ASCII stand-in for old clients
     assert encoded.startswith("filename*=UTF-8''")
     assert unquote(encoded.removeprefix("filename*=UTF-8''")) == "файл.pdf"
+
+
+def test_a_body_with_nul_characters_is_stored_and_shown(web: WebClient,
+                                                        instance: Instance) -> None:
+    box = _mailbox(instance)
+    raw = (b"From: customer@example.org\r\nTo: support@example.com\r\nSubject: nul\r\n"
+           b"Message-ID: <nul@example.org>\r\nContent-Type: text/plain\r\n\r\n"
+           b"before\x00after\r\n")
+    received = _receive(instance, box, raw, Ingestor(instance.store, instance.sender,
+                                                     render=render_display))
+    shown = instance.store.get_display(received.id)  # PostgreSQL text holds no NUL
+    assert shown is not None and shown.text == "before\ufffdafter\r\n"
+    web.sign_in(_admin(instance))
+    assert "before\ufffdafter" in web.get(f"/conversations/{received.conversation_id}").text(
+        "pre.plain")
