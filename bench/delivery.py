@@ -78,8 +78,8 @@ from aiosmtpd.smtp import Envelope, Session  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from mailseen.config import load_settings  # noqa: E402
-from mailseen.services.instance import Instance  # noqa: E402
 from mailseen.records import MailboxIn  # noqa: E402
+from mailseen.services.instance import Instance  # noqa: E402
 
 sys.path.insert(0, str(REPO))  # the tests' SMTP server is the sink
 try:

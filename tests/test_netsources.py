@@ -15,8 +15,8 @@ import pytest
 from mailseen.core.netdata import load_data
 from mailseen.core.netsources import FORMATS, Source, load_manifest, parse_source, update_source
 from mailseen.errors import InvalidInput
-from mailseen.services.instance import Instance
 from mailseen.records import MailboxIn, ViewIn
+from mailseen.services.instance import Instance
 
 from .cli_runner import Cli, error, ok
 

@@ -22,8 +22,10 @@ from mailseen.receivers.smtpd import MAX_RECIPIENTS, SmtpReceiver, receive, rout
 from mailseen.records import Ingested, MailboxIn, MailboxRecord, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
+from mailseen.web.site.display import render_display
 
 from .dovecot import Dovecot
+from .test_mailbody import many_parts_mail, nested_mail
 
 logging.getLogger("mail.log").setLevel(logging.ERROR)
 
@@ -189,6 +191,23 @@ async def test_an_oversize_message_is_refused(small_rx: Receiver) -> None:
             await smtp.data(big)
         assert data_err.value.code == 552
     assert small_rx.inbound(small_rx.sales) == []
+
+
+@pytest.mark.parametrize("raw", [nested_mail(1000), many_parts_mail(50_000)],
+                         ids=["1000 levels", "50000 parts"])
+async def test_mail_too_complex_to_read_is_stored_flagged_not_refused(rx: Receiver,
+                                                                     raw: bytes) -> None:
+    # As `serve` and `receive` run it: each message made ready to show as it arrives.
+    rx.server.handler.ingestor = Ingestor(rx.inst.store, rx.inst.sender, render=render_display)
+    async with rx.client() as smtp:
+        _, reply = await smtp.sendmail("a@example.org", [SALES], raw.replace(
+            b"b@example.com", SALES.encode()))
+    assert reply.startswith("2.0.0")  # was 451 (a RecursionError), so retried forever
+    [stored] = rx.inbound(rx.sales)
+    assert len(rx.inst.store.get_raw(stored.id)) >= len(raw)
+    shown = rx.inst.store.get_display(stored.id)
+    assert shown is not None and "too complex to display safely" in shown.note
+    assert shown.html is None and shown.text is None and shown.attachments == []
 
 
 async def test_something_that_is_not_a_message_gets_554(rx: Receiver) -> None:

@@ -133,3 +133,21 @@ def test_forwarded_for_from_an_untrusted_peer_does_not_escape_the_throttle(
         web.client.headers["X-Forwarded-For"] = f"198.51.100.{n + 1}"
         statuses.append(web.sign_in("m@example.com", "wrong password!").status)
     assert statuses[-1] == 429
+
+
+def test_a_form_that_cannot_be_read_is_a_400_page_not_a_crash(web: WebClient,
+                                                             instance: Instance) -> None:
+    instance.accounts.create_user("ada@example.com", PASSWORD, role="admin")
+    web.get("/login")
+    bodies = [
+        ("multipart/form-data; boundary=x", b"garbage"),  # no boundary where one must be
+        ('multipart/form-data; boundary="\xff"', b"--x\r\n"),
+    ]
+    for content_type, body in bodies:
+        resp = web.client.post("/login", content=body,
+                               headers={"content-type": content_type.encode("latin-1")})
+        assert resp.status_code == 400
+        assert "could not be read" in resp.text and "Traceback" not in resp.text
+    # A CSRF token with characters compare_digest refuses is just a wrong token.
+    for data in ({"csrf": "\u00e9t\u00e9", "email": "ada@example.com"},):
+        assert web.client.post("/login", data=data).status_code == 403

@@ -27,6 +27,7 @@ from .core.netsources import FORMATS, Source, load_manifest, update_source
 from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
 from .records import MailboxIn, MailboxRecord, MessageRecord, UserRecord
+from .services.inbound import Renderer
 from .services.instance import Instance
 from .services.tagging import CANNOT_WRITE, not_sent, tag_filter, write_whole
 
@@ -99,10 +100,18 @@ def _settings(ctx: click.Context, **extra: Any) -> Settings:
     return load_settings({**obj["options"], **extra}, config_file=obj["config_file"])
 
 
-def _instance(ctx: click.Context) -> Instance:
-    inst = Instance.open(_settings(ctx))
+def _instance(ctx: click.Context, render: Renderer | None = None) -> Instance:
+    inst = Instance.open(_settings(ctx), render=render)
     ctx.call_on_close(inst.close)
     return inst
+
+
+def _receiving(ctx: click.Context) -> Instance:
+    """An instance for a process that receives mail: each message is sanitised for display
+    as it arrives (the web layer's sanitiser, imported here only where it is needed)."""
+    from .web.site.display import render_display
+
+    return _instance(ctx, render_display)
 
 
 def _logging(settings: Settings) -> None:
@@ -132,11 +141,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
 
     from .web.app import Background, MailseenApp, server_config
     from .web.connections import raise_open_files_limit
+    from .web.site.display import render_display
 
     settings = _settings(ctx, host=host, port=port, public_url=public_url,
                          trusted_proxies=trusted_proxies, secret_key=secret_key, worker=worker)
     _logging(settings)
-    inst = Instance.open(settings)
+    inst = Instance.open(settings, render=render_display)
     background: list[Background] = []
     if settings.imap_poll:
         background.append(_imap_poller(inst).run)
@@ -213,7 +223,7 @@ async def _until_signal(*jobs: Callable[[asyncio.Event], Coroutine[Any, Any, Non
 def poll(ctx: click.Context) -> None:
     """Poll the mailboxes' IMAP accounts on their own (then set MAILSEEN_IMAP_POLL=false
     for `serve`)."""
-    inst = _instance(ctx)
+    inst = _receiving(ctx)
     _logging(inst.settings)
     asyncio.run(_until_signal(_imap_poller(inst).run))
 
@@ -224,7 +234,7 @@ def poll(ctx: click.Context) -> None:
 @click.pass_context
 def receive(ctx: click.Context, listen: str | None) -> None:
     """Receive mail by SMTP for the mailboxes (MX or forwarding) on its own."""
-    inst = _instance(ctx)
+    inst = _receiving(ctx)
     _logging(inst.settings)
     address = listen or inst.settings.smtp_receiver or "0.0.0.0:25"
     asyncio.run(_until_signal(_smtp_receiver(inst, address)))

@@ -17,6 +17,9 @@ from email.policy import compat32
 __all__ = ["BrokenMime", "Part", "eol_of", "parse_tree", "split_head"]
 
 _MAX_DEPTH = 40
+# Each part costs a header parse: 50,000 parts took seconds. Past this many the structure is
+# not followed (the message is left as it is; core/mailbody reads it with the same bound).
+_MAX_PARTS = 500
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
 
@@ -88,12 +91,16 @@ def _headers(raw: bytes, start: int, head_end: int, default_type: str) -> Messag
 
 def parse_tree(raw: bytes) -> Part:
     """Parse ``raw`` into a tree of parts with absolute offsets. Raises :class:`BrokenMime`."""
-    return _parse(raw, 0, len(raw), "text/plain", 0)
+    return _parse(raw, 0, len(raw), "text/plain", 0, [0])
 
 
-def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int) -> Part:
+def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int,
+           count: list[int]) -> Part:
     if depth > _MAX_DEPTH:
         raise BrokenMime("MIME parts nested too deeply")
+    count[0] += 1  # parts so far, in the whole message
+    if count[0] > _MAX_PARTS:
+        raise BrokenMime(f"more than {_MAX_PARTS} MIME parts")
     head_end, body_start = split_head(raw, start, end)
     headers = _headers(raw, start, head_end, default_type)
     part = Part(start, body_start, end, headers, separated=body_start > head_end)
@@ -121,6 +128,8 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int) -> P
         marks.append(mark)
         if mark[2]:
             break
+        if count[0] + len(marks) > _MAX_PARTS:
+            raise BrokenMime(f"more than {_MAX_PARTS} MIME parts")
         pos = mark[1]
     if not marks:
         raise BrokenMime(f"{part.content_type} whose boundary never appears")
@@ -135,7 +144,8 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int) -> P
             child_end = end
             if raw.endswith(b"\n", child_start, child_end):
                 child_end -= 2 if raw.endswith(b"\r\n", child_start, child_end) else 1
-        part.children.append(_parse(raw, child_start, child_end, child_type, depth + 1))
+        part.children.append(_parse(raw, child_start, child_end, child_type, depth + 1,
+                                    count))
     if not part.children:
         raise BrokenMime(f"{part.content_type} with no parts")
     return part

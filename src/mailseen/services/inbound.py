@@ -1,10 +1,12 @@
 """The one ingest path: every received message, from IMAP or the SMTP receiver, goes through
-:meth:`Ingestor.ingest`."""
+:meth:`Ingestor.ingest`.
+
+Ingest never gives up on a message for its shape: MIME too deep or with too many parts to
+read (see core/mailbody) is stored as received, and its display says why it is not shown.
+"""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import logging
 import re
@@ -15,15 +17,19 @@ from typing import overload
 from ..core.autoreply import detect_automatic
 from ..core.compose import read_facts
 from ..core.inject import tag_message
+from ..core.mailbody import Display, TooComplex, parse_message, walk
 from ..records import Ingested, MailboxRecord, NewMessage
 from ..storage import Store
 from .sending import Sender
 
-__all__ = ["Ingestor"]
+__all__ = ["Ingestor", "Renderer"]
 
 log = logging.getLogger(__name__)
 _TOKEN_URL = re.compile(r"/t/([A-Za-z0-9_-]{20,64})\.gif")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Makes a received message ready to show (sanitising is the web layer's, so the process that
+# runs ingest hands it in); given our pixel test, it returns what storage keeps.
+Renderer = Callable[[bytes, Callable[[str], bool]], Display]
 
 
 @overload
@@ -38,17 +44,23 @@ def _clean(value: str | None) -> str | None:
 
 class Ingestor:
     def __init__(self, store: Store, sender: Sender,
-                 on_ingested: Callable[[Ingested], None] | None = None) -> None:
+                 on_ingested: Callable[[Ingested], None] | None = None,
+                 render: Renderer | None = None) -> None:
         self.store = store
         self.sender = sender
         self.on_ingested = on_ingested
+        # Without one, a message is made ready to show when first shown instead.
+        self.render = render
 
     def quoted_messages(self, raw: bytes) -> list[int]:
         """Ids of our messages whose pixels ``raw`` quotes: a reply (or bounce) whose client
         dropped In-Reply-To/References still threads by them."""
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        try:
+            msg = parse_message(raw)
+        except TooComplex:
+            return []
         ids: list[int] = []
-        for part in msg.walk():
+        for part in walk(msg):
             if part.get_content_type() != "text/html" or not isinstance(part, EmailMessage):
                 continue
             try:
@@ -85,8 +97,17 @@ class Ingestor:
             auto_reason=auto.reason if auto.automatic else "",
         ), raw, hints)
         if not result.duplicate:
+            self._prepare_display(result.message.id, raw)
             log.info("received %s for %s via %s%s", message_id, mailbox.address, source,
                      f" (automatic: {auto.reason})" if auto.automatic else "")
             if self.on_ingested is not None:
                 self.on_ingested(result)
         return result
+
+    def _prepare_display(self, message_id: int, raw: bytes) -> None:
+        if self.render is None:
+            return
+        try:
+            self.store.put_display(message_id, self.render(raw, self.sender.is_own_pixel))
+        except Exception:  # the message is stored; it is made ready when first shown instead
+            log.exception("cannot prepare message %d for display", message_id)

@@ -14,7 +14,7 @@ from ..transports.smtp import SmtpTransport
 from .accounts import Accounts
 from .classification import Judge, reclassify
 from .delivery import DeliveryWorker
-from .inbound import Ingestor
+from .inbound import Ingestor, Renderer
 from .mailboxes import Mailboxes
 from .messages import Messages
 from .recorder import ViewRecorder
@@ -40,8 +40,10 @@ class Instance:
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True,
-             clock: Clock = SYSTEM) -> Instance:
-        """Everything wired to one ``clock``: the system's, or a test's manual one."""
+             clock: Clock = SYSTEM, render: Renderer | None = None) -> Instance:
+        """Everything wired to one ``clock``: the system's, or a test's manual one.
+        ``render``: how received mail is made ready to show as it arrives (see
+        services/inbound); without it, when first shown."""
         secret = settings.secret()
         db = Database(settings.database)
         if migrate:
@@ -54,8 +56,10 @@ class Instance:
             "outbox": OutboxTransport(settings.outbox_dir),
             "smtp": SmtpTransport(settings.smtp_timeout, settings.ca_file),
         }
-        return cls(settings, db, store, signer, mailboxes, Messages(store, mailboxes), sender,
-                   Accounts(store), Ingestor(store, sender), transports, clock)
+        messages = Messages(store, mailboxes, sender.is_own_pixel)
+        return cls(settings, db, store, signer, mailboxes, messages,
+                   sender, Accounts(store), Ingestor(store, sender, render=render), transports,
+                   clock)
 
     def upgrade(self) -> None:
         """Bring the database schema up to date."""

@@ -6,9 +6,11 @@ but is not visible is answered as NotFound, the same as something that does not 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from ..core.inject import tag_message
+from ..core.mailbody import Display
 from ..errors import NotFound
 from ..records import ConversationRecord, MessageRecord, Report, UserRecord, ViewRecord
 from ..storage import Store
@@ -20,9 +22,11 @@ ListingRow = tuple[ConversationRecord, MessageRecord | None]
 
 
 class Messages:
-    def __init__(self, store: Store, mailboxes: Mailboxes) -> None:
+    def __init__(self, store: Store, mailboxes: Mailboxes,
+                 is_own_pixel: Callable[[str], bool]) -> None:
         self.store = store
         self.mailboxes = mailboxes
+        self.is_own_pixel = is_own_pixel
 
     # -- one message --------------------------------------------------------------------
 
@@ -36,6 +40,30 @@ class Messages:
         """The bytes as stored: what was delivered (with its pixel), or what was received."""
         self.get(actor, message_id)
         return self.store.get_raw(message_id)
+
+    def shown_raw(self, actor: UserRecord | None, message: MessageRecord) -> bytes:
+        """The message's bytes as the team may see them: our pixels taken out of what we
+        sent (received mail had them taken out on the way in), so that displaying it never
+        counts as a view."""
+        raw = self.raw(actor, message.id)
+        if message.direction == "out":
+            cleaned = tag_message(raw, "", self.is_own_pixel)
+            if cleaned.pixels_removed:
+                raw = cleaned.data
+        return raw
+
+    def display(self, actor: UserRecord | None, message: MessageRecord, version: int,
+                render: Callable[[bytes], Display]) -> Display:
+        """The message made ready to show: as stored when made by rules of ``version``, else
+        made by ``render`` (the web layer's sanitiser, CPU-bound: call this off the event
+        loop) from :meth:`shown_raw` and stored."""
+        self.get(actor, message.id)
+        found = self.store.get_display(message.id)
+        if found is not None and found.version == version:
+            return found
+        made = render(self.shown_raw(actor, message))
+        self.store.put_display(message.id, made)
+        return made
 
     def views(self, actor: UserRecord | None, message_id: int, limit: int = 1000
               ) -> list[ViewRecord]:

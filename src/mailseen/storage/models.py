@@ -168,6 +168,22 @@ class MessageData(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class MessageDisplay(Base):
+    """A message made ready to show (sanitised once, not on every view): derived from
+    message_data, so it may be dropped and made again; ``version`` names the rules."""
+
+    __tablename__ = "message_display"
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    html: Mapped[str_null]
+    html_images: Mapped[str_null]
+    text: Mapped[str_null]
+    blocked_images: Mapped[int] = mapped_column(Integer, default=0)
+    attachments_json: Mapped[str] = mapped_column(Text, default="[]")
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
 class ViewEvent(Base):
     """Append-only: one row per pixel hit on a genuine token of an existing message."""
 

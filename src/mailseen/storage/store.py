@@ -1,12 +1,13 @@
 """Every database operation mailseen performs, as methods over plain records.
 
-The store is split by noun into mixins (mailboxes, messages, queue, views, users) that share one
-transaction helper; adapters and services see only :class:`Store`.
+The store is split by noun into mixins (mailboxes, messages, queue, views, users, displays)
+that share one transaction helper; adapters and services see only :class:`Store`.
 """
 
 from __future__ import annotations
 
 from .base import Cipher
+from .displays import DisplayStore
 from .mailboxes import MailboxStore
 from .messages import MessageStore, Rendered, referenced_ids
 from .queue import QueueStore
@@ -17,5 +18,6 @@ from .views import ViewStore
 __all__ = ["Cipher", "Rendered", "Store", "referenced_ids"]
 
 
-class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore):
+class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore,
+            DisplayStore):
     pass

@@ -11,13 +11,9 @@ ui_conversation): two layers, either of which would do alone.
 
 from __future__ import annotations
 
-import base64
-import email
-import email.policy
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from email.message import EmailMessage, Message
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import unquote
 
@@ -25,12 +21,9 @@ import nh3
 from markupsafe import Markup, escape
 
 __all__ = [
-    "Body",
     "Cleaned",
-    "MailAttachment",
     "html_to_text",
     "linkify",
-    "read_body",
     "sanitize",
 ]
 
@@ -61,8 +54,6 @@ _CSS_FETCH = re.compile(r"(?i)(?:url|src|image-set|image|cross-fade|element|expr
                         r"\s*\(")
 _CSS_AT = re.compile(r"(?i)@(?:import|font-face|namespace)")
 _STYLE_BLOCK = re.compile(r"<style>(.*?)</style>", re.S)
-_INLINE_TYPES = frozenset({"image/png", "image/gif", "image/jpeg", "image/webp"})
-_INLINE_MAX = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -317,102 +308,3 @@ def html_to_text(html: str) -> str:
     writer.feed(html)
     writer.close()
     return writer.text()
-
-
-# -- reading a stored message ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class MailAttachment:
-    index: int
-    filename: str
-    content_type: str
-    size: int
-
-
-@dataclass
-class Body:
-    """What a message shows: its HTML (unsanitised: see :func:`sanitize`) or its text."""
-
-    html: str | None = None
-    text: str | None = None
-    inline: dict[str, str] = field(default_factory=dict)  # Content-ID -> data: URL
-    attachments: list[MailAttachment] = field(default_factory=list)
-
-
-def _content(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return payload.decode(charset, errors="replace")
-    except LookupError:
-        return payload.decode("utf-8", errors="replace")
-
-
-def _parse(raw: bytes) -> EmailMessage:
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(msg, EmailMessage)
-    return msg
-
-
-def _leaves(msg: EmailMessage) -> list[Message]:
-    """Every non-multipart part, not looking inside attached messages."""
-    out: list[Message] = []
-
-    def walk(part: Message) -> None:
-        if part.is_multipart() and part.get_content_type() != "message/rfc822":
-            for child in part.get_payload():
-                if isinstance(child, Message):
-                    walk(child)
-        else:
-            out.append(part)
-
-    walk(msg)
-    return out
-
-
-def read_body(raw: bytes) -> Body:
-    msg = _parse(raw)
-    try:
-        part = msg.get_body(preferencelist=("html", "plain"))
-        alt = msg.get_body(preferencelist=("plain",))  # the text version of an HTML body
-    except (LookupError, ValueError, AssertionError):  # structure the parser gave up on
-        part = alt = None
-    body = Body()
-    if part is not None:
-        if part.get_content_type() == "text/html":
-            body.html = _content(part)
-        else:
-            body.text = _content(part)
-    used = 0
-    for n, leaf in enumerate(_leaves(msg)):
-        if leaf is part or leaf is alt:
-            continue
-        ctype = leaf.get_content_type()
-        cid = str(leaf.get("Content-ID", "")).strip().strip("<>")
-        filename = leaf.get_filename()
-        disposition = leaf.get_content_disposition()
-        data = leaf.get_payload(decode=True)
-        size = len(data) if isinstance(data, bytes) else 0
-        if (cid and ctype in _INLINE_TYPES and body.html and f"cid:{cid}" in body.html
-                and isinstance(data, bytes) and used + size <= _INLINE_MAX):
-            used += size
-            body.inline[cid] = f"data:{ctype};base64,{base64.b64encode(data).decode('ascii')}"
-            continue
-        if filename or disposition == "attachment" or not ctype.startswith("text/"):
-            body.attachments.append(MailAttachment(n, filename or f"part-{n}", ctype, size))
-    return body
-
-
-def attachment_data(raw: bytes, index: int) -> tuple[MailAttachment, bytes] | None:
-    """The ``index``-th part (numbered as in :attr:`Body.attachments`) and its bytes."""
-    leaves = _leaves(_parse(raw))
-    if not 0 <= index < len(leaves):
-        return None
-    leaf = leaves[index]
-    data = leaf.get_payload(decode=True)
-    if not isinstance(data, bytes):
-        return None
-    name = leaf.get_filename() or f"part-{index}"
-    return MailAttachment(index, name, leaf.get_content_type(), len(data)), data

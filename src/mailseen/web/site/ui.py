@@ -15,6 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -86,10 +87,18 @@ def csrf_token(request: Request) -> str:
 
 
 async def read_form(request: Request) -> FormData:
-    """The submitted form, after checking its CSRF token (raises CsrfFailed)."""
-    form = await request.form(max_files=20, max_fields=200)
+    """The submitted form, after checking its CSRF token (raises CsrfFailed); a body that
+    is no form is a 400 with a page saying so, never a crash."""
+    try:
+        form = await request.form(max_files=20, max_fields=200)
+    except ValueError as exc:  # python-multipart's parse errors (and bad bytes) among them
+        raise HTTPException(400, "That form could not be read. Go back, reload the page "
+                                 "and try again.") from exc
     sent = form.get("csrf")
-    if not isinstance(sent, str) or not secrets.compare_digest(sent, csrf_token(request)):
+    # As bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+    if not isinstance(sent, str) or not secrets.compare_digest(
+            sent.encode("utf-8", "surrogateescape"), csrf_token(request).encode()):
+        await form.close()  # uploads sent along are temporary files
         raise CsrfFailed()
     return form
 

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ...core.compose import Attachment, Draft, parse_address, reply_threading
+from ...core.htmlbound import bound_html
 from ...core.tracking import Decision
 from ...errors import InvalidInput, NotFound
 from ...records import ConversationRecord, MailboxRecord, MessageRecord, UserRecord
@@ -286,10 +287,11 @@ def _quote(inst: Instance, user: UserRecord, message: MessageRecord) -> str:
     shown = displayed_body(inst, user, message)
     when = (message.sent_at or message.created_at).strftime("%a, %d %b %Y at %H:%M UTC")
     who = message.from_addr or "someone"
-    if shown.html is not None:
-        inner = sanitize(shown.html, images=True, is_own_pixel=inst.sender.is_own_pixel,
+    bounded = bound_html(shown.html) if shown.html is not None else None
+    if bounded is not None and bounded.html is not None:
+        inner = sanitize(bounded.html, images=True, is_own_pixel=inst.sender.is_own_pixel,
                          styles=False).html
-    else:
+    else:  # no HTML, or too complex to quote: its text version
         inner = str(linkify(shown.text or "")).replace("\n", "<br>\n")
     head = str(linkify(f"On {when}, {who} wrote:"))
     return f"<p><br></p>\n<p>{head}</p>\n<blockquote type=\"cite\">\n{inner}\n</blockquote>\n"

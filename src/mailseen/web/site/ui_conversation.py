@@ -15,21 +15,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from ...core.inject import tag_message
+from ...core.mailbody import Body, Display, attachment_data, read_body
 from ...core.status import Eye
 from ...errors import NotFound
 from ...records import ConversationRecord, MessageRecord, UserRecord, ViewRecord
 from ...services.instance import Instance
-from .mailhtml import Body, attachment_data, linkify, read_body, sanitize
+from .display import display_of, shown_raw, stored_display
+from .mailhtml import linkify
 from .ui import eye_of, finish, instance_of, render, require_user, templates
 
-__all__ = ["displayed_body", "human_size", "routes", "short_agent", "visible_conversation",
-           "visible_message"]
+__all__ = ["content_disposition", "displayed_body", "human_size", "routes", "short_agent",
+           "visible_conversation", "visible_message"]
 
 _VIEW_LIMIT = 1000
 _FRAME_CSP = ("default-src 'none'; img-src data: cid:{remote}; style-src 'unsafe-inline'; "
@@ -51,14 +53,19 @@ def visible_message(request: Request, message_id: int) -> tuple[UserRecord, Mess
 
 
 def displayed_body(inst: Instance, user: UserRecord, message: MessageRecord) -> Body:
-    """The message's body as stored, with our pixels taken out of what we sent (received
-    mail had them taken out on the way in)."""
-    raw = inst.messages.raw(user, message.id)
-    if message.direction == "out":
-        cleaned = tag_message(raw, "", inst.sender.is_own_pixel)
-        if cleaned.pixels_removed:
-            raw = cleaned.data
-    return read_body(raw)
+    """The message's body, unsanitised, with our pixels taken out of what we sent. Blocking:
+    call it from a worker thread."""
+    return read_body(shown_raw(inst, user, message))
+
+
+def content_disposition(filename: str) -> str:
+    """A download named ``filename`` (RFC 6266): any name in ``filename*`` (RFC 5987), and
+    an ASCII stand-in in ``filename`` for clients that know no other (header values are
+    Latin-1 at most, so a non-ASCII name there would not even be sent)."""
+    name = re.sub(r"[\x00-\x1f\x7f]", "", filename)[:200]
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", name, flags=re.ASCII)[:100].strip("._")
+    return (f'attachment; filename="{fallback or "attachment"}"; '
+            f"filename*=UTF-8''{quote(name, safe='')}")
 
 
 def human_size(n: int) -> str:
@@ -107,8 +114,8 @@ class Event:
 @dataclass
 class Item:
     message: MessageRecord
-    body: Body
-    blocked_images: int
+    body: Display
+    text: Markup | None  # the plain body, linkified here rather than on the event loop
     eye: Eye | None
     events: list[Event]
     truncated: bool
@@ -124,11 +131,7 @@ class Item:
 
 def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dict[int, str]
           ) -> Item:
-    body = displayed_body(inst, user, message)
-    blocked = 0
-    if body.html is not None:
-        blocked = sanitize(body.html, is_own_pixel=inst.sender.is_own_pixel,
-                           inline=body.inline).blocked_images
+    body = display_of(inst, user, message)
     eye = events = None
     truncated = False
     if message.direction == "out":
@@ -137,7 +140,8 @@ def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dic
         truncated = len(views) >= _VIEW_LIMIT
         events = [Event(v, v.verdict == "human", v.client or short_agent(v.user_agent))
                   for v in views]
-    return Item(message, body, blocked, eye, events or [], truncated)
+    text = None if body.text is None else linkify(body.text)
+    return Item(message, body, text, eye, events or [], truncated)
 
 
 def _load(inst: Instance, user: UserRecord, conversation_id: int) -> list[Item]:
@@ -157,7 +161,7 @@ async def conversation(request: Request) -> Response:
     mailbox = inst.mailboxes.get(user, conv.mailbox_id)
     return render(request, "conversation.html", conversation=conv, items=items,
                   mailbox=mailbox, show_images=show_images, is_admin=user.is_admin,
-                  last_view_id=inst.messages.last_view_id(), linkify=linkify, size=human_size)
+                  last_view_id=inst.messages.last_view_id(), size=human_size)
 
 
 async def body(request: Request) -> Response:
@@ -165,13 +169,12 @@ async def body(request: Request) -> Response:
     user, message = visible_message(request, request.path_params["message_id"])
     inst = instance_of(request)
     images = request.query_params.get("images") == "1"
-    shown = await run_in_threadpool(displayed_body, inst, user, message)
+    shown = await stored_display(inst, user, message)
     if shown.html is not None:
-        html = sanitize(shown.html, images=images, is_own_pixel=inst.sender.is_own_pixel,
-                        inline=shown.inline).html
+        html = shown.html_images if images and shown.html_images is not None else shown.html
         text = None
     else:
-        html, text = None, linkify(shown.text or "")
+        html, text = None, await run_in_threadpool(linkify, shown.text or "")
     page = templates.get_template("conv_body.html").render(html=html, text=text)
     response = HTMLResponse(page, headers={
         "Content-Security-Policy": _FRAME_CSP.format(remote=" https: http:" if images else ""),
@@ -189,18 +192,31 @@ async def attachment(request: Request) -> Response:
     """An attachment, always as a download: never shown by the browser in our origin."""
     user, message = visible_message(request, request.path_params["message_id"])
     inst = instance_of(request)
-    raw = await run_in_threadpool(inst.messages.raw, user, message.id)
     index = request.path_params["index"]
     # Only what the page lists: the body parts (with our pixel, in what we sent) stay out.
-    listed = {a.index for a in read_body(raw).attachments}
-    found = attachment_data(raw, index) if index in listed else None
+    listed = {a.index for a in (await stored_display(inst, user, message)).attachments}
+    found = None
+    if index in listed:
+        raw = await run_in_threadpool(inst.messages.raw, user, message.id)
+        found = await run_in_threadpool(attachment_data, raw, index)
     if found is None:
         raise NotFound("no such attachment")
     meta, data = found
-    safe = re.sub(r"[^\w.-]", "_", meta.filename)[:100] or "attachment"
+    return _download(request, data, meta.filename)
+
+
+async def original(request: Request) -> Response:
+    """The whole message as received (what we sent: without our pixels), to read elsewhere
+    what is too complex to show here."""
+    user, message = visible_message(request, request.path_params["message_id"])
+    raw = await run_in_threadpool(shown_raw, instance_of(request), user, message)
+    return _download(request, raw, f"message-{message.id}.eml")
+
+
+def _download(request: Request, data: bytes, filename: str) -> Response:
+    """Always a download: never shown by the browser in our origin."""
     response = Response(data, media_type="application/octet-stream", headers={
-        "Content-Disposition": f"attachment; filename=\"{safe}\"; "
-                               f"filename*=UTF-8''{quote(meta.filename[:200])}",
+        "Content-Disposition": content_disposition(filename),
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "Cache-Control": "private, no-store",
     })
@@ -212,4 +228,5 @@ routes = [
     Route("/conversations/{conversation_id:int}", conversation),
     Route("/messages/{message_id:int}/body", body),
     Route("/messages/{message_id:int}/attachments/{index:int}", attachment),
+    Route("/messages/{message_id:int}/original", original),
 ]
