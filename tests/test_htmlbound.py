@@ -8,7 +8,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from mailseen.web.mailhtml import sanitize
 
 from mailseen.core.htmlbound import (
     MAX_DEPTH,
@@ -18,6 +17,7 @@ from mailseen.core.htmlbound import (
     bound_html,
     flatten,
 )
+from mailseen.web.site.mailhtml import sanitize
 
 CORPUS = Path("/work/shared/corpus/newsletters")
 _VOID = {"br", "hr", "img", "wbr", "col", "area", "input", "meta", "link", "source"}

@@ -13,9 +13,9 @@ from bs4 import BeautifulSoup
 
 from mailseen.core.mailbody import Display
 from mailseen.core.tokens import TokenRef
+from mailseen.records import MailboxIn, MailboxRecord, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.storage import MailboxIn, MailboxRecord, MessageRecord
 from mailseen.web.site.display import DISPLAY_VERSION, render_display
 
 from .conftest import LiveServer
