@@ -98,6 +98,30 @@ def test_our_quoted_pixel_is_removed_and_threads_a_reply_without_headers(
     assert result.replied_to == [sent.id]
 
 
+@pytest.mark.parametrize("src", [
+    "{base}/t/./{token}.gif",
+    "{base}\\t\\{token}.gif",
+    "{base}/t/{head}&#9;{tail}.gif",
+    "{base}/%74/{token}.gif",
+    "{base}/t/x/../{token}.gif",
+    "{base}/t/not-this-nodes-token.gif",  # under our /t/ whatever the token
+    "http://old-name.example/t/./{token}.gif",
+])
+def test_disguised_quoted_pixels_are_removed_at_ingest(
+        instance: Instance, box: MailboxRecord, ingestor: Ingestor, src: str) -> None:
+    sent = _sent(instance, box)
+    token = instance.signer.make(TokenRef(sent.id))
+    url = src.format(base=instance.sender.base_url, token=token, head=token[:4],
+                     tail=token[4:])
+    quoted = (f'<html><body><p>Thanks!</p><blockquote><p>We fixed it.</p>'
+              f'<img src="{url}" width="1" height="1"></blockquote></body></html>')
+    result = ingestor.ingest(box, _reply(None, html=quoted), "imap")
+    stored = instance.store.get_raw(result.message.id)
+    assert b"<img" not in stored and b"We fixed it." in stored
+    if "not-this" not in src:  # a genuine token still threads the reply
+        assert result.message.conversation_id == sent.conversation_id
+
+
 def test_an_unrelated_message_starts_a_new_conversation(
         instance: Instance, box: MailboxRecord, ingestor: Ingestor) -> None:
     sent = _sent(instance, box)
