@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from ada_url import URL
+from .urls import browser_url
 
 __all__ = ["GIF", "OwnUrl", "own_url", "pixel_tag", "pixel_url"]
 
@@ -47,11 +47,8 @@ def own_url(url: str, base_url: str, genuine: Callable[[str], bool]) -> OwnUrl |
 def _own(url: str, base_url: str, genuine: Callable[[str], bool], depth: int
          ) -> OwnUrl | None:
     base_host, base_port, prefix = _base(base_url)
-    try:
-        parsed = URL(url, base_url) if base_host is not None else URL(url)
-    except ValueError:  # what no browser would fetch either
-        return None
-    if parsed.protocol not in ("http:", "https:"):
+    parsed = browser_url(url, base_url if base_host is not None else None)
+    if parsed is None or parsed.scheme not in ("http", "https"):
         return None
     segments = _segments(parsed.pathname)
     if (parsed.hostname, parsed.port) == (base_host, base_port):
@@ -66,7 +63,7 @@ def _own(url: str, base_url: str, genuine: Callable[[str], bool], depth: int
             token = _token(segments[i + 1])
             if genuine(token):
                 return _own_url(segment, token)
-    fragment = unquote(parsed.hash[1:]).strip()
+    fragment = unquote(parsed.fragment).strip()
     if depth > 1 and fragment[:4].lower() == "http":
         return _own(fragment, base_url, genuine, depth - 1)
     return None
@@ -100,9 +97,8 @@ def _segments(pathname: str) -> list[str]:
 def _base(base_url: str) -> tuple[str | None, str, tuple[str, ...]]:
     """(host, port, lowercased path segments) of the public base URL; no host when it is
     not a URL (then only genuine tokens are ours)."""
-    try:
-        parsed = URL(base_url)
-    except ValueError:
+    parsed = browser_url(base_url)
+    if parsed is None:
         return None, "", ()
     return parsed.hostname, parsed.port, tuple(s.lower() for s in _segments(parsed.pathname))
 
@@ -121,10 +117,12 @@ def pixel_tag(url: str) -> str:
 
     Attributes and inline styles both, because some clients drop one or the other
     (Outlook ignores most CSS; Gmail drops some attributes). Where CSS applies the image is
-    a zero-size block, so it adds neither a pixel nor a line box; clients still fetch it.
+    a zero-size float: it adds no line box, and, being out of the flow, it does not stop the
+    last element's bottom margin from collapsing with the body's (a zero-height block in
+    the flow does, which made some layouts 8 px taller). Clients still fetch it.
     """
     return (
         f'<img src="{html.escape(url, quote=True)}" width="1" height="1" alt="" border="0" '
-        'style="display:block;width:0;height:0;max-width:0;max-height:0;border:0;margin:0;'
-        'padding:0;overflow:hidden" />'
+        'style="display:block;float:left;width:0;height:0;max-width:0;max-height:0;border:0;'
+        'margin:0;padding:0;overflow:hidden" />'
     )
