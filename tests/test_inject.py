@@ -674,6 +674,25 @@ def test_old_pixel_in_a_quoted_reply_is_replaced_and_foreign_ones_kept() -> None
     assert FOREIGN in tagged
 
 
+@pytest.mark.parametrize("src", [
+    f"https://track.example/t/{TokenSigner(b'an-older-secret-key-0123456789ab').make(TokenRef(3))}.gif",
+    "https://track.example/t/from-another-node.gif",
+    f"https://track.example/t/./{OLD_TOKEN}.gif",
+    f"https://track.example\\t\\{OLD_TOKEN}.gif",
+    f"https://old.example/%74/{OLD_TOKEN}.gif",
+], ids=["older-key", "another-node", "dot-segment", "backslashes", "percent-encoded"])
+def test_any_image_under_our_t_path_is_removed_whatever_its_token(src: str) -> None:
+    quoted = f'<img src="{src}" width="1" height="1" alt="">'
+    raw = message(multipart("alternative", [
+        text_leaf(), html_leaf(page(f"<p>Thanks</p><blockquote>{quoted}{FOREIGN}</blockquote>"),
+                               "utf-8", "quoted-printable")]))
+    result = tag(raw)
+    assert result.trackable and result.pixels_removed == 1
+    [_, part] = _leaves(_parse(result.data))
+    assert _text(part) == page(f"<p>Thanks</p><blockquote>{FOREIGN}</blockquote>").replace(
+        "</body>", TAG + "</body>")
+
+
 def test_old_pixel_in_an_earlier_inline_html_leaf_is_removed_too() -> None:
     raw = message(multipart("mixed", [
         html_leaf(page(f"<p>first</p>{OLD_PIXEL}"), "utf-8", "base64"),
