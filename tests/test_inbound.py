@@ -122,6 +122,24 @@ def test_disguised_quoted_pixels_are_removed_at_ingest(
         assert result.message.conversation_id == sent.conversation_id
 
 
+@pytest.mark.parametrize("css", [
+    "<style class=\"q\">p {{ background-image: url({base}/t/{token}.gif) }}</style>",
+    "<style>p {{ background: \\75 rl('{base}/t/./{token}.gif') }}</style>",
+    # CSS escapes a backslash as \5c; the URL's backslashes are then slashes to a browser.
+    "<p style=\"background:&#117;rl({base}\\5c t\\5c {token}.gif)\">quoted</p>",
+])
+def test_quoted_pixels_in_css_are_neutralised_at_ingest(
+        instance: Instance, box: MailboxRecord, ingestor: Ingestor, css: str) -> None:
+    sent = _sent(instance, box)
+    token = instance.signer.make(TokenRef(sent.id))
+    html = (f"<html><head></head><body><p>Thanks!</p><blockquote>"
+            f"{css.format(base=instance.sender.base_url, token=token)}</blockquote>"
+            f"</body></html>")
+    result = ingestor.ingest(box, _reply(None, html=html), "imap")
+    stored = instance.store.get_raw(result.message.id)
+    assert token.encode() not in stored and b"Thanks!" in stored
+
+
 def test_an_unrelated_message_starts_a_new_conversation(
         instance: Instance, box: MailboxRecord, ingestor: Ingestor) -> None:
     sent = _sent(instance, box)

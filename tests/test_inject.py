@@ -1017,7 +1017,17 @@ def test_damaged_messages_never_raise_and_are_never_half_rewritten(raw: bytes) -
             (result.reason is not None and result.reason.startswith("broken MIME: "))
     else:
         assert result.parts_tagged >= 1
-        assert _head(result.data) == _head(raw) if re.search(rb"\r?\n\r?\n", raw) else True
+        if _mixed_eol(raw):  # made one convention first
+            assert not _mixed_eol(result.data)
+            raw = _ANY_EOL.sub(b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n", raw)
+        if re.search(rb"\r?\n\r?\n", raw):
+            # Only a long-lined body's Content-Transfer-Encoding may change at the top.
+            assert _without_cte(_head(result.data)) == _without_cte(_head(raw))
+
+
+def _without_cte(head: bytes) -> bytes:
+    return re.sub(rb"(?im)^content-transfer-encoding[ \t]*:.*(?:\r?\n[ \t].*)*(?:\r?\n|\Z)",
+                  b"", head).rstrip(b"\r\n")
 
 
 def test_empty_html_body_gets_the_pixel() -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from mailseen.core import urls
 from mailseen.core.pixel import OwnUrl, own_url
 from mailseen.core.tokens import TokenRef, TokenSigner
 from mailseen.core.urls import browser_url
@@ -94,3 +97,15 @@ def test_browser_url_reads_as_browsers_do() -> None:
     assert url is not None
     assert (url.scheme, url.hostname, url.pathname) == ("http", "example.org", "/b/c.gif")
     assert browser_url("http://[broken") is None
+
+
+_PIECES = ["http", "https", "HTTPS", "://", ":", "/", "//", ".", "..", "%2e", "%2E", "%41", "?",
+           "#", "a", "Z", "0", "9", "-", "xn--", "0x7f", "t", "x.gif", "@", "\\", "\t", " ",
+           "^", "|", "~", "'", '"', "<", "{", "é", "&", ";", "=", "[", "]", "80", "443"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=14))
+def test_the_fast_path_reads_urls_as_the_parser_does(pieces: list[str]) -> None:
+    for url in ("".join(pieces), "https://" + "".join(pieces), "http://a.example/" +
+                "".join(pieces)):
+        assert browser_url(url) == urls._parse(url, None), url
