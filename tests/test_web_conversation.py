@@ -318,6 +318,13 @@ def test_css_cannot_fetch_even_when_escaped() -> None:
         assert "@import" not in out
 
 
+def test_style_blocks_with_attributes_are_defused_too() -> None:
+    for block in ('<style class="a">p{background:url(https://e.example/x)}</style>',
+                  "<style title=t>p{background:\\75 rl(https://e.example/x)}</style>"):
+        out = sanitize(f"{block}<p>x</p>", images=True, is_own_pixel=lambda url: False).html
+        assert "url(" not in out.lower() and "<style" in out, out
+
+
 def test_own_pixels_are_dropped_even_percent_encoded() -> None:
     def ours(url: str) -> bool:
         return "/t/ours.gif" in url
