@@ -72,12 +72,11 @@ from functools import partial  # noqa: E402
 from html.parser import HTMLParser  # noqa: E402
 from importlib import metadata  # noqa: E402
 from typing import Any  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
 
 from mailseen.core.compose import Draft, build_message, prepare_raw  # noqa: E402
 from mailseen.core.htmlscan import scan_html, splice_pixel  # noqa: E402
 from mailseen.core.inject import tag_message  # noqa: E402
-from mailseen.core.pixel import PIXEL_PATH_RE, pixel_tag, pixel_url  # noqa: E402
+from mailseen.core.pixel import own_url, pixel_tag, pixel_url  # noqa: E402
 from mailseen.core.tokens import TokenRef, TokenSigner  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "newsletters"
@@ -96,9 +95,8 @@ KB = 1024
 
 
 def is_own_pixel(url: str) -> bool:
-    """As ``Sender.is_own_pixel``: our path with a genuine token, whatever the host."""
-    m = PIXEL_PATH_RE.search(urlsplit(url).path)
-    return m is not None and SIGNER.check(m.group(1)) is not None
+    """As ``Sender.is_own_pixel``."""
+    return own_url(url, BASE_URL, lambda t: SIGNER.check(t) is not None) is not None
 
 
 def our_tag(n: int) -> str:

@@ -33,7 +33,8 @@ OWNERS = {"sqlalchemy": {"storage"}, "alembic": {"storage"}, "aiosmtplib": {"tra
           "fastapi": {"web"}, "starlette": {"web"}, "uvicorn": {"web", "cli"},
           "click": {"cli"}, "cryptography": {"services"}, "argon2": {"services"},
           "jinja2": {"web"}, "nh3": {"web"}, "aioimaplib": {"receivers"},
-          "aiosmtpd": {"receivers"}}
+          "aiosmtpd": {"receivers"}, "ada_url": {"core"},
+          "tinycss2": {"core"}}
 
 
 def _imports(path: Path) -> set[str]:

@@ -18,6 +18,7 @@ import pytest
 from playwright.async_api import expect
 
 from mailseen.core.compose import Draft
+from mailseen.core.tokens import TokenRef
 from mailseen.records import MailboxIn, MailboxRecord
 from mailseen.services.inbound import Ingestor
 
@@ -61,6 +62,12 @@ async def _team_page(browser: Any, live: LiveServer, **options: Any) -> Any:
     page = await context.new_page()
     await sign_in(page, live.url, ADMIN, PASSWORD)
     return page
+
+
+def _elsewhere(live: LiveServer) -> str:
+    """The test server under a name that is not its public URL's: a remote site to the
+    message frame, which never loads images from our own hosts."""
+    return f"http://localhost:{live.port}"
 
 
 def _requests(page: Any) -> list[str]:
@@ -152,7 +159,7 @@ async def test_the_team_reading_its_sent_mail_never_counts_as_a_view(
     box = _mailbox(live, "support@example.com", "enabled")
     sent = live.instance.sender.send_draft(box, Draft(
         from_addr=box.address, to=["carla@example.org"], subject="Tracked",
-        html=f'<p>Hello</p><img src="{live.url}/static/probe.png" alt="remote picture">'))
+        html=f'<p>Hello</p><img src="{_elsewhere(live)}/static/probe.png" alt="remote picture">'))
     assert sent.tracked
     await _delivered(live, sent.id)
     backdate_sent(live.instance, sent.id, 60)
@@ -165,17 +172,59 @@ async def test_the_team_reading_its_sent_mail_never_counts_as_a_view(
     assert not any("/static/probe.png" in u for u in seen)  # remote images wait to be asked
     async with page.expect_request(lambda r: "/static/probe.png" in r.url):
         await page.click("text=Show images")  # now they load...
-    await expect(frame.locator("img")).to_have_attribute("src", f"{live.url}/static/probe.png")
+    await expect(frame.locator("img")).to_have_attribute(
+        "src", f"{_elsewhere(live)}/static/probe.png")
     assert not any("/t/" in u for u in seen)  # ...and our pixel never does
     await asyncio.sleep(0.5)  # anything in flight would be recorded by now
     assert live.instance.store.list_views(sent.id) == []
     assert live.instance.store.get_message(sent.id).view_count == 0
 
 
+async def test_quoted_pixels_in_a_reply_never_count_even_with_images_shown(
+        live: LiveServer, browser: Any) -> None:
+    box = _mailbox(live, "support@example.com", "enabled")
+    sent = live.instance.sender.send_draft(box, Draft(
+        from_addr=box.address, to=["carla@example.org"], subject="Tracked", html="<p>Hi</p>"))
+    await _delivered(live, sent.id)
+    backdate_sent(live.instance, sent.id, 60)
+    token = live.instance.signer.make(TokenRef(sent.id))
+    ours, alias = live.url, _elsewhere(live)  # the same server: the public name and another
+    # Our pixel, quoted in forms a browser fetches but a plain /t/<token>.gif match misses.
+    quoted = f"""<html><head>
+<style class="q">.q {{ background-image: url({ours}/t/{token}.gif) }}</style>
+<style>.r {{ background-image: \\75 rl({ours}/t/./{token}.gif) }}</style></head><body>
+<p class="q">Thanks, it works now.</p><p class="r">Carla</p>
+<blockquote><p>Hi</p>
+<img src="{ours}/t/./{token}.gif" alt="dot segment">
+<img src="{ours}\\t\\{token}.gif" alt="backslashes">
+<img src="{ours}/t/{token[:4]}&#9;{token[4:]}.gif" alt="tab">
+<img src="{alias}/t/%2e/{token}.gif" alt="another name">
+<div style="background-image: url({ours}/t/{token}.gif)">x</div>
+<div style="background: \\75 rl({alias}/t/{token}.gif)">y</div>
+</blockquote><img src="{alias}/probe/remote-image" alt="a picture"></body></html>"""
+    reply = EmailMessage()
+    reply["From"], reply["To"], reply["Subject"] = "carla@example.org", box.address, "Re: Tracked"
+    reply["Message-ID"], reply["In-Reply-To"] = "<reply@example.org>", sent.message_id
+    reply.set_content("Thanks, it works now.")
+    reply.add_alternative(quoted, subtype="html")
+    Ingestor(live.instance.store, live.instance.sender).ingest(box, reply.as_bytes(), "smtp")
+
+    page = await _team_page(browser, live, user_agent=DESKTOP_CHROME)
+    seen = _requests(page)
+    await page.goto(f"{live.url}/conversations/{sent.conversation_id}")
+    async with page.expect_request(lambda r: "/probe/remote-image" in r.url):
+        await page.click("text=Show images")
+    shown = next(f for f in page.frames if "images=1" in f.url)
+    await shown.wait_for_load_state("load")  # every image and background it asks for is done
+    await expect(shown.locator("p.q")).to_have_text("Thanks, it works now.")
+    assert [u for u in seen if "/t/" in u] == []
+    assert live.instance.store.list_views(sent.id) == []
+
+
 async def test_a_hostile_message_is_shown_without_running_anything(
         live: LiveServer, browser: Any) -> None:
     box = _mailbox(live, "support@example.com", "enabled")
-    probe = f"{live.url}/probe"
+    probe = f"{_elsewhere(live)}/probe"
     hostile = f"""<html><head>
 <meta http-equiv="refresh" content="0;url={probe}/refresh">
 <link rel="stylesheet" href="{probe}/link-css">

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from mailseen.core import htmlscan
 from mailseen.core.htmlscan import scan_html, splice_pixel
-from mailseen.core.pixel import PIXEL_PATH_RE
+from mailseen.core.pixel import own_url
 from mailseen.core.tokens import TokenRef, TokenSigner
 
 SIGNER = TokenSigner(b"test-secret-key-0123456789abcdef")
@@ -23,9 +22,9 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "newsletter
 
 
 def is_own_pixel(url: str) -> bool:
-    """As ``Sender.is_own_pixel``: our path with a genuine token, whatever the host."""
-    m = PIXEL_PATH_RE.search(urlsplit(url).path)
-    return m is not None and SIGNER.check(m.group(1)) is not None
+    """As ``Sender.is_own_pixel``."""
+    return own_url(url, "https://track.example",
+                   lambda t: SIGNER.check(t) is not None) is not None
 
 
 def never_own(url: str) -> bool:
@@ -154,6 +153,44 @@ def test_foreign_images_and_lookalikes_are_kept(img: str) -> None:
     out, removed = splice_pixel(html, TAG, is_own_pixel)
     assert removed == 0
     assert out == f"<body>{img}x{TAG}</body>"
+
+
+OLD_URL = f"https://old.example/t/{OLD_TOKEN}.gif"
+
+
+@pytest.mark.parametrize(("css", "neutral"), [
+    (f"<style>.q {{ background-image: url({OLD_URL}) }}</style>",
+     "<style>.q { background-image: none }</style>"),
+    (f'<style class="x">.q{{background:url("{OLD_URL}") no-repeat}}</style>',
+     '<style class="x">.q{background:url("") no-repeat}</style>'),
+    (f"<style>.q {{ background: \\75 rl({OLD_URL}) }}</style>",
+     "<style>.q { background: none }</style>"),
+    (f"<style>@import '{OLD_URL}';\r\n.a{{}}</style>", "<style>@import \"\";\r\n.a{}</style>"),
+    ("<style>.q { background: url(https://track.example/t/./x.gif) }</style>",
+     "<style>.q { background: none }</style>"),
+    (f'<p style="background-image: url({OLD_URL})">x</p>',
+     '<p style="background-image: none">x</p>'),
+    (f"<p style='background:url(&quot;{OLD_URL}&quot;)'>x</p>",
+     '<p style="background:url(&quot;&quot;)">x</p>'),
+    (f'<p style="background:&#117;rl({OLD_URL})">x</p>', '<p style="background:none">x</p>'),
+    (f'<p style="background: \\75 rl(\'{OLD_URL}\')">x</p>',
+     '<p style="background: \\75 rl(&quot;&quot;)">x</p>'),
+], ids=["style", "style-with-attributes", "css-escape", "import", "dot-segment", "attribute",
+        "attribute-quoted-url", "character-reference", "attribute-css-escape"])
+def test_our_old_pixel_as_a_css_image_is_neutralised(css: str, neutral: str) -> None:
+    html = f"<html><head>{css}</head><body><p>a</p></body></html>" if "<style" in css else \
+        f"<html><body>{css}</body></html>"
+    out, removed = splice_pixel(html, TAG, is_own_pixel)
+    assert removed == 1
+    assert out == html.replace(css, neutral).replace("</body>", f"{TAG}</body>")
+
+
+def test_foreign_css_images_keep_their_bytes() -> None:
+    html = ('<html><head><style>.a{background:url(https://cdn.example/t/x.gif)} '
+            '.b{content:"\\201C"}</style></head><body><p style="background:url('
+            '&quot;https://cdn.example/a.png&quot;)">a</p></body></html>')
+    assert splice_pixel(html, TAG, is_own_pixel) == (
+        html.replace("</body>", f"{TAG}</body>"), 0)
 
 
 def test_old_pixel_after_the_body_end_is_removed_and_the_offset_still_right() -> None:

@@ -98,6 +98,48 @@ def test_our_quoted_pixel_is_removed_and_threads_a_reply_without_headers(
     assert result.replied_to == [sent.id]
 
 
+@pytest.mark.parametrize("src", [
+    "{base}/t/./{token}.gif",
+    "{base}\\t\\{token}.gif",
+    "{base}/t/{head}&#9;{tail}.gif",
+    "{base}/%74/{token}.gif",
+    "{base}/t/x/../{token}.gif",
+    "{base}/t/not-this-nodes-token.gif",  # under our /t/ whatever the token
+    "http://old-name.example/t/./{token}.gif",
+])
+def test_disguised_quoted_pixels_are_removed_at_ingest(
+        instance: Instance, box: MailboxRecord, ingestor: Ingestor, src: str) -> None:
+    sent = _sent(instance, box)
+    token = instance.signer.make(TokenRef(sent.id))
+    url = src.format(base=instance.sender.base_url, token=token, head=token[:4],
+                     tail=token[4:])
+    quoted = (f'<html><body><p>Thanks!</p><blockquote><p>We fixed it.</p>'
+              f'<img src="{url}" width="1" height="1"></blockquote></body></html>')
+    result = ingestor.ingest(box, _reply(None, html=quoted), "imap")
+    stored = instance.store.get_raw(result.message.id)
+    assert b"<img" not in stored and b"We fixed it." in stored
+    if "not-this" not in src:  # a genuine token still threads the reply
+        assert result.message.conversation_id == sent.conversation_id
+
+
+@pytest.mark.parametrize("css", [
+    "<style class=\"q\">p {{ background-image: url({base}/t/{token}.gif) }}</style>",
+    "<style>p {{ background: \\75 rl('{base}/t/./{token}.gif') }}</style>",
+    # CSS escapes a backslash as \5c; the URL's backslashes are then slashes to a browser.
+    "<p style=\"background:&#117;rl({base}\\5c t\\5c {token}.gif)\">quoted</p>",
+])
+def test_quoted_pixels_in_css_are_neutralised_at_ingest(
+        instance: Instance, box: MailboxRecord, ingestor: Ingestor, css: str) -> None:
+    sent = _sent(instance, box)
+    token = instance.signer.make(TokenRef(sent.id))
+    html = (f"<html><head></head><body><p>Thanks!</p><blockquote>"
+            f"{css.format(base=instance.sender.base_url, token=token)}</blockquote>"
+            f"</body></html>")
+    result = ingestor.ingest(box, _reply(None, html=html), "imap")
+    stored = instance.store.get_raw(result.message.id)
+    assert token.encode() not in stored and b"Thanks!" in stored
+
+
 def test_an_unrelated_message_starts_a_new_conversation(
         instance: Instance, box: MailboxRecord, ingestor: Ingestor) -> None:
     sent = _sent(instance, box)

@@ -16,14 +16,13 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailseen.core.inject import TagResult, tag_message
-from mailseen.core.pixel import PIXEL_PATH_RE, pixel_tag, pixel_url
+from mailseen.core.pixel import own_url, pixel_tag, pixel_url
 from mailseen.core.tokens import TokenRef, TokenSigner
 
 SIGNER = TokenSigner(b"test-secret-key-0123456789abcdef")
@@ -39,9 +38,9 @@ TOP = ("From: Ann <ann@example.com>\nTo: bob@example.org\nSubject: =?utf-8?q?Gr=
 
 
 def is_own_pixel(url: str) -> bool:
-    """As ``Sender.is_own_pixel``: our path with a genuine token, whatever the host."""
-    m = PIXEL_PATH_RE.search(urlsplit(url).path)
-    return m is not None and SIGNER.check(m.group(1)) is not None
+    """As ``Sender.is_own_pixel``."""
+    return own_url(url, "https://track.example",
+                   lambda t: SIGNER.check(t) is not None) is not None
 
 
 def tag(raw: bytes) -> TagResult:
@@ -154,6 +153,10 @@ def check_tagged(raw: bytes, result: TagResult, targets: set[int], *,
         assert result.pixels_removed == removed
     total_removed = 0
     out = result.data
+    if _mixed_eol(raw):
+        # Made one convention first (RFC 5322): the rest must hold of that.
+        raw = _ANY_EOL.sub(b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n", raw)
+        assert not _mixed_eol(out)
     assert _head(out) == _head(raw), "top-level header bytes changed"
     if all(len(line.rstrip(b"\r")) <= 998 for line in raw.split(b"\n")):
         assert all(len(line.rstrip(b"\r")) <= 998 for line in out.split(b"\n"))
@@ -201,6 +204,14 @@ def check_tagged(raw: bytes, result: TagResult, targets: set[int], *,
         tagged.append(new_text)
     assert total_removed == result.pixels_removed
     return tagged
+
+
+_ANY_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+def _mixed_eol(raw: bytes) -> bool:
+    return raw.count(b"\r") > 0 and not raw.count(b"\r") == raw.count(b"\n") == \
+        raw.count(b"\r\n")
 
 
 def check_unchanged(raw: bytes, result: TagResult, reason: str) -> None:
@@ -567,12 +578,78 @@ def test_signed_and_encrypted_messages_go_out_unchanged(raw: bytes) -> None:
      "encoding"),
     (message(b'Content-Type: text/html; charset="utf-16"\nContent-Transfer-Encoding: base64'
              b"\n\n" + base64.encodebytes(b"\xff\xfe<\x00h\x00\x00\xd8")), "utf-16"),
+    (message(multipart("alternative", [text_leaf(), html_leaf(page())]).rsplit(b"--=_", 1)[0]),
+     "without its closing boundary"),
+    (message(multipart("mixed", [multipart("alternative", [text_leaf(), html_leaf(page())])
+                                 .rsplit(b"--=_", 1)[0], text_leaf()])),
+     "without its closing boundary"),
+    (message(re.sub(rb"\n--=_part_\w+\n(?=Content-Type: text/html)", b"\n",
+                    multipart("mixed", [html_leaf(page()), text_leaf()]).replace(
+                        b"This is a multi-part message in MIME format.\n", b""))),
+     "no opening boundary"),
+    (message(b"Content-Type: multipart/alternative\n\n" + html_leaf(page())),
+     "without a boundary"),
 ], ids=["no-boundary", "boundary-never-appears", "bad-base64", "truncated-base64",
-        "unknown-charset", "unknown-encoding", "undecodable-utf16"])
+        "unknown-charset", "unknown-encoding", "undecodable-utf16", "no-closing-boundary",
+        "nested-no-closing-boundary", "no-opening-boundary", "multipart-without-boundary"])
 def test_broken_mime_goes_out_unchanged(raw: bytes, why: str) -> None:
     result = tag(raw)
     check_unchanged(raw, result, "broken MIME: ")
     assert result.reason is not None and why in result.reason
+
+
+@pytest.mark.parametrize("cte", ["8bit", "7bit", "binary", None])
+@pytest.mark.parametrize("crlf", [False, True])
+def test_a_tagged_body_with_lines_over_998_octets_goes_quoted_printable(
+        cte: str | None, crlf: bool) -> None:
+    html = page("<p>" + "word " * 400 + "</p>")  # one 2,000-octet line
+    raw = message(multipart("alternative", [text_leaf(), html_leaf(html, "utf-8", cte)]), crlf)
+    result = tag(raw)
+    assert result.trackable and result.parts_tagged == 1, result.reason
+    eol = b"\r\n" if crlf else b"\n"
+    assert max(len(line) for line in result.data.split(eol)) <= 76 + 2
+    [_, part] = _leaves(_parse(result.data))
+    assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert part.get_all("Content-Transfer-Encoding") == ["quoted-printable"]
+    assert _text(part) == html.replace("\n", eol.decode()).replace("</body>", TAG + "</body>")
+    # The text alternative and the top-level header keep their bytes.
+    assert result.data.startswith(_head(raw))
+    assert text_leaf().replace(b"\n", eol) in result.data
+
+
+def test_a_single_part_message_with_long_lines_says_quoted_printable_at_the_top() -> None:
+    html = page("<p>" + "\u00e9" * 1200 + "</p>")
+    raw = message(html_leaf(html, "utf-8", "8bit"))
+    result = tag(raw)
+    assert result.trackable
+    assert max(len(line) for line in result.data.split(b"\n")) <= 76
+    msg = _parse(result.data)
+    assert msg.get_all("Content-Transfer-Encoding") == ["quoted-printable"]
+    assert msg["Subject"] == "Gr\u00fc\u00dfe"
+    assert _text(msg) == html.replace("</body>", TAG + "</body>")
+
+
+@pytest.mark.parametrize("first", [b"\r\n", b"\n"])
+def test_mixed_line_endings_and_bare_crs_become_one_convention(first: bytes) -> None:
+    raw = message(multipart("alternative", [
+        text_leaf("line one\r\nline two\rline three\n"),
+        html_leaf(page("<p>a</p>\r<p>b</p>\r\n<p>c</p>"), "utf-8", "8bit")]))
+    raw = raw.replace(b"\n", first, 1)  # the first line decides
+    result = tag(raw)
+    assert result.trackable and result.parts_tagged == 1, result.reason
+    out = result.data
+    if first == b"\r\n":
+        assert out.count(b"\r") == out.count(b"\n") == out.count(b"\r\n")
+    else:
+        assert b"\r" not in out
+    [text, html] = _leaves(_parse(out))
+    assert _text(text).splitlines() == ["line one", "line two", "line three"]
+    assert TAG in _text(html)
+
+
+def test_a_message_with_one_convention_keeps_its_bytes_around_the_pixel() -> None:
+    raw = message(multipart("alternative", [text_leaf(), html_leaf(page())]), crlf=True)
+    check_tagged(raw, tag(raw), {1})
 
 
 def test_one_broken_body_leaves_the_other_untouched_too() -> None:
@@ -595,6 +672,25 @@ def test_old_pixel_in_a_quoted_reply_is_replaced_and_foreign_ones_kept() -> None
     (tagged,) = check_tagged(raw, result, {1}, removed=1)
     assert OLD_TOKEN not in tagged
     assert FOREIGN in tagged
+
+
+@pytest.mark.parametrize("src", [
+    f"https://track.example/t/{TokenSigner(b'an-older-secret-key-0123456789ab').make(TokenRef(3))}.gif",
+    "https://track.example/t/from-another-node.gif",
+    f"https://track.example/t/./{OLD_TOKEN}.gif",
+    f"https://track.example\\t\\{OLD_TOKEN}.gif",
+    f"https://old.example/%74/{OLD_TOKEN}.gif",
+], ids=["older-key", "another-node", "dot-segment", "backslashes", "percent-encoded"])
+def test_any_image_under_our_t_path_is_removed_whatever_its_token(src: str) -> None:
+    quoted = f'<img src="{src}" width="1" height="1" alt="">'
+    raw = message(multipart("alternative", [
+        text_leaf(), html_leaf(page(f"<p>Thanks</p><blockquote>{quoted}{FOREIGN}</blockquote>"),
+                               "utf-8", "quoted-printable")]))
+    result = tag(raw)
+    assert result.trackable and result.pixels_removed == 1
+    [_, part] = _leaves(_parse(result.data))
+    assert _text(part) == page(f"<p>Thanks</p><blockquote>{FOREIGN}</blockquote>").replace(
+        "</body>", TAG + "</body>")
 
 
 def test_old_pixel_in_an_earlier_inline_html_leaf_is_removed_too() -> None:
@@ -921,7 +1017,17 @@ def test_damaged_messages_never_raise_and_are_never_half_rewritten(raw: bytes) -
             (result.reason is not None and result.reason.startswith("broken MIME: "))
     else:
         assert result.parts_tagged >= 1
-        assert _head(result.data) == _head(raw) if re.search(rb"\r?\n\r?\n", raw) else True
+        if _mixed_eol(raw):  # made one convention first
+            assert not _mixed_eol(result.data)
+            raw = _ANY_EOL.sub(b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n", raw)
+        if re.search(rb"\r?\n\r?\n", raw):
+            # Only a long-lined body's Content-Transfer-Encoding may change at the top.
+            assert _without_cte(_head(result.data)) == _without_cte(_head(raw))
+
+
+def _without_cte(head: bytes) -> bytes:
+    return re.sub(rb"(?im)^content-transfer-encoding[ \t]*:.*(?:\r?\n[ \t].*)*(?:\r?\n|\Z)",
+                  b"", head).rstrip(b"\r\n")
 
 
 def test_empty_html_body_gets_the_pixel() -> None:

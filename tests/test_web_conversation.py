@@ -232,7 +232,9 @@ def test_remote_images_only_when_asked(web: WebClient, instance: Instance) -> No
     assert page.soup.select_one("iframe.mail-frame")["src"].endswith("?images=1")
     assert page.soup.select_one(".images-note") is None
     resp, doc = _body(web, msg.id, images=1)
-    assert "img-src data: cid: https: http:;" in resp.headers["content-security-policy"]  # type: ignore[attr-defined]
+    # Each image left in the body by its exact URL, nothing else remote.
+    assert "img-src data: cid: https://images.example/logo.png;" in \
+        resp.headers["content-security-policy"]  # type: ignore[attr-defined]
     assert [img.get("src") for img in doc.body.select("img")] == [
         "https://images.example/logo.png", None]
 
@@ -314,6 +316,13 @@ def test_css_cannot_fetch_even_when_escaped() -> None:
         out = defuse_css(css)
         assert "url(" not in out.lower().replace(" ", "") and "image-set(" not in out
         assert "@import" not in out
+
+
+def test_style_blocks_with_attributes_are_defused_too() -> None:
+    for block in ('<style class="a">p{background:url(https://e.example/x)}</style>',
+                  "<style title=t>p{background:\\75 rl(https://e.example/x)}</style>"):
+        out = sanitize(f"{block}<p>x</p>", images=True, is_own_pixel=lambda url: False).html
+        assert "url(" not in out.lower() and "<style" in out, out
 
 
 def test_own_pixels_are_dropped_even_percent_encoded() -> None:

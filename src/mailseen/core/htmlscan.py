@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import html as htmllib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+import tinycss2
 
 __all__ = ["Scan", "scan_html", "splice_pixel"]
 
@@ -163,32 +165,161 @@ def _src(attrs: str) -> str | None:
     return None
 
 
+# -- our URLs in CSS ---------------------------------------------------------------------
+# A quoted pixel can also be a CSS image (``background-image: url(…/t/TOKEN.gif)``), in a
+# <style> or a style attribute, written with CSS escapes (``\75 rl(``) or character
+# references. Found context-free (a match inside a comment or a script is our URL all the
+# same) and tokenized by tinycss2 only where a URL could hide; our url() becomes ``none`` and
+# our strings ``""`` (``url("")`` and ``@import ""`` fetch nothing).
+# Each pattern starts with a literal, which the regex engine searches for quickly.
+_STYLE_OPEN = re.compile(r"<style\b[^>]*+>", re.I)
+_STYLE_CLOSE = re.compile(r"</style", re.I)
+# Only style attributes whose value has a "(" or a character reference (which may hide one)
+# match: the rest ("padding:0;color:#333") cannot fetch.
+_STYLE_ATTR = re.compile(rf"""style{_WS}*+={_WS}*+("""
+                         r"""("[^"(&]*+[(&][^"]*+"|'[^'(&]*+[(&][^']*+'"""
+                         r"""|[^\t\n\f\r >(&]*+[(&][^\t\n\f\r >]*+))""", re.I)
+_BEFORE_ATTR = frozenset("\t\n\f\r /\"'")
+# The same, on lowercased text: starting with a literal, and case-sensitive, the regex engine
+# finds candidates by a plain substring search instead of trying every position.
+_STYLE_ATTR_LOW = re.compile(_STYLE_ATTR.pattern)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# Where a URL stands in CSS without escapes: url(…), and a string opening a function's
+# arguments or following a comma (image-set("…" 1x, "…" 2x)) or @import.
+_CSS_URLISH = re.compile(r"""url\(\s*+["']?([^"')\s]*)|(?:[(,]|@import)\s*+["']([^"']*)""",
+                         re.I)
+_CSS_LINE = re.compile(r"\r\n|[\r\n\f]")
+# What CSS without escapes needs in order to fetch: url(), @import, or a function that takes
+# image URLs as strings (image(), image-set(), cross-fade(), src()).
+_FETCHING = ("url(", "@import", "image", "cross-fade", "src(")
+
+
+def _own_css(html: str, is_own: Callable[[str], bool]) -> list[tuple[int, int, str]]:
+    """(start, end, replacement) for each of our URLs in the CSS of ``html``."""
+    if "(" not in html and "@" not in html:
+        return []
+    edits: list[tuple[int, int, str]] = []
+    for m in _STYLE_OPEN.finditer(html):
+        close = _STYLE_CLOSE.search(html, m.end())
+        end = close.start() if close is not None else len(html)
+        css = html[m.end() : end]
+        if _may_be_ours(css, is_own):
+            base = m.end()
+            edits.extend((base + a, base + b, r) for a, b, r in _css_edits(css, is_own))
+    for m in _style_attributes(html):
+        raw = m.group(1)
+        quoted = raw[:1] in ("'", '"')
+        css = raw[1:-1] if quoted else raw
+        if "&" in css:
+            css = htmllib.unescape(css)
+        if "(" not in css or not _may_be_ours(css, is_own):
+            continue
+        found = _css_edits(css, is_own)
+        if found:
+            # Written back whole and escaped: references cannot map to offsets one for one.
+            fixed = htmllib.escape(_apply(css, found), quote=True)
+            edits.append((m.start(1), m.end(1), f'"{fixed}"'))
+    return edits
+
+
+def _style_attributes(html: str) -> Iterable[re.Match[str]]:
+    """Each style attribute that may fetch, found by a plain search for "style" in a
+    lowercased copy (much faster than letting a case-blind regex try every position)."""
+    low = html.lower()
+    if len(low) != len(html):  # lowercasing changed lengths (U+0130): offsets would not agree
+        low = html.translate(_ASCII_LOWER)
+    for candidate in _STYLE_ATTR_LOW.finditer(low):
+        pos = candidate.start()
+        m = _STYLE_ATTR.match(html, pos) if pos and html[pos - 1] in _BEFORE_ATTR else None
+        if m is not None:
+            yield m
+
+
+def _may_be_ours(css: str, is_own: Callable[[str], bool]) -> bool:
+    """Whether tokenizing ``css`` could find one of our URLs: it has escapes, or one of the
+    URLs and strings a plain match finds is ours."""
+    if "\\" in css:
+        return True
+    low = css.lower()
+    if not any(word in low for word in _FETCHING):
+        return False
+    return any(is_own(m.group(1) if m.group(1) is not None else m.group(2))
+               for m in _CSS_URLISH.finditer(css))
+
+
+def _css_edits(css: str, is_own: Callable[[str], bool]) -> list[tuple[int, int, str]]:
+    lines = [0, *(m.end() for m in _CSS_LINE.finditer(css))]
+    edits: list[tuple[int, int, str]] = []
+
+    def offset(node: tinycss2.ast.Node) -> int:
+        # tinycss2 counts lines after making every CRLF, CR and FF one LF; columns agree.
+        return lines[int(node.source_line) - 1] + int(node.source_column) - 1
+
+    def walk(nodes: list[tinycss2.ast.Node], end: int) -> None:
+        for i, node in enumerate(nodes):
+            node_end = offset(nodes[i + 1]) if i + 1 < len(nodes) else end
+            if node.type == "url" and is_own(node.value):
+                edits.append((offset(node), node_end, "none"))
+            elif node.type == "string" and is_own(node.value):
+                edits.append((offset(node), node_end, '""'))
+            elif node.type == "function":
+                walk(node.arguments, _inner_end(css, node_end))
+            elif node.type in ("() block", "[] block", "{} block"):
+                walk(node.content, _inner_end(css, node_end))
+
+    walk(tinycss2.parse_component_value_list(css, skip_comments=False), len(css))
+    return edits
+
+
+def _inner_end(css: str, end: int) -> int:
+    """Where a block's content ends: before its closing bracket (none at the end of text)."""
+    return end - 1 if end > 0 and css[end - 1] in ")]}" else end
+
+
+def _apply(text: str, edits: Iterable[tuple[int, int, str]]) -> str:
+    out: list[str] = []
+    last = 0
+    for start, end, new in sorted(edits):
+        out.append(text[last:start])
+        out.append(new)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
 def splice_pixel(html: str, tag: str, is_own_pixel: Callable[[str], bool],
                  max_line: int | None = None, eol: str | None = None) -> tuple[str, int]:
-    """Return ``html`` with our earlier pixels removed and ``tag`` before the last real
-    ``</body>`` (else ``</html>``, else at the end), and how many earlier pixels went.
+    """Return ``html`` with our earlier pixels removed (``<img>`` and CSS images) and ``tag``
+    before the last real ``</body>`` (else ``</html>``, else at the end), and how many
+    earlier pixels went.
 
     With ``max_line`` the tag is put on a line of its own when inserting it inline would make
     its line longer than that, so 7bit/8bit parts keep within SMTP's 998-octet limit; ``eol``
     is the line ending to use for that (default: the one ``html`` uses).
     """
-    scan = scan_html(html, is_own_pixel)
+    known: dict[str, bool] = {}
+
+    def is_own(url: str) -> bool:
+        # Newsletters repeat their image URLs (spacers, backgrounds): each is judged once.
+        found = known.get(url)
+        if found is None:
+            found = known[url] = is_own_pixel(url)
+        return found
+
+    scan = scan_html(html, is_own)
     at = scan.body_close if scan.body_close is not None else scan.html_close
     if at is None:
         at = len(html)
-    parts: list[str] = []
-    last = 0
-    removed_before_at = 0
-    for start, end in sorted(scan.own_pixels):
-        parts.append(html[last:start])
-        if end <= at:
-            removed_before_at += end - start
-        last = end
-    parts.append(html[last:])
-    cleaned = "".join(parts)
+    edits: list[tuple[int, int, str]] = []
+    for edit in sorted([*((start, end, "") for start, end in scan.own_pixels),
+                        *_own_css(html, is_own)]):
+        if not edits or edit[0] >= edits[-1][1]:  # an <img> we drop takes its style with it
+            edits.append(edit)
+    shift = sum(len(new) - (end - start) for start, end, new in edits if end <= at)
+    cleaned = _apply(html, edits) if edits else html
     if not tag:
-        return cleaned, len(scan.own_pixels)
-    at -= removed_before_at
+        return cleaned, len(edits)
+    at += shift
     insert = tag
     if max_line is not None:
         line_start = cleaned.rfind("\n", 0, at) + 1
@@ -199,4 +330,4 @@ def splice_pixel(html: str, tag: str, is_own_pixel: Callable[[str], bool],
             if eol is None:
                 eol = "\r\n" if "\r\n" in cleaned else "\n"
             insert = eol + tag + eol
-    return cleaned[:at] + insert + cleaned[at:], len(scan.own_pixels)
+    return cleaned[:at] + insert + cleaned[at:], len(edits)

@@ -8,7 +8,10 @@ Contract (see docs/tracking.md):
   (reason "signed"); so are messages without an HTML body ("plain text") and messages whose
   structure cannot be followed safely ("broken MIME: …"). Nothing is ever half-rewritten.
 - Every byte outside the rewritten HTML bodies stays as it was, headers included; a rewritten
-  body keeps its charset and transfer encoding.
+  body keeps its charset and transfer encoding. Two exceptions keep the output within RFC
+  5322: a rewritten body with lines over 998 octets is sent quoted-printable (its
+  Content-Transfer-Encoding field says so), and a message with mixed line endings or bare
+  CRs has all of them made the line ending of its first line.
 - Our own earlier pixels (a quoted reply to one of our messages) are taken out of every HTML
   body a reader shows, so showing this message does not count as a view of the earlier one.
 """
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .htmlscan import splice_pixel
-from .mimetree import BrokenMime, Part, eol_of, parse_tree
+from .mimetree import BrokenMime, Part, eol_of, parse_tree, split_head
 
 __all__ = ["TagResult", "tag_message"]
 
@@ -34,6 +37,8 @@ _SIGNED_TYPES = frozenset({
 _MAX_LINE = 998  # RFC 5322 2.1.1, excluding the CRLF
 _QP_LINE = 76  # RFC 2045 6.7 (5)
 _IDENTITY = ("7bit", "8bit", "binary", "")
+_ANY_EOL = re.compile(rb"\r\n|\r|\n")
+_CTE_FIELD = b"Content-Transfer-Encoding"
 
 # Charsets in which an ASCII byte can be part of another character (or ASCII is not what it
 # is), so the HTML must be decoded before it is searched: UTF-16/32, UTF-7 and the ISO-2022
@@ -71,22 +76,40 @@ def _tag(raw: bytes, tag: str, is_own_pixel: Callable[[str], bool]) -> TagResult
     targets = _targets(root)
     if not targets:
         return TagResult(raw, False, "plain text")
-    target_ids = {id(p) for p in targets}
     eol = eol_of(raw)
-    edits: list[tuple[Part, bytes]] = []
+    work = _one_eol(raw, eol)
+    if work is not raw:
+        root = parse_tree(work)
+        targets = _targets(root)
+    target_ids = {id(p) for p in targets}
+    edits: list[tuple[int, int, bytes]] = []
     removed = 0
     # Every body is rewritten before any is applied, so a failure leaves the message whole.
     for part in _displayed_html(root):
         is_target = id(part) in target_ids
-        body, n = _rewrite_body(raw, part, tag if is_target else "", is_own_pixel, eol)
+        edit, n = _rewrite_part(work, part, tag if is_target else "", is_own_pixel, eol)
         removed += n
-        if body is not None:
-            edits.append((part, body))
-    out = raw
+        if edit is not None:
+            edits.append(edit)
+    if not edits:
+        return TagResult(raw, True, None, len(targets), 0)
+    out = work
     # Replace from the end so earlier offsets stay valid.
-    for part, body in sorted(edits, key=lambda e: e[0].body_start, reverse=True):
-        out = out[: part.body_start] + body + out[part.end :]
+    for start, end, data in sorted(edits, reverse=True):
+        out = out[:start] + data + out[end:]
     return TagResult(out, True, None, len(targets), removed)
+
+
+def _one_eol(raw: bytes, eol: bytes) -> bytes:
+    """``raw`` with every line ending (CRLF, LF, bare CR) made ``eol``; ``raw`` itself when
+    it already has one convention. A part in binary transfer encoding, whose CRs and LFs are
+    data, cannot be changed so: BrokenMime."""
+    crs = raw.count(b"\r")
+    if (crs == 0 if eol == b"\n" else crs == raw.count(b"\n") == raw.count(b"\r\n")):
+        return raw
+    if any(p.transfer_encoding == "binary" for p in parse_tree(raw).walk()):
+        raise BrokenMime("binary part in a message with mixed line endings")
+    return _ANY_EOL.sub(eol, raw)
 
 
 def _visible(part: Part) -> list[Part]:
@@ -307,10 +330,43 @@ def _codec(charset: str, content: bytes) -> str | None:
     return name
 
 
+def _rewrite_part(raw: bytes, part: Part, tag: str, is_own_pixel: Callable[[str], bool],
+                  eol: bytes) -> tuple[tuple[int, int, bytes] | None, int]:
+    """The edit to ``part`` as (start, end, new bytes), None if nothing changes, and how many
+    of our old pixels went. A body whose lines would exceed 998 octets goes quoted-printable
+    (RFC 5322 2.1.1), its Content-Transfer-Encoding field with it."""
+    body, removed, content = _rewrite_body(raw, part, tag, is_own_pixel, eol)
+    if body is None:
+        return None, 0
+    if any(len(line) > _MAX_LINE for line in body.split(eol)):
+        assert content is not None
+        return (part.start, part.end, _qp_head(raw, part, eol) + _qp_encode(content, eol)), \
+            removed
+    return (part.body_start, part.end, body), removed
+
+
+def _qp_head(raw: bytes, part: Part, eol: bytes) -> bytes:
+    """``part``'s header block and the blank line after it, saying quoted-printable: its
+    Content-Transfer-Encoding fields (folded lines too) out, ours last."""
+    head_end, _ = split_head(raw, part.start, part.end)
+    kept: list[bytes] = []
+    skipping = False
+    for line in raw[part.start : head_end].split(eol) if head_end > part.start else []:
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = line.split(b":", 1)[0].strip().lower() == _CTE_FIELD.lower()
+        if not skipping:
+            kept.append(line)
+    return eol.join([*kept, _CTE_FIELD + b": quoted-printable", b"", b""])
+
+
 def _rewrite_body(raw: bytes, part: Part, tag: str, is_own_pixel: Callable[[str], bool],
-                  eol: bytes) -> tuple[bytes | None, int]:
-    """The new body bytes of ``part`` (None if nothing changes) and how many of our old pixels
-    went. Raises BrokenMime when the body cannot be rewritten without touching other bytes."""
+                  eol: bytes) -> tuple[bytes | None, int, bytes | None]:
+    """The new body bytes of ``part`` (None if nothing changes), how many of our old pixels
+    went, and the new decoded content. Raises BrokenMime when the body cannot be rewritten
+    without touching other bytes."""
     if not part.separated:
         raise BrokenMime("HTML part without a blank line after its headers")
     original = raw[part.body_start : part.end]
@@ -337,8 +393,8 @@ def _rewrite_body(raw: bytes, part: Part, tag: str, is_own_pixel: Callable[[str]
         except UnicodeEncodeError as exc:
             raise BrokenMime(f"the pixel cannot be written in {charset}") from exc
     if new_content == content:
-        return None, 0
+        return None, 0, None
     if cte == "quoted-printable":
-        return _qp_splice(original, content, new_content, eol), removed
+        return _qp_splice(original, content, new_content, eol), removed, new_content
     trailing = original.endswith(b"\n")
-    return _encode_transfer(new_content, cte, eol, trailing), removed
+    return _encode_transfer(new_content, cte, eol, trailing), removed, new_content

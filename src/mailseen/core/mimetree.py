@@ -22,6 +22,9 @@ _MAX_DEPTH = 40
 _MAX_PARTS = 500
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
+# A preamble that starts like a part's header block is a part whose opening delimiter is
+# missing (a preamble is free text, "This is a multi-part message in MIME format.").
+_PART_HEAD = re.compile(rb"(?:[ \t]*\r?\n)*Content-[A-Za-z-]+[ \t]*:", re.I)
 
 
 class BrokenMime(ValueError):
@@ -133,17 +136,17 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int,
         pos = mark[1]
     if not marks:
         raise BrokenMime(f"{part.content_type} whose boundary never appears")
+    # Readers disagree on these (the email package runs the last part to the end; others
+    # drop it, or show the headless first part as text), so what one shows is not what
+    # another does and there is no safe place for a pixel.
+    if not marks[-1][2]:
+        raise BrokenMime(f"{part.content_type} without its closing boundary")
+    if _PART_HEAD.match(raw, body_start, marks[0][0]):
+        raise BrokenMime(f"{part.content_type} whose first part has no opening boundary")
     for i, (_, child_start, closing) in enumerate(marks):
         if closing:
             break
-        if i + 1 < len(marks):
-            child_end = marks[i + 1][0]
-        else:
-            # No closing delimiter: like the email package, leave the final line ending out,
-            # as it would have belonged to the missing delimiter.
-            child_end = end
-            if raw.endswith(b"\n", child_start, child_end):
-                child_end -= 2 if raw.endswith(b"\r\n", child_start, child_end) else 1
+        child_end = marks[i + 1][0]
         part.children.append(_parse(raw, child_start, child_end, child_type, depth + 1,
                                     count))
     if not part.children:

@@ -16,6 +16,7 @@ from typing import overload
 
 from ..core.autoreply import detect_automatic
 from ..core.compose import read_facts
+from ..core.htmlscan import scan_html
 from ..core.inject import tag_message
 from ..core.mailbody import Display, TooComplex, parse_message, walk
 from ..records import Ingested, MailboxRecord, NewMessage
@@ -25,7 +26,6 @@ from .sending import Sender
 __all__ = ["Ingestor", "Renderer"]
 
 log = logging.getLogger(__name__)
-_TOKEN_URL = re.compile(r"/t/([A-Za-z0-9_-]{20,64})\.gif")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Makes a received message ready to show (sanitising is the web layer's, so the process that
 # runs ingest hands it in); given our pixel test, it returns what storage keeps.
@@ -40,6 +40,18 @@ def _clean(value: str | None) -> str | None:
     """Header text as stored: control characters (NUL included, which PostgreSQL refuses)
     out, and no longer than a header line may be."""
     return None if value is None else _CONTROL.sub("", value)[:998]
+
+
+def _image_sources(html: str) -> list[str]:
+    """Every ``<img src>`` in ``html``, read as the tagger reads them."""
+    found: list[str] = []
+
+    def collect(src: str) -> bool:
+        found.append(src)
+        return False
+
+    scan_html(html, collect)
+    return found
 
 
 class Ingestor:
@@ -67,8 +79,9 @@ class Ingestor:
                 html = str(part.get_content())
             except (LookupError, ValueError, AssertionError):
                 continue
-            for token in _TOKEN_URL.findall(html):
-                ref = self.sender.signer.check(token)
+            for src in _image_sources(html):
+                own = self.sender.own_url(src)
+                ref = self.sender.signer.check(own.token) if own is not None else None
                 if ref is not None and ref.message_id not in ids:
                     ids.append(ref.message_id)
         return ids

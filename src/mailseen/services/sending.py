@@ -4,11 +4,10 @@ through :meth:`Sender.submit`, which decides tracking, tags and queues it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from ..core.compose import Draft, build_message, parse_address, prepare_raw
 from ..core.inject import tag_message
-from ..core.pixel import PIXEL_PATH_RE, pixel_tag, pixel_url
+from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url
 from ..core.tokens import TokenRef, TokenSigner
 from ..core.tracking import not_trackable
 from ..errors import InvalidInput
@@ -29,11 +28,19 @@ class Sender:
         self.base_url = base_url
         self.on_queued = on_queued
 
+    def own_url(self, url: str) -> OwnUrl | None:
+        """Whether fetching ``url`` reaches one of our /t/ or /c/ paths (see
+        :func:`mailseen.core.pixel.own_url`)."""
+        return own_url(url, self.base_url, self._genuine)
+
     def is_own_pixel(self, url: str) -> bool:
-        """An image URL is ours when its path ends in /t/<token>.gif with a genuine token,
-        whatever host it names (the public URL may have changed since)."""
-        m = PIXEL_PATH_RE.search(urlsplit(url).path)
-        return m is not None and self.signer.check(m.group(1)) is not None
+        """An image URL is ours when fetching it reaches our /t/ (or /c/) paths: anything
+        under the public base URL's, and elsewhere (the public URL may have changed since)
+        one with a genuine token."""
+        return own_url(url, self.base_url, self._genuine) is not None
+
+    def _genuine(self, token: str) -> bool:
+        return self.signer.check(token) is not None
 
     def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api"
                    ) -> MessageRecord:

@@ -24,7 +24,7 @@ __all__ = ["DISPLAY_VERSION", "display_of", "render_display", "shown_raw", "stor
 
 # Raise when the sanitiser's rules or the bounds change: stored displays made by older rules
 # are made again when next shown.
-DISPLAY_VERSION = 1
+DISPLAY_VERSION = 2
 
 
 def _storable(text: str | None) -> str | None:

@@ -53,7 +53,8 @@ _DATA_IMAGE = re.compile(r"(?i)^data:image/(?:png|gif|jpeg|webp);base64,[A-Za-z0
 _CSS_FETCH = re.compile(r"(?i)(?:url|src|image-set|image|cross-fade|element|expression|paint)"
                         r"\s*\(")
 _CSS_AT = re.compile(r"(?i)@(?:import|font-face|namespace)")
-_STYLE_BLOCK = re.compile(r"<style>(.*?)</style>", re.S)
+# With its attributes (nh3 keeps the common ones, class and title among them, on <style>).
+_STYLE_BLOCK = re.compile(r"<style\b([^>]*)>(.*?)</style>", re.S)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def sanitize(html: str, *, images: bool = False, is_own_pixel: Callable[[str], b
         url_schemes={"http", "https", "mailto", "tel", "cid", "data"},
     )
     # nh3 serialises <style> bare and its text raw; a parsed style cannot hold "</style".
-    out = _STYLE_BLOCK.sub(lambda m: f"<style>{defuse_css(m.group(1))}</style>", out)
+    out = _STYLE_BLOCK.sub(lambda m: f"<style{m.group(1)}>{defuse_css(m.group(2))}</style>",
+                           out)
     return Cleaned(out, blocked)
 
 

@@ -27,6 +27,7 @@ from ...errors import NotFound
 from ...records import ConversationRecord, MessageRecord, UserRecord, ViewRecord
 from ...services.instance import Instance
 from .display import display_of, shown_raw, stored_display
+from .framecsp import frame_csp
 from .mailhtml import linkify
 from .ui import eye_of, finish, instance_of, render, require_user, templates
 
@@ -34,9 +35,6 @@ __all__ = ["content_disposition", "displayed_body", "human_size", "routes", "sho
            "visible_conversation", "visible_message"]
 
 _VIEW_LIMIT = 1000
-_FRAME_CSP = ("default-src 'none'; img-src data: cid:{remote}; style-src 'unsafe-inline'; "
-              "form-action 'none'; base-uri 'none'; frame-ancestors 'self'; "
-              "sandbox allow-popups allow-popups-to-escape-sandbox")
 
 
 def visible_conversation(request: Request, conversation_id: int
@@ -177,7 +175,9 @@ async def body(request: Request) -> Response:
         html, text = None, await run_in_threadpool(linkify, shown.text or "")
     page = templates.get_template("conv_body.html").render(html=html, text=text)
     response = HTMLResponse(page, headers={
-        "Content-Security-Policy": _FRAME_CSP.format(remote=" https: http:" if images else ""),
+        "Content-Security-Policy": frame_csp(html, images=images,
+                                             is_own=inst.sender.is_own_pixel,
+                                             own_hosts=(inst.sender.base_url, str(request.url))),
         "X-Frame-Options": "SAMEORIGIN",
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "private, no-store",
