@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailseen.web.framecsp import frame_csp
+from mailseen.web.site.framecsp import frame_csp
 
 
 def ours(url: str) -> bool:

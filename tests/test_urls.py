@@ -13,6 +13,7 @@ from mailseen.core import urls
 from mailseen.core.pixel import OwnUrl, own_url
 from mailseen.core.tokens import TokenRef, TokenSigner
 from mailseen.core.urls import browser_url
+from mailseen.services.mailboxes import Mailboxes
 from mailseen.services.sending import Sender
 from mailseen.storage import Store
 
@@ -21,7 +22,7 @@ OTHER_KEY = TokenSigner(b"another-nodes-key-0123456789abcd")
 TOKEN = SIGNER.make(TokenRef(7))
 BASE = "https://track.example"
 # Only is_own_pixel is used, which needs no store.
-SENDER = Sender(cast(Store, None), SIGNER, BASE)
+SENDER = Sender(cast(Store, None), cast(Mailboxes, None), SIGNER, BASE)
 
 
 @pytest.mark.parametrize("url", [
