@@ -164,3 +164,28 @@ def test_a_reply_to_a_reply_stays_in_the_conversation(
 def test_garbage_is_refused(box: MailboxRecord, ingestor: Ingestor) -> None:
     with pytest.raises(NotAMessage):
         ingestor.ingest(box, b"\x00\x01 not mail", "smtp")
+
+
+@pytest.mark.parametrize(("from_field", "sender"), [
+    ("ceo@bank.example <attacker@evil.example>", "attacker@evil.example"),
+    ("ada@example.com <x@evil.example>", "x@evil.example"),  # a teammate's address as a name
+    ('"ada@example.com" <x@evil.example>', "x@evil.example"),
+    ("Carol <carol@example.org>", "carol@example.org"),
+    ("carol@example.org", "carol@example.org"),
+])
+def test_the_sender_is_the_address_in_angle_brackets_not_a_look_alike_name(
+        box: MailboxRecord, ingestor: Ingestor, from_field: str, sender: str) -> None:
+    raw = (f"From: {from_field}\r\nTo: support@example.com\r\nSubject: Invoice\r\n"
+           f"Message-ID: <spoof@evil.example>\r\n\r\nPay now.\r\n").encode()
+    stored = ingestor.ingest(box, raw, "test").message
+    assert stored.from_addr == sender
+
+
+def test_bidi_overrides_in_a_subject_or_name_are_neutralised_at_ingest(
+        box: MailboxRecord, ingestor: Ingestor) -> None:
+    subject = "invoice\u202etxt.exe \u2067x\u2069 \u200fshalom"  # RLO, RLI/PDI, and an RLM
+    raw = (f"From: Mallory <m\u202e@evil.example>\r\nTo: support@example.com\r\n"
+           f"Subject: {subject}\r\nMessage-ID: <bidi@evil.example>\r\n\r\nx\r\n").encode()
+    stored = ingestor.ingest(box, raw, "test").message
+    assert stored.subject == "invoicetxt.exe x \u200fshalom"  # the plain mark stays
+    assert "\u202e" not in stored.from_addr

@@ -294,6 +294,22 @@ def _unicode(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
+_ANGLE_ADDR = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+
+
+def _sender(values: list[str]) -> str:
+    """The address a From field really names. ``ceo@bank.example <attacker@evil.example>``
+    (an unquoted display name that looks like an address) is read by the email package as
+    two addresses, the first a forgery: the one in angle brackets is the sender's."""
+    if not values:
+        return ""
+    angle = _ANGLE_ADDR.findall(values[0])
+    if len(angle) == 1:
+        return angle[0]
+    pairs = [a for _, a in getaddresses(values[:1]) if a]
+    return pairs[0] if pairs else ""
+
+
 def read_facts(raw: bytes) -> HeaderFacts:
     """Check ``raw`` is a message and read the facts the store keeps from its headers.
     ``message_id`` is empty when the message has none."""
@@ -311,10 +327,9 @@ def read_facts(raw: bytes) -> HeaderFacts:
     def addrs(name: str) -> list[str]:
         return [a for _, a in getaddresses(values(name)) if a]
 
-    from_pairs = addrs("From")
     return HeaderFacts(
         message_id=text("Message-ID"), subject=_decode(text("Subject")),
-        from_addr=from_pairs[0] if from_pairs else "", to=addrs("To"), cc=addrs("Cc"),
+        from_addr=_sender(values("From")), to=addrs("To"), cc=addrs("Cc"),
         bcc=addrs("Bcc"), in_reply_to=text("In-Reply-To") or None,
         references=text("References") or None,
     )

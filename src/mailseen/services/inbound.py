@@ -26,7 +26,10 @@ from .sending import Sender
 __all__ = ["Ingestor", "Renderer"]
 
 log = logging.getLogger(__name__)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters (NUL included, which PostgreSQL refuses) and the bidi embedding, override
+# and isolate controls, which can make a name or subject read as something else
+# ("txt.exe" shown as "exe.txt"); the plain direction marks (LRM, RLM) are harmless and stay.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 # Makes a received message ready to show (sanitising is the web layer's, so the process that
 # runs ingest hands it in); given our pixel test, it returns what storage keeps.
 Renderer = Callable[[bytes, Callable[[str], bool]], Display]
@@ -37,8 +40,8 @@ def _clean(value: str) -> str: ...
 @overload
 def _clean(value: None) -> None: ...
 def _clean(value: str | None) -> str | None:
-    """Header text as stored: control characters (NUL included, which PostgreSQL refuses)
-    out, and no longer than a header line may be."""
+    """Header text as stored: control and bidi-override characters out, and no longer than
+    a header line may be."""
     return None if value is None else _CONTROL.sub("", value)[:998]
 
 
