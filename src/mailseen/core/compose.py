@@ -303,7 +303,7 @@ def _sender(values: list[str]) -> str:
     two addresses, the first a forgery: the one in angle brackets is the sender's."""
     if not values:
         return ""
-    angle = _ANGLE_ADDR.findall(values[0])
+    angle: list[str] = _ANGLE_ADDR.findall(values[0])
     if len(angle) == 1:
         return angle[0]
     pairs = [a for _, a in getaddresses(values[:1]) if a]

@@ -407,7 +407,13 @@ def write_override(override_dir: Path, label: str, entries: Sequence[NetEntry]) 
     body = ("# Written by `mailseen data update`; lines here replace the shipped lines with the\n"
             "# same label. Format: CIDR<TAB>kind<TAB>label.\n"
             + format_networks([*kept, *collapse(entries)]))
-    fd, tmp = tempfile.mkstemp(dir=override_dir, prefix=".networks.", suffix=".tmp")
+    write_atomic(path, body)
+    return path
+
+
+def write_atomic(path: Path, body: str) -> None:
+    """Replace ``path`` with ``body`` at once: a reader sees the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(body)
@@ -415,4 +421,3 @@ def write_override(override_dir: Path, label: str, entries: Sequence[NetEntry]) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
@@ -29,6 +27,7 @@ from mailseen.core.netdata import (
     collapse,
     parse_published_list,
     shipped_text,
+    write_atomic,
     write_override,
 )
 from mailseen.errors import InvalidInput
@@ -276,16 +275,7 @@ def update_source(override_dir: Path, source: Source, text: str, *, fetched_from
     path = override_dir / SOURCES_FILE
     current = (Manifest.parse(path.read_text(encoding="utf-8"), str(path))
                if path.is_file() else Manifest())
-    _write_atomic(path, current.with_source(recorded).dumps())
+    write_atomic(path, current.with_source(recorded).dumps())
     return recorded
 
 
-def _write_atomic(path: Path, body: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

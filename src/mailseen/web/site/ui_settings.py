@@ -210,16 +210,23 @@ async def new_mailbox(request: Request) -> Response:
         changes = _tab_changes("general", form)
         values, errors = form.values, form.errors
         if not errors:
-            try:
-                box = instance_of(request).mailboxes.add(me, MailboxIn(**changes))
-            except Conflict:
-                errors = {"address": "Address: there is a mailbox with this address already."}
-            except InvalidInput as exc:
-                errors = {exc.field or "address": str(exc)}
-            else:
+            boxes = instance_of(request).mailboxes
+            box, errors = _saved(lambda: boxes.add(me, MailboxIn(**changes)))
+            if box is not None:
                 return redirect(request, f"/settings/mailboxes/{box.id}?tab=sending&done=created")
     return render(request, "settings_mailbox_new.html", 422 if errors else 200,
                   values=values, errors=errors)
+
+
+def _saved(save: Callable[[], MailboxRecord]) -> tuple[MailboxRecord | None, dict[str, str]]:
+    """The mailbox as saved, or the form's errors: what the services refused, under the
+    field they named."""
+    try:
+        return save(), {}
+    except Conflict:
+        return None, {"address": "Address: there is a mailbox with this address already."}
+    except InvalidInput as exc:
+        return None, {exc.field or "address": str(exc)}
 
 
 def _visible_mailbox(request: Request, user: UserRecord) -> MailboxRecord:
@@ -244,13 +251,8 @@ async def mailbox(request: Request) -> Response:
         changes = _tab_changes(tab, form)
         values, errors = {**values, **form.values}, form.errors
         if not errors:
-            try:
-                inst.mailboxes.update(me, box.id, changes)
-            except Conflict:
-                errors = {"address": "Address: there is a mailbox with this address already."}
-            except InvalidInput as exc:
-                errors = {exc.field or "address": str(exc)}
-            else:
+            saved, errors = _saved(lambda: inst.mailboxes.update(me, box.id, changes))
+            if saved is not None:
                 return redirect(request, f"/settings/mailboxes/{box.id}?tab={tab}&done=saved")
     on = inst.mailboxes.global_tracking()
     return render(request, "settings_mailbox.html", 422 if errors else 200, box=box, tab=tab,
