@@ -203,12 +203,16 @@ def test_message_views_are_listed_after_the_pixel_is_fetched(
     assert msg["viewed"] is False and msg["view_count"] == 0
     token = instance.signer.make(TokenRef(msg["id"]))
     backdate_sent(instance, msg["id"])
-    for ua in ("UA-one", "UA-two"):
+    # Two mail clients: an agent naming no system at all is taken for a program.
+    agents = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 "
+              "Thunderbird/128.5.0", "Microsoft Office/16.0 (Windows NT 10.0; Microsoft "
+              "Outlook 16.0.17928; Pro)")
+    for ua in agents:
         httpx.get(f"{live_server.url}/t/{token}.gif", headers={"User-Agent": ua})
     detail = api.get(f"/messages/{msg['id']}").json()
     assert detail["viewed"] is True and detail["view_count"] == 2, detail
     assert detail["first_viewed_at"] <= detail["last_viewed_at"]
-    assert [v["user_agent"] for v in detail["views"]] == ["UA-one", "UA-two"]
+    assert [v["user_agent"] for v in detail["views"]] == list(agents)
     assert all(v["ip"] == "127.0.0.1" for v in detail["views"])
     assert api.get(f"/messages/{msg['id']}/views").json() == detail["views"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-CSS = Path(__file__).resolve().parents[1] / "src" / "mailseen" / "web" / "static" / "app.css"
+CSS = Path(__file__).resolve().parents[1] / "src" / "mailseen" / "web" / "site" / "static" / "app.css"
 TEXT_COLOURS = ("--fg", "--muted", "--accent", "--ok", "--warn", "--err")
 BACKGROUNDS = ("--bg", "--card")
 
