@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-CSS = Path(__file__).resolve().parents[1] / "src" / "mailseen" / "web" / "site" / "static" / "app.css"
+SITE = Path(__file__).resolve().parents[1] / "src" / "mailseen" / "web" / "site"
+CSS = SITE / "static" / "app.css"
 TEXT_COLOURS = ("--fg", "--muted", "--accent", "--ok", "--warn", "--err")
 BACKGROUNDS = ("--bg", "--card")
 
