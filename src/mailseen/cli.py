@@ -477,7 +477,7 @@ def message_show(ctx: click.Context, message_id: int) -> None:
     inst = _instance(ctx)
     m = inst.messages.get(None, message_id)
     data = _message_json(m)
-    data["views"] = [v.__dict__ for v in inst.messages.views(None, m.id)]
+    data["views"] = [v.__dict__ for v in inst.messages.views(None, m)]
     _out(data)
 
 

@@ -32,8 +32,7 @@ class Messages:
 
     def get(self, actor: UserRecord | None, message_id: int) -> MessageRecord:
         m = self.store.get_message(message_id)
-        if not can_see_mailbox(actor, m.mailbox_id):
-            raise NotFound(f"no message with id {message_id}")
+        _require(actor, m)
         return m
 
     def raw(self, actor: UserRecord | None, message_id: int) -> bytes:
@@ -45,7 +44,8 @@ class Messages:
         """The message's bytes as the team may see them: our pixels taken out of what we
         sent (received mail had them taken out on the way in), so that displaying it never
         counts as a view."""
-        raw = self.raw(actor, message.id)
+        _require(actor, message)
+        raw = self.store.get_raw(message.id)
         if message.direction == "out":
             cleaned = tag_message(raw, "", self.is_own_pixel)
             if cleaned.pixels_removed:
@@ -57,7 +57,7 @@ class Messages:
         """The message made ready to show: as stored when made by rules of ``version``, else
         made by ``render`` (the web layer's sanitiser, CPU-bound: call this off the event
         loop) from :meth:`shown_raw` and stored."""
-        self.get(actor, message.id)
+        _require(actor, message)
         found = self.store.get_display(message.id)
         if found is not None and found.version == version:
             return found
@@ -65,10 +65,11 @@ class Messages:
         self.store.put_display(message.id, made)
         return made
 
-    def views(self, actor: UserRecord | None, message_id: int, limit: int = 1000
+    def views(self, actor: UserRecord | None, message: MessageRecord, limit: int = 1000
               ) -> list[ViewRecord]:
-        self.get(actor, message_id)
-        return self.store.list_views(message_id, limit=limit)
+        """The views of a message read before (no second lookup of it)."""
+        _require(actor, message)
+        return self.store.list_views(message.id, limit=limit)
 
     def newest(self, actor: UserRecord | None, *, mailbox_id: int | None = None,
              status: str | None = None, limit: int = 50, before: int | None = None
@@ -136,3 +137,9 @@ class Messages:
     def pending_counts(self) -> dict[str, int]:
         """Messages still in the queue or needing attention, by status (the health check)."""
         return self.store.pending_counts()
+
+
+def _require(actor: UserRecord | None, message: MessageRecord) -> None:
+    """NotFound, as for a message that does not exist, unless the actor may see it."""
+    if not can_see_mailbox(actor, message.mailbox_id):
+        raise NotFound(f"no message with id {message.id}")

@@ -179,10 +179,11 @@ def list_messages(
             responses={404: {"model": Problem}})
 def get_message(inst: Inst, who: Who, message_id: Id) -> dict[str, Any]:
     m = inst.messages.get(who.user, message_id)
-    return {**message_out(m), "views": [view_out(v) for v in inst.messages.views(who.user, m.id)]}
+    return {**message_out(m), "views": [view_out(v) for v in inst.messages.views(who.user, m)]}
 
 
 @router.get("/messages/{message_id}/views", response_model=list[ViewOut],
             responses={404: {"model": Problem}})
 def get_views(inst: Inst, who: Who, message_id: Id) -> list[dict[str, Any]]:
-    return [view_out(v) for v in inst.messages.views(who.user, message_id)]
+    m = inst.messages.get(who.user, message_id)
+    return [view_out(v) for v in inst.messages.views(who.user, m)]

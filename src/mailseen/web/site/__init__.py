@@ -14,9 +14,10 @@ from starlette.staticfiles import StaticFiles
 
 from ...errors import InvalidInput, MailseenError, NotFound, StorageFull, StorageUnavailable
 from ...services.instance import Instance
+from ...services.mailboxes import Forbidden
 from ..limits import BodyTooLarge
 from . import ui_auth, ui_compose, ui_conversation, ui_listing, ui_reports, ui_settings
-from .ui import CsrfFailed, Forbidden, NotSignedIn, redirect, render
+from .ui import CsrfFailed, NotSignedIn, redirect, render
 
 __all__ = ["build_site"]
 

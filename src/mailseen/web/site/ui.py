@@ -23,6 +23,7 @@ from ...core.status import Eye, eye_for, relative_time
 from ...errors import StorageUnavailable
 from ...records import MailboxRecord, MessageRecord, SessionRecord, UserRecord
 from ...services.instance import Instance
+from ...services.mailboxes import Forbidden
 from ..cookies import CSRF_COOKIE, SESSION_COOKIE
 from ..headers import CONTENT_SECURITY_POLICY
 
@@ -37,10 +38,6 @@ templates.filters["datetime"] = (
 
 class NotSignedIn(Exception):
     """Raised by pages that need a user; turned into a redirect to the sign-in page."""
-
-
-class Forbidden(Exception):
-    """Raised by admin pages for members."""
 
 
 def instance_of(request: Request) -> Instance:
@@ -72,7 +69,7 @@ def require_user(request: Request) -> UserRecord:
 def require_admin(request: Request) -> UserRecord:
     user = require_user(request)
     if not user.is_admin:
-        raise Forbidden()
+        raise Forbidden("only admins may do this")
     return user
 
 

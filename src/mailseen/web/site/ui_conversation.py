@@ -134,7 +134,7 @@ def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dic
     truncated = False
     if message.direction == "out":
         eye = eye_of(message, machine.get(message.id))
-        views = inst.messages.views(user, message.id, limit=_VIEW_LIMIT)
+        views = inst.messages.views(user, message, limit=_VIEW_LIMIT)
         truncated = len(views) >= _VIEW_LIMIT
         events = [Event(v, v.verdict == "human", v.client or short_agent(v.user_agent))
                   for v in views]
