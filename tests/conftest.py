@@ -109,6 +109,10 @@ def make_settings(tmp_path: Path, database_url: str, **extra: Any) -> Settings:
     options: dict[str, Any] = {
         "data_dir": tmp_path / "data", "database_url": database_url, "secret_key": SECRET,
         "max_attempts": 3, "smtp_timeout": 5.0, "port": 8000,
+        # Hashing at the production cost is what every sign-in in the suite would spend its
+        # time on; the hashing itself is the same code (tests/test_config.py checks the
+        # setting reaches argon2).
+        "password_memory_kib": 64,
     }
     options.update(extra)
     return load_settings(options, environ={})
@@ -130,7 +134,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 def cli(tmp_path: Path, database_url: str) -> Cli:
     """`mailseen` run in-process with the test database and data folder."""
     return Cli({"MAILSEEN_DATA_DIR": str(tmp_path / "data"),
-                "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET})
+                "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET,
+                "MAILSEEN_PASSWORD_MEMORY_KIB": "64"})
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ class Instance:
         }
         messages = Messages(store, mailboxes, sender.is_own_pixel)
         return cls(settings, db, store, signer, mailboxes, messages,
-                   sender, Accounts(store), Ingestor(store, sender, render=render), transports,
+                   sender, Accounts(store, memory_kib=settings.password_memory_kib), Ingestor(store, sender, render=render), transports,
                    clock)
 
     def upgrade(self) -> None:
