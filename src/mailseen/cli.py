@@ -420,12 +420,17 @@ def send(ctx: click.Context, mailbox_address: str, to: tuple[str, ...], cc: tupl
 
 @main.command()
 @click.option("--mailbox", "mailbox_address", required=True, help="Sending mailbox address.")
+@click.option("--recipient", help="Write this recipient's own copy (for software that sends "
+              "one copy per recipient): its views name them.")
 @click.pass_context
-def tag(ctx: click.Context, mailbox_address: str) -> None:
+def tag(ctx: click.Context, mailbox_address: str, recipient: str | None) -> None:
     """Filter: read a message on stdin, write it tracked to stdout.
 
     The message is registered as sent by MAILBOX. One line on stderr says
-    `trackable=true` or `trackable=false reason=...`. Whatever goes wrong (the database
+    `trackable=true recipients=shared` (one pixel for every recipient: a view cannot say
+    whose), `trackable=true recipient=ADDRESS` with --recipient, or
+    `trackable=false reason=...`. The same message (Message-ID) tagged again is registered
+    once. Whatever goes wrong (the database
     locked, gone or full, a malformed message), the message comes out unchanged with exit
     status 0; only input that is not a message (2) or an unknown mailbox (1) is refused, with
     nothing on stdout. A message that cannot be written out exits 75 (try again).
@@ -435,7 +440,7 @@ def tag(ctx: click.Context, mailbox_address: str) -> None:
     def open_instance() -> Instance:
         return Instance.open(_settings(ctx))
 
-    done = tag_filter(raw, mailbox_address, open_instance)
+    done = tag_filter(raw, mailbox_address, open_instance, recipient)
     try:
         write_whole(sys.stdout.buffer, done.data)
     except OSError as exc:

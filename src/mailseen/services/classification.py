@@ -138,12 +138,10 @@ class Judge:
 
 
 def record_judged(writer: ViewWriter, views: Sequence[ViewIn], judge: JudgeHit) -> int:
-    """Record a batch of pixel hits: read what judging needs (each message's sending time),
-    judge each view once, then write them. Views of messages that do not exist are dropped;
-    returns how many were stored."""
-    sent = writer.sending_times({v.message_id for v in views})
-    return writer.write([(v, judge(v, sent[v.message_id]))
-                         for v in views if v.message_id in sent])
+    """Record a batch of pixel hits: read what judging needs (whose copy each hit is, and
+    when it was sent), judge each view once, then write them. Views of copies or messages
+    that do not exist are dropped; returns how many were stored."""
+    return writer.write([(v, judge(v, sent_at)) for v, sent_at in writer.resolve(views)])
 
 
 def record_views(store: Store, views: Sequence[ViewIn], judge: JudgeHit) -> int:

@@ -78,7 +78,7 @@ class Instance:
         s = self.settings
         return DeliveryWorker(self.store, self.transports, retry_base=s.retry_base_seconds,
                               retry_max=s.retry_max_seconds, max_attempts=s.max_attempts,
-                              clock=self.clock)
+                              clock=self.clock, render=self.sender.copy_bytes)
 
     def close(self) -> None:
         self.db.dispose()
