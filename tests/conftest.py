@@ -205,16 +205,22 @@ def backdate_sent(instance: Instance, message_id: int, seconds: float = 3600) ->
     worker leaves it alone; one being delivered is waited for first."""
     from datetime import UTC, datetime, timedelta
 
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
-    from mailseen.storage.models import Message
+    from mailseen.storage.models import Copy, Message
 
+    at = datetime.now(UTC) - timedelta(seconds=seconds)
     for _ in range(500):
-        # One conditional UPDATE: a worker's claim cannot slip in between a read and a write.
+        # Conditional UPDATEs in one transaction: a worker's claim cannot slip in between a
+        # read and a write.
         with instance.db.engine.begin() as conn:
-            done = conn.execute(update(Message).where(
-                Message.id == message_id, Message.status != "sending").values(
-                status="sent", sent_at=datetime.now(UTC) - timedelta(seconds=seconds))).rowcount
+            conn.execute(update(Copy).where(Copy.message_id == message_id,
+                                            Copy.status != "sending")
+                         .values(status="sent", sent_at=at))
+            busy = conn.execute(select(Copy.id).where(Copy.message_id == message_id,
+                                                      Copy.status == "sending")).first()
+            done = not busy and conn.execute(update(Message).where(
+                Message.id == message_id).values(status="sent", sent_at=at)).rowcount
         if done:
             return
         time.sleep(0.01)

@@ -86,7 +86,7 @@ async def test_smtp_relay_delivers_with_tls_and_auth(tmp_path: Path, database_ur
     for got in smtp.messages:
         assert got.authenticated_as == "relay-user"
         assert got.mail_from == "sales@example.com"
-        head, _, body = got.data.partition(b"\r\n\r\n")
+        head = got.data.partition(b"\r\n\r\n")[0]
         assert head == stored.partition(b"\r\n\r\n")[0]  # headers byte for byte
         parsed = email.message_from_bytes(got.data, policy=email.policy.default)
         assert parsed["Bcc"] is None  # Bcc recipients get it without a Bcc header
@@ -207,7 +207,9 @@ async def test_wrong_password_is_a_permanent_failure(tmp_path: Path, database_ur
     msg = inst.sender.send_draft(box, _draft())
     await inst.worker().drain()
     failed = inst.store.get_message(msg.id)
-    assert failed.status == "failed" and (failed.last_error or "").startswith("535")
+    assert failed.status == "failed"
+    assert (failed.last_error or "").startswith(
+        f"the relay at 127.0.0.1:{smtp.port} refused the user name or password (535 ")
     assert smtp.messages == []
     inst.close()
 
@@ -306,14 +308,14 @@ def test_claims_that_lose_races_never_report_an_empty_queue_early(
 
 def test_a_claim_gives_up_on_a_message_another_session_keeps_locked(
         tmp_path: Path, database_url: str) -> None:
-    """Due messages that other workers are claiming are skipped and waited for briefly; one
+    """Due copies that other workers are claiming are skipped and waited for briefly; one
     locked for long (a stalled session) is neither spun on for ever nor claimed twice."""
     inst = _open(tmp_path, database_url)
     box = inst.store.add_mailbox(MailboxIn("support@example.com"))
     mid = inst.sender.send_draft(box, _draft()).id
     if not inst.db.is_sqlite:  # SQLite has one writer: no row locks to skip
         with inst.db.engine.connect() as other:
-            other.exec_driver_sql(f"SELECT id FROM messages WHERE id = {mid} FOR UPDATE")
+            other.exec_driver_sql(f"SELECT id FROM copies WHERE message_id = {mid} FOR UPDATE")
             result: list[object] = []
             claimer = threading.Thread(
                 target=lambda: result.append(inst.store.claim_next(timedelta(minutes=5))))

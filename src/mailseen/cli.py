@@ -482,8 +482,32 @@ def message_show(ctx: click.Context, message_id: int) -> None:
     inst = _instance(ctx)
     m = inst.messages.get(None, message_id)
     data = _message_json(m)
-    data["views"] = [v.__dict__ for v in inst.messages.views(None, m)]
+    copies = inst.messages.copies(None, m)
+    whose = {c.id: c.recipient for c in copies}
+    data["recipients"] = [{**c.__dict__, "tracked": c.token_key is not None} for c in copies]
+    for r in data["recipients"]:
+        del r["token_key"]  # what its pixel names: not for display
+    data["views"] = [{**v.__dict__, "recipient_address": whose.get(v.copy_id or 0)}
+                     for v in inst.messages.views(None, m)]
     _out(data)
+
+
+@message.command("retry")
+@click.argument("message_id", type=click.IntRange(1))
+@click.pass_context
+def message_retry(ctx: click.Context, message_id: int) -> None:
+    """Try the copies of a message that wait or failed again now."""
+    n = _instance(ctx).messages.retry(None, message_id)
+    click.echo(f"queued {n} cop{'y' if n == 1 else 'ies'} again")
+
+
+@message.command("cancel")
+@click.argument("message_id", type=click.IntRange(1))
+@click.pass_context
+def message_cancel(ctx: click.Context, message_id: int) -> None:
+    """Withdraw the copies of a message that wait or failed: they will not be sent."""
+    n = _instance(ctx).messages.cancel(None, message_id)
+    click.echo(f"cancelled {n} cop{'y' if n == 1 else 'ies'}")
 
 
 # -- users --------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 class DeliveryWorker:
     def __init__(self, store: Store, transports: dict[str, Transport], *,
-                 render: Callable[[bytes, CopyRecord], bytes], retry_base: float = 30.0, retry_max: float = 3600.0, max_attempts: int = 12,
+                 render: Callable[[bytes, CopyRecord], bytes], retry_base: float = 30.0,
+                 retry_max: float = 3600.0, max_attempts: int = 12,
                  lease: timedelta = timedelta(minutes=5), idle_poll: float = 1.0,
                  clock: Clock | None = None) -> None:
         self.store = store

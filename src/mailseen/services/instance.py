@@ -57,9 +57,9 @@ class Instance:
             "smtp": SmtpTransport(settings.smtp_timeout, settings.ca_file),
         }
         messages = Messages(store, mailboxes, sender.is_own_pixel)
-        return cls(settings, db, store, signer, mailboxes, messages,
-                   sender, Accounts(store, memory_kib=settings.password_memory_kib), Ingestor(store, sender, render=render), transports,
-                   clock)
+        accounts = Accounts(store, memory_kib=settings.password_memory_kib)
+        return cls(settings, db, store, signer, mailboxes, messages, sender, accounts,
+                   Ingestor(store, sender, render=render), transports, clock)
 
     def upgrade(self) -> None:
         """Bring the database schema up to date."""

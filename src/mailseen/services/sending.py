@@ -106,7 +106,7 @@ class Sender:
         one shared pixel (its views cannot name a person); with it, the output is that
         recipient's own copy. The same message (Message-ID) tagged again is the same
         message: only a copy for a new recipient is added."""
-        prepared, facts = prepare_raw(raw, _domain(mailbox.address))
+        _, facts = prepare_raw(raw, _domain(mailbox.address))
         found = self.store.find_outbound(mailbox.id, facts.message_id)
         if found is None or found.source != "tag":
             found = self.submit(mailbox, raw, source="tag", queue=False)

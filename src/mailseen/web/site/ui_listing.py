@@ -45,8 +45,9 @@ async def listing(request: Request) -> Response:
     rows = rows[:PAGE]
     machine = inst.messages.machine_clients([m for _, m in rows])
     boxes = {b.id: b for b in all_mailboxes(request)}
+    now = inst.clock.now()
     items = [{"conversation": c, "message": m, "mailbox": boxes.get(c.mailbox_id),
-              "eye": eye_of(m, machine.get(m.id) if m else None)} for c, m in rows]
+              "eye": eye_of(m, machine.get(m.id) if m else None, now)} for c, m in rows]
     return render(request, "listing.html", items=items, mailbox=mailbox, status=status,
                   search=search or "", page=page, more=more, filters=FILTERS,
                   last_view_id=inst.messages.last_view_id())
@@ -68,15 +69,18 @@ async def events(request: Request) -> Response:
         idle = 0
         while not await request.is_disconnected():
             fresh = await run_in_threadpool(inst.messages.views_since, user, after)
-            for view_id, message_id, conversation_id in fresh:
+            for view_id, message_id, conversation_id, verdict, recipient in fresh:
                 after = view_id
                 msg = await run_in_threadpool(inst.messages.get, user, message_id)
                 machine = inst.messages.machine_clients([msg]).get(msg.id)
-                eye = eye_of(msg, machine)
+                eye = eye_of(msg, machine, inst.clock.now())
                 payload = {"message_id": message_id, "conversation_id": conversation_id,
                            "kind": eye.kind, "icon": eye.icon, "label": eye.label,
-                           "subject": msg.subject, "recipient": (msg.to or [""])[0],
-                           "human": bool(msg.view_count)}
+                           "subject": msg.subject,
+                           # Named only when the copy proves it: a shared pixel's view
+                           # could be any recipient's.
+                           "recipient": recipient or "One of the recipients",
+                           "human": verdict == "human"}
                 yield f"id: {view_id}\nevent: view\ndata: {json.dumps(payload)}\n\n".encode()
             idle = 0 if fresh else idle + 1
             if idle and idle % 15 == 0:
