@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 
 from mailseen.clock import SYSTEM, Clock, ManualClock
 from mailseen.config import Settings, load_settings
+from mailseen.records import MessageRecord
 from mailseen.services.accounts import hash_token
 from mailseen.services.demo import DemoResult, fill_small
 from mailseen.services.instance import Instance
@@ -225,6 +226,21 @@ def backdate_sent(instance: Instance, message_id: int, seconds: float = 3600) ->
             return
         time.sleep(0.01)
     raise AssertionError(f"message {message_id} stayed in delivery")
+
+
+def stored_as_sent_before_copies(instance: Instance, message: MessageRecord) -> None:
+    """Store a tracked message with its copy's pixel in, as mail sent before copies were
+    kept apart was stored: what is shown and quoted must still leave the pixel out."""
+    from sqlalchemy import update
+
+    from mailseen.storage.models import MessageData
+
+    [copy] = instance.store.copies_of([message.id])[message.id]
+    tagged = instance.sender.copy_bytes(instance.store.get_raw(message.id), copy)
+    assert b"/t/" in tagged
+    with instance.db.engine.begin() as conn:
+        conn.execute(update(MessageData).where(MessageData.message_id == message.id)
+                     .values(raw=tagged))
 
 
 @pytest.fixture
