@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -17,8 +20,16 @@ from typing import Any
 
 import pytest
 
-from mailseen.core.netdata import collapse, load_data
-from mailseen.core.netsources import FORMATS, Source, load_manifest, parse_source, update_source
+import mailseen
+from mailseen.core.netdata import collapse, load_data, parse_networks, shipped_text
+from mailseen.core.netsources import (
+    FORMATS,
+    Manifest,
+    Source,
+    load_manifest,
+    parse_source,
+    update_source,
+)
 from mailseen.errors import InvalidInput
 from mailseen.records import MailboxIn, ViewIn
 from mailseen.services.instance import Instance
@@ -191,7 +202,7 @@ class _Files(http.server.SimpleHTTPRequestHandler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, directory=str(FILES), **kwargs)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # the test's output stays clean
 
 
@@ -284,3 +295,56 @@ def test_reclassify_rejudges_stored_hits_with_the_updated_cloud_list(
     assert (after.view_count, after.machine_count) == (0, 1)
     [view] = instance.store.list_views(msg.id)
     assert view.reason == "browser from a cloud network (Amazon Web Services), no mail client"
+
+
+SNAPSHOT = Path(__file__).parents[1] / "scripts" / "netdata-snapshot"
+
+
+def snapshot(data: Path, *lists: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(mailseen.__file__).parents[1])}
+    return subprocess.run([sys.executable, str(SNAPSHOT), "--data", str(data), *lists],
+                          capture_output=True, text=True, env=env, check=False, timeout=120)
+
+
+def test_the_snapshot_script_reads_each_list_in_its_owners_format(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("networks.txt", "sources.json"):
+        (data / name).write_text(shipped_text(name), encoding="utf-8")
+    plain = tmp_path / "googlecloud_v6.txt"  # a mirror that keeps cloud.json as CIDR lines
+    plain.write_text("# Googlecloud IP Ranges\n2600:1901:81f0::/44\n", encoding="utf-8")
+    run = snapshot(data, f"azure={FILES / 'ServiceTags_Public.json'}",
+                   f"eop={FILES / 'endpoints-worldwide.json'}", f"gcp={FILES / 'cloud.json'}",
+                   f"gcp:cidr={plain}")
+    assert run.returncode == 0, run.stderr
+    manifest = Manifest.parse((data / "sources.json").read_text(encoding="utf-8"))
+    entries = parse_networks((data / "networks.txt").read_text(encoding="utf-8"))
+
+    def blocks(label: str) -> set[str]:
+        return {e.cidr for e in entries if e.label == label}
+
+    def read(fmt: str, name: str) -> set[str]:
+        return {e.cidr for e in collapse(parse_source(fmt, fixture(name), "cloud", "x").entries)}
+
+    assert blocks("Microsoft Azure") == read("azure", "ServiceTags_Public.json")
+    assert blocks("Microsoft Exchange Online Protection") == read("m365",
+                                                                  "endpoints-worldwide.json")
+    assert blocks("Google Cloud") == read("gcp", "cloud.json") | {"2600:1901:81f0::/44"}
+    gcp, azure = manifest.get("gcp"), manifest.get("azure")
+    assert gcp is not None and azure is not None
+    assert (gcp.published, gcp.networks) == ("2024-04-25T07:05:03.68994",
+                                             len(blocks("Google Cloud")))
+    assert (azure.published, azure.networks) == ("change 375", len(blocks("Microsoft Azure")))
+    # sources not named keep their lines, and every source its provenance and order
+    shipped = load_manifest()
+    assert manifest.get("aws") == shipped.get("aws")
+    assert [s.key for s in manifest.sources] == [s.key for s in shipped.sources]
+    assert manifest.get("eop").via == shipped.get("eop").via  # type: ignore[union-attr]
+    assert blocks("Amazon Web Services") == {
+        e.cidr for e in parse_networks(shipped_text("networks.txt"))
+        if e.label == "Amazon Web Services"}
+    # a list in another format is refused whole, and nothing is written
+    before = (data / "networks.txt").read_text(encoding="utf-8")
+    refused = snapshot(data, f"aws={FILES / 'cloud.json'}")
+    assert refused.returncode != 0 and "not in the AWS" in refused.stderr
+    assert (data / "networks.txt").read_text(encoding="utf-8") == before

@@ -143,6 +143,7 @@ def _aws(text: str, kind: str, label: str) -> Parsed:
              "AWS ip-ranges.json")
     v4 = [p.get("ip_prefix") for p in data["prefixes"] if isinstance(p, dict)]
     v6 = [p.get("ipv6_prefix") for p in data.get("ipv6_prefixes", []) if isinstance(p, dict)]
+    _require(None not in v4 and None not in v6, label, "AWS ip-ranges.json")
     return Parsed(_entries([*v4, *v6], kind, label), str(data.get("createDate", "")))
 
 
@@ -171,6 +172,7 @@ def _google(text: str, kind: str, label: str) -> Parsed:
              "Google goog.json/cloud.json")
     prefixes = [p.get("ipv4Prefix") or p.get("ipv6Prefix") for p in data["prefixes"]
                 if isinstance(p, dict)]
+    _require(None not in prefixes, label, "Google goog.json/cloud.json")
     return Parsed(_entries(prefixes, kind, label), str(data.get("creationTime", "")))
 
 
