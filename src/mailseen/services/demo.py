@@ -157,7 +157,7 @@ CLIENTS = {
                              "like Gecko) Chrome/42.0.2311.135 Safari/537.36 Edge/12.246 "
                              "Mozilla/5.0", "66.102.8"),
     "mimecast": Client("Mozilla/5.0 (compatible; Mimecast URL Protect)", "205.139.110", "*/*"),
-    "defender": Client(_CHROME, "40.94.16"),
+    "defender": Client(_CHROME, "13.70.1"),  # Defender detonates in Azure (AzureCloud tag)
 }
 
 # Recipients read in one way: (the machine fetch at delivery or None, the reader's client).
