@@ -336,9 +336,13 @@ class MessageStore(StoreBase):
         with self._tx() as s:
             for mid, at in times.items():
                 values: dict[str, Any] = {"created_at": at, "sent_at": at}
+                copy_values: dict[str, Any] = {"sent_at": at}
                 if mid in replied:
-                    values["replied_at"] = replied[mid]
+                    values["replied_at"] = copy_values["replied_at"] = replied[mid]
                 s.execute(update(Message).where(Message.id == mid).values(**values))
+                s.execute(update(Copy).where(Copy.message_id == mid, Copy.sent_at.is_not(None))
+                          .values(**copy_values))
+            count_viewed_copies(s, list(replied))
             for cid, mid in s.execute(select(Message.conversation_id, Message.id)
                                       .where(Message.id.in_(list(times)))):
                 spans.setdefault(cid, []).append(times[mid])
