@@ -326,3 +326,22 @@ def test_retry_and_cancel_from_the_cli_and_the_api(cli: Cli, live_server: LiveSe
     missing = httpx.post(f"{live_server.url}/api/v1/messages/999/retry", headers=auth)
     assert missing.status_code == 404 and "999" in missing.json()["error"]
     assert cli("message", "retry", "999").exit_code != 0
+
+
+def test_search_finds_a_conversation_by_any_recipient(instance: Instance) -> None:
+    box = _box(instance)
+    quote = _quote(instance, box)
+    other = instance.sender.send_draft(box, Draft(from_addr=box.address,
+                                                  to=["someone@example.com"], subject="Hello",
+                                                  text="hi"))
+    for who in ("FRANK@example", "gina@example.net", "erin"):
+        found = instance.messages.listing(None, box.id, search=who)
+        assert [c.id for c, _ in found] == [quote.conversation_id], who
+    assert [c.id for c, _ in instance.messages.listing(None, box.id, search="someone@")] == [
+        other.conversation_id]
+    instance.accounts.create_user("admin@example.com", PASSWORD, role="admin")
+    with WebClient(instance) as web:
+        web.sign_in("admin@example.com")
+        page = web.get("/conversations?q=frank%40example.org")
+        assert [a["data-conversation-id"] for a in page.all("[data-conversation-id]")] == [
+            str(quote.conversation_id)]

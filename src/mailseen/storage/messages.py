@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..errors import NotFound
 from ..records import (
@@ -281,8 +281,17 @@ class MessageStore(StoreBase):
         if search:
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace(
                 "_", "\\_") + "%"
+            # Any recipient or sender of any message in it: the second recipient of a
+            # message finds it as well as the first.
+            m = aliased(Message)  # apart from the status filter's join
+            someone = (select(m.id).where(
+                m.conversation_id == Conversation.id,
+                or_(*(column.ilike(pattern, escape="\\") for column in (
+                    m.to_json, m.cc_json, m.bcc_json, m.from_addr))))
+                .exists())
             ids = ids.where(or_(Conversation.subject.ilike(pattern, escape="\\"),
-                                Conversation.other_party.ilike(pattern, escape="\\")))
+                                Conversation.other_party.ilike(pattern, escape="\\"),
+                                someone))
         with self._tx() as s:
             # Every mailbox (an admin's listing): no mailbox condition, so the page is read
             # newest first straight from ix_conversations_recent. A long IN list would lead
