@@ -345,3 +345,23 @@ def test_search_finds_a_conversation_by_any_recipient(instance: Instance) -> Non
         page = web.get("/conversations?q=frank%40example.org")
         assert [a["data-conversation-id"] for a in page.all("[data-conversation-id]")] == [
             str(quote.conversation_id)]
+
+
+def test_one_copy_fetched_by_many_clients_is_not_counted_as_many_views(
+        live_server: LiveServer, instance: Instance) -> None:
+    """A token holder replaying one recipient's pixel with twenty user agents: a person
+    opens their copy on a few devices, not twenty in ten minutes."""
+    box = _box(instance)
+    msg = _quote(instance, box)
+    asyncio.run(instance.worker().drain())
+    backdate_sent(instance, msg.id)
+    token = _outbox_tokens(instance)["erin@example.org"]
+    for n in range(20):
+        httpx.get(f"{live_server.url}/t/{token}.gif",
+                  headers={"User-Agent": f"{OUTLOOK}.{n}"})
+    views = instance.store.list_views(msg.id)
+    human = [v for v in views if v.verdict == "human"]
+    assert len(views) == 20 and len(human) == 4
+    assert all("more than 4 different clients within 10 minutes" in v.reason
+               for v in views if v.verdict == "machine")
+    assert instance.store.get_message(msg.id).view_count == 4
