@@ -493,3 +493,37 @@ def test_a_bounce_marks_that_recipients_copy_and_shows_on_the_listing(
     assert {c.recipient: c.status for c in instance.messages.copies(None, msg)} == {
         "erin@example.org": "sent", "frank@example.org": "bounced",
         "gina@example.net": "sent"}
+
+
+async def test_a_mailbox_whose_relay_keeps_failing_is_flagged_until_it_works_again(
+        tmp_path: Path, database_url: str, smtp: SmtpServer, clock: ManualClock) -> None:
+    inst = Instance.open(make_settings(tmp_path, database_url), migrate=False, clock=clock)
+    box = _relay_box(inst, smtp.port)
+    quiet = inst.store.add_mailbox(MailboxIn("quiet@example.com"))
+    inst.accounts.create_user("admin@example.com", PASSWORD, role="admin")
+    inst.sender.send_draft(box, Draft(from_addr=box.address, to=["e@example.org"],
+                                      subject="Q", text="q"))
+    smtp.handler.reply = "451 4.3.0 try later"
+    worker = inst.worker()
+    assert await worker.drain() == 1
+
+    def flags() -> tuple[list[str], str]:
+        with WebClient(inst) as web:
+            web.sign_in("admin@example.com")
+            listed = [li.get_text(" ", strip=True) for li in
+                      web.get("/settings/mailboxes").all("ul.rows li")]
+            sending = web.get(f"/settings/mailboxes/{box.id}?tab=sending")
+            return listed, " ".join(t.get_text(" ", strip=True)
+                                    for t in sending.all(".delivery-trouble"))
+
+    listed, page = await asyncio.to_thread(flags)
+    [flagged] = [t for t in listed if "sales@example.com" in t]
+    assert "(failing: 451 4.3.0 try later)" in flagged
+    assert all("failing" not in t for t in listed if quiet.address in t)
+    assert page.startswith("Sending is failing: 451 4.3.0 try later (last tried")
+    smtp.handler.reply = None
+    clock.advance(worker.backoff(1))
+    assert await worker.drain() == 1
+    listed, page = await asyncio.to_thread(flags)
+    assert all("failing" not in t for t in listed) and page == ""
+    inst.close()
