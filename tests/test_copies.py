@@ -339,6 +339,17 @@ def test_search_finds_a_conversation_by_any_recipient(instance: Instance) -> Non
         assert [c.id for c, _ in found] == [quote.conversation_id], who
     assert [c.id for c, _ in instance.messages.listing(None, box.id, search="someone@")] == [
         other.conversation_id]
+    # and by the words of any message's body, sent or received
+    assert [c.id for c, _ in instance.messages.listing(None, box.id, search="OUR QUOTE")] == [
+        quote.conversation_id]
+    reply = (b"From: erin@example.org\r\nTo: sales@example.com\r\nSubject: Re: Hello\r\n"
+             b"Message-ID: <r9@example.org>\r\nIn-Reply-To: " + other.message_id.encode()
+             + b"\r\nContent-Type: text/html\r\n\r\n<p>The <b>invoice</b> &amp; "
+             b"the crate arrived</p>\r\n")
+    Ingestor(instance.store, instance.sender).ingest(box, reply, "imap")
+    for words in ("invoice & the crate", "crate arrived"):
+        assert [c.id for c, _ in instance.messages.listing(None, box.id, search=words)] == [
+            other.conversation_id], words
     instance.accounts.create_user("admin@example.com", PASSWORD, role="admin")
     with WebClient(instance) as web:
         web.sign_in("admin@example.com")

@@ -212,6 +212,16 @@ class MessageData(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class MessageWords(Base):
+    """The words of a message's body, for search: kept apart so that listing messages never
+    reads them."""
+
+    __tablename__ = "message_words"
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    words: Mapped[str] = mapped_column(Text)
+
+
 class MessageDisplay(Base):
     """A message made ready to show (sanitised once, not on every view): derived from
     message_data, so it may be dropped and made again; ``version`` names the rules."""
