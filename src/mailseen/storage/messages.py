@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -246,20 +246,6 @@ class MessageStore(StoreBase):
             rows = s.execute(select(Message.id, latest)
                              .where(Message.id.in_(message_ids))).tuples().all()
             return {mid: client for mid, client in rows if client is not None}
-
-    def views_since(self, after_id: int, mailbox_ids: Sequence[int]
-                    ) -> list[tuple[int, int, int | None]]:
-        """(view id, message id, conversation id) of views newer than ``after_id``."""
-        with self._tx() as s:
-            return list(s.execute(
-                select(ViewEvent.id, ViewEvent.message_id, Message.conversation_id)
-                .join(Message, Message.id == ViewEvent.message_id)
-                .where(ViewEvent.id > after_id, Message.mailbox_id.in_(mailbox_ids))
-                .order_by(ViewEvent.id).limit(500)).tuples())
-
-    def last_view_id(self) -> int:
-        with self._tx() as s:
-            return int(s.scalar(select(func.max(ViewEvent.id))) or 0)
 
     def backdate(self, times: dict[int, datetime], replied: dict[int, datetime]) -> None:
         """Move messages (and their conversations) to when they happened: demo data that

@@ -1,0 +1,89 @@
+"""Live pages: what a page polls to learn that what it shows has changed.
+
+A page that shows something that changes (the listing, a conversation) is rendered with the
+change cursor of what it shows (``data-live`` and ``data-live-cursor``). Its script asks
+``/live`` every few seconds whether the cursor moved; when it has, the script fetches the page
+again and swaps in its live part (static/app.js). The answer also carries the notifications
+for new views in every mailbox the user may see. Plain polling of the database: it works
+behind any proxy and with several web nodes, and needs no connection held open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ...errors import InvalidInput, NotFound
+from ...records import UserRecord
+from ...services.instance import Instance
+from ...services.live import LiveScope, LiveView
+from .ui import require_user
+
+__all__ = ["LiveState", "live_state", "routes"]
+
+# A page polled after a long sleep must not raise a storm of notifications.
+_MOST_NOTES = 5
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What a live page renders on its live element (``data-live``, ``data-live-cursor``)."""
+
+    scope: str
+    cursor: str
+
+
+async def live_state(request: Request, user: UserRecord, scope: LiveScope) -> LiveState:
+    """The page's scope and its cursor as of now: call this before reading what the page
+    shows, so that a change made in between is seen as one."""
+    inst: Instance = request.app.state.instance
+    return LiveState(str(scope), await run_in_threadpool(inst.messages.live_cursor, user, scope))
+
+
+async def live(request: Request) -> Response:
+    """``?scope=…&cursor=…`` → ``{"cursor", "changed", "notes"}``; 401 when signed out,
+    404 for what the user may not see, 400 for a scope that cannot be read."""
+    user = require_user(request)
+    inst: Instance = request.app.state.instance
+    try:
+        scope = LiveScope.parse(request.query_params.get("scope", "none"))
+    except InvalidInput as exc:
+        return _json({"error": str(exc), "field": "scope"}, 400)
+    cursor = request.query_params.get("cursor", "")[:100]
+    try:
+        found = await run_in_threadpool(inst.messages.live_changes, user, scope, cursor)
+    except NotFound:
+        return _json({"error": "nothing here, or you do not have access to it"}, 404)
+    notes = await run_in_threadpool(_notes, inst, user, found.views)
+    return _json({"cursor": found.cursor, "changed": found.changed, "notes": notes})
+
+
+def _notes(inst: Instance, user: UserRecord, views: list[LiveView]) -> list[dict[str, str]]:
+    """A notification per message a person newly viewed (machine fetches are not views)."""
+    latest: dict[int, LiveView] = {}
+    for v in views:
+        if v.verdict == "human" and v.conversation_id is not None:
+            latest.pop(v.message_id, None)
+            latest[v.message_id] = v
+    notes = []
+    for v in list(latest.values())[-_MOST_NOTES:]:
+        msg = inst.messages.get(user, v.message_id)
+        recipients = [*msg.to, *msg.cc, *msg.bcc]
+        # Named only when the message had one recipient: one pixel cannot tell who of
+        # several opened it.
+        who = recipients[0] if len(recipients) == 1 else "One of the recipients"
+        notes.append({"tag": f"mailseen-view-{v.view_id}",
+                      "title": f"{who} viewed {msg.subject or 'your message'}",
+                      "url": f"/conversations/{v.conversation_id}"})
+    return notes
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return JSONResponse(body, status, headers={"Cache-Control": "no-store"})
+
+
+routes = [Route("/live", live)]
