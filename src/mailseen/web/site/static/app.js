@@ -206,5 +206,7 @@
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden) schedule(0);
   });
-  schedule(EVERY);
+  // A page rendered with a cursor waits for the first change; one without asks for its
+  // starting point at once.
+  schedule(cursor ? EVERY : 0);
 })();
