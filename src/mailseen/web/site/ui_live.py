@@ -21,7 +21,7 @@ from ...errors import InvalidInput, NotFound
 from ...records import UserRecord
 from ...services.instance import Instance
 from ...services.live import LiveScope, LiveView
-from .ui import require_user
+from .ui import finish, require_user
 
 __all__ = ["LiveState", "live_state", "routes"]
 
@@ -52,14 +52,14 @@ async def live(request: Request) -> Response:
     try:
         scope = LiveScope.parse(request.query_params.get("scope", "none"))
     except InvalidInput as exc:
-        return _json({"error": str(exc), "field": "scope"}, 400)
+        return _json(request, {"error": str(exc), "field": "scope"}, 400)
     cursor = request.query_params.get("cursor", "")[:100]
     try:
         found = await run_in_threadpool(inst.messages.live_changes, user, scope, cursor)
     except NotFound:
-        return _json({"error": "nothing here, or you do not have access to it"}, 404)
+        return _json(request, {"error": "nothing here, or you do not have access to it"}, 404)
     notes = await run_in_threadpool(_notes, inst, user, found.views)
-    return _json({"cursor": found.cursor, "changed": found.changed, "notes": notes})
+    return _json(request, {"cursor": found.cursor, "changed": found.changed, "notes": notes})
 
 
 def _notes(inst: Instance, user: UserRecord, views: list[LiveView]) -> list[dict[str, str]]:
@@ -82,8 +82,10 @@ def _notes(inst: Instance, user: UserRecord, views: list[LiveView]) -> list[dict
     return notes
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return JSONResponse(body, status, headers={"Cache-Control": "no-store"})
+def _json(request: Request, body: object, status: int = 200) -> Response:
+    response = JSONResponse(body, status, headers={"Cache-Control": "no-store"})
+    finish(request, response)
+    return response
 
 
 routes = [Route("/live", live)]

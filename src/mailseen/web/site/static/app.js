@@ -74,10 +74,30 @@
 
   // -- patching the live part in place -----------------------------------------------------
 
-  // What the user may be in the middle of: never replaced, whatever the server now says.
+  var FIELDS = "input, textarea, select";
+
+  function edited(field) {
+    if (field.tagName === "SELECT") {
+      return Array.prototype.some.call(field.options, function (o) {
+        return o.selected !== o.defaultSelected;
+      });
+    }
+    if (field.type === "checkbox" || field.type === "radio") {
+      return field.checked !== field.defaultChecked;
+    }
+    return field.value !== field.defaultValue;
+  }
+
+  // What the user is in the middle of: a form or field they are in or have changed, and
+  // anything marked data-live-keep, is left exactly as it is, whatever the server now says.
+  // A form nobody touched follows the server (a button that no longer applies goes away).
   function kept(el) {
-    return el.tagName === "FORM" || el.tagName === "INPUT" || el.tagName === "TEXTAREA" ||
-      el.tagName === "SELECT" || el.isContentEditable || el.hasAttribute("data-live-keep");
+    if (el.hasAttribute("data-live-keep")) return true;
+    var form = el.tagName === "FORM" || el.matches(FIELDS);
+    if (!form && !el.isContentEditable) return false;
+    if (el.contains(document.activeElement)) return true;
+    var fields = el.matches(FIELDS) ? [el] : el.querySelectorAll(FIELDS);
+    return el.isContentEditable || Array.prototype.some.call(fields, edited);
   }
 
   // Attributes the user changes: a <details> they opened or closed stays so.
