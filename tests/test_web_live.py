@@ -33,9 +33,12 @@ def _send(instance: Instance, box: MailboxRecord, subject: str = "Quote",
 
 
 def _reply(instance: Instance, box: MailboxRecord, to: MessageRecord | None,
-           subject: str = "Re: Quote", n: int = 1) -> MessageRecord:
+           subject: str = "Re: Quote", n: int = 1, *, automatic: bool = False
+           ) -> MessageRecord:
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = "carla@example.org", box.address, subject
+    if automatic:
+        msg["Auto-Submitted"] = "auto-replied"
     msg["Message-ID"] = f"<reply-{box.id}-{n}@example.org>"
     if to is not None:
         msg["In-Reply-To"] = to.message_id
@@ -206,13 +209,16 @@ def test_live_needs_a_session_and_answers_what_the_script_expects(
     _view(instance, one)
     _view(instance, two)
     _view(instance, two, "machine")  # a machine fetch is not a view: no notification
+    _reply(instance, box, one, "Re: For one")
+    _reply(instance, box, two, "Out of the office", 2, automatic=True)  # no notification
     answer = web.client.get("/live", params={"scope": "all", "cursor": cursor}).json()
     assert answer["changed"] is True
     assert [(n["title"], n["url"]) for n in answer["notes"]] == [
         ("carla@example.org viewed For one", f"/conversations/{one.conversation_id}"),
         # One pixel for two recipients: it cannot say which of them it was.
-        ("One of the recipients viewed For two", f"/conversations/{two.conversation_id}")]
-    assert len({n["tag"] for n in answer["notes"]}) == 2
+        ("One of the recipients viewed For two", f"/conversations/{two.conversation_id}"),
+        ("carla@example.org wrote: Re: For one", f"/conversations/{one.conversation_id}")]
+    assert len({n["tag"] for n in answer["notes"]}) == 3
     again = web.client.get("/live", params={"scope": "all", "cursor": answer["cursor"]}).json()
     assert again == {"cursor": answer["cursor"], "changed": False, "notes": []}
 

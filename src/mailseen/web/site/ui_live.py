@@ -4,7 +4,7 @@ A page that shows something that changes (the listing, a conversation) is render
 change cursor of what it shows (``data-live`` and ``data-live-cursor``). Its script asks
 ``/live`` every few seconds whether the cursor moved; when it has, the script fetches the page
 again and swaps in its live part (static/app.js). The answer also carries the notifications
-for new views in every mailbox the user may see. Plain polling of the database: it works
+of new views and new mail in every mailbox the user may see. Plain polling of the database: it works
 behind any proxy and with several web nodes, and needs no connection held open.
 """
 
@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ...errors import InvalidInput, NotFound
 from ...records import UserRecord
 from ...services.instance import Instance
-from ...services.live import LiveScope, LiveView
+from ...services.live import LiveChanges, LiveScope, LiveView
 from .ui import finish, require_user
 
 __all__ = ["LiveState", "live_state", "routes"]
@@ -58,19 +58,20 @@ async def live(request: Request) -> Response:
         found = await run_in_threadpool(inst.messages.live_changes, user, scope, cursor)
     except NotFound:
         return _json(request, {"error": "nothing here, or you do not have access to it"}, 404)
-    notes = await run_in_threadpool(_notes, inst, user, found.views)
+    notes = await run_in_threadpool(_notes, inst, user, found)
     return _json(request, {"cursor": found.cursor, "changed": found.changed, "notes": notes})
 
 
-def _notes(inst: Instance, user: UserRecord, views: list[LiveView]) -> list[dict[str, str]]:
-    """A notification per message a person newly viewed (machine fetches are not views)."""
-    latest: dict[int, LiveView] = {}
-    for v in views:
+def _notes(inst: Instance, user: UserRecord, found: LiveChanges) -> list[dict[str, str]]:
+    """A notification per message a person newly viewed (machine fetches are not views) and
+    per message received (automatic replies aside): the latest few of each."""
+    viewed: dict[int, LiveView] = {}
+    for v in found.views:
         if v.verdict == "human" and v.conversation_id is not None:
-            latest.pop(v.message_id, None)
-            latest[v.message_id] = v
+            viewed.pop(v.message_id, None)
+            viewed[v.message_id] = v
     notes = []
-    for v in list(latest.values())[-_MOST_NOTES:]:
+    for v in list(viewed.values())[-_MOST_NOTES:]:
         msg = inst.messages.get(user, v.message_id)
         recipients = [*msg.to, *msg.cc, *msg.bcc]
         # Named only when the message had one recipient: one pixel cannot tell who of
@@ -79,6 +80,15 @@ def _notes(inst: Instance, user: UserRecord, views: list[LiveView]) -> list[dict
         notes.append({"tag": f"mailseen-view-{v.view_id}",
                       "title": f"{who} viewed {msg.subject or 'your message'}",
                       "url": f"/conversations/{v.conversation_id}"})
+    received = [m for m in found.messages if m.direction == "in" and m.conversation_id]
+    for m in received[-_MOST_NOTES:]:
+        msg = inst.messages.get(user, m.message_id)
+        if msg.automatic:
+            continue
+        notes.append({"tag": f"mailseen-mail-{msg.id}",
+                      "title": f"{msg.from_addr or 'Someone'} wrote: "
+                               f"{msg.subject or '(no subject)'}",
+                      "url": f"/conversations/{m.conversation_id}"})
     return notes
 
 

@@ -5,7 +5,8 @@
 // /live whether the cursor moved; when it has, it fetches itself again and patches the live
 // part in place: only what differs is touched, so the scroll position, an open or closed
 // timeline, loaded message frames and anything being typed into a form stay as they are.
-// The same answer carries notifications of new views, shown when this browser turned them on.
+// The same answer carries notifications of new views and mail, shown when this browser
+// turned them on.
 (function () {
   "use strict";
   var EVERY = 2000;          // ms between polls while the page is visible
@@ -32,9 +33,9 @@
     toggle.hidden = false;
     toggle.setAttribute("aria-pressed", on ? "true" : "false");
     toggle.textContent = on ? "Notifications on" : blocked ? "Notifications blocked" : "Notifications off";
-    toggle.title = on ? "Notified of views in this browser. Click to turn off."
+    toggle.title = on ? "Notified of views and new mail in this browser. Click to turn off."
       : blocked ? "This browser blocks notifications from this site: allow them in its site settings."
-      : "Click to be notified of views in this browser.";
+      : "Click to be notified of views and new mail in this browser.";
   }
 
   if (toggle && canNotify) {
