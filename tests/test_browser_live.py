@@ -205,3 +205,4 @@ async def test_notifications_turn_on_and_off_per_browser_and_open_the_conversati
     await _open_pixel(live, first, READERS[1])
     await expect(page.locator(".views-human .count")).to_have_text("2", timeout=LIVE)
     assert await page.evaluate(made) == []
+

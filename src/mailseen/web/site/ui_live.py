@@ -3,9 +3,10 @@
 A page that shows something that changes (the listing, a conversation) is rendered with the
 change cursor of what it shows (``data-live`` and ``data-live-cursor``). Its script asks
 ``/live`` every few seconds whether the cursor moved; when it has, the script fetches the page
-again and swaps in its live part (static/app.js). The answer also carries the notifications
-of new views and new mail in every mailbox the user may see. Plain polling of the database: it works
-behind any proxy and with several web nodes, and needs no connection held open.
+again and patches its live part in place (static/app.js). The answer also carries the
+notifications of new views and new mail in every mailbox the user may see. Plain polling of
+the database: it works behind any proxy and with several web nodes, and holds no connection
+open.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ...errors import InvalidInput, NotFound
 from ...records import UserRecord
 from ...services.instance import Instance
 from ...services.live import LiveChanges, LiveScope, LiveView
-from .ui import finish, require_user
+from .ui import finish, instance_of, require_user
 
 __all__ = ["LiveState", "live_state", "routes"]
 
@@ -40,7 +41,7 @@ class LiveState:
 async def live_state(request: Request, user: UserRecord, scope: LiveScope) -> LiveState:
     """The page's scope and its cursor as of now: call this before reading what the page
     shows, so that a change made in between is seen as one."""
-    inst: Instance = request.app.state.instance
+    inst = instance_of(request)
     return LiveState(str(scope), await run_in_threadpool(inst.messages.live_cursor, user, scope))
 
 
@@ -48,7 +49,7 @@ async def live(request: Request) -> Response:
     """``?scope=…&cursor=…`` → ``{"cursor", "changed", "notes"}``; 401 when signed out,
     404 for what the user may not see, 400 for a scope that cannot be read."""
     user = require_user(request)
-    inst: Instance = request.app.state.instance
+    inst = instance_of(request)
     try:
         scope = LiveScope.parse(request.query_params.get("scope", "none"))
     except InvalidInput as exc:

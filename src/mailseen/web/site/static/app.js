@@ -32,9 +32,10 @@
     var on = notifying(), blocked = Notification.permission === "denied";
     toggle.hidden = false;
     toggle.setAttribute("aria-pressed", on ? "true" : "false");
-    toggle.textContent = on ? "Notifications on" : blocked ? "Notifications blocked" : "Notifications off";
+    toggle.textContent = "Notifications " + (on ? "on" : blocked ? "blocked" : "off");
     toggle.title = on ? "Notified of views and new mail in this browser. Click to turn off."
-      : blocked ? "This browser blocks notifications from this site: allow them in its site settings."
+      : blocked ? "This browser blocks notifications from this site: " +
+        "allow them in its site settings."
       : "Click to be notified of views and new mail in this browser.";
   }
 
