@@ -144,6 +144,14 @@ async def test_an_open_conversation_and_the_listing_follow_changes_without_a_rel
     reply = _receive(live, box, "Re: Quote for two", 1, reply_to=sent)
     await expect(page.locator(f"#message-{reply.id} .msg-who")).to_contain_text(
         "Received from carla@example.org", timeout=LIVE)
+    # The team's follow-up, sent from elsewhere (the API, another browser): it joins too,
+    # and its delivery line goes once the delivery worker has sent it.
+    follow_up = live.instance.sender.send_draft(box, Draft(
+        from_addr=box.address, to=["carla@example.org"], subject="Re: Quote for two",
+        text="Here are the dates.", in_reply_to=reply.message_id))
+    article = page.locator(f"#message-{follow_up.id}")
+    await expect(article.locator(".msg-who")).to_contain_text("Sent by", timeout=LIVE)
+    await expect(article.locator(".delivery")).to_have_count(0, timeout=LIVE)
     assert await page.evaluate("window.stillTheSamePage") is True
 
     # The listing, while a search is being typed (not sent yet).
