@@ -1,6 +1,7 @@
 """Live pages in real headless Chromium against the real server, never reloaded: an open
-conversation takes in a view (a real pixel fetch) and a reply, keeping its scroll position,
-its loaded message frame and a timeline the user closed; the listing takes in a new inbound
+conversation takes in each recipient's view (real fetches of their copies' pixels), a reply
+and the team's follow-up as the delivery worker sends it, keeping its scroll position, its
+loaded message frame and a timeline the user closed; the listing takes in a new inbound
 conversation and a reply while a search is being typed; notifications are turned on and off
 per browser and clicking one opens the conversation.
 
@@ -66,10 +67,11 @@ def _mailbox(live: LiveServer) -> MailboxRecord:
         address="sales@example.com", display_name="Sales", tracking="enabled"))
 
 
-def _sent(live: LiveServer, box: MailboxRecord, subject: str) -> MessageRecord:
+def _sent(live: LiveServer, box: MailboxRecord, subject: str,
+          to: tuple[str, ...] = ("carla@example.org",)) -> MessageRecord:
     """A tracked message, sent a while ago (an open within seconds is judged automatic)."""
     sent = live.instance.sender.send_draft(box, Draft(
-        from_addr=box.address, to=["carla@example.org"], subject=subject,
+        from_addr=box.address, to=list(to), subject=subject,
         html="<p>Our quote</p>" + "<p>Details</p>" * 40))
     assert sent.tracked
     backdate_sent(live.instance, sent.id, 60)
@@ -88,9 +90,11 @@ def _receive(live: LiveServer, box: MailboxRecord, subject: str, n: int,
         box, msg.as_bytes(), "smtp").message
 
 
-async def _open_pixel(live: LiveServer, message: MessageRecord, reader: str) -> None:
-    """What the recipient's mail program does: fetch the pixel over HTTP."""
-    token = live.instance.signer.make(TokenRef(message.id))
+async def _open_pixel(live: LiveServer, message: MessageRecord, reader: str,
+                      recipient: int = 0) -> None:
+    """What a recipient's mail program does: fetch the pixel of their copy over HTTP."""
+    copy = live.instance.store.copies_of([message.id])[message.id][recipient]
+    token = live.instance.signer.make(TokenRef(copy_key=copy.token_key or 0))
     async with httpx.AsyncClient() as client:
         resp = await client.get(f"{live.url}/t/{token}.gif", headers={"User-Agent": reader})
     assert resp.status_code == 200
@@ -106,7 +110,7 @@ async def _team_page(browser: Any, live: LiveServer, **options: Any) -> Any:
 async def test_an_open_conversation_and_the_listing_follow_changes_without_a_reload(
         live: LiveServer, browser: Any) -> None:
     box = _mailbox(live)
-    sent = _sent(live, box, "Quote for two")
+    sent = _sent(live, box, "Quote for two", ("erin@example.org", "frank@example.org"))
     page = await _team_page(browser, live, viewport={"width": 1000, "height": 500})
     errors: list[object] = []
     page.on("pageerror", lambda e: errors.append(e))
@@ -124,9 +128,15 @@ async def test_an_open_conversation_and_the_listing_follow_changes_without_a_rel
                  ".isConnected && window.seen.getBoundingClientRect().top")
     top = await page.evaluate(on_screen)
 
-    await _open_pixel(live, sent, READERS[0])
+    rows = article.locator("tr.recipient")
+    await expect(rows.locator("th")).to_have_text(["erin@example.org", "frank@example.org"])
+    await _open_pixel(live, sent, READERS[0], recipient=1)  # frank opens his copy
     await expect(article.locator(".views-human .count")).to_have_text("1", timeout=LIVE)
-    await expect(article.locator(".timeline .event-human .verdict")).to_have_text("Viewed")
+    await expect(rows.nth(1).locator("td.count").first).to_have_text("1")
+    await expect(rows.nth(0).locator("td.count").first).to_have_text("0")
+    event = article.locator(".timeline .event-human")
+    await expect(event.locator(".verdict")).to_have_text("Viewed")
+    await expect(event.locator(".who")).to_have_text("frank@example.org")
     await expect(article.locator(".status")).to_have_attribute("data-kind", "viewed")
     # What was on screen stayed where it was; the frame was not loaded again.
     assert abs(await page.evaluate(on_screen) - top) < 2
@@ -135,8 +145,9 @@ async def test_an_open_conversation_and_the_listing_follow_changes_without_a_rel
 
     # The user closes the timeline; the next view counts and it stays closed.
     await article.locator(".timeline-box summary").click()
-    await _open_pixel(live, sent, READERS[1])
+    await _open_pixel(live, sent, READERS[1], recipient=0)  # and erin hers
     await expect(article.locator(".views-human .count")).to_have_text("2", timeout=LIVE)
+    await expect(rows.nth(0).locator("td.count").first).to_have_text("1")
     await expect(article.locator(".timeline-box summary")).to_have_text("Timeline: 2 events")
     assert await article.locator(".timeline-box").get_attribute("open") is None
 
@@ -145,13 +156,14 @@ async def test_an_open_conversation_and_the_listing_follow_changes_without_a_rel
     await expect(page.locator(f"#message-{reply.id} .msg-who")).to_contain_text(
         "Received from carla@example.org", timeout=LIVE)
     # The team's follow-up, sent from elsewhere (the API, another browser): it joins too,
-    # and its delivery line goes once the delivery worker has sent it.
+    # and its recipient's row says so once the delivery worker has sent it.
     follow_up = live.instance.sender.send_draft(box, Draft(
-        from_addr=box.address, to=["carla@example.org"], subject="Re: Quote for two",
+        from_addr=box.address, to=["erin@example.org"], subject="Re: Quote for two",
         text="Here are the dates.", in_reply_to=reply.message_id))
     article = page.locator(f"#message-{follow_up.id}")
     await expect(article.locator(".msg-who")).to_contain_text("Sent by", timeout=LIVE)
-    await expect(article.locator(".delivery")).to_have_count(0, timeout=LIVE)
+    await expect(article.locator("tr.recipient")).to_have_class("recipient recipient-sent",
+                                                                 timeout=LIVE)
     assert await page.evaluate("window.stillTheSamePage") is True
 
     # The listing, while a search is being typed (not sent yet).

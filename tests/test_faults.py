@@ -278,7 +278,7 @@ def test_worker_killed_mid_queue_delivers_everything_at_most_once_more(
     # which this test does not wait for.
     with instance.db.engine.begin() as conn:
         in_hand = conn.execute(text(
-            "UPDATE messages SET lease_until = :past WHERE status = 'sending'"),
+            "UPDATE copies SET lease_until = :past WHERE status = 'sending'"),
             {"past": datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1)}).rowcount
     assert in_hand <= 1
     waiting = instance.store.queue_counts().get("queued", 0)

@@ -12,7 +12,15 @@ import pytest
 
 from mailseen.core.compose import Draft
 from mailseen.errors import InvalidInput, NotFound
-from mailseen.records import Judged, MailboxIn, MailboxRecord, MessageRecord, UserRecord, ViewIn
+from mailseen.records import (
+    CopyRecord,
+    Judged,
+    MailboxIn,
+    MailboxRecord,
+    MessageRecord,
+    UserRecord,
+    ViewIn,
+)
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
 from mailseen.services.live import LiveChanges, LiveScope
@@ -46,10 +54,21 @@ def _reply(instance: Instance, box: MailboxRecord, to: MessageRecord | None,
     return Ingestor(instance.store, instance.sender).ingest(box, msg.as_bytes(), "imap").message
 
 
-def _view(instance: Instance, message: MessageRecord, verdict: str = "human") -> None:
+def _copy(instance: Instance, message: MessageRecord) -> CopyRecord:
+    """The message's first copy: with one recipient, theirs."""
+    return instance.store.copies_of([message.id])[message.id][0]
+
+
+def _view(instance: Instance, message: MessageRecord, verdict: str = "human", *,
+          shared: bool = False) -> None:
+    """A hit on the pixel of the message's first copy, or (``shared``) on a pixel every
+    recipient shared (the ``tag`` filter's, older messages')."""
     judged = Judged(verdict, "", "")  # type: ignore[arg-type]
-    instance.store.record_views([ViewIn(message.id, 0, datetime.now(UTC), "GET", "192.0.2.9",
-                                        BROWSER, {})], [judged])
+    copy = None if shared else _copy(instance, message)
+    instance.store.record_views([ViewIn(
+        message.id, copy.position if copy else 0, datetime.now(UTC), "GET", "192.0.2.9",
+        BROWSER, {}, copy_key=copy.token_key or 0 if copy else 0,
+        copy_id=copy.id if copy else None)], [judged])
 
 
 def _member(instance: Instance, *boxes: MailboxRecord) -> UserRecord:
@@ -80,7 +99,7 @@ def test_an_open_conversation_moves_for_everything_it_shows_and_nothing_else(
     sent = _send(instance, box)
     other = _send(instance, box, "Another conversation")
     for m in (sent, other):
-        instance.store.mark_sent(m.id)
+        instance.store.mark_sent(_copy(instance, m).id)
     assert sent.conversation_id is not None
     page = Watcher(instance, None, LiveScope("conversation", sent.conversation_id))
 
@@ -102,10 +121,14 @@ def test_an_open_conversation_moves_for_everything_it_shows_and_nothing_else(
     claim = instance.store.claim_next(timedelta(minutes=1))
     assert claim is not None and claim.message.id == follow_up.id
     assert page.changed()  # being sent
-    instance.store.mark_retry(follow_up.id, "the relay refused the connection",
+    instance.store.mark_retry(claim.copy.id, "the relay refused the connection",
                               datetime.now(UTC))
     assert page.changed()  # waiting to be tried again
-    instance.store.mark_failed(follow_up.id, "550 no such user")
+    instance.store.mark_failed(claim.copy.id, "550 no such user")
+    assert page.changed()
+    assert instance.store.retry_now([claim.copy.id]) == 1  # an admin's "retry now"
+    assert page.changed()
+    assert instance.store.cancel([claim.copy.id]) == 1
     assert page.changed()
     assert not page.changed()
 
@@ -131,9 +154,10 @@ def test_a_listing_moves_for_new_mail_both_ways_views_and_sending(instance: Inst
     assert mine.changed() and everything.changed()
     sent = _send(instance, box)
     assert mine.changed() and everything.changed()
-    instance.store.claim_next(timedelta(minutes=1))
+    claim = instance.store.claim_next(timedelta(minutes=1))
+    assert claim is not None and claim.message.id == sent.id
     assert mine.changed() and everything.changed()
-    instance.store.mark_sent(sent.id)
+    instance.store.mark_sent(claim.copy.id)
     assert mine.changed() and everything.changed()
     _view(instance, sent)
     assert mine.changed() and everything.changed()
@@ -193,6 +217,7 @@ def test_live_needs_a_session_and_answers_what_the_script_expects(
     box = _mailbox(instance, "sales@example.com")
     one = _send(instance, box, "For one", ("carla@example.org",))
     two = _send(instance, box, "For two", ("erin@example.org", "frank@example.org"))
+    three = _send(instance, box, "Shared", ("erin@example.org", "frank@example.org"))
     assert web.client.get("/live?scope=all").status_code == 401  # not a sign-in page
     instance.accounts.create_user("ada@example.com", PASSWORD, role="admin")
     web.sign_in("ada@example.com")
@@ -208,6 +233,7 @@ def test_live_needs_a_session_and_answers_what_the_script_expects(
 
     _view(instance, one)
     _view(instance, two)
+    _view(instance, three, shared=True)
     _view(instance, two, "machine")  # a machine fetch is not a view: no notification
     _reply(instance, box, one, "Re: For one")
     _reply(instance, box, two, "Out of the office", 2, automatic=True)  # no notification
@@ -215,10 +241,11 @@ def test_live_needs_a_session_and_answers_what_the_script_expects(
     assert answer["changed"] is True
     assert [(n["title"], n["url"]) for n in answer["notes"]] == [
         ("carla@example.org viewed For one", f"/conversations/{one.conversation_id}"),
-        # One pixel for two recipients: it cannot say which of them it was.
-        ("One of the recipients viewed For two", f"/conversations/{two.conversation_id}"),
+        ("erin@example.org viewed For two", f"/conversations/{two.conversation_id}"),
+        # A pixel every recipient shared cannot say which of them it was.
+        ("One of the recipients viewed Shared", f"/conversations/{three.conversation_id}"),
         ("carla@example.org wrote: Re: For one", f"/conversations/{one.conversation_id}")]
-    assert len({n["tag"] for n in answer["notes"]}) == 3
+    assert len({n["tag"] for n in answer["notes"]}) == 4
     again = web.client.get("/live", params={"scope": "all", "cursor": answer["cursor"]}).json()
     assert again == {"cursor": answer["cursor"], "changed": False, "notes": []}
 

@@ -420,12 +420,17 @@ def send(ctx: click.Context, mailbox_address: str, to: tuple[str, ...], cc: tupl
 
 @main.command()
 @click.option("--mailbox", "mailbox_address", required=True, help="Sending mailbox address.")
+@click.option("--recipient", help="Write this recipient's own copy (for software that sends "
+              "one copy per recipient): its views name them.")
 @click.pass_context
-def tag(ctx: click.Context, mailbox_address: str) -> None:
+def tag(ctx: click.Context, mailbox_address: str, recipient: str | None) -> None:
     """Filter: read a message on stdin, write it tracked to stdout.
 
     The message is registered as sent by MAILBOX. One line on stderr says
-    `trackable=true` or `trackable=false reason=...`. Whatever goes wrong (the database
+    `trackable=true recipients=shared` (one pixel for every recipient: a view cannot say
+    whose), `trackable=true recipient=ADDRESS` with --recipient, or
+    `trackable=false reason=...`. The same message (Message-ID) tagged again is registered
+    once. Whatever goes wrong (the database
     locked, gone or full, a malformed message), the message comes out unchanged with exit
     status 0; only input that is not a message (2) or an unknown mailbox (1) is refused, with
     nothing on stdout. A message that cannot be written out exits 75 (try again).
@@ -435,7 +440,7 @@ def tag(ctx: click.Context, mailbox_address: str) -> None:
     def open_instance() -> Instance:
         return Instance.open(_settings(ctx))
 
-    done = tag_filter(raw, mailbox_address, open_instance)
+    done = tag_filter(raw, mailbox_address, open_instance, recipient)
     try:
         write_whole(sys.stdout.buffer, done.data)
     except OSError as exc:
@@ -477,8 +482,32 @@ def message_show(ctx: click.Context, message_id: int) -> None:
     inst = _instance(ctx)
     m = inst.messages.get(None, message_id)
     data = _message_json(m)
-    data["views"] = [v.__dict__ for v in inst.messages.views(None, m)]
+    copies = inst.messages.copies(None, m)
+    whose = {c.id: c.recipient for c in copies}
+    data["recipients"] = [{**c.__dict__, "tracked": c.token_key is not None} for c in copies]
+    for r in data["recipients"]:
+        del r["token_key"]  # what its pixel names: not for display
+    data["views"] = [{**v.__dict__, "recipient_address": whose.get(v.copy_id or 0)}
+                     for v in inst.messages.views(None, m)]
     _out(data)
+
+
+@message.command("retry")
+@click.argument("message_id", type=click.IntRange(1))
+@click.pass_context
+def message_retry(ctx: click.Context, message_id: int) -> None:
+    """Try the copies of a message that wait or failed again now."""
+    n = _instance(ctx).messages.retry(None, message_id)
+    click.echo(f"queued {n} cop{'y' if n == 1 else 'ies'} again")
+
+
+@message.command("cancel")
+@click.argument("message_id", type=click.IntRange(1))
+@click.pass_context
+def message_cancel(ctx: click.Context, message_id: int) -> None:
+    """Withdraw the copies of a message that wait or failed: they will not be sent."""
+    n = _instance(ctx).messages.cancel(None, message_id)
+    click.echo(f"cancelled {n} cop{'y' if n == 1 else 'ies'}")
 
 
 # -- users --------------------------------------------------------------------------------

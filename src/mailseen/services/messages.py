@@ -11,12 +11,19 @@ from datetime import datetime
 
 from ..core.inject import tag_message
 from ..core.mailbody import Display
-from ..errors import NotFound
-from ..records import ConversationRecord, MessageRecord, Report, UserRecord, ViewRecord
+from ..errors import InvalidInput, NotFound
+from ..records import (
+    ConversationRecord,
+    CopyRecord,
+    MessageRecord,
+    Report,
+    UserRecord,
+    ViewRecord,
+)
 from ..storage import Store
 from . import live
 from .live import LiveChanges, LiveScope
-from .mailboxes import Mailboxes, can_see_mailbox
+from .mailboxes import Mailboxes, can_see_mailbox, require_admin
 
 __all__ = ["Messages"]
 
@@ -38,7 +45,8 @@ class Messages:
         return m
 
     def raw(self, actor: UserRecord | None, message_id: int) -> bytes:
-        """The bytes as stored: what was delivered (with its pixel), or what was received."""
+        """The bytes as stored: what was sent as written (each recipient's copy had its own
+        pixel put in on the way out), or what was received."""
         self.get(actor, message_id)
         return self.store.get_raw(message_id)
 
@@ -72,6 +80,39 @@ class Messages:
         """The views of a message read before (no second lookup of it)."""
         _require(actor, message)
         return self.store.list_views(message.id, limit=limit)
+
+    def copies(self, actor: UserRecord | None, message: MessageRecord) -> list[CopyRecord]:
+        """A message's copies, one per recipient (or one for all), with each one's delivery
+        state and what its pixel saw."""
+        _require(actor, message)
+        return self.store.copies_of([message.id])[message.id]
+
+    def recipients_of(self, actor: UserRecord | None, messages: Sequence[MessageRecord]
+                      ) -> dict[int, list[CopyRecord]]:
+        """:meth:`copies` of several messages read before, in one query."""
+        for m in messages:
+            _require(actor, m)
+        return self.store.copies_of([m.id for m in messages if m.direction == "out"])
+
+    def retry(self, actor: UserRecord | None, message_id: int) -> int:
+        """Try the copies of a message that wait or failed again now (admins only; none
+        that were sent). Returns how many were queued."""
+        return self._requeue(actor, message_id, self.store.retry_now)
+
+    def cancel(self, actor: UserRecord | None, message_id: int) -> int:
+        """Withdraw the copies of a message that wait or failed (admins only). Returns how
+        many were withdrawn."""
+        return self._requeue(actor, message_id, self.store.cancel)
+
+    def _requeue(self, actor: UserRecord | None, message_id: int,
+                 change: Callable[[Sequence[int]], int]) -> int:
+        require_admin(actor)
+        message = self.get(actor, message_id)
+        if message.direction != "out":
+            raise InvalidInput("message: only messages the team sent are delivered",
+                               field="message")
+        copies = self.store.copies_of([message.id])[message.id]
+        return change([c.id for c in copies])
 
     def newest(self, actor: UserRecord | None, *, mailbox_id: int | None = None,
              status: str | None = None, limit: int = 50, before: int | None = None

@@ -16,15 +16,16 @@ from typing import NamedTuple
 
 from sqlalchemy import func, select
 
-from ..records import Status
+from ..records import CopyStatus, Status
 from .base import StoreBase
-from .models import Message, ViewEvent
+from .models import Copy, Message, ViewEvent
 
-# Statuses that are not the end of a message's story as the listing shows it. Every status
-# but the two that nearly every message ends in: a new state added to the vocabulary is
-# followed live without a change here, and the digest stays small (failed messages are few).
+# Statuses that are not the end of a message's or a copy's story as the listing shows it:
+# every status but those nearly every one ends in. A new state added to the vocabulary is
+# followed live without a change here, and the digest stays small (failures are few).
 _SETTLED = ("sent", "received")
 _UNSETTLED = tuple(s for s in typing.get_args(Status) if s not in _SETTLED)
+_UNSETTLED_COPIES = tuple(s for s in typing.get_args(CopyStatus) if s not in _SETTLED)
 
 
 class LiveView(NamedTuple):
@@ -33,6 +34,8 @@ class LiveView(NamedTuple):
     conversation_id: int | None
     mailbox_id: int
     verdict: str
+    # Whose copy's pixel it was; None for a pixel every recipient shared.
+    recipient: str | None
 
 
 class LiveMessage(NamedTuple):
@@ -74,8 +77,9 @@ class LiveStore(StoreBase):
             top_message = int(s.scalar(select(func.max(Message.id))) or 0)
             views = [LiveView(*row) for row in s.execute(
                 select(ViewEvent.id, ViewEvent.message_id, Message.conversation_id,
-                       Message.mailbox_id, ViewEvent.verdict)
+                       Message.mailbox_id, ViewEvent.verdict, Copy.recipient)
                 .join(Message, Message.id == ViewEvent.message_id)
+                .outerjoin(Copy, Copy.id == ViewEvent.copy_id)
                 .where(ViewEvent.id > view_after, ViewEvent.id <= top_view,
                        Message.mailbox_id.in_(mailbox_ids))
                 .order_by(ViewEvent.id).limit(limit)).tuples()]
@@ -91,25 +95,38 @@ class LiveStore(StoreBase):
                         max(message_after, next_message))
 
     def conversation_digest(self, conversation_id: int) -> str:
-        """A digest of every column of every message in the conversation: it changes when
-        anything about one of them does (a delivery state, a count, a reply)."""
-        columns = list(Message.__table__.columns)
+        """A digest of every column of every message in the conversation and of each of
+        their copies: it changes when anything about one of them does (a delivery state, a
+        count, a reply)."""
+        in_conversation = select(Message.id).where(Message.conversation_id == conversation_id)
         with self._tx() as s:
-            rows = s.execute(select(*columns).where(Message.conversation_id == conversation_id)
-                             .order_by(Message.id)).tuples().all()
-        return _digest(rows)
+            messages = s.execute(select(*Message.__table__.columns)
+                                 .where(Message.conversation_id == conversation_id)
+                                 .order_by(Message.id)).tuples().all()
+            copies = s.execute(select(*Copy.__table__.columns)
+                               .where(Copy.message_id.in_(in_conversation))
+                               .order_by(Copy.id)).tuples().all()
+        return _digest([*messages, *copies])
 
     def unsettled_digest(self, mailbox_ids: Sequence[int]) -> str:
-        """A digest of the messages of ``mailbox_ids`` whose delivery is not final, counted
-        by status: it changes when one is queued, tried again, fails or is sent."""
+        """A digest of the messages and copies of ``mailbox_ids`` whose delivery is not
+        final, counted by status: it changes when one is queued, tried again, fails, is
+        bounced, cancelled or sent."""
         with self._tx() as s:
-            rows = s.execute(
+            messages = s.execute(
                 select(Message.mailbox_id, Message.status, func.count(),
                        func.sum(Message.attempts), func.sum(Message.id))
                 .where(Message.status.in_(_UNSETTLED), Message.mailbox_id.in_(mailbox_ids))
                 .group_by(Message.mailbox_id, Message.status)
                 .order_by(Message.mailbox_id, Message.status)).tuples().all()
-        return _digest(rows)
+            copies = s.execute(
+                select(Message.mailbox_id, Copy.status, func.count(), func.sum(Copy.attempts),
+                       func.sum(Copy.id))
+                .join(Message, Message.id == Copy.message_id)
+                .where(Copy.status.in_(_UNSETTLED_COPIES), Message.mailbox_id.in_(mailbox_ids))
+                .group_by(Message.mailbox_id, Copy.status)
+                .order_by(Message.mailbox_id, Copy.status)).tuples().all()
+        return _digest([*messages, ("copies",), *copies])
 
 
 def _digest(rows: Sequence[tuple[object, ...]]) -> str:

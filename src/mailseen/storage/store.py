@@ -10,13 +10,13 @@ from .base import Cipher
 from .displays import DisplayStore
 from .live import LiveStore
 from .mailboxes import MailboxStore
-from .messages import MessageStore, Rendered, referenced_ids
+from .messages import MessageStore, referenced_ids
 from .queue import QueueStore
 from .reports import ReportStore
 from .users import UserStore
 from .views import ViewStore
 
-__all__ = ["Cipher", "Rendered", "Store", "referenced_ids"]
+__all__ = ["Cipher", "Store", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore,

@@ -17,6 +17,7 @@ from ...records import SECRET_FIELDS, MailboxIn, MailboxRecord, UserRecord
 from ...services.instance import Instance
 from ...services.mailboxes import require_admin
 from .schemas import (
+    DeliveryChange,
     Id,
     MailboxBody,
     MailboxOut,
@@ -28,6 +29,7 @@ from .schemas import (
     SettingsBody,
     ViewOut,
     message_out,
+    recipient_out,
     view_out,
 )
 
@@ -179,11 +181,29 @@ def list_messages(
             responses={404: {"model": Problem}})
 def get_message(inst: Inst, who: Who, message_id: Id) -> dict[str, Any]:
     m = inst.messages.get(who.user, message_id)
-    return {**message_out(m), "views": [view_out(v) for v in inst.messages.views(who.user, m)]}
+    copies = inst.messages.copies(who.user, m)
+    whose = {c.id: c.recipient for c in copies}
+    return {**message_out(m), "recipients": [recipient_out(c) for c in copies],
+            "views": [view_out(v, whose) for v in inst.messages.views(who.user, m)]}
 
 
 @router.get("/messages/{message_id}/views", response_model=list[ViewOut],
             responses={404: {"model": Problem}})
 def get_views(inst: Inst, who: Who, message_id: Id) -> list[dict[str, Any]]:
     m = inst.messages.get(who.user, message_id)
-    return [view_out(v) for v in inst.messages.views(who.user, m)]
+    whose = {c.id: c.recipient for c in inst.messages.copies(who.user, m)}
+    return [view_out(v, whose) for v in inst.messages.views(who.user, m)]
+
+
+@router.post("/messages/{message_id}/retry", response_model=DeliveryChange,
+             responses={403: {"model": Problem}, 404: {"model": Problem}})
+def retry_message(inst: Inst, who: Who, message_id: Id) -> dict[str, int]:
+    """Try the copies that wait or failed again now (admins)."""
+    return {"changed": inst.messages.retry(who.user, message_id)}
+
+
+@router.post("/messages/{message_id}/cancel", response_model=DeliveryChange,
+             responses={403: {"model": Problem}, 404: {"model": Problem}})
+def cancel_message(inst: Inst, who: Who, message_id: Id) -> dict[str, int]:
+    """Withdraw the copies that wait or failed (admins): they will not be sent."""
+    return {"changed": inst.messages.cancel(who.user, message_id)}

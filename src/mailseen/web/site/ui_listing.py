@@ -45,8 +45,9 @@ async def listing(request: Request) -> Response:
     rows = rows[:PAGE]
     machine = inst.messages.machine_clients([m for _, m in rows])
     boxes = {b.id: b for b in all_mailboxes(request)}
+    now = inst.clock.now()
     items = [{"conversation": c, "message": m, "mailbox": boxes.get(c.mailbox_id),
-              "eye": eye_of(m, machine.get(m.id) if m else None)} for c, m in rows]
+              "eye": eye_of(m, machine.get(m.id) if m else None, now)} for c, m in rows]
     return render(request, "listing.html", items=items, mailbox=mailbox, status=status,
                   search=search or "", page=page, more=more, filters=FILTERS, live=live)
 

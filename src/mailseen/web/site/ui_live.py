@@ -74,10 +74,9 @@ def _notes(inst: Instance, user: UserRecord, found: LiveChanges) -> list[dict[st
     notes = []
     for v in list(viewed.values())[-_MOST_NOTES:]:
         msg = inst.messages.get(user, v.message_id)
-        recipients = [*msg.to, *msg.cc, *msg.bcc]
-        # Named only when the message had one recipient: one pixel cannot tell who of
-        # several opened it.
-        who = recipients[0] if len(recipients) == 1 else "One of the recipients"
+        # Named only when the copy proves it: a shared pixel's view could be any
+        # recipient's.
+        who = v.recipient or "One of the recipients"
         notes.append({"tag": f"mailseen-view-{v.view_id}",
                       "title": f"{who} viewed {msg.subject or 'your message'}",
                       "url": f"/conversations/{v.conversation_id}"})
