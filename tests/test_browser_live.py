@@ -1,7 +1,7 @@
 """Live pages in real headless Chromium against the real server, never reloaded: an open
-conversation takes in each recipient's view (real fetches of their copies' pixels), a reply
-and the team's follow-up as the delivery worker sends it, keeping its scroll position, its
-loaded message frame and a timeline the user closed; the listing takes in a new inbound
+conversation takes in each recipient's view (real fetches of their copies' pixels), a reply,
+and the team's follow-up from queued (with its Retry form) to sent (without), keeping its
+scroll position, its loaded message frame and a timeline the user closed; the listing takes in a new inbound
 conversation and a reply while a search is being typed; notifications are turned on and off
 per browser and clicking one opens the conversation.
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,9 @@ RECORD_NOTIFICATIONS = """
 
 @pytest.fixture
 async def live(tmp_path: Path, database_url: str) -> AsyncIterator[LiveServer]:
-    server = LiveServer(tmp_path, database_url).start()
+    # No delivery worker: the test moves a copy through its states itself, as the worker
+    # would, so each state is on screen for certain.
+    server = LiveServer(tmp_path, database_url, worker=False).start()
     server.instance.accounts.create_user(ADMIN, PASSWORD, role="admin")
     yield server
     await asyncio.to_thread(server.stop)
@@ -156,14 +159,20 @@ async def test_an_open_conversation_and_the_listing_follow_changes_without_a_rel
     await expect(page.locator(f"#message-{reply.id} .msg-who")).to_contain_text(
         "Received from carla@example.org", timeout=LIVE)
     # The team's follow-up, sent from elsewhere (the API, another browser): it joins too,
-    # and its recipient's row says so once the delivery worker has sent it.
+    # queued, with the admin's "Retry now"; once delivered, its row says so and the form,
+    # which nobody was filling in, goes.
     follow_up = live.instance.sender.send_draft(box, Draft(
         from_addr=box.address, to=["erin@example.org"], subject="Re: Quote for two",
         text="Here are the dates.", in_reply_to=reply.message_id))
     article = page.locator(f"#message-{follow_up.id}")
-    await expect(article.locator(".msg-who")).to_contain_text("Sent by", timeout=LIVE)
-    await expect(article.locator("tr.recipient")).to_have_class("recipient recipient-sent",
-                                                                 timeout=LIVE)
+    row = article.locator("tr.recipient")
+    await expect(row).to_have_class("recipient recipient-queued", timeout=LIVE)
+    await expect(article.locator("form.delivery-actions")).to_have_count(1)
+    claim = live.instance.store.claim_next(timedelta(minutes=1))  # as the worker does
+    assert claim is not None and claim.message.id == follow_up.id
+    live.instance.store.mark_sent(claim.copy.id)
+    await expect(row).to_have_class("recipient recipient-sent", timeout=LIVE)
+    await expect(article.locator("form.delivery-actions")).to_have_count(0)
     assert await page.evaluate("window.stillTheSamePage") is True
 
     # The listing, while a search is being typed (not sent yet).
