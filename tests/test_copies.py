@@ -370,3 +370,85 @@ def test_one_copy_fetched_by_many_clients_is_not_counted_as_many_views(
     assert all("more than 4 different clients within 10 minutes" in v.reason
                for v in views if v.verdict == "machine")
     assert instance.store.get_message(msg.id).view_count == 4
+
+
+# -- who sent it, reply all, a message not tracked ------------------------------------------
+
+def test_each_message_says_who_sent_it(live_server: LiveServer, instance: Instance,
+                                       cli: Cli) -> None:
+    box = _box(instance)
+    ada = instance.accounts.create_user("ada@example.com", PASSWORD, name="Ada", role="admin")
+    with WebClient(instance) as web:
+        web.sign_in("ada@example.com")
+        page = web.get(f"/compose?mailbox={box.id}")
+        web.submit(page, "/compose", to="erin@example.org", subject="From Ada",
+                   html="<p>Hi</p>", do="send")
+        auth = {"Authorization": f"Bearer {API_TOKEN}"}
+        by_api = httpx.post(f"{live_server.url}/api/v1/messages", headers=auth, json={
+            "mailbox": box.address, "to": ["erin@example.org"], "subject": "By API",
+            "text": "hi"}).json()
+        assert by_api["sent_by"] == "API token" and by_api["sent_by_user_id"] is None
+        assert cli("send", "--mailbox", box.address, "--to", "e@example.org", "--subject",
+                   "By CLI", "--text", "x").exit_code == 0
+        sent = {m.subject: m for m in instance.store.list_messages()}
+        assert (sent["From Ada"].sent_by, sent["From Ada"].sent_by_user_id) == ("Ada", ada.id)
+        assert sent["By CLI"].sent_by == "command line"
+        page = web.get(f"/conversations/{sent['From Ada'].conversation_id}")
+        head = page.text("article.msg-out .msg-who")
+        assert "Sent by Ada for Acme Sales <sales@example.com>" in " ".join(head.split())
+        listing = web.get("/conversations")
+        assert "last sent by Ada" in listing.text(
+            f'[data-conversation-id="{sent["From Ada"].conversation_id}"] .party')
+
+
+def test_reply_all_addresses_everyone_but_the_mailbox(instance: Instance) -> None:
+    box = _box(instance)
+    raw = (b"From: Erin <erin@example.org>\r\nTo: sales@example.com, frank@example.org\r\n"
+           b"Cc: gina@example.net, SALES@example.com\r\nSubject: Question\r\n"
+           b"Message-ID: <q1@example.org>\r\n\r\nHello\r\n")
+    got = Ingestor(instance.store, instance.sender).ingest(box, raw, "smtp").message
+    instance.accounts.create_user("admin@example.com", PASSWORD, role="admin")
+    with WebClient(instance) as web:
+        web.sign_in("admin@example.com")
+        conv = f"/conversations/{got.conversation_id}"
+        assert "Reply all" in web.get(conv).text(".bar")
+        one = web.get(f"{conv}/reply").form(f"{conv}/reply")
+        assert (one["to"], one["cc"]) == ("erin@example.org", "")
+        every = web.get(f"{conv}/reply?all=1").form(f"{conv}/reply")
+        assert every["to"] == "erin@example.org"
+        assert every["cc"] == "frank@example.org, gina@example.net"
+
+
+def test_one_message_can_go_untracked_but_never_tracked_against_the_setting(
+        instance: Instance, cli: Cli, live_server: LiveServer) -> None:
+    box = _box(instance)
+    draft = Draft(from_addr=box.address, to=["erin@example.org"], subject="Quiet",
+                  html="<p>Quiet</p>")
+    quiet = instance.sender.send_draft(box, draft, track=False)
+    assert not quiet.tracked and quiet.tracking_reason == "turned off for this message"
+    [copy] = instance.messages.copies(None, quiet)
+    assert copy.token_key is None
+    off = instance.store.add_mailbox(MailboxIn("off@example.com", tracking="disabled"))
+    still_off = instance.sender.send_draft(off, Draft(
+        from_addr=off.address, to=["erin@example.org"], subject="Off", html="<p>x</p>"),
+        track=True)
+    assert not still_off.tracked and still_off.tracking_reason == "disabled by mailbox setting"
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    by_api = httpx.post(f"{live_server.url}/api/v1/messages", headers=auth, json={
+        "mailbox": box.address, "to": ["e@example.org"], "html": "<p>x</p>",
+        "track": False}).json()
+    assert by_api["tracking"] == {"tracked": False, "reason": "turned off for this message"}
+    out = cli("send", "--mailbox", box.address, "--to", "e@example.org", "--html",
+              "/dev/stdin", "--no-track", input="<p>x</p>")
+    assert "tracking: turned off for this message" in out.stdout
+    instance.accounts.create_user("admin@example.com", PASSWORD, role="admin")
+    with WebClient(instance) as web:
+        web.sign_in("admin@example.com")
+        page = web.get(f"/compose?mailbox={box.id}")
+        shown = web.submit(page, "/compose", to="e@example.org", html="<p>x</p>",
+                           no_track="1", do="preview")
+        assert shown.text("#tracking-preview") == "Tracking off (this message)"
+        web.submit(page, "/compose", to="e@example.org", subject="No pixel",
+                   html="<p>x</p>", no_track="1", do="send")
+    [sent] = [m for m in instance.store.list_messages() if m.subject == "No pixel"]
+    assert not sent.tracked and sent.tracking_reason == "turned off for this message"

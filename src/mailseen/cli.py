@@ -394,11 +394,13 @@ def _message_json(m: MessageRecord) -> dict[str, Any]:
 @click.option("--references", help="References header for a reply.")
 @click.option("--raw", "raw_file", type=click.File("rb"),
               help="Send this complete RFC 5322 message as is ('-' for stdin).")
+@click.option("--no-track", is_flag=True,
+              help="Do not track this message (it never turns tracking on).")
 @click.pass_context
 def send(ctx: click.Context, mailbox_address: str, to: tuple[str, ...], cc: tuple[str, ...],
          bcc: tuple[str, ...], subject: str, text: str | None, html_file: Any,
          attach: tuple[Path, ...], in_reply_to: str | None, references: str | None,
-         raw_file: Any) -> None:
+         raw_file: Any, no_track: bool) -> None:
     """Queue a message for delivery (the server's worker or `mailseen worker` sends it)."""
     import mimetypes
 
@@ -406,14 +408,15 @@ def send(ctx: click.Context, mailbox_address: str, to: tuple[str, ...], cc: tupl
     box = inst.mailboxes.named(None, mailbox_address)
     if raw_file is not None:
         record = inst.sender.submit(box, raw_file.read(), bcc=list(bcc), source="cli",
-                                    envelope_to=list(to + cc + bcc) or None)
+                                    envelope_to=list(to + cc + bcc) or None,
+                                    track=not no_track)
     else:
         attachments = [Attachment(p.name, mimetypes.guess_type(p.name)[0] or
                                   "application/octet-stream", p.read_bytes()) for p in attach]
         draft = Draft(from_addr=box.address, to=list(to), cc=list(cc), bcc=list(bcc),
                       subject=subject, text=text, html=html_file.read() if html_file else None,
                       attachments=attachments, in_reply_to=in_reply_to, references=references)
-        record = inst.sender.send_draft(box, draft, source="cli")
+        record = inst.sender.send_draft(box, draft, source="cli", track=not no_track)
     click.echo(f"queued message {record.id} {record.message_id} "
                f"(tracking: {record.tracking_reason})")
 

@@ -106,6 +106,8 @@ class NewMessage(HeaderFacts):
     direction: Direction = "out"
     automatic: bool = False
     auto_reason: str = ""
+    sent_by: str = ""  # who sent it: a user's name, or the way in ("API token", …)
+    sent_by_user_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ class MessageRecord(HeaderFacts):
     copies: int = 0
     viewed_copies: int = 0
     failed_copies: int = 0
+    sent_by: str = ""
+    sent_by_user_id: int | None = None
 
     @property
     def viewed(self) -> bool:

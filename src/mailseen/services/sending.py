@@ -11,11 +11,18 @@ from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url
 from ..core.tokens import TokenRef, TokenSigner, new_copy_key
 from ..core.tracking import not_trackable
 from ..errors import InvalidInput
-from ..records import CopyRecord, MailboxRecord, MessageRecord, NewCopy, NewMessage
+from ..records import (
+    CopyRecord,
+    MailboxRecord,
+    MessageRecord,
+    NewCopy,
+    NewMessage,
+    UserRecord,
+)
 from ..storage import Store
 from .mailboxes import Mailboxes
 
-__all__ = ["Sender"]
+__all__ = ["TURNED_OFF", "Sender"]
 
 
 class Sender:
@@ -41,8 +48,8 @@ class Sender:
     def _genuine(self, token: str) -> bool:
         return self.signer.check(token) is not None
 
-    def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api"
-                   ) -> MessageRecord:
+    def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api", *,
+                   actor: UserRecord | None = None, track: bool = True) -> MessageRecord:
         draft.from_addr = draft.from_addr or mailbox.address
         draft.from_name = draft.from_name or mailbox.display_name
         raw = build_message(draft, _domain(mailbox.address))
@@ -52,11 +59,11 @@ class Sender:
                   for f, values in (("to", draft.to), ("cc", draft.cc), ("bcc", draft.bcc))}
         envelope = list(dict.fromkeys([*chosen["to"], *chosen["cc"], *chosen["bcc"]]))
         return self.submit(mailbox, raw, bcc=chosen["bcc"], envelope_to=envelope,
-                           source=source)
+                           source=source, actor=actor, track=track)
 
     def submit(self, mailbox: MailboxRecord, raw: bytes, *, bcc: list[str] | None = None,
-               envelope_to: list[str] | None = None, source: str = "api", queue: bool = True
-               ) -> MessageRecord:
+               envelope_to: list[str] | None = None, source: str = "api", queue: bool = True,
+               actor: UserRecord | None = None, track: bool = True) -> MessageRecord:
         """Store ``raw`` as a message of ``mailbox``, tracked as the settings say, and queue
         it for delivery (or, with ``queue=False``, record it as sent by other software: see
         :meth:`tag`).
@@ -64,7 +71,11 @@ class Sender:
         A tracked message leaves as one copy per envelope recipient, each with a pixel of
         its own, so that a view names the person whose copy it was; an untracked one leaves
         once for all. The message is stored as written (earlier pixels of ours taken out);
-        each copy gets its pixel as it is handed over (:meth:`copy_bytes`)."""
+        each copy gets its pixel as it is handed over (:meth:`copy_bytes`).
+
+        ``actor`` is who sends it (None: the installation, through ``source``); ``track``
+        False turns tracking off for this one message (it never turns it on where the
+        mailbox or global setting has it off)."""
         raw, facts = prepare_raw(raw, _domain(mailbox.address))
         all_bcc = list(dict.fromkeys([*facts.bcc, *(bcc or [])]))
         recipients = envelope_to or list(dict.fromkeys([*facts.to, *facts.cc, *all_bcc]))
@@ -77,7 +88,9 @@ class Sender:
         body = cleaned.data if cleaned.pixels_removed else raw
         tracked, reason = False, decision.reason
         copies = [NewCopy(0, None, None)]
-        if decision.enabled:
+        if decision.enabled and not track:
+            reason = TURNED_OFF
+        elif decision.enabled:
             # Whether a pixel can go in depends on the message's structure alone: try one.
             probe = tag_message(body, self._pixel(new_copy_key()), _none_ours)
             if not probe.trackable:
@@ -91,7 +104,8 @@ class Sender:
             mailbox_id=mailbox.id, message_id=facts.message_id, subject=facts.subject,
             from_addr=facts.from_addr or mailbox.address, to=facts.to, cc=facts.cc, bcc=all_bcc,
             envelope_to=recipients, in_reply_to=facts.in_reply_to, references=facts.references,
-            source=source,
+            source=source, sent_by=_sender_name(actor, source),
+            sent_by_user_id=actor.id if actor else None,
         )
         record = self.store.add_message(new, body, copies, tracked=tracked, reason=reason,
                                         queued=queue)
@@ -128,6 +142,19 @@ class Sender:
 
     def _pixel(self, key: int) -> str:
         return pixel_tag(pixel_url(self.base_url, self.signer.make(TokenRef(copy_key=key))))
+
+
+# The tracking reason of a message whose sender turned tracking off for it alone.
+TURNED_OFF = "turned off for this message"
+# Who sent a message when no user did: the way it came in.
+_WAYS_IN = {"api": "API token", "cli": "command line", "tag": "tag filter", "web": "web app",
+            "demo": "demo data"}
+
+
+def _sender_name(actor: UserRecord | None, source: str) -> str:
+    if actor is not None:
+        return actor.name or actor.email
+    return _WAYS_IN.get(source, source)
 
 
 def _none_ours(url: str) -> bool:

@@ -104,7 +104,8 @@ def message_record(row: Message) -> MessageRecord:
         direction=row.direction,  # type: ignore[arg-type]
         conversation_id=row.conversation_id, automatic=row.automatic,
         auto_reason=row.auto_reason, copies=row.copies, viewed_copies=row.viewed_copies,
-        failed_copies=row.failed_copies,
+        failed_copies=row.failed_copies, sent_by=row.sent_by,
+        sent_by_user_id=row.sent_by_user_id,
     )
 
 

@@ -57,7 +57,7 @@ def _new_row(new: NewMessage, t: datetime) -> Message:
         in_reply_to=new.in_reply_to, references=new.references, source=new.source,
         attempts=0, created_at=t, tracked=False, tracking_reason="", view_count=0,
         machine_count=0, direction=new.direction, automatic=new.automatic,
-        auto_reason=new.auto_reason,
+        auto_reason=new.auto_reason, sent_by=new.sent_by, sent_by_user_id=new.sent_by_user_id,
     )
 
 

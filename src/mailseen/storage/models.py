@@ -153,6 +153,11 @@ class Message(Base):
     copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     viewed_copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     failed_copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Who sent it: the user's name when a user did (kept if the user is deleted later), or
+    # the way in ("API token", "command line", "tag filter").
+    sent_by: Mapped[str] = mapped_column(Text, default="", server_default="")
+    sent_by_user_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
 
     __table_args__ = (
         Index("ix_messages_queue", "status", "next_attempt_at"),

@@ -134,7 +134,7 @@ def send_message(inst: Inst, who: Who, body: MessageBody) -> dict[str, Any]:
                   bcc=body.bcc, subject=body.subject, text=body.text, html=body.html,
                   attachments=[a.decode() for a in body.attachments],
                   in_reply_to=body.in_reply_to, references=body.references)
-    return message_out(inst.sender.send_draft(box, draft))
+    return message_out(inst.sender.send_draft(box, draft, actor=who.user, track=body.track))
 
 
 @router.post("/messages/raw", response_model=MessageOut, status_code=202,
@@ -146,6 +146,8 @@ async def send_raw(request: Request, inst: Inst, who: Who,
                    mailbox: Annotated[str, Query(description="Sending mailbox address.")],
                    to: Annotated[list[str] | None, Query(
                        description="Envelope recipients; default: To, Cc and Bcc.")] = None,
+                   track: Annotated[bool, Query(
+                       description="false turns tracking off for this message.")] = True,
                    ) -> Any:
     chunks: list[bytes] = []
     try:
@@ -159,7 +161,8 @@ async def send_raw(request: Request, inst: Inst, who: Who,
     envelope = [parse_address(a, "to") for a in to] if to else None
     parse_address(mailbox, "mailbox")
     box = await run_in_threadpool(inst.mailboxes.find, who.user, mailbox)
-    record = await run_in_threadpool(lambda: inst.sender.submit(box, raw, envelope_to=envelope))
+    record = await run_in_threadpool(lambda: inst.sender.submit(
+        box, raw, envelope_to=envelope, actor=who.user, track=track))
     return message_out(record)
 
 

@@ -134,6 +134,8 @@ class MessageBody(BaseModel):
     attachments: list[AttachmentBody] = Field(default_factory=list, max_length=100)
     in_reply_to: str | None = Field(None, max_length=998)
     references: str | None = Field(None, max_length=20000)
+    track: bool = Field(True, description="False turns tracking off for this message; it "
+                        "never turns it on where the mailbox or global setting is off.")
 
     @field_validator("mailbox")
     @classmethod
@@ -174,6 +176,9 @@ class MessageOut(_HeaderFactsOut):  # type: ignore[misc,valid-type]
     conversation_id: int | None
     automatic: bool = Field(description="An inbound auto-reply or bounce.")
     auto_reason: str
+    sent_by: str = Field(description="Who sent it: the user's name, or the way in "
+                         "(\"API token\", \"command line\", \"tag filter\").")
+    sent_by_user_id: int | None
     copies: int = Field(description="Copies sent one per recipient (0: one copy for all).")
     viewed_copies: int = Field(description="Of those, how many a person saw.")
     failed_copies: int = Field(description="Copies that failed or bounced.")
@@ -238,6 +243,7 @@ def message_out(m: MessageRecord) -> dict[str, Any]:
         "direction": m.direction, "conversation_id": m.conversation_id,
         "automatic": m.automatic, "auto_reason": m.auto_reason, "copies": m.copies,
         "viewed_copies": m.viewed_copies, "failed_copies": m.failed_copies,
+        "sent_by": m.sent_by, "sent_by_user_id": m.sent_by_user_id,
     }
 
 
