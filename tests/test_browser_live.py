@@ -1,9 +1,9 @@
 """Live pages in real headless Chromium against the real server, never reloaded: an open
 conversation takes in each recipient's view (real fetches of their copies' pixels), a reply,
 and the team's follow-up from queued (with its Retry form) to sent (without), keeping its
-scroll position, its loaded message frame and a timeline the user closed; the listing takes in a new inbound
-conversation and a reply while a search is being typed; notifications are turned on and off
-per browser and clicking one opens the conversation.
+scroll position, its loaded message frame and a timeline the user closed; the listing takes
+in a new inbound conversation and a reply while a search is being typed; notifications are
+turned on and off per browser and clicking one opens the conversation.
 
 A headless browser shows no notifications one could click, so the page's Notification is
 wrapped to keep each one it makes, and the click is dispatched to it: what is tested is the
