@@ -452,3 +452,49 @@ def test_one_message_can_go_untracked_but_never_tracked_against_the_setting(
                    html="<p>x</p>", no_track="1", do="send")
     [sent] = [m for m in instance.store.list_messages() if m.subject == "No pixel"]
     assert not sent.tracked and sent.tracking_reason == "turned off for this message"
+
+
+def _bounce(returned_id: str, recipient: str) -> bytes:
+    """A delivery status notification as Postfix writes one (RFC 3464, RFC 6522)."""
+    return (f"From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\n"
+            f"To: sales@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+            f"Message-ID: <bounce-{recipient}@mx.example.org>\r\nAuto-Submitted: auto-replied\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: multipart/report; "
+            f"report-type=delivery-status; boundary=\"B\"\r\n\r\n"
+            f"--B\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you that your "
+            f"message could not be delivered.\r\n"
+            f"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+            f"Reporting-MTA: dns; mx.example.org\r\n\r\n"
+            f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: User unknown\r\n\r\n"
+            f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+            f"From: sales@example.com\r\nSubject: Quote for two\r\n"
+            f"Message-ID: {returned_id}\r\n\r\n--B--\r\n").encode()
+
+
+def test_a_bounce_marks_that_recipients_copy_and_shows_on_the_listing(
+        instance: Instance) -> None:
+    box = _box(instance)
+    msg = _quote(instance, box)
+    asyncio.run(instance.worker().drain())
+    ingestor = Ingestor(instance.store, instance.sender)
+    got = ingestor.ingest(box, _bounce(msg.message_id, "frank@example.org"), "imap").message
+    assert got.automatic and got.conversation_id == msg.conversation_id
+    copies = {c.recipient: c for c in instance.messages.copies(None, msg)}
+    frank = copies["frank@example.org"]
+    assert frank.status == "bounced"
+    assert frank.last_error == ("550 5.1.1 <frank@example.org>: User unknown "
+                                "(reported by dns; mx.example.org)")
+    assert copies["erin@example.org"].status == "sent"
+    after = instance.store.get_message(msg.id)
+    assert after.status == "sent" and after.failed_copies == 1
+    kind, label, cells = _pages(instance, after)
+    assert kind == "failed" and label == "Sent · 1 of 3 not delivered"
+    assert any(c.startswith("Bounced: 550 5.1.1 <frank@example.org>: User unknown")
+               for c in cells)
+    # a report for someone it never went to, or for a message not ours, changes nothing
+    ingestor.ingest(box, _bounce(msg.message_id, "nobody@example.org"), "imap")
+    ingestor.ingest(box, _bounce("<not-ours@example.org>", "erin@example.org"), "imap")
+    assert {c.recipient: c.status for c in instance.messages.copies(None, msg)} == {
+        "erin@example.org": "sent", "frank@example.org": "bounced",
+        "gina@example.net": "sent"}

@@ -32,6 +32,7 @@ from .base import (
 )
 from .bulk import BulkLoader, bulk_loader, last_ids
 from .models import Conversation, Copy, Message, MessageData, ViewEvent
+from .queue import settle
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 
@@ -140,6 +141,55 @@ class MessageStore(StoreBase):
                 msg.copies += 1
             s.flush()
             return copy_record(row)
+
+    def messages_of_copies(self, keys: Sequence[int]) -> dict[int, int]:
+        """The message of each copy key that exists: {key: message id}."""
+        if not keys:
+            return {}
+        with self._tx() as s:
+            rows = s.execute(select(Copy.token_key, Copy.message_id)
+                             .where(Copy.token_key.in_(list(keys)))).tuples().all()
+            return {key: mid for key, mid in rows if key is not None}
+
+    def mark_bounced(self, mailbox_id: int, message_id: str | None, fallback_ids: Sequence[int],
+                     bounces: Sequence[tuple[str, str]]) -> list[int]:
+        """Mark the copies a delivery report gave up on as bounced, with the reason:
+        ``bounces`` is (recipient, reason) pairs, the message is the mailbox's outbound one
+        with ``message_id`` (else one of ``fallback_ids``, the messages whose pixels the
+        report quotes). A recipient's own copy if there is one, else the copy every
+        recipient shared. Returns the ids of the messages changed."""
+        with self._tx() as s:
+            ids: list[int] = []
+            if message_id:
+                ids = list(s.scalars(select(Message.id).where(
+                    Message.mailbox_id == mailbox_id, Message.direction == "out",
+                    Message.message_id == message_id).order_by(Message.id.desc()).limit(1)))
+            if not ids and fallback_ids:
+                ids = list(s.scalars(select(Message.id).where(
+                    Message.mailbox_id == mailbox_id, Message.direction == "out",
+                    Message.id.in_(list(fallback_ids)))))
+            changed = []
+            for mid in ids:
+                copies = list(s.scalars(select(Copy).where(Copy.message_id == mid)
+                                        .with_for_update()))
+                envelope = {a.lower() for a in json.loads(
+                    s.scalar(select(Message.envelope_json).where(Message.id == mid)) or "[]")}
+                for recipient, reason in bounces:
+                    own = [c for c in copies if (c.recipient or "").lower() == recipient]
+                    shared = [c for c in copies if c.recipient is None and recipient in envelope]
+                    for c in own or shared[:1]:
+                        if c.status in ("sent", "queued", "sending", "failed"):
+                            # A copy several recipients shared bounced for one of them.
+                            c.status = "bounced"
+                            c.last_error = reason if own else f"{recipient}: {reason}"
+                            c.next_attempt_at = c.lease_until = None
+                            if mid not in changed:
+                                changed.append(mid)
+                s.flush()
+                if mid in changed:
+                    s.execute(select(Message.id).where(Message.id == mid).with_for_update())
+                    settle(s, mid)
+            return changed
 
     def copies_of(self, message_ids: Sequence[int]) -> dict[int, list[CopyRecord]]:
         """Each message's copies, in position order."""
