@@ -130,7 +130,23 @@ def test_an_open_conversation_moves_for_everything_it_shows_and_nothing_else(
     assert page.changed()
     assert instance.store.cancel([claim.copy.id]) == 1
     assert page.changed()
+    _bounce(instance, box, sent)  # a delivery report: the first copy bounced after all
+    assert _copy(instance, sent).status == "bounced"
+    assert page.changed()
     assert not page.changed()
+
+
+def _bounce(instance: Instance, box: MailboxRecord, sent: MessageRecord) -> None:
+    report = (f"From: postmaster@mx.example.org\r\nTo: {box.address}\r\nSubject: Failure\r\n"
+              f"Message-ID: <dsn-1@mx.example.org>\r\nMIME-Version: 1.0\r\n"
+              f"Content-Type: multipart/report; report-type=delivery-status; boundary=R\r\n"
+              f"\r\n--R\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n--R\r\n"
+              f"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+              f"Final-Recipient: rfc822; carla@example.org\r\nAction: failed\r\n"
+              f"Status: 5.1.1\r\n\r\n--R\r\nContent-Type: message/rfc822\r\n\r\n"
+              f"From: {box.address}\r\nTo: carla@example.org\r\n"
+              f"Message-ID: {sent.message_id}\r\nSubject: Quote\r\n\r\nHello\r\n--R--\r\n")
+    Ingestor(instance.store, instance.sender).ingest(box, report.encode(), "imap")
 
 
 def _send_in(instance: Instance, box: MailboxRecord, first: MessageRecord) -> MessageRecord:
