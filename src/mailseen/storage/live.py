@@ -112,20 +112,23 @@ class LiveStore(StoreBase):
         """A digest of the messages and copies of ``mailbox_ids`` whose delivery is not
         final, counted by status: it changes when one is queued, tried again, fails, is
         bounced, cancelled or sent."""
+        # The mailbox as an expression (id + 0), not the column: SQLite's statistics say
+        # only how many rows a status has on average, so given the column it reads every
+        # message of the mailboxes by their index (75 ms at 100,000 messages) rather than
+        # the few unsettled ones by the status index (1 ms).
+        box = (Message.mailbox_id + 0).label("box")
         with self._tx() as s:
             messages = s.execute(
-                select(Message.mailbox_id, Message.status, func.count(),
-                       func.sum(Message.attempts), func.sum(Message.id))
-                .where(Message.status.in_(_UNSETTLED), Message.mailbox_id.in_(mailbox_ids))
-                .group_by(Message.mailbox_id, Message.status)
-                .order_by(Message.mailbox_id, Message.status)).tuples().all()
+                select(box, Message.status, func.count(), func.sum(Message.attempts),
+                       func.sum(Message.id))
+                .where(Message.status.in_(_UNSETTLED), box.in_(mailbox_ids))
+                .group_by(box, Message.status).order_by(box, Message.status)).tuples().all()
             copies = s.execute(
-                select(Message.mailbox_id, Copy.status, func.count(), func.sum(Copy.attempts),
+                select(box, Copy.status, func.count(), func.sum(Copy.attempts),
                        func.sum(Copy.id))
                 .join(Message, Message.id == Copy.message_id)
-                .where(Copy.status.in_(_UNSETTLED_COPIES), Message.mailbox_id.in_(mailbox_ids))
-                .group_by(Message.mailbox_id, Copy.status)
-                .order_by(Message.mailbox_id, Copy.status)).tuples().all()
+                .where(Copy.status.in_(_UNSETTLED_COPIES), box.in_(mailbox_ids))
+                .group_by(box, Copy.status).order_by(box, Copy.status)).tuples().all()
         return _digest([*messages, ("copies",), *copies])
 
 
