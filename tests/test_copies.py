@@ -344,6 +344,17 @@ def test_search_finds_a_conversation_by_any_recipient(instance: Instance) -> Non
         assert [c.id for c, _ in found] == [quote.conversation_id], who
     assert [c.id for c, _ in instance.messages.listing(None, box.id, search="someone@")] == [
         other.conversation_id]
+    # and by the words of any message's body, sent or received
+    assert [c.id for c, _ in instance.messages.listing(None, box.id, search="OUR QUOTE")] == [
+        quote.conversation_id]
+    reply = (b"From: erin@example.org\r\nTo: sales@example.com\r\nSubject: Re: Hello\r\n"
+             b"Message-ID: <r9@example.org>\r\nIn-Reply-To: " + other.message_id.encode()
+             + b"\r\nContent-Type: text/html\r\n\r\n<p>The <b>invoice</b> &amp; "
+             b"the crate arrived</p>\r\n")
+    Ingestor(instance.store, instance.sender).ingest(box, reply, "imap")
+    for words in ("invoice & the crate", "crate arrived"):
+        assert [c.id for c, _ in instance.messages.listing(None, box.id, search=words)] == [
+            other.conversation_id], words
     instance.accounts.create_user("admin@example.com", PASSWORD, role="admin")
     with WebClient(instance) as web:
         web.sign_in("admin@example.com")
@@ -498,3 +509,37 @@ def test_a_bounce_marks_that_recipients_copy_and_shows_on_the_listing(
     assert {c.recipient: c.status for c in instance.messages.copies(None, msg)} == {
         "erin@example.org": "sent", "frank@example.org": "bounced",
         "gina@example.net": "sent"}
+
+
+async def test_a_mailbox_whose_relay_keeps_failing_is_flagged_until_it_works_again(
+        tmp_path: Path, database_url: str, smtp: SmtpServer, clock: ManualClock) -> None:
+    inst = Instance.open(make_settings(tmp_path, database_url), migrate=False, clock=clock)
+    box = _relay_box(inst, smtp.port)
+    quiet = inst.store.add_mailbox(MailboxIn("quiet@example.com"))
+    inst.accounts.create_user("admin@example.com", PASSWORD, role="admin")
+    inst.sender.send_draft(box, Draft(from_addr=box.address, to=["e@example.org"],
+                                      subject="Q", text="q"))
+    smtp.handler.reply = "451 4.3.0 try later"
+    worker = inst.worker()
+    assert await worker.drain() == 1
+
+    def flags() -> tuple[list[str], str]:
+        with WebClient(inst) as web:
+            web.sign_in("admin@example.com")
+            listed = [li.get_text(" ", strip=True) for li in
+                      web.get("/settings/mailboxes").all("ul.rows li")]
+            sending = web.get(f"/settings/mailboxes/{box.id}?tab=sending")
+            return listed, " ".join(t.get_text(" ", strip=True)
+                                    for t in sending.all(".delivery-trouble"))
+
+    listed, page = await asyncio.to_thread(flags)
+    [flagged] = [t for t in listed if "sales@example.com" in t]
+    assert "(failing: 451 4.3.0 try later)" in flagged
+    assert all("failing" not in t for t in listed if quiet.address in t)
+    assert page.startswith("Sending is failing: 451 4.3.0 try later (last tried")
+    smtp.handler.reply = None
+    clock.advance(worker.backoff(1))
+    assert await worker.drain() == 1
+    listed, page = await asyncio.to_thread(flags)
+    assert all("failing" not in t for t in listed) and page == ""
+    inst.close()

@@ -16,7 +16,7 @@ from mailseen.records import Judged, MailboxIn, ViewIn
 from mailseen.services.classification import record_views
 from mailseen.services.demo import ADMIN_EMAIL, DemoResult
 from mailseen.services.instance import Instance
-from mailseen.storage.models import Conversation, Message
+from mailseen.storage.models import Conversation, Message, MessageWords
 
 from .web_client import PASSWORD, WebClient
 
@@ -27,9 +27,10 @@ def _expected(instance: Instance, mailbox_ids: Sequence[int], status: str | None
     with instance.db.session() as s:
         latest = {m.id: m for m in s.scalars(select(Message))}
         people: dict[int | None, list[str]] = {}
-        for m in latest.values():  # everyone on every message of the conversation
+        words = {w.message_id: w.words for w in s.scalars(select(MessageWords))}
+        for m in latest.values():  # everyone on, and the words of, every message in it
             people.setdefault(m.conversation_id, []).extend(
-                [m.from_addr, m.to_json, m.cc_json, m.bcc_json])
+                [m.from_addr, m.to_json, m.cc_json, m.bcc_json, words.get(m.id, "")])
         rows = []
         for c in s.scalars(select(Conversation)):
             m = latest.get(c.latest_sent_id) if c.latest_sent_id else None

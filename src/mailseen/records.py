@@ -108,6 +108,7 @@ class NewMessage(HeaderFacts):
     auto_reason: str = ""
     sent_by: str = ""  # who sent it: a user's name, or the way in ("API token", …)
     sent_by_user_id: int | None = None
+    words: str = ""  # the body's words, for search
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable
+from email.message import EmailMessage
 from typing import overload
 
 from ..core.autoreply import detect_automatic
 from ..core.compose import read_facts
 from ..core.dsn import Report, read_report
 from ..core.inject import tag_message
-from ..core.mailbody import Display, TooComplex, parse_message
+from ..core.mailbody import Display, TooComplex, body_words, parse_message
 from ..records import Ingested, MailboxRecord, NewMessage
 from ..storage import Store
 from .sending import Sender
@@ -94,7 +95,11 @@ class Ingestor:
             # None (or an absurd one): derive a stable id so a re-poll is still a duplicate.
             message_id = f"<{hashlib.sha256(raw).hexdigest()[:32]}@mailseen.invalid>"
         auto = detect_automatic(raw)
-        report = self._report(raw) if auto.automatic else None
+        try:  # the one parse the words and a delivery report are read from
+            parsed: EmailMessage | None = parse_message(raw)
+        except TooComplex:
+            parsed = None
+        report = read_report(parsed) if parsed is not None and auto.automatic else None
         if report is not None and report.message_id:
             # A bounce threads with the message it returns, which it names only inside.
             returned = self.store.find_outbound(mailbox.id, report.message_id)
@@ -108,6 +113,7 @@ class Ingestor:
             references=_clean(facts.references), source=source,
             direction="in", automatic=auto.automatic,
             auto_reason=auto.reason if auto.automatic else "",
+            words=body_words(parsed) if parsed is not None else "",
         ), raw, hints)
         if not result.duplicate:
             if report is not None:
@@ -118,14 +124,6 @@ class Ingestor:
             if self.on_ingested is not None:
                 self.on_ingested(result)
         return result
-
-    @staticmethod
-    def _report(raw: bytes) -> Report | None:
-        """The delivery status notification ``raw`` is, if it is one."""
-        try:
-            return read_report(parse_message(raw))
-        except TooComplex:
-            return None
 
     def _bounced(self, mailbox: MailboxRecord, report: Report, hints: list[int]) -> None:
         """A delivery report: mark the copies it gave up on as bounced."""

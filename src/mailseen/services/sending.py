@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ..core.compose import Draft, build_message, parse_address, prepare_raw
 from ..core.inject import tag_message
+from ..core.mailbody import TooComplex, body_words, parse_message
 from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url
 from ..core.tokens import TokenRef, TokenSigner, new_copy_key
 from ..core.tracking import not_trackable
@@ -105,7 +106,7 @@ class Sender:
             from_addr=facts.from_addr or mailbox.address, to=facts.to, cc=facts.cc, bcc=all_bcc,
             envelope_to=recipients, in_reply_to=facts.in_reply_to, references=facts.references,
             source=source, sent_by=_sender_name(actor, source),
-            sent_by_user_id=actor.id if actor else None,
+            sent_by_user_id=actor.id if actor else None, words=_words(body),
         )
         record = self.store.add_message(new, body, copies, tracked=tracked, reason=reason,
                                         queued=queue)
@@ -155,6 +156,13 @@ def _sender_name(actor: UserRecord | None, source: str) -> str:
     if actor is not None:
         return actor.name or actor.email
     return _WAYS_IN.get(source, source)
+
+
+def _words(raw: bytes) -> str:
+    try:
+        return body_words(parse_message(raw))
+    except TooComplex:
+        return ""
 
 
 def _none_ours(url: str) -> bool:

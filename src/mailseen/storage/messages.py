@@ -31,7 +31,7 @@ from .base import (
     viewed_copies,
 )
 from .bulk import BulkLoader, bulk_loader, last_ids
-from .models import Conversation, Copy, Message, MessageData, ViewEvent
+from .models import Conversation, Copy, Message, MessageData, MessageWords, ViewEvent
 from .queue import settle
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -107,6 +107,8 @@ class MessageStore(StoreBase):
             s.add(row)
             s.flush()
             s.add(MessageData(message_id=row.id, raw=raw))
+            if new.words:
+                s.add(MessageWords(message_id=row.id, words=new.words))
             for c in copies:
                 s.add(Copy(message_id=row.id, position=c.position, recipient=c.recipient,
                            token_key=c.token_key, status=row.status, attempts=0,
@@ -229,6 +231,8 @@ class MessageStore(StoreBase):
                 s.add(row)
                 s.flush()
                 s.add(MessageData(message_id=row.id, raw=raw))
+                if new.words:
+                    s.add(MessageWords(message_id=row.id, words=new.words))
                 conv.last_activity_at = row.created_at
                 replied: list[int] = []
                 if not new.automatic:
@@ -339,9 +343,15 @@ class MessageStore(StoreBase):
                 or_(*(column.ilike(pattern, escape="\\") for column in (
                     m.to_json, m.cc_json, m.bcc_json, m.from_addr))))
                 .exists())
+            # Words of any message's body in it.
+            words = (select(MessageWords.message_id)
+                     .join(m, m.id == MessageWords.message_id)
+                     .where(m.conversation_id == Conversation.id,
+                            MessageWords.words.ilike(pattern, escape="\\"))
+                     .exists())
             ids = ids.where(or_(Conversation.subject.ilike(pattern, escape="\\"),
                                 Conversation.other_party.ilike(pattern, escape="\\"),
-                                someone))
+                                someone, words))
         with self._tx() as s:
             # Every mailbox (an admin's listing): no mailbox condition, so the page is read
             # newest first straight from ix_conversations_recent. A long IN list would lead

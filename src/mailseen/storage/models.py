@@ -186,6 +186,7 @@ class Copy(Base):
     next_attempt_at: Mapped[utc_null]
     lease_until: Mapped[utc_null]
     sent_at: Mapped[utc_null]
+    last_attempt_at: Mapped[utc_null]  # when a delivery attempt last ended, either way
     view_count: Mapped[int] = mapped_column(Integer, default=0)  # human views only
     first_viewed_at: Mapped[utc_null]
     last_viewed_at: Mapped[utc_null]
@@ -197,6 +198,8 @@ class Copy(Base):
     __table_args__ = (
         Index("uq_copies_message_position", "message_id", "position", unique=True),
         Index("ix_copies_queue", "status", "next_attempt_at"),
+        # A mailbox's latest delivery attempt (is its relay failing?), newest first.
+        Index("ix_copies_attempted", "last_attempt_at"),
     )
 
 
@@ -207,6 +210,16 @@ class MessageData(Base):
     message_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MessageWords(Base):
+    """The words of a message's body, for search: kept apart so that listing messages never
+    reads them."""
+
+    __tablename__ = "message_words"
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    words: Mapped[str] = mapped_column(Text)
 
 
 class MessageDisplay(Base):

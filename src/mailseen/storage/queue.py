@@ -120,7 +120,8 @@ class QueueStore(StoreBase):
             message_id = s.scalar(select(Copy.message_id).where(Copy.id == copy_id))
             if message_id is None:
                 return  # deleted meanwhile
-            s.execute(update(Copy).where(Copy.id == copy_id).values(lease_until=None, **values))
+            s.execute(update(Copy).where(Copy.id == copy_id).values(
+                lease_until=None, last_attempt_at=self.clock.now(), **values))
             # One settling at a time per message: two workers finishing two copies at once
             # would each read the other's copy as still being sent. Rows are locked copy
             # first, then message, as a claim does.
@@ -182,6 +183,23 @@ class QueueStore(StoreBase):
             rows = s.execute(select(Message.status, func.count())
                              .where(Message.direction == "out").group_by(Message.status))
             return {status: count for status, count in rows}
+
+    def delivery_trouble(self, mailbox_ids: Sequence[int]
+                         ) -> dict[int, tuple[str, datetime]]:
+        """The mailboxes whose latest delivery attempt failed (their relay is failing now),
+        each with the error and when: {mailbox id: (error, at)}."""
+        found: dict[int, tuple[str, datetime]] = {}
+        with self._tx() as s:
+            for mailbox_id in mailbox_ids:
+                row = s.execute(
+                    select(Copy.status, Copy.last_error, Copy.last_attempt_at)
+                    .join(Message, Message.id == Copy.message_id)
+                    .where(Message.mailbox_id == mailbox_id, Copy.last_attempt_at.is_not(None))
+                    .order_by(Copy.last_attempt_at.desc()).limit(1)).first()
+                if row is not None and row.status in ("queued", "failed") and row.last_error:
+                    assert row.last_attempt_at is not None
+                    found[mailbox_id] = (row.last_error, row.last_attempt_at)
+        return found
 
     def pending_counts(self) -> dict[str, int]:
         """How many messages are queued, being sent, or failed: the queue's health. Each is

@@ -197,7 +197,9 @@ async def mailboxes(request: Request) -> Response:
     inst = instance_of(request)
     boxes = inst.mailboxes.visible(me)
     decisions = inst.mailboxes.decisions(boxes)
-    rows = [{"box": b, "decision": decisions[b.id]} for b in boxes]
+    trouble = inst.mailboxes.delivery_trouble(me, boxes)
+    rows = [{"box": b, "decision": decisions[b.id], "trouble": trouble.get(b.id)}
+            for b in boxes]
     return render(request, "settings_mailboxes.html", rows=rows, notice=_notice(request))
 
 
@@ -258,7 +260,8 @@ async def mailbox(request: Request) -> Response:
     return render(request, "settings_mailbox.html", 422 if errors else 200, box=box, tab=tab,
                   tabs=TABS, values=values, errors=errors, global_on=on,
                   decision=inst.mailboxes.decision(box, on), transports=TRANSPORTS, tls=TLS,
-                  notice=_notice(request))
+                  notice=_notice(request),
+                  trouble=inst.mailboxes.delivery_trouble(me, [box]).get(box.id))
 
 
 # -- users -------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column('next_attempt_at', UTCDateTime(), nullable=True),
         sa.Column('lease_until', UTCDateTime(), nullable=True),
         sa.Column('sent_at', UTCDateTime(), nullable=True),
+        sa.Column('last_attempt_at', UTCDateTime(), nullable=True),
         sa.Column('view_count', sa.Integer(), nullable=False),
         sa.Column('first_viewed_at', UTCDateTime(), nullable=True),
         sa.Column('last_viewed_at', UTCDateTime(), nullable=True),
@@ -52,6 +53,7 @@ def upgrade() -> None:
     op.create_index('uq_copies_message_position', 'copies', ['message_id', 'position'],
                     unique=True)
     op.create_index('ix_copies_queue', 'copies', ['status', 'next_attempt_at'])
+    op.create_index('ix_copies_attempted', 'copies', ['last_attempt_at'])
     with op.batch_alter_table('messages') as batch_op:
         for name in ('copies', 'viewed_copies', 'failed_copies'):
             batch_op.add_column(sa.Column(name, sa.Integer(), nullable=False,
@@ -78,6 +80,7 @@ def downgrade() -> None:
     with op.batch_alter_table('messages') as batch_op:
         for name in ('copies', 'viewed_copies', 'failed_copies'):
             batch_op.drop_column(name)
+    op.drop_index('ix_copies_attempted', table_name='copies')
     op.drop_index('ix_copies_queue', table_name='copies')
     op.drop_index('uq_copies_message_position', table_name='copies')
     op.drop_table('copies')
