@@ -119,8 +119,10 @@ def test_all_messages_in_order_with_the_eye_on_those_sent(web: WebClient,
     assert articles[1].select_one(".status") is None
     # Plain text shown as text with its link made clickable, without the full stop.
     assert articles[1].select_one("pre.plain a")["href"] == "https://x.example/a"
-    # The page listens for views.
-    assert page.soup.select_one("[data-events]")["data-events"].startswith("/events?after=")
+    # The page follows its conversation live (tests/test_web_live.py).
+    live = page.soup.select_one("[data-live]")
+    assert live["data-live"] == f"conversation:{first.conversation_id}"
+    assert live["data-live-cursor"]
 
 
 def test_views_by_people_and_machine_fetches_are_shown_apart(web: WebClient,

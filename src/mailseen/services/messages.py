@@ -21,6 +21,8 @@ from ..records import (
     ViewRecord,
 )
 from ..storage import Store
+from . import live
+from .live import LiveChanges, LiveScope
 from .mailboxes import Mailboxes, can_see_mailbox, require_admin
 
 __all__ = ["Messages"]
@@ -157,18 +159,7 @@ class Messages:
         return self.store.conversation_page(ids, status=status, search=search, limit=limit,
                                             offset=offset)
 
-    # -- live updates and reports ---------------------------------------------------------
-
-    def last_view_id(self) -> int:
-        """Where a live listing starts listening from."""
-        return self.store.last_view_id()
-
-    def views_since(self, actor: UserRecord | None, after_id: int
-                    ) -> list[tuple[int, int, int | None, str, str | None]]:
-        """(view id, message id, conversation id, verdict, recipient or None) of views
-        newer than ``after_id`` in the actor's mailboxes. The recipient is named only when
-        the pixel was theirs alone."""
-        return self.store.views_since(after_id, self.mailboxes.visible_ids(actor))
+    # -- reports --------------------------------------------------------------------------
 
     def report(self, actor: UserRecord | None, mailbox_ids: Sequence[int], since: datetime,
                days: int) -> Report:
@@ -179,6 +170,33 @@ class Messages:
     def pending_counts(self) -> dict[str, int]:
         """Messages still in the queue or needing attention, by status (the health check)."""
         return self.store.pending_counts()
+
+    # -- live pages: the change cursor ----------------------------------------------------
+
+    def live_cursor(self, actor: UserRecord | None, scope: LiveScope) -> str:
+        """The change cursor of ``scope`` as of now, for a page to watch from. Take it before
+        reading what the page shows: a change made in between then shows up as one.
+        NotFound for a conversation or mailbox the actor may not see."""
+        return live.start(self.store, scope, self._live_mailboxes(actor, scope))
+
+    def live_changes(self, actor: UserRecord | None, scope: LiveScope, cursor: str
+                     ) -> LiveChanges:
+        """What moved since ``cursor`` (from :meth:`live_cursor` or an earlier answer): the
+        next cursor; whether anything ``scope`` shows changed (a view or machine fetch
+        recorded, a message stored in either direction, a delivery state or count changed);
+        and the new views and messages in every mailbox the actor may see, for
+        notifications. A cursor that cannot be read starts afresh (nothing changed).
+
+        What changes in place is followed through a digest (see storage/live.py): a new
+        table whose rows the pages show belongs in it."""
+        return live.changes(self.store, scope, self._live_mailboxes(actor, scope), cursor)
+
+    def _live_mailboxes(self, actor: UserRecord | None, scope: LiveScope) -> list[int]:
+        if scope.kind == "conversation":
+            self.conversation(actor, scope.id)
+        elif scope.kind == "mailbox":
+            self.mailboxes.require(actor, scope.id)
+        return self.mailboxes.visible_ids(actor)
 
 
 def _require(actor: UserRecord | None, message: MessageRecord) -> None:

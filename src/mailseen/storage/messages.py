@@ -380,24 +380,6 @@ class MessageStore(StoreBase):
                              .where(Message.id.in_(message_ids))).tuples().all()
             return {mid: client for mid, client in rows if client is not None}
 
-    def views_since(self, after_id: int, mailbox_ids: Sequence[int]
-                    ) -> list[tuple[int, int, int | None, str, str | None]]:
-        """(view id, message id, conversation id, verdict, recipient) of views newer than
-        ``after_id``; the recipient is that of the copy whose pixel it was (None for a
-        pixel every recipient shared)."""
-        with self._tx() as s:
-            return list(s.execute(
-                select(ViewEvent.id, ViewEvent.message_id, Message.conversation_id,
-                       ViewEvent.verdict, Copy.recipient)
-                .join(Message, Message.id == ViewEvent.message_id)
-                .outerjoin(Copy, Copy.id == ViewEvent.copy_id)
-                .where(ViewEvent.id > after_id, Message.mailbox_id.in_(mailbox_ids))
-                .order_by(ViewEvent.id).limit(500)).tuples())
-
-    def last_view_id(self) -> int:
-        with self._tx() as s:
-            return int(s.scalar(select(func.max(ViewEvent.id))) or 0)
-
     def backdate(self, times: dict[int, datetime], replied: dict[int, datetime]) -> None:
         """Move messages (and their conversations) to when they happened: demo data that
         tells a month's story. ``replied`` gives some of them the time a person replied."""

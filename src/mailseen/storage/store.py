@@ -1,6 +1,6 @@
 """Every database operation mailseen performs, as methods over plain records.
 
-The store is split by noun into mixins (mailboxes, messages, queue, views, users, displays)
+The store is split by noun into mixins (mailboxes, messages, queue, views, users, displays, live)
 that share one transaction helper; adapters and services see only :class:`Store`.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import Cipher
 from .displays import DisplayStore
+from .live import LiveStore
 from .mailboxes import MailboxStore
 from .messages import MessageStore, referenced_ids
 from .queue import QueueStore
@@ -19,5 +20,5 @@ __all__ = ["Cipher", "Store", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore,
-            DisplayStore):
+            DisplayStore, LiveStore):
     pass

@@ -26,6 +26,7 @@ from ...core.status import Eye, delivery_state
 from ...errors import NotFound
 from ...records import ConversationRecord, CopyRecord, MessageRecord, UserRecord, ViewRecord
 from ...services.instance import Instance
+from ...services.live import LiveScope
 from .display import display_of, shown_raw, stored_display
 from .framecsp import frame_csp
 from .mailhtml import linkify
@@ -39,6 +40,7 @@ from .ui import (
     require_user,
     templates,
 )
+from .ui_live import live_state
 
 __all__ = ["content_disposition", "displayed_body", "human_size", "routes", "short_agent",
            "visible_conversation", "visible_message"]
@@ -205,6 +207,7 @@ def _load(inst: Instance, user: UserRecord, conversation_id: int) -> list[Item]:
 async def conversation(request: Request) -> Response:
     user, conv = visible_conversation(request, request.path_params["conversation_id"])
     inst = instance_of(request)
+    live = await live_state(request, user, LiveScope("conversation", conv.id))
     items = await run_in_threadpool(_load, inst, user, conv.id)
     try:
         show_images = int(request.query_params.get("images", "0"))
@@ -213,7 +216,7 @@ async def conversation(request: Request) -> Response:
     mailbox = inst.mailboxes.get(user, conv.mailbox_id)
     return render(request, "conversation.html", conversation=conv, items=items,
                   mailbox=mailbox, show_images=show_images, is_admin=user.is_admin,
-                  last_view_id=inst.messages.last_view_id(), size=human_size)
+                  size=human_size, live=live)
 
 
 async def body(request: Request) -> Response:
