@@ -543,3 +543,23 @@ async def test_a_mailbox_whose_relay_keeps_failing_is_flagged_until_it_works_aga
     listed, page = await asyncio.to_thread(flags)
     assert all("failing" not in t for t in listed) and page == ""
     inst.close()
+
+
+def test_reports_say_who_sent_what(instance: Instance) -> None:
+    box = _box(instance)
+    ada = instance.accounts.create_user("ada@example.com", PASSWORD, name="Ada", role="admin")
+    for n in range(3):
+        instance.sender.send_draft(box, Draft(from_addr=box.address, to=["e@example.org"],
+                                              subject=f"A{n}", html="<p>x</p>"), actor=ada)
+    instance.sender.send_draft(box, Draft(from_addr=box.address, to=["e@example.org"],
+                                          subject="B", text="x"))
+    asyncio.run(instance.worker().drain())
+    report = instance.messages.report(ada, [box.id], instance.clock.now().replace(
+        hour=0, minute=0, second=0, microsecond=0), 1)
+    assert [(x.sent_by, x.sent, x.tracked) for x in report.by_sender] == [
+        ("Ada", 3, 3), ("API token", 1, 0)]
+    with WebClient(instance) as web:
+        web.sign_in("ada@example.com")
+        rows = [" ".join(r.get_text(" ", strip=True).split())
+                for r in web.get("/reports?days=7").all("table.senders tbody tr")]
+    assert rows == ["Ada 3 0 of 3 tracked (0%)", "API token 1 not tracked"]

@@ -329,10 +329,22 @@ class MailboxShare:
 
 
 @dataclass(frozen=True)
+class SenderShare:
+    """A sender's messages in a report: who (a user's name, or the way in), how many were
+    delivered, tracked, and seen by a person."""
+
+    sent_by: str
+    sent: int
+    tracked: int
+    viewed: int
+
+
+@dataclass(frozen=True)
 class Report:
     since: datetime
     days: int
     by_mailbox: list[MailboxShare] = field(default_factory=list)
+    by_sender: list[SenderShare] = field(default_factory=list)
     views_per_day: list[tuple[date, int]] = field(default_factory=list)  # every day, oldest first
     machine_fetches: int = 0
     first_view_buckets: list[int] = field(default_factory=lambda: [0] * (len(DELAY_LIMITS) + 1))
