@@ -165,6 +165,7 @@ WORDS_MAX = 20_000
 # Markup, dropped for search. "<" is excluded inside so that text full of "<" without ">"
 # is still scanned in linear time.
 _MARKUP = re.compile(r"<[^<>]*>")
+_CONTROLS = {c: " " for c in [*range(32), 127]}
 
 
 def body_words(msg: EmailMessage) -> str:
@@ -179,7 +180,8 @@ def body_words(msg: EmailMessage) -> str:
     content = _content(part)[: WORDS_MAX * 4]
     if part.get_content_type() == "text/html":
         content = html.unescape(_MARKUP.sub(" ", content))
-    return " ".join(content.split())[:WORDS_MAX]
+    # Control characters are no words (and PostgreSQL cannot store a NUL in text).
+    return " ".join(content.translate(_CONTROLS).split())[:WORDS_MAX]
 
 
 def read_body(raw: bytes) -> Body:
