@@ -112,7 +112,9 @@ async def test_compose_send_open_and_watch_the_eye_turn_live(
     await expect(article.locator(".status")).to_have_attribute("data-kind", "waiting")
     message_id = int(await article.get_attribute("data-message-id") or 0)
     sent = live.instance.store.get_message(message_id)
-    assert sent.tracked and sent.tracking_reason == "enabled by mailbox setting"
+    assert sent.tracked and sent.tracking_reason == ("enabled by mailbox setting; the pixel "
+                                                     f"URL {live.url} is not reachable by "
+                                                     "recipients")
     delivered = await _delivered(live, message_id)
     assert delivered["To"] == "Carla <carla@example.org>"
     plain = delivered.get_body(preferencelist=("plain",))

@@ -24,6 +24,7 @@ from .core.compose import Attachment, Draft
 from .core.hits import Hit, HitClassifier, Verdict, describe_agent
 from .core.netdata import NET_KINDS, load_data
 from .core.netsources import FORMATS, Source, load_manifest, update_source
+from .core.reach import Reach, public_url_reach
 from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
 from .records import MailboxIn, MailboxRecord, MessageRecord, UserRecord
@@ -157,6 +158,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
                f"(pixels at {settings.base_url}/t/…, data in {settings.data_dir}, "
                f"open files limit {files})", err=True)
+    if (reach := public_url_reach(settings.base_url)).message:
+        click.echo(f"mailseen: warning: {_reach_line(reach)}", err=True)
     uvicorn.Server(server_config(app, settings.host, settings.port)).run()
     inst.close()
 
@@ -283,6 +286,17 @@ def settings_show(ctx: click.Context) -> None:
     """Show the global settings."""
     inst = _instance(ctx)
     click.echo(f"tracking: {'on' if inst.mailboxes.global_tracking() else 'off'}")
+    reach = public_url_reach(inst.settings.base_url)
+    click.echo(f"public URL: {reach.url}")
+    if reach.message:
+        click.echo(f"warning: {_reach_line(reach)}")
+
+
+def _reach_line(reach: Reach) -> str:
+    """The public URL's problem and what to do, on one line."""
+    return (f"{reach.message[:1].lower()}{reach.message[1:]} Set MAILSEEN_PUBLIC_URL "
+            "(or --public-url) to the https address recipients reach this server at."
+            if reach.message else "")
 
 
 @settings_group.command("tracking")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from ..core.compose import Draft, build_message, parse_address, prepare_raw
 from ..core.inject import tag_message
 from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url
+from ..core.reach import reach_warning
 from ..core.tokens import TokenRef, TokenSigner
 from ..core.tracking import not_trackable
 from ..errors import InvalidInput
@@ -79,7 +80,10 @@ class Sender:
                                  self.is_own_pixel)
             if not result.trackable:
                 return Rendered(raw, False, not_trackable(result.reason or "unknown"))
-            return Rendered(result.data, True, decision.reason)
+            # Still tracked (tests send to loopback), but the decision says it is in vain.
+            warning = reach_warning(self.base_url, recipients)
+            return Rendered(result.data, True,
+                            f"{decision.reason}; {warning}" if warning else decision.reason)
 
         new = NewMessage(
             mailbox_id=mailbox.id, message_id=facts.message_id, subject=facts.subject,

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from ...core.compose import Draft, parse_address
+from ...core.reach import public_url_reach
 from ...records import SECRET_FIELDS, MailboxIn, MailboxRecord, UserRecord
 from ...services.instance import Instance
 from ...services.mailboxes import require_admin
@@ -26,6 +27,7 @@ from .schemas import (
     MessageOut,
     Problem,
     SettingsBody,
+    SettingsOut,
     ViewOut,
     message_out,
     view_out,
@@ -85,15 +87,21 @@ def health(inst: Inst) -> dict[str, Any]:
     return {"ok": True, "queue": inst.messages.pending_counts()}
 
 
-@router.get("/settings", response_model=SettingsBody)
+def _settings_out(inst: Instance) -> dict[str, Any]:
+    reach = public_url_reach(inst.settings.base_url)
+    return {"tracking_enabled": inst.mailboxes.global_tracking(), "public_url": reach.url,
+            "public_url_reach": reach.level, "public_url_problem": reach.message}
+
+
+@router.get("/settings", response_model=SettingsOut)
 def get_settings(inst: Inst, who: Who) -> dict[str, Any]:
-    return {"tracking_enabled": inst.mailboxes.global_tracking()}
+    return _settings_out(inst)
 
 
-@router.put("/settings", response_model=SettingsBody, dependencies=Admin, responses=_ADMIN_ONLY)
+@router.put("/settings", response_model=SettingsOut, dependencies=Admin, responses=_ADMIN_ONLY)
 def put_settings(inst: Inst, who: Who, body: SettingsBody) -> dict[str, Any]:
     inst.mailboxes.set_global_tracking(who.user, body.tracking_enabled)
-    return {"tracking_enabled": inst.mailboxes.global_tracking()}
+    return _settings_out(inst)
 
 
 @router.get("/mailboxes", response_model=list[MailboxOut])

@@ -34,6 +34,16 @@ class SettingsBody(BaseModel):
                                                "global setting.")
 
 
+class SettingsOut(SettingsBody):
+    public_url: str = Field(description="The base URL pixel URLs start with "
+                                        "(MAILSEEN_PUBLIC_URL, else http://HOST:PORT).")
+    public_url_reach: Literal["ok", "warning", "unreachable"] = Field(
+        description='Whether recipients can fetch pixels there: "unreachable" (loopback, a '
+                    'private network, a local name: no view will be recorded), "warning" '
+                    '(plain http) or "ok".')
+    public_url_problem: str | None = Field(description="What is wrong, in one sentence.")
+
+
 class MailboxBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: str = Field(max_length=320)
