@@ -27,6 +27,7 @@ from .core.netsources import FORMATS, Source, load_manifest, update_source
 from .core.reach import Reach, public_url_reach
 from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
+from .receivers.imap import ImapChecker
 from .records import MailboxIn, MailboxRecord, MessageRecord, UserRecord
 from .services.inbound import Renderer
 from .services.instance import Instance
@@ -101,8 +102,15 @@ def _settings(ctx: click.Context, **extra: Any) -> Settings:
     return load_settings({**obj["options"], **extra}, config_file=obj["config_file"])
 
 
+def _open(settings: Settings, render: Renderer | None = None) -> Instance:
+    """An instance that can also test IMAP accounts (the checker lives beside the IMAP
+    receiver, which services cannot import)."""
+    return Instance.open(settings, render=render,
+                         imap_probe=ImapChecker(settings.ca_file or None))
+
+
 def _instance(ctx: click.Context, render: Renderer | None = None) -> Instance:
-    inst = Instance.open(_settings(ctx), render=render)
+    inst = _open(_settings(ctx), render=render)
     ctx.call_on_close(inst.close)
     return inst
 
@@ -147,7 +155,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     settings = _settings(ctx, host=host, port=port, public_url=public_url,
                          trusted_proxies=trusted_proxies, secret_key=secret_key, worker=worker)
     _logging(settings)
-    inst = Instance.open(settings, render=render_display)
+    inst = _open(settings, render=render_display)
     background: list[Background] = []
     if settings.imap_poll:
         background.append(_imap_poller(inst).run)
@@ -386,6 +394,33 @@ def mailbox_set(ctx: click.Context, /, address: str, new_address: str | None,
     if new_address:
         values["address"] = new_address
     _out(_mailbox_json(inst, inst.mailboxes.update(None, box.id, values)))
+
+
+@mailbox.command("test")
+@click.argument("address")
+@click.option("--smtp", "what", flag_value="smtp", help="Test only the SMTP relay.")
+@click.option("--imap", "what", flag_value="imap", help="Test only the IMAP account.")
+@click.pass_context
+def mailbox_test(ctx: click.Context, address: str, what: str | None) -> None:
+    """Test the mailbox's SMTP relay and IMAP account (those that are set): connect, TLS,
+    log in; nothing is sent or read. Exits non-zero when one fails."""
+    inst = _instance(ctx)
+    box = inst.mailboxes.named(None, address)
+    kinds = [what] if what else [k for k, host in (("smtp", box.smtp_host),
+                                                    ("imap", box.imap_host)) if host]
+    if not kinds:
+        raise InvalidInput("the mailbox has no SMTP server and no IMAP server to test",
+                           field="address")
+    failures = []
+    for kind in kinds:
+        test = inst.mailboxes.test_smtp if kind == "smtp" else inst.mailboxes.test_imap
+        result = asyncio.run(test(None, box))
+        if result.ok:
+            click.echo(f"{kind}: {result.message}")
+        else:
+            failures.append(f"{kind}: {result.message}")
+    if failures:
+        raise MailseenError("; ".join(failures))
 
 
 # -- sending ------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from ...services.instance import Instance
 from ...services.mailboxes import require_admin
 from .schemas import (
     Id,
+    ConnectionTestBody,
+    ConnectionTestOut,
     MailboxBody,
     MailboxOut,
     MailboxPatch,
@@ -130,6 +132,19 @@ def patch_mailbox(inst: Inst, who: Who, mailbox_id: Id, body: MailboxPatch) -> d
         if key in changes and changes[key] is None:
             changes[key] = ""  # in the API an explicit null removes a stored password
     return _mailbox_out(inst, inst.mailboxes.update(who.user, mailbox_id, changes))
+
+
+@router.post("/mailboxes/{mailbox_id}/test", response_model=ConnectionTestOut,
+             dependencies=Admin, responses={**_ADMIN_ONLY, 404: {"model": Problem},
+                                            422: {"model": Problem}})
+async def test_mailbox(inst: Inst, who: Who, mailbox_id: Id, body: ConnectionTestBody
+                       ) -> dict[str, Any]:
+    """Test the mailbox's saved SMTP relay or IMAP account: connect, TLS, log in (and, for
+    IMAP, open the folder). Nothing is sent or read. A failed test is still a 200: ``ok``
+    and ``message`` say what failed."""
+    box = await run_in_threadpool(inst.mailboxes.get, who.user, mailbox_id)
+    test = inst.mailboxes.test_smtp if body.what == "smtp" else inst.mailboxes.test_imap
+    return (await test(who.user, box)).__dict__
 
 
 @router.post("/messages", response_model=MessageOut, status_code=202,

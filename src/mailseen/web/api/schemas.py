@@ -117,6 +117,17 @@ class MailboxOut(BaseModel):
     imap_checked_at: datetime | None
 
 
+class ConnectionTestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    what: Literal["smtp", "imap"] = Field(description="The SMTP relay or the IMAP account.")
+
+
+class ConnectionTestOut(BaseModel):
+    what: Literal["smtp", "imap"]
+    ok: bool = Field(description="Connected, did TLS as set and logged in.")
+    message: str = Field(description="What worked, or the first step that failed, in words.")
+
+
 class AttachmentBody(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
     content_type: str = Field("application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
