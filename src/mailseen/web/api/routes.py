@@ -18,9 +18,9 @@ from ...records import SECRET_FIELDS, MailboxIn, MailboxRecord, UserRecord
 from ...services.instance import Instance
 from ...services.mailboxes import require_admin
 from .schemas import (
-    Id,
     ConnectionTestBody,
     ConnectionTestOut,
+    Id,
     MailboxBody,
     MailboxOut,
     MailboxPatch,
