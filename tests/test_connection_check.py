@@ -303,6 +303,10 @@ def test_bad_values_are_shown_as_field_problems(inst: Instance, smtp: SmtpServer
         page = _test(web, box, "sending")  # outbox, no SMTP server: nothing to test
         assert page.status == 422
         assert page.text("#err-smtp_host") == "SMTP server: set an SMTP server to test."
+        general = f"/settings/mailboxes/{box.id}?tab=general"
+        resp = web.client.post(f"/settings/mailboxes/{box.id}/test?tab=general",
+                               data=web.get(general).form(general))
+        assert resp.url.path == f"/settings/mailboxes/{box.id}"  # no connection to test there
 
 
 def test_members_cannot_test(inst: Instance, smtp: SmtpServer) -> None:

@@ -277,9 +277,9 @@ async def mailbox_test(request: Request) -> Response:
     me = require_user(request)
     box = _visible_mailbox(request, me)
     tab = _tab(request)
-    if tab not in ("sending", "receiving"):
-        return redirect(request, f"/settings/mailboxes/{box.id}?tab={tab}")
     form = Form(await read_form(request))
+    if tab not in ("sending", "receiving"):  # no connection on this tab: nothing to test
+        return redirect(request, f"/settings/mailboxes/{box.id}?tab={tab}")
     changes = _tab_changes(tab, form)
     values, errors = {**_mailbox_values(box), **form.values}, form.errors
     if errors:
