@@ -102,7 +102,7 @@ class SmtpTransport:
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 if not client.supports_extension("starttls") and not isinstance(
                         exc, (OSError, TimeoutError)):
-                    return "the server does not offer STARTTLS"
+                    return f"cannot connect to {where}: the server does not offer STARTTLS"
                 return f"cannot connect to {where}: {_reason(exc)}"
         if relay.username:
             try:
