@@ -57,7 +57,7 @@ MIX: Mix = [
     (0.06, lambda r: CHROME.format(v=r.randrange(118, 122)), _ip("192.0.2")),
     (0.02, lambda r: SAFARI.format(v=r.randrange(16, 18)), _ip("192.0.2")),
     (0.02, lambda r: YAHOO, _ip("98.137.27")),
-    (0.03, lambda r: CHROME.format(v=72), _ip("40.94.16")),  # Defender's sandbox
+    (0.03, lambda r: CHROME.format(v=72), _ip("13.70.1")),  # Defender's sandbox in Azure
     (0.01, lambda r: THUNDERBIRD.format(v=r.choice([102, 115])), _ip("192.0.2")),
     (0.01, lambda r: r.choice(["curl/8.5.0", "python-requests/2.31.0", ""]), _ip("192.0.2")),
     # the long tail: user agents seen once or twice

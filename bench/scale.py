@@ -412,15 +412,16 @@ def print_plans(title: str, found: dict[str, list[tuple[str, list[str]]]]) -> No
 def tracked_tokens(url: str, limit: int, recent: bool) -> list[str]:
     """Tokens of ``limit`` tracked, delivered messages: the most recently sent (where opens
     happen: most come within hours of sending) or any, across the whole year."""
-    order = "id DESC" if recent else "random()"
+    order = "m.id DESC" if recent else "random()"
     engine = create_engine(url)
     with engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(text(
-            "SELECT id FROM messages WHERE tracked AND status = 'sent' "
+        keys = [r[0] for r in conn.execute(text(
+            "SELECT c.token_key FROM messages m JOIN copies c ON c.message_id = m.id "
+            "WHERE m.tracked AND m.status = 'sent' AND c.token_key IS NOT NULL "
             f"ORDER BY {order} LIMIT :n"), {"n": limit})]
     engine.dispose()
     signer = TokenSigner(SECRET.encode())
-    return [signer.make(TokenRef(i)) for i in ids]
+    return [signer.make(TokenRef(copy_key=k)) for k in keys]
 
 
 def lua_script(tmp: Path, name: str, tokens: list[str]) -> Path:

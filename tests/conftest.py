@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 
 from mailseen.clock import SYSTEM, Clock, ManualClock
 from mailseen.config import Settings, load_settings
+from mailseen.records import MessageRecord
 from mailseen.services.accounts import hash_token
 from mailseen.services.demo import DemoResult, fill_small
 from mailseen.services.instance import Instance
@@ -109,6 +110,10 @@ def make_settings(tmp_path: Path, database_url: str, **extra: Any) -> Settings:
     options: dict[str, Any] = {
         "data_dir": tmp_path / "data", "database_url": database_url, "secret_key": SECRET,
         "max_attempts": 3, "smtp_timeout": 5.0, "port": 8000,
+        # Hashing at the production cost is what every sign-in in the suite would spend its
+        # time on; the hashing itself is the same code (tests/test_config.py checks the
+        # setting reaches argon2).
+        "password_memory_kib": 64,
     }
     options.update(extra)
     return load_settings(options, environ={})
@@ -130,7 +135,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 def cli(tmp_path: Path, database_url: str) -> Cli:
     """`mailseen` run in-process with the test database and data folder."""
     return Cli({"MAILSEEN_DATA_DIR": str(tmp_path / "data"),
-                "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET})
+                "MAILSEEN_DATABASE_URL": database_url, "MAILSEEN_SECRET_KEY": SECRET,
+                "MAILSEEN_PASSWORD_MEMORY_KIB": "64"})
 
 
 @pytest.fixture
@@ -200,20 +206,41 @@ def backdate_sent(instance: Instance, message_id: int, seconds: float = 3600) ->
     worker leaves it alone; one being delivered is waited for first."""
     from datetime import UTC, datetime, timedelta
 
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
-    from mailseen.storage.models import Message
+    from mailseen.storage.models import Copy, Message
 
+    at = datetime.now(UTC) - timedelta(seconds=seconds)
     for _ in range(500):
-        # One conditional UPDATE: a worker's claim cannot slip in between a read and a write.
+        # Conditional UPDATEs in one transaction: a worker's claim cannot slip in between a
+        # read and a write.
         with instance.db.engine.begin() as conn:
-            done = conn.execute(update(Message).where(
-                Message.id == message_id, Message.status != "sending").values(
-                status="sent", sent_at=datetime.now(UTC) - timedelta(seconds=seconds))).rowcount
+            conn.execute(update(Copy).where(Copy.message_id == message_id,
+                                            Copy.status != "sending")
+                         .values(status="sent", sent_at=at))
+            busy = conn.execute(select(Copy.id).where(Copy.message_id == message_id,
+                                                      Copy.status == "sending")).first()
+            done = not busy and conn.execute(update(Message).where(
+                Message.id == message_id).values(status="sent", sent_at=at)).rowcount
         if done:
             return
         time.sleep(0.01)
     raise AssertionError(f"message {message_id} stayed in delivery")
+
+
+def stored_as_sent_before_copies(instance: Instance, message: MessageRecord) -> None:
+    """Store a tracked message with its copy's pixel in, as mail sent before copies were
+    kept apart was stored: what is shown and quoted must still leave the pixel out."""
+    from sqlalchemy import update
+
+    from mailseen.storage.models import MessageData
+
+    [copy] = instance.store.copies_of([message.id])[message.id]
+    tagged = instance.sender.copy_bytes(instance.store.get_raw(message.id), copy)
+    assert b"/t/" in tagged
+    with instance.db.engine.begin() as conn:
+        conn.execute(update(MessageData).where(MessageData.message_id == message.id)
+                     .values(raw=tagged))
 
 
 @pytest.fixture

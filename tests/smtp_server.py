@@ -29,6 +29,16 @@ class Received:
 class RecordingHandler:
     messages: list[Received] = field(default_factory=list)
     reply: str | None = None  # e.g. "451 try later" or "550 no such user"
+    # Refusals of single recipients at RCPT TO, by address.
+    reply_for: dict[str, str] = field(default_factory=dict)
+
+    async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        refusal = self.reply_for.get(address)
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         if self.reply is not None:

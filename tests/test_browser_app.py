@@ -23,7 +23,7 @@ from mailseen.records import MailboxIn, MailboxRecord
 from mailseen.services.inbound import Ingestor
 
 from .browser import sign_in
-from .conftest import LiveServer, backdate_sent
+from .conftest import LiveServer, backdate_sent, eventually
 from .web_client import PASSWORD
 
 DESKTOP_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -48,7 +48,9 @@ def _mailbox(live: LiveServer, address: str, tracking: str) -> MailboxRecord:
 async def _delivered(live: LiveServer, message_id: int) -> EmailMessage:
     """The .eml the delivery worker wrote to the outbox for ``message_id``."""
     for _ in range(400):
-        found = list(live.settings.outbox_dir.glob(f"*-{message_id}.eml"))
+        # One file per copy: "-ID.eml" for one copy to all, "-ID-N.eml" for recipient N's.
+        found = [*live.settings.outbox_dir.glob(f"*-{message_id}.eml"),
+                 *live.settings.outbox_dir.glob(f"*-{message_id}-1.eml")]
         if found:
             msg = email.message_from_bytes(found[0].read_bytes(), policy=email.policy.default)
             assert isinstance(msg, EmailMessage)
@@ -109,13 +111,16 @@ async def test_compose_send_open_and_watch_the_eye_turn_live(
     await page.wait_for_url("**/conversations/*")
 
     article = page.locator("article[data-message-id]")
-    await expect(article.locator(".status")).to_have_attribute("data-kind", "waiting")
     message_id = int(await article.get_attribute("data-message-id") or 0)
     sent = live.instance.store.get_message(message_id)
     assert sent.tracked and sent.tracking_reason == ("enabled by mailbox setting; the pixel "
                                                      f"URL {live.url} is not reachable by "
                                                      "recipients")
     delivered = await _delivered(live, message_id)
+    # Sent only once the worker handed it over: never "sent" before.
+    await eventually(lambda: live.instance.store.get_message(message_id).status == "sent")
+    await page.reload()
+    await expect(article.locator(".status")).to_have_attribute("data-kind", "waiting")
     assert delivered["To"] == "Carla <carla@example.org>"
     plain = delivered.get_body(preferencelist=("plain",))
     assert plain is not None and "Hello Carla, it ships today" in plain.get_content()

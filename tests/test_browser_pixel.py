@@ -9,14 +9,20 @@ import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import expect
 
+from mailseen.core.compose import Draft
+from mailseen.records import MailboxIn
 from mailseen.services.accounts import hash_token
 
+from .browser import sign_in
 from .conftest import API_TOKEN, LiveServer, backdate_sent
 from .smtp_server import SmtpServer
+from .web_client import PASSWORD
 
 DESKTOP_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
                   "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36")
@@ -85,5 +91,64 @@ async def test_chromium_displaying_the_delivered_message_records_a_view(
         assert view["verdict"] == "human"
         assert view["ip"] == "127.0.0.1"
         api.close()
+    finally:
+        server.stop()
+
+
+FIREFOX = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:128.0) Gecko/20100101 "
+           "Firefox/128.0")
+
+
+async def test_two_recipients_open_their_copies_and_the_open_conversation_names_both(
+        tmp_path: Path, database_url: str, relay: SmtpServer, browser: Any) -> None:
+    """Two readers (browser contexts of their own) display the copy each received over
+    SMTP; the team, with the conversation open, sees each name appear without a reload."""
+    server = LiveServer(tmp_path, database_url, ca_file=relay.ca_file).start()
+    try:
+        inst = server.instance
+        inst.accounts.create_user("ada@example.com", PASSWORD, name="Ada", role="admin")
+        box = inst.mailboxes.add(None, MailboxIn(
+            "sales@example.com", "Acme Sales", transport="smtp", smtp_host="127.0.0.1",
+            smtp_port=relay.port, smtp_tls="starttls", smtp_username="relay",
+            smtp_password="pw", tracking="enabled"))
+        sent = inst.sender.send_draft(box, Draft(
+            from_addr=box.address, to=["erin@example.org"], cc=["frank@example.org"],
+            subject="Quote for two", html="<p>Our quote for you both.</p>"))
+        for _ in range(400):  # the server's worker delivers one copy to each
+            if len(relay.messages) == 2:
+                break
+            time.sleep(0.025)
+        copies = {tuple(m.rcpt_tos): _html_of(m.data) for m in relay.messages}
+        assert sorted(copies) == [("erin@example.org",), ("frank@example.org",)]
+        backdate_sent(inst, sent.id)  # opened a while after delivery, as people do
+
+        team = await browser.new_context()
+        page = await team.new_page()
+        await sign_in(page, server.url, "ada@example.com", PASSWORD)
+        await page.goto(f"{server.url}/conversations/{sent.conversation_id}")
+        await page.evaluate("window.stillTheSamePage = true")
+        article = page.locator(f"#message-{sent.id}")
+        await expect(article.locator(".views-human .count")).to_have_text("0")
+
+        for n, (reader, agent) in enumerate(((("frank@example.org",), DESKTOP_CHROME),
+                                             (("erin@example.org",), FIREFOX)), 1):
+            context = await browser.new_context(user_agent=agent)
+            mail = await context.new_page()
+            async with mail.expect_response(lambda r: "/t/" in r.url) as pixel:
+                await mail.set_content(copies[reader])
+            assert (await pixel.value).status == 200
+            await context.close()
+            await expect(article.locator(".views-human .count")).to_have_text(
+                str(n), timeout=10_000)
+            await expect(article.locator(".timeline .event-human .who").nth(n - 1)
+                         ).to_have_text(reader[0])
+        who = article.locator("tr.recipient")
+        for address in ("erin@example.org", "frank@example.org"):
+            row = who.filter(has_text=address)
+            await expect(row.locator("td.count").first).to_have_text("1")
+        await expect(article.locator(".status-text")).to_contain_text(
+            "Viewed by 2 of 2 recipients")
+        assert await page.evaluate("window.stillTheSamePage") is True
+        await team.close()
     finally:
         server.stop()

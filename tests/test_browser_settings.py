@@ -21,7 +21,9 @@ def _send(instance: Instance, box: MailboxRecord) -> tuple[bool, str, bytes]:
     fresh = instance.store.get_mailbox(box.id)
     msg = instance.sender.send_draft(fresh, Draft(
         from_addr=fresh.address, to=["customer@example.org"], subject="Shipped", html=HTML))
-    return msg.tracked, msg.tracking_reason, instance.store.get_raw(msg.id)
+    [copy] = instance.store.copies_of([msg.id])[msg.id]  # what goes out to the customer
+    return (msg.tracked, msg.tracking_reason,
+            instance.sender.copy_bytes(instance.store.get_raw(msg.id), copy))
 
 
 async def _set_global(page: Any, url: str, choice: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,10 +77,13 @@ def test_send_queues_and_worker_delivers_to_the_outbox(cli: Cli, tmp_path: Path)
                   "--bcc", "boss@example.org", "--subject", "Hello", "--text", "Hello there",
                   "--html", str(html), "--attach", str(att)))
     assert out.startswith("queued message 1 <") and "enabled by mailbox setting" in out
-    assert "delivered 1 message(s)" in ok(cli("worker", "--once"))
-    [eml] = (tmp_path / "data" / "outbox").glob("*.eml")
-    raw = eml.read_bytes()
-    assert b"/t/" in raw and b"Bcc" not in raw and b'filename="notes.txt"' in raw
+    # Tracked: one copy for each recipient, each with a pixel of its own.
+    assert "delivered 2 message(s)" in ok(cli("worker", "--once"))
+    copies = [eml.read_bytes() for eml in (tmp_path / "data" / "outbox").glob("*.eml")]
+    assert len(copies) == 2
+    for raw in copies:
+        assert b"/t/" in raw and b"Bcc" not in raw and b'filename="notes.txt"' in raw
+    assert len({re.search(rb"/t/[^.]+", raw).group() for raw in copies}) == 2  # type: ignore[union-attr]
     listing = ok(cli("message", "list"))
     assert listing.startswith("1\tsent\tnot viewed\tHello")
     shown = json.loads(ok(cli("message", "show", "1")))
@@ -114,7 +118,7 @@ def test_tag_filter_tracks_html_and_registers_the_message(cli: Cli) -> None:
     ok(cli("mailbox", "add", "support@example.com", "--tracking", "enabled"))
     result = cli("tag", "--mailbox", "support@example.com", input=HTML_MESSAGE)
     assert result.exit_code == 0
-    assert result.stderr == "trackable=true\n"
+    assert result.stderr == "trackable=true recipients=shared\n"
     out = result.stdout_bytes
     assert out.startswith(b"Message-ID: <") and b"/t/" in out
     assert out.endswith(b'</body></html>\r\n')
@@ -168,7 +172,7 @@ def test_tag_runs_as_a_real_process_filter(cli: Cli, tmp_path: Path) -> None:
                            "support@example.com"], input=HTML_MESSAGE, capture_output=True,
                           env={**cli.env, "PATH": "/usr/bin:/bin"}, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == b"trackable=true\n" and b"/t/" in proc.stdout
+    assert proc.stderr == b"trackable=true recipients=shared\n" and b"/t/" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "mailseen", "tag", "--mailbox",
                           "support@example.com"], input=b"", capture_output=True,
                          env={**cli.env, "PATH": "/usr/bin:/bin"}, timeout=60, check=False)

@@ -46,7 +46,7 @@ def test_defaults_are_the_embedded_setup() -> None:
     ({"port": "eighty"}, "port"), ({"port": 70000}, "port"),
     ({"public_url": "example.com"}, "public_url"), ({"trusted_proxies": "10.0.0.300"},
                                                       "trusted_proxies"),
-    ({"worker": "perhaps"}, "worker"),
+    ({"worker": "perhaps"}, "worker"), ({"password_memory_kib": 32}, "password_memory_kib"),
 ])
 def test_bad_values_name_the_setting(options: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInput) as err:
@@ -75,3 +75,20 @@ def test_secret_key_is_generated_once_into_the_data_folder(tmp_path: Path) -> No
 
 def test_setting_names_are_plain_identifiers() -> None:
     assert all(re.fullmatch(r"[a-z_]+", f.name) for f in fields(Settings))
+
+
+def test_password_hashes_use_the_configured_memory(tmp_path: Path) -> None:
+    from mailseen.services.instance import Instance
+
+    assert load_settings({}, environ={}).password_memory_kib == 65536  # RFC 9106's profile
+    settings = load_settings({"data_dir": tmp_path, "password_memory_kib": 256,
+                              "secret_key": "k" * 32}, environ={})
+    inst = Instance.open(settings)
+    try:
+        user = inst.accounts.create_user("ada@example.com", "a long passphrase")
+        stored = inst.store.find_user("ada@example.com")
+        assert stored is not None and stored[1].startswith("$argon2id$v=19$m=256,t=3,p=4$")
+        signed_in, _ = inst.accounts.sign_in("ada@example.com", "a long passphrase", "::1")
+        assert signed_in.id == user.id
+    finally:
+        inst.db.dispose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -53,6 +54,14 @@ def _smtp_box(inst: Instance, smtp: SmtpServer, tls: str = "starttls",
     return box.id
 
 
+def _parts_without_pixel(raw: bytes) -> list[str]:
+    """Each body part's decoded text, with our pixel's <img> taken out."""
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    return [re.sub(r'<img src="[^"]*/t/[A-Za-z0-9_-]+\.gif"[^>]*>\s*', "",
+                   part.get_content()) for part in parsed.walk()
+            if not part.is_multipart()]
+
+
 def _draft(**kw: object) -> Draft:
     base: dict[str, object] = {"from_addr": "", "to": ["alice@example.org"],
                                "bcc": ["boss@example.net"], "subject": "Quote",
@@ -66,17 +75,28 @@ async def test_smtp_relay_delivers_with_tls_and_auth(tmp_path: Path, database_ur
                                                     smtp: SmtpServer) -> None:
     inst = _open(tmp_path, database_url, smtp)
     box = inst.store.get_mailbox(_smtp_box(inst, smtp, tls=smtp.mode))
-    msg = inst.sender.send_draft(box, _draft())
-    assert await inst.worker().drain() == 1
-    [got] = smtp.messages
-    assert got.authenticated_as == "relay-user"
-    assert got.mail_from == "sales@example.com"
-    assert sorted(got.rcpt_tos) == ["alice@example.org", "boss@example.net"]
-    parsed = email.message_from_bytes(got.data, policy=email.policy.default)
-    assert parsed["Bcc"] is None  # Bcc recipients get it without a Bcc header
-    assert parsed["Message-ID"] == msg.message_id
-    assert b"/t/" in got.data  # tracked: the pixel went out
-    assert got.data == inst.store.get_raw(msg.id)
+    msg = inst.sender.send_draft(box, _draft(cc=["carol@example.org"]))
+    assert await inst.worker().drain() == 3  # tracked: one copy per recipient
+    by_rcpt = {tuple(m.rcpt_tos): m for m in smtp.messages}
+    assert sorted(by_rcpt) == [("alice@example.org",), ("boss@example.net",),
+                               ("carol@example.org",)]
+    stored = inst.store.get_raw(msg.id)
+    assert b"/t/" not in stored  # kept as written; each copy gets its pixel on the way out
+    pixels = set()
+    for got in smtp.messages:
+        assert got.authenticated_as == "relay-user"
+        assert got.mail_from == "sales@example.com"
+        head = got.data.partition(b"\r\n\r\n")[0]
+        assert head == stored.partition(b"\r\n\r\n")[0]  # headers byte for byte
+        parsed = email.message_from_bytes(got.data, policy=email.policy.default)
+        assert parsed["Bcc"] is None  # Bcc recipients get it without a Bcc header
+        assert parsed["Message-ID"] == msg.message_id  # one Message-ID: replies thread
+        assert parsed["To"] == "alice@example.org" and parsed["Cc"] == "carol@example.org"
+        [pixel] = re.findall(rb"/t/[A-Za-z0-9_-]+\.gif", got.data)
+        pixels.add(pixel)
+        # The copy is the stored message with its pixel in, and nothing else changed.
+        assert _parts_without_pixel(got.data) == _parts_without_pixel(stored)
+    assert len(pixels) == 3  # a pixel of its own for each recipient
     done = inst.store.get_message(msg.id)
     assert done.status == "sent" and done.sent_at is not None and done.attempts == 1
     inst.close()
@@ -140,7 +160,7 @@ async def test_temporary_failure_retries_with_backoff_then_delivers(
         tmp_path: Path, database_url: str, smtp: SmtpServer, clock: ManualClock) -> None:
     inst = _open(tmp_path, database_url, smtp, clock)
     box = inst.store.get_mailbox(_smtp_box(inst, smtp))
-    msg = inst.sender.send_draft(box, _draft())
+    msg = inst.sender.send_draft(box, _draft(bcc=[]))
     smtp.handler.reply = "451 4.3.0 mailbox busy, try later"
     worker = inst.worker()
     assert await worker.drain() == 1
@@ -171,7 +191,7 @@ async def test_permanent_failure_marks_the_message_failed_with_the_reply(
         tmp_path: Path, database_url: str, smtp: SmtpServer) -> None:
     inst = _open(tmp_path, database_url, smtp)
     box = inst.store.get_mailbox(_smtp_box(inst, smtp))
-    msg = inst.sender.send_draft(box, _draft())
+    msg = inst.sender.send_draft(box, _draft(bcc=[]))
     smtp.handler.reply = "554 5.7.1 message rejected as spam"
     assert await inst.worker().drain() == 1
     failed = inst.store.get_message(msg.id)
@@ -187,7 +207,9 @@ async def test_wrong_password_is_a_permanent_failure(tmp_path: Path, database_ur
     msg = inst.sender.send_draft(box, _draft())
     await inst.worker().drain()
     failed = inst.store.get_message(msg.id)
-    assert failed.status == "failed" and (failed.last_error or "").startswith("535")
+    assert failed.status == "failed"
+    assert (failed.last_error or "").startswith(
+        f"the relay at 127.0.0.1:{smtp.port} refused the user name or password (535 ")
     assert smtp.messages == []
     inst.close()
 
@@ -248,7 +270,7 @@ async def test_concurrent_workers_deliver_each_message_exactly_once(
         tmp_path: Path, database_url: str, smtp: SmtpServer) -> None:
     inst = _open(tmp_path, database_url, smtp)
     box = inst.store.get_mailbox(_smtp_box(inst, smtp))
-    ids = [inst.sender.send_draft(box, _draft(subject=f"n{i}")).id for i in range(30)]
+    ids = [inst.sender.send_draft(box, _draft(subject=f"n{i}", bcc=[])).id for i in range(30)]
     others = [_open(tmp_path, database_url, smtp) for _ in range(3)]
     counts = await asyncio.gather(*[o.worker().drain() for o in others])
     assert sum(counts) == 30
@@ -265,7 +287,7 @@ def test_claims_that_lose_races_never_report_an_empty_queue_early(
     `mailseen worker --once` stops. A claim that loses races tries the next message."""
     inst = _open(tmp_path, database_url)
     box = inst.store.add_mailbox(MailboxIn("support@example.com"))
-    ids = [inst.sender.send_draft(box, _draft(subject=f"n{i}")).id for i in range(80)]
+    ids = [inst.sender.send_draft(box, _draft(subject=f"n{i}", bcc=[])).id for i in range(80)]
     claimed: list[int] = []
     left_when_told_none: list[int] = []
 
@@ -286,14 +308,14 @@ def test_claims_that_lose_races_never_report_an_empty_queue_early(
 
 def test_a_claim_gives_up_on_a_message_another_session_keeps_locked(
         tmp_path: Path, database_url: str) -> None:
-    """Due messages that other workers are claiming are skipped and waited for briefly; one
+    """Due copies that other workers are claiming are skipped and waited for briefly; one
     locked for long (a stalled session) is neither spun on for ever nor claimed twice."""
     inst = _open(tmp_path, database_url)
     box = inst.store.add_mailbox(MailboxIn("support@example.com"))
     mid = inst.sender.send_draft(box, _draft()).id
     if not inst.db.is_sqlite:  # SQLite has one writer: no row locks to skip
         with inst.db.engine.connect() as other:
-            other.exec_driver_sql(f"SELECT id FROM messages WHERE id = {mid} FOR UPDATE")
+            other.exec_driver_sql(f"SELECT id FROM copies WHERE message_id = {mid} FOR UPDATE")
             result: list[object] = []
             claimer = threading.Thread(
                 target=lambda: result.append(inst.store.claim_next(timedelta(minutes=5))))

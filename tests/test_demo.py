@@ -170,12 +170,17 @@ def test_scale_mode_writes_consistent_skewed_data(instance: Instance) -> None:
     hits = sorted(m.view_count + m.machine_count for m in sent)
     assert sum(n <= 3 for n in hits) > len(hits) / 2
     assert hits[-1] >= 100
-    # Tracked messages carry their own pixel, with a genuine token for their row.
+    # Tracked messages carry their recipient's own pixel: a genuine token naming the
+    # message's copy, whose views are that copy's.
     assert sample is not None
     token = re.search(rb"/t/([A-Za-z0-9_-]+)\.gif", sample.raw)
     assert token is not None
     ref = instance.signer.check(token.group(1).decode())
-    assert ref is not None and ref.message_id == sent[0].id
+    [copy] = instance.store.copies_of([sent[0].id])[sent[0].id]
+    assert ref is not None and ref.copy_key == copy.token_key and copy.recipient
+    assert (copy.view_count, copy.machine_count) == (sent[0].view_count, sent[0].machine_count)
+    assert [v.copy_id for v in instance.store.list_views(sent[0].id)] == (
+        [copy.id] * (copy.view_count + copy.machine_count))
 
 
 # -- the command -----------------------------------------------------------------------------

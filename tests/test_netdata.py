@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+from datetime import date
 from importlib import resources
 from pathlib import Path
 
@@ -65,9 +66,12 @@ def test_the_shipped_snapshot_parses_and_knows_the_main_networks() -> None:
         "77.74.177.1": ("scanner", "Kaspersky"),
         "136.226.1.1": ("gateway", "Zscaler"),
         "52.1.2.3": ("cloud", "Amazon Web Services"),
-        "40.94.16.23": ("cloud", "Microsoft Azure"),
+        "13.70.1.1": ("cloud", "Microsoft Azure"),  # the AzureCloud service tag
+        "2603:1000::1": ("cloud", "Microsoft Azure"),
         "34.120.1.1": ("cloud", "Google Cloud"),  # cloud.json takes precedence over goog.json
+        "2600:1900:4000::1": ("cloud", "Google Cloud"),  # cloud.json's IPv6 too
         "66.249.84.12": ("mailproxy", "Google"),  # Gmail's image proxy
+        "2001:4860:4860::8888": ("mailproxy", "Google"),
         "129.146.1.1": ("cloud", "Oracle Cloud"),
     }
     for address, (kind, label) in expected.items():
@@ -84,9 +88,18 @@ def test_every_shipped_network_belongs_to_a_source_with_provenance() -> None:
     manifest = load_manifest()
     labels = {e.label for e in parse_networks(shipped_text("networks.txt"))}
     assert labels == {s.label for s in manifest.sources}
+    entries = parse_networks(shipped_text("networks.txt"))
     for source in manifest.sources:
         assert source.via and source.licence and source.retrieved and source.owner, source.key
         assert source.networks > 0 and source.origin == "shipped"
+        assert date.fromisoformat(source.retrieved) <= date.fromisoformat(manifest.snapshot)
+        assert source.networks == sum(1 for e in entries if e.label == source.label), source.key
+        if source.format == "cidr":  # registered networks: the registry record is named
+            assert "ARIN" in source.via or "RIPE" in source.via, source.key
+            assert source.key == "apple" or "ipverse/asn-ip" in source.via, source.key
+        else:  # a list its owner publishes, fetched by `mailseen data update KEY`
+            assert source.url.startswith("https://"), source.key
+            assert "github:" in source.via and "@" in source.via, source.key
     # compact: a few MB at most
     assert len(shipped_text("networks.txt").encode()) < 3_000_000
 

@@ -33,8 +33,8 @@ async def test_views_past_the_batch_limit_go_in_later_batches_each_committed_in_
         def __init__(self) -> None:
             self.writer = record_views()
 
-        def sending_times(self, ids: set[int]) -> dict[int, datetime | None]:
-            return self.writer.sending_times(ids)
+        def resolve(self, views: list[ViewIn]) -> list[tuple[ViewIn, datetime | None]]:
+            return self.writer.resolve(views)
 
         def write(self, judged: list[tuple[ViewIn, Judged]]) -> int:
             written.append(len(judged))
@@ -73,8 +73,8 @@ async def test_a_failed_batch_fails_its_waiters_and_the_next_batch_still_commits
         def __init__(self) -> None:
             self.writer = real()
 
-        def sending_times(self, ids: set[int]) -> dict[int, datetime | None]:
-            return self.writer.sending_times(ids)
+        def resolve(self, views: list[ViewIn]) -> list[tuple[ViewIn, datetime | None]]:
+            return self.writer.resolve(views)
 
         def write(self, judged: list[tuple[ViewIn, Judged]]) -> int:
             if failures:

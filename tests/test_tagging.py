@@ -64,11 +64,14 @@ def test_a_leading_mbox_from_line_stays_and_the_message_is_tracked(
         tmp_path: Path, database_url: str, box: Instance) -> None:
     done = _tag(tmp_path, database_url, MBOX_LINE + HTML)
     assert done.returncode == 0, done.stderr
-    assert done.stderr == b"trackable=true\n"
+    assert done.stderr == b"trackable=true recipients=shared\n"
     assert done.stdout.startswith(MBOX_LINE + b"From: support@example.com\r\n")
     assert b"/t/" in done.stdout
     [sent] = box.store.list_messages()
-    assert sent.tracked and box.store.get_raw(sent.id) == done.stdout[len(MBOX_LINE):]
+    [copy] = box.store.copies_of([sent.id])[sent.id]
+    assert sent.tracked and copy.recipient is None  # one pixel every recipient shares
+    assert box.sender.copy_bytes(box.store.get_raw(sent.id), copy) == (
+        done.stdout[len(MBOX_LINE):])
 
 
 @pytest.mark.parametrize(("message", "why"), [

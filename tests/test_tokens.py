@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailseen.core.tokens import TOKEN_LENGTH, TokenRef, TokenSigner
+from mailseen.core.tokens import COPY_KEY_LIMIT, TOKEN_LENGTH, TokenRef, TokenSigner, new_copy_key
 
 SECRET = b"test-secret-key-0123456789abcdef"
 ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -153,3 +153,21 @@ def test_the_mac_is_standard_hmac_sha256() -> None:
     for payload in (b"", b"x" * 11, bytes(range(200))):
         assert signer._mac(payload) == hmac.new(signer._key, payload,
                                                 hashlib.sha256).digest()[:12]
+
+
+@settings(max_examples=200)
+@given(st.integers(1, COPY_KEY_LIMIT - 1))
+def test_a_copy_token_names_its_random_key_and_nothing_else(key: int) -> None:
+    signer = TokenSigner(b"k" * 32)
+    token = signer.make(TokenRef(copy_key=key))
+    assert len(token) == TOKEN_LENGTH
+    assert signer.check(token) == TokenRef(copy_key=key)  # no message id in it
+
+
+def test_copy_keys_are_random_and_in_range() -> None:
+    keys = {new_copy_key() for _ in range(1000)}
+    assert len(keys) == 1000 and all(0 < k < COPY_KEY_LIMIT for k in keys)
+    signer = TokenSigner(b"k" * 32)
+    for bad in (0, COPY_KEY_LIMIT):
+        with pytest.raises(ValueError):
+            signer.make(TokenRef(copy_key=bad) if bad else TokenRef())

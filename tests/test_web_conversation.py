@@ -4,6 +4,7 @@ made harmless, our own pixels kept out, and other mailboxes out of reach."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
@@ -17,6 +18,7 @@ from mailseen.services.instance import Instance
 from mailseen.web.site.mailhtml import defuse_css, linkify, sanitize
 from mailseen.web.site.ui_conversation import short_agent
 
+from .conftest import stored_as_sent_before_copies
 from .web_client import PASSWORD, WebClient
 
 HOSTILE = """<html><head><title>Win</title>
@@ -56,7 +58,9 @@ def _send(instance: Instance, box: MailboxRecord, html: str | None = "<p>Hello t
           **extra: object) -> MessageRecord:
     draft = Draft(from_addr=box.address, to=["customer@example.org"], subject=subject,
                   text=text, html=html, **extra)  # type: ignore[arg-type]
-    return instance.sender.send_draft(box, draft)
+    sent = instance.sender.send_draft(box, draft)
+    asyncio.run(instance.worker().drain())  # delivered: the eye tells views, not delivery
+    return instance.store.get_message(sent.id)
 
 
 def _receive(instance: Instance, box: MailboxRecord, *, html: str | None = None,
@@ -115,8 +119,10 @@ def test_all_messages_in_order_with_the_eye_on_those_sent(web: WebClient,
     assert articles[1].select_one(".status") is None
     # Plain text shown as text with its link made clickable, without the full stop.
     assert articles[1].select_one("pre.plain a")["href"] == "https://x.example/a"
-    # The page listens for views.
-    assert page.soup.select_one("[data-events]")["data-events"].startswith("/events?after=")
+    # The page follows its conversation live (tests/test_web_live.py).
+    live = page.soup.select_one("[data-live]")
+    assert live["data-live"] == f"conversation:{first.conversation_id}"
+    assert live["data-live-cursor"]
 
 
 def test_views_by_people_and_machine_fetches_are_shown_apart(web: WebClient,
@@ -243,7 +249,7 @@ def test_our_own_pixel_never_reaches_the_reader(web: WebClient, instance: Instan
     box = _mailbox(instance)
     sent = _send(instance, box, html="<p>Hello</p><img src='https://images.example/a.png'>")
     assert sent.tracked
-    assert b"/t/" in instance.store.get_raw(sent.id)
+    stored_as_sent_before_copies(instance, sent)
     _user(instance, web)
     for images in (0, 1):
         resp, doc = _body(web, sent.id, images)

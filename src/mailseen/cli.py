@@ -443,11 +443,13 @@ def _message_json(m: MessageRecord) -> dict[str, Any]:
 @click.option("--references", help="References header for a reply.")
 @click.option("--raw", "raw_file", type=click.File("rb"),
               help="Send this complete RFC 5322 message as is ('-' for stdin).")
+@click.option("--no-track", is_flag=True,
+              help="Do not track this message (it never turns tracking on).")
 @click.pass_context
 def send(ctx: click.Context, mailbox_address: str, to: tuple[str, ...], cc: tuple[str, ...],
          bcc: tuple[str, ...], subject: str, text: str | None, html_file: Any,
          attach: tuple[Path, ...], in_reply_to: str | None, references: str | None,
-         raw_file: Any) -> None:
+         raw_file: Any, no_track: bool) -> None:
     """Queue a message for delivery (the server's worker or `mailseen worker` sends it)."""
     import mimetypes
 
@@ -455,26 +457,32 @@ def send(ctx: click.Context, mailbox_address: str, to: tuple[str, ...], cc: tupl
     box = inst.mailboxes.named(None, mailbox_address)
     if raw_file is not None:
         record = inst.sender.submit(box, raw_file.read(), bcc=list(bcc), source="cli",
-                                    envelope_to=list(to + cc + bcc) or None)
+                                    envelope_to=list(to + cc + bcc) or None,
+                                    track=not no_track)
     else:
         attachments = [Attachment(p.name, mimetypes.guess_type(p.name)[0] or
                                   "application/octet-stream", p.read_bytes()) for p in attach]
         draft = Draft(from_addr=box.address, to=list(to), cc=list(cc), bcc=list(bcc),
                       subject=subject, text=text, html=html_file.read() if html_file else None,
                       attachments=attachments, in_reply_to=in_reply_to, references=references)
-        record = inst.sender.send_draft(box, draft, source="cli")
+        record = inst.sender.send_draft(box, draft, source="cli", track=not no_track)
     click.echo(f"queued message {record.id} {record.message_id} "
                f"(tracking: {record.tracking_reason})")
 
 
 @main.command()
 @click.option("--mailbox", "mailbox_address", required=True, help="Sending mailbox address.")
+@click.option("--recipient", help="Write this recipient's own copy (for software that sends "
+              "one copy per recipient): its views name them.")
 @click.pass_context
-def tag(ctx: click.Context, mailbox_address: str) -> None:
+def tag(ctx: click.Context, mailbox_address: str, recipient: str | None) -> None:
     """Filter: read a message on stdin, write it tracked to stdout.
 
     The message is registered as sent by MAILBOX. One line on stderr says
-    `trackable=true` or `trackable=false reason=...`. Whatever goes wrong (the database
+    `trackable=true recipients=shared` (one pixel for every recipient: a view cannot say
+    whose), `trackable=true recipient=ADDRESS` with --recipient, or
+    `trackable=false reason=...`. The same message (Message-ID) tagged again is registered
+    once. Whatever goes wrong (the database
     locked, gone or full, a malformed message), the message comes out unchanged with exit
     status 0; only input that is not a message (2) or an unknown mailbox (1) is refused, with
     nothing on stdout. A message that cannot be written out exits 75 (try again).
@@ -484,7 +492,7 @@ def tag(ctx: click.Context, mailbox_address: str) -> None:
     def open_instance() -> Instance:
         return Instance.open(_settings(ctx))
 
-    done = tag_filter(raw, mailbox_address, open_instance)
+    done = tag_filter(raw, mailbox_address, open_instance, recipient)
     try:
         write_whole(sys.stdout.buffer, done.data)
     except OSError as exc:
@@ -526,8 +534,32 @@ def message_show(ctx: click.Context, message_id: int) -> None:
     inst = _instance(ctx)
     m = inst.messages.get(None, message_id)
     data = _message_json(m)
-    data["views"] = [v.__dict__ for v in inst.messages.views(None, m)]
+    copies = inst.messages.copies(None, m)
+    whose = {c.id: c.recipient for c in copies}
+    data["recipients"] = [{**c.__dict__, "tracked": c.token_key is not None} for c in copies]
+    for r in data["recipients"]:
+        del r["token_key"]  # what its pixel names: not for display
+    data["views"] = [{**v.__dict__, "recipient_address": whose.get(v.copy_id or 0)}
+                     for v in inst.messages.views(None, m)]
     _out(data)
+
+
+@message.command("retry")
+@click.argument("message_id", type=click.IntRange(1))
+@click.pass_context
+def message_retry(ctx: click.Context, message_id: int) -> None:
+    """Try the copies of a message that wait or failed again now."""
+    n = _instance(ctx).messages.retry(None, message_id)
+    click.echo(f"queued {n} cop{'y' if n == 1 else 'ies'} again")
+
+
+@message.command("cancel")
+@click.argument("message_id", type=click.IntRange(1))
+@click.pass_context
+def message_cancel(ctx: click.Context, message_id: int) -> None:
+    """Withdraw the copies of a message that wait or failed: they will not be sent."""
+    n = _instance(ctx).messages.cancel(None, message_id)
+    click.echo(f"cancelled {n} cop{'y' if n == 1 else 'ies'}")
 
 
 # -- users --------------------------------------------------------------------------------

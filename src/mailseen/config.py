@@ -81,6 +81,9 @@ class Settings:
     smtp_receiver_tls_key: str = _help("Private key (PEM) for smtp_receiver_tls_cert.",
                                        default="")
     log_level: str = _help("Logging level: debug, info, warning or error.", default="info")
+    password_memory_kib: int = _help(
+        "Memory (KiB) each argon2id password hash uses; at least 64. Lower it only on a "
+        "machine that cannot spare the default for each sign-in.", default=65536)
 
     @property
     def database(self) -> str:
@@ -204,4 +207,8 @@ def load_settings(options: Mapping[str, Any] | None = None,
     if settings.connections_per_client < 1:
         raise InvalidInput("connections_per_client must be at least 1",
                            field="connections_per_client")
+    if settings.password_memory_kib < 64:
+        # argon2id needs 8 KiB per lane, and the hasher uses four lanes.
+        raise InvalidInput("password_memory_kib must be at least 64",
+                           field="password_memory_kib")
     return settings

@@ -14,7 +14,10 @@ from typing import Literal
 TrackingMode = Literal["global", "enabled", "disabled"]
 Transport = Literal["outbox", "smtp"]
 TlsMode = Literal["none", "starttls", "implicit"]
-Status = Literal["queued", "sending", "sent", "failed", "received"]
+Status = Literal["queued", "sending", "sent", "failed", "cancelled", "received"]
+# A copy's delivery: waiting (queued, or retrying after a temporary failure), being handed
+# over, accepted by the relay, refused for good, bounced back later, or withdrawn by an admin.
+CopyStatus = Literal["queued", "sending", "sent", "failed", "bounced", "cancelled"]
 Direction = Literal["out", "in"]
 Verdict = Literal["human", "machine"]
 
@@ -114,6 +117,9 @@ class NewMessage(HeaderFacts):
     direction: Direction = "out"
     automatic: bool = False
     auto_reason: str = ""
+    sent_by: str = ""  # who sent it: a user's name, or the way in ("API token", …)
+    sent_by_user_id: int | None = None
+    words: str = ""  # the body's words, for search
 
 
 @dataclass(frozen=True)
@@ -141,10 +147,59 @@ class MessageRecord(HeaderFacts):
     conversation_id: int | None = None
     automatic: bool = False
     auto_reason: str = ""
+    # Copies that went to one recipient each (0: the message left as one shared copy), how
+    # many of those a person saw, and how many could not be delivered (failed, bounced).
+    copies: int = 0
+    viewed_copies: int = 0
+    failed_copies: int = 0
+    sent_by: str = ""
+    sent_by_user_id: int | None = None
 
     @property
     def viewed(self) -> bool:
         """Seen by a person: a human view of the pixel, or a human reply."""
+        return self.view_count > 0 or self.replied_at is not None
+
+
+@dataclass(frozen=True)
+class NewCopy:
+    """One copy of an outbound message as it is queued. Position 0 is the message as a
+    whole, sent once to every envelope recipient (untracked mail, or a pixel shared by all:
+    the ``tag`` filter); positions 1.. are one recipient each, with a pixel of their own.
+    ``token_key`` is what that pixel's token names (random, so a token tells nothing of how
+    many messages there are); None for a copy without a pixel."""
+
+    position: int
+    recipient: str | None
+    token_key: int | None
+
+
+@dataclass(frozen=True)
+class CopyRecord(NewCopy):
+    """A stored copy: its delivery state and what its pixel saw."""
+
+    id: int
+    message_id: int
+    status: CopyStatus
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    view_count: int = 0
+    first_viewed_at: datetime | None = None
+    last_viewed_at: datetime | None = None
+    machine_count: int = 0
+    first_machine_at: datetime | None = None
+    last_machine_at: datetime | None = None
+    replied_at: datetime | None = None
+
+    @property
+    def shared(self) -> bool:
+        """A copy for every recipient at once: its views are "one of the recipients"."""
+        return self.recipient is None
+
+    @property
+    def viewed(self) -> bool:
         return self.view_count > 0 or self.replied_at is not None
 
 
@@ -172,6 +227,10 @@ class ViewIn:
     ip: str | None
     user_agent: str | None
     headers: dict[str, str] = field(default_factory=dict)
+    # A token of a copy names its key (message_id and recipient are then filled in from the
+    # copy when the hit is written); an older token names the message (key 0).
+    copy_key: int = 0
+    copy_id: int | None = None
 
 
 @dataclass(slots=True)  # one per pixel hit, like ViewIn
@@ -187,7 +246,7 @@ class Judged:
 class ViewRecord:
     id: int
     message_id: int
-    recipient: int
+    recipient: int  # the copy's position (0: a pixel every recipient shared)
     at: datetime
     method: str
     ip: str | None
@@ -196,6 +255,7 @@ class ViewRecord:
     verdict: Verdict = "human"
     reason: str = ""
     client: str = ""
+    copy_id: int | None = None
 
 
 Role = Literal["admin", "member"]
@@ -233,9 +293,11 @@ class Ingested:
 
 @dataclass(frozen=True)
 class Claim:
-    """A message claimed for delivery, with what its transport needs."""
+    """A copy of a message claimed for delivery, with what its transport needs. ``raw`` is
+    the message as stored; the copy's own pixel is put in as it is handed over."""
 
     message: MessageRecord
+    copy: CopyRecord
     raw: bytes
     mailbox: MailboxRecord
     smtp_password: str | None
@@ -278,10 +340,22 @@ class MailboxShare:
 
 
 @dataclass(frozen=True)
+class SenderShare:
+    """A sender's messages in a report: who (a user's name, or the way in), how many were
+    delivered, tracked, and seen by a person."""
+
+    sent_by: str
+    sent: int
+    tracked: int
+    viewed: int
+
+
+@dataclass(frozen=True)
 class Report:
     since: datetime
     days: int
     by_mailbox: list[MailboxShare] = field(default_factory=list)
+    by_sender: list[SenderShare] = field(default_factory=list)
     views_per_day: list[tuple[date, int]] = field(default_factory=list)  # every day, oldest first
     machine_fetches: int = 0
     first_view_buckets: list[int] = field(default_factory=lambda: [0] * (len(DELAY_LIMITS) + 1))

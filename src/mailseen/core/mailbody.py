@@ -11,13 +11,27 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import html
+import re
 from dataclasses import dataclass, field
 from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
 from email.policy import Policy
 
-__all__ = ["MAX_NESTING", "MAX_PARTS", "Body", "Display", "MailAttachment", "TooComplex",
-           "attachment_data", "parse_message", "read_body", "walk"]
+__all__ = [
+    "MAX_NESTING",
+    "MAX_PARTS",
+    "WORDS_MAX",
+    "Body",
+    "Display",
+    "MailAttachment",
+    "TooComplex",
+    "attachment_data",
+    "body_words",
+    "parse_message",
+    "read_body",
+    "walk",
+]
 
 # Far beyond real mail (a forwarded message with attachments nests about 6 deep, a mail with
 # 500 attachments is absurd); reading that many parts takes about a second, and the parser's
@@ -144,6 +158,28 @@ def _leaves(msg: Message) -> list[Message]:
         else:
             out.append(part)
     return out
+
+
+# How much of a body's words search keeps (a reply's first screens are what people search for).
+WORDS_MAX = 20_000
+# Markup, dropped for search. "<" is excluded inside so that text full of "<" without ">"
+# is still scanned in linear time.
+_MARKUP = re.compile(r"<[^<>]*>")
+
+
+def body_words(msg: EmailMessage) -> str:
+    """The words of a parsed message's body, for search: its plain text version, else its
+    HTML without markup; whitespace collapsed, bounded by WORDS_MAX."""
+    try:
+        part = msg.get_body(preferencelist=("plain", "html"))
+    except (LookupError, ValueError, AssertionError):
+        return ""
+    if part is None:
+        return ""
+    content = _content(part)[: WORDS_MAX * 4]
+    if part.get_content_type() == "text/html":
+        content = html.unescape(_MARKUP.sub(" ", content))
+    return " ".join(content.split())[:WORDS_MAX]
 
 
 def read_body(raw: bytes) -> Body:

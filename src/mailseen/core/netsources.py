@@ -143,6 +143,7 @@ def _aws(text: str, kind: str, label: str) -> Parsed:
              "AWS ip-ranges.json")
     v4 = [p.get("ip_prefix") for p in data["prefixes"] if isinstance(p, dict)]
     v6 = [p.get("ipv6_prefix") for p in data.get("ipv6_prefixes", []) if isinstance(p, dict)]
+    _require(None not in v4 and None not in v6, label, "AWS ip-ranges.json")
     return Parsed(_entries([*v4, *v6], kind, label), str(data.get("createDate", "")))
 
 
@@ -171,6 +172,7 @@ def _google(text: str, kind: str, label: str) -> Parsed:
              "Google goog.json/cloud.json")
     prefixes = [p.get("ipv4Prefix") or p.get("ipv6Prefix") for p in data["prefixes"]
                 if isinstance(p, dict)]
+    _require(None not in prefixes, label, "Google goog.json/cloud.json")
     return Parsed(_entries(prefixes, kind, label), str(data.get("creationTime", "")))
 
 
@@ -187,16 +189,17 @@ def _oracle(text: str, kind: str, label: str) -> Parsed:
 
 
 # Microsoft 365 "URLs and IP address ranges" (https://endpoints.office.com/endpoints/worldwide):
-# a list of endpoint sets {"id", "serviceArea", "urls", "ips", ...}. Exchange Online
-# Protection, which filters and scans inbound mail, is the set for the MX hosts
-# *.mail.protection.outlook.com (ID 9 at the time of writing).
-EOP_URL_RE = re.compile(r"mail\.protection\.outlook\.com$")
+# a list of endpoint sets {"id", "serviceArea", "urls", "ips", "tcpPorts", ...}. Exchange
+# Online Protection, which receives, filters and scans inbound mail, is the Exchange set for
+# the MX hosts: *.mail.protection.outlook.com, joined by *.mx.microsoft since 2024 (ID 10 in
+# 2018-2021, ID 9 since). The other Exchange sets are Outlook's own front ends (people).
+EOP_URL_RE = re.compile(r"(^|\.)(mail\.protection\.outlook\.com|mx\.microsoft)$")
 
 
 def _m365(text: str, kind: str, label: str) -> Parsed:
     data = _json(text, label, "Microsoft 365 endpoints JSON")
     _require(isinstance(data, list), label, "Microsoft 365 endpoints JSON")
-    sets = [s for s in data if isinstance(s, dict)
+    sets = [s for s in data if isinstance(s, dict) and s.get("serviceArea") == "Exchange"
             and any(EOP_URL_RE.search(str(u)) for u in s.get("urls", []))]
     prefixes = [ip for s in sets for ip in s.get("ips", [])]
     ids = ", ".join(str(s.get("id")) for s in sets)

@@ -1,12 +1,14 @@
-"""Pixel tokens: short, URL-safe, HMAC-signed references to a message and one of its recipients.
+"""Pixel tokens: short, URL-safe, HMAC-signed references to one copy of a message.
 
-Layout before base64url: version (1 byte), message id (8 bytes), recipient index (2 bytes),
-then the first 12 bytes of HMAC-SHA256 over those 11 bytes. 23 bytes encode to 31 characters of
-``A-Za-z0-9-_``. A 96-bit tag makes a forged token as likely as guessing a random one, and a
-token is checked without a database read, so pixel nodes need only the secret key.
+Layout before base64url: version (1 byte), a value (8 bytes), 2 bytes, then the first 12 bytes
+of HMAC-SHA256 over those 11 bytes. 23 bytes encode to 31 characters of ``A-Za-z0-9-_``. A
+96-bit tag makes a forged token as likely as guessing a random one, and a token is checked
+without a database read, so pixel nodes need only the secret key.
 
-Recipient index 0 means "the message as a whole"; indexes 1.. leave room for a token per
-recipient without changing the format.
+Version 2 (what mailseen makes): the value is a copy's key, a random number drawn when the copy
+is queued, so a token says nothing of the message's row id or how many messages there are.
+Version 1 (tokens in mail sent before copies existed): the value is the message id and the two
+bytes a recipient index, always 0 ("the message as a whole"). Both are checked alike.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import struct
 from dataclasses import dataclass
 
-__all__ = ["TOKEN_LENGTH", "TokenRef", "TokenSigner"]
+__all__ = ["COPY_KEY_LIMIT", "TOKEN_LENGTH", "TokenRef", "TokenSigner", "new_copy_key"]
 
 _VERSION = 1
 _PAYLOAD = struct.Struct(">BQH")
@@ -28,10 +31,18 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
+_COPY_VERSION = 2
+COPY_KEY_LIMIT = 2**63  # keys fit a signed 64-bit column
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRef:
-    message_id: int
+    """What a token names: a copy's key (``copy_key``), or, in a version 1 token, a
+    message id and recipient index."""
+
+    message_id: int = 0
     recipient: int = 0
+    copy_key: int = 0
 
 
 class TokenSigner:
@@ -58,9 +69,14 @@ class TokenSigner:
         return outer.digest()[:_MAC_BYTES]
 
     def make(self, ref: TokenRef) -> str:
-        if not (0 < ref.message_id < 2**64 and 0 <= ref.recipient < 2**16):
+        if ref.copy_key:
+            if not 0 < ref.copy_key < COPY_KEY_LIMIT:
+                raise ValueError("copy key out of range")
+            payload = _PAYLOAD.pack(_COPY_VERSION, ref.copy_key, 0)
+        elif not (0 < ref.message_id < 2**64 and 0 <= ref.recipient < 2**16):
             raise ValueError("message id or recipient index out of range")
-        payload = _PAYLOAD.pack(_VERSION, ref.message_id, ref.recipient)
+        else:
+            payload = _PAYLOAD.pack(_VERSION, ref.message_id, ref.recipient)
         raw = payload + self._mac(payload)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
@@ -84,7 +100,15 @@ class TokenSigner:
         payload, mac = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None
-        version, message_id, recipient = _PAYLOAD.unpack(payload)
-        if version != _VERSION or message_id == 0:
+        version, value, recipient = _PAYLOAD.unpack(payload)
+        if version == _COPY_VERSION and 0 < value < COPY_KEY_LIMIT and recipient == 0:
+            return TokenRef(copy_key=value)
+        if version != _VERSION or value == 0:
             return None
-        return TokenRef(message_id, recipient)
+        return TokenRef(value, recipient)
+
+
+def new_copy_key() -> int:
+    """A random key for a new copy's token (63 bits: a collision among a billion copies is
+    about one chance in twenty billion, and storage refuses one anyway)."""
+    return secrets.randbelow(COPY_KEY_LIMIT - 1) + 1

@@ -85,13 +85,23 @@ def hash_token(token: str) -> str:
 
 
 class Accounts:
-    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None,
+                 memory_kib: int = 65536) -> None:
         self.store = store
         self.clock = clock or store.clock  # sessions expire by the store's time
-        # argon2id with the library's defaults (RFC 9106 "second recommended" profile).
-        self.hasher = PasswordHasher()
-        # Verifying against this when the email is unknown keeps timing alike.
-        self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        # argon2id with the library's defaults (RFC 9106 "second recommended" profile),
+        # its memory as configured.
+        self.hasher = PasswordHasher(memory_cost=memory_kib)
+        self._dummy_hash: str | None = None
+
+    @property
+    def _dummy(self) -> str:
+        """What a sign-in for an unknown email is verified against, so that its timing is
+        that of a wrong password. Made when first needed: hashing costs a sign-in's worth
+        of CPU, and most processes (the CLI, pixel nodes) never sign anyone in."""
+        if self._dummy_hash is None:
+            self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        return self._dummy_hash
 
     def _check_password(self, password: str) -> None:
         if len(password) < MIN_PASSWORD:

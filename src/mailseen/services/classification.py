@@ -15,8 +15,8 @@ from ..records import Judged, ViewIn
 from ..storage import Store
 from ..storage.views import ViewWriter
 
-__all__ = ["OWN_VIEWER_HEADER", "REPEAT_REASON", "BurstWindow", "Judge", "RepeatWindow",
-           "hit_of"]
+__all__ = ["CROWD_REASON", "OWN_VIEWER_HEADER", "REPEAT_REASON", "BurstWindow", "CrowdWindow",
+           "Judge", "RepeatWindow", "hit_of"]
 
 # Set by the pixel endpoint, and kept with the view, when the request carried a mailseen
 # session cookie: the team's own browser, never a view.
@@ -24,6 +24,13 @@ OWN_VIEWER_HEADER = "x-mailseen-own-viewer"
 BURST_WINDOW = timedelta(seconds=2)
 REPEAT_WINDOW = timedelta(minutes=1)
 REPEAT_REASON = "repeat within a minute (not counted again)"
+# One person opens their copy on a few devices; a copy fetched by more distinct clients than
+# this within the window is being fetched by something else (a token shared or replayed to
+# inflate the count).
+CROWD_WINDOW = timedelta(minutes=10)
+CROWD_LIMIT = 4
+CROWD_REASON = ("one recipient's copy fetched by more than {limit} different clients within "
+                "{minutes} minutes: not one person's views")
 
 Client = tuple[str | None, str | None]  # (IP, user agent)
 Pixel = tuple[int, int]  # (message id, recipient)
@@ -105,6 +112,42 @@ class RepeatWindow:
             del self._counted[key]
 
 
+class CrowdWindow:
+    """Which distinct clients (IP and user agent) fetched each personal copy in the last ten
+    minutes. Fed in time order; memory is bounded by the window and by ``limit``."""
+
+    def __init__(self, span: timedelta = CROWD_WINDOW, most: int = CROWD_LIMIT,
+                 limit: int = 100_000) -> None:
+        self.span = span
+        self.most = most
+        self.limit = limit
+        self._seen: dict[tuple[int, int], dict[Client, datetime]] = {}
+        self._order: deque[tuple[datetime, tuple[int, int]]] = deque()
+
+    def crowded(self, view: ViewIn) -> bool:
+        """Whether ``view`` comes from one client too many for one person's copy. Copies
+        every recipient shares (position 0) may be fetched by many people: never."""
+        if not view.recipient:
+            return False
+        horizon = view.at - self.span
+        while self._order and (self._order[0][0] < horizon or len(self._order) > self.limit):
+            _, key = self._order.popleft()
+            clients = self._seen.get(key)
+            if clients is not None:
+                for client in [c for c, at in clients.items() if at < horizon]:
+                    del clients[client]
+                if not clients:
+                    del self._seen[key]
+        key = (view.message_id, view.recipient)
+        clients = self._seen.setdefault(key, {})
+        client = (view.ip, view.user_agent)
+        if client not in clients and len(clients) >= self.most:
+            return True
+        clients[client] = view.at
+        self._order.append((view.at, key))
+        return False
+
+
 def hit_of(view: ViewIn, sent_at: datetime | None, others: int) -> Hit:
     headers = dict(view.headers)
     if view.user_agent is not None:
@@ -127,9 +170,14 @@ class Judge:
         self.classifier = HitClassifier(load_data(data_dir / "netdata" if data_dir else None))
         self.window = BurstWindow()
         self.repeats = RepeatWindow()
+        self.crowd = CrowdWindow()
 
     def __call__(self, view: ViewIn, sent_at: datetime | None) -> Judged:
         verdict = self.classifier.classify(hit_of(view, sent_at, self.window.count(view)))
+        if verdict.counts and self.crowd.crowded(view):
+            return Judged("machine", CROWD_REASON.format(
+                limit=self.crowd.most, minutes=int(self.crowd.span.total_seconds() // 60)),
+                verdict.client)
         if verdict.counts and self.repeats.repeat(view):
             # Judged a machine fetch, not a second view: summaries stay a count of human
             # events, and `mailseen reclassify` (same Judge, same order) agrees.
@@ -138,12 +186,10 @@ class Judge:
 
 
 def record_judged(writer: ViewWriter, views: Sequence[ViewIn], judge: JudgeHit) -> int:
-    """Record a batch of pixel hits: read what judging needs (each message's sending time),
-    judge each view once, then write them. Views of messages that do not exist are dropped;
-    returns how many were stored."""
-    sent = writer.sending_times({v.message_id for v in views})
-    return writer.write([(v, judge(v, sent[v.message_id]))
-                         for v in views if v.message_id in sent])
+    """Record a batch of pixel hits: read what judging needs (whose copy each hit is, and
+    when it was sent), judge each view once, then write them. Views of copies or messages
+    that do not exist are dropped; returns how many were stored."""
+    return writer.write([(v, judge(v, sent_at)) for v, sent_at in writer.resolve(views)])
 
 
 def record_views(store: Store, views: Sequence[ViewIn], judge: JudgeHit) -> int:

@@ -1,17 +1,18 @@
-"""The delivery worker: claims queued messages from the database and hands them to their
-mailbox's transport. Temporary failures retry with exponential backoff; permanent ones (and
-running out of attempts) mark the message failed with the reason."""
+"""The delivery worker: claims queued copies of messages from the database and hands them to
+their mailbox's transport. Temporary failures retry with exponential backoff; permanent ones
+(and running out of attempts) mark the copy failed with the reason."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from datetime import timedelta
 
 from ..clock import Clock, wait
 from ..errors import DeliveryError, MailseenError
-from ..records import Claim, Envelope, Relay
+from ..records import Claim, CopyRecord, Envelope, Relay
 from ..storage import Store
 from ..transports import Transport
 
@@ -23,10 +24,13 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 class DeliveryWorker:
     def __init__(self, store: Store, transports: dict[str, Transport], *,
-                 retry_base: float = 30.0, retry_max: float = 3600.0, max_attempts: int = 12,
+                 render: Callable[[bytes, CopyRecord], bytes], retry_base: float = 30.0,
+                 retry_max: float = 3600.0, max_attempts: int = 12,
                  lease: timedelta = timedelta(minutes=5), idle_poll: float = 1.0,
                  clock: Clock | None = None) -> None:
         self.store = store
+        # How a copy's bytes are made of the stored message (its pixel put in).
+        self.render = render
         self.transports = transports
         self.retry_base = retry_base
         self.retry_max = retry_max
@@ -58,7 +62,7 @@ class DeliveryWorker:
             await wait(self.clock, self.idle_poll, stop, self._wake)
 
     async def run_once(self) -> bool:
-        """Deliver one due message; return False when none was due."""
+        """Deliver one due copy; return False when none was due."""
         claim = await asyncio.to_thread(self.store.claim_next, self.lease)
         if claim is None:
             return False
@@ -79,36 +83,40 @@ class DeliveryWorker:
         return " ".join(_UNPRINTABLE.sub(" ", text).split())[:1000] or "no reply text"
 
     async def _deliver(self, claim: Claim) -> None:
-        msg = claim.message
+        msg, copy = claim.message, claim.copy
+        name = f"message {msg.id}" + (f" to {copy.recipient}" if copy.recipient else "")
         transport = self.transports.get(claim.mailbox.transport)
         try:
             if transport is None:
                 raise DeliveryError(f"unknown transport {claim.mailbox.transport!r}",
                                     permanent=True)
-            note = await transport.deliver(*_handover(claim))
+            note = await transport.deliver(*_handover(claim, self.render(claim.raw, copy)))
         except DeliveryError as exc:
             reason = self._reason(str(exc))
-            if exc.permanent or msg.attempts >= self.max_attempts:
+            if exc.permanent or copy.attempts >= self.max_attempts:
                 why = reason if exc.permanent else (
-                    f"gave up after {msg.attempts} attempts: {reason}")
-                log.warning("message %d failed: %s", msg.id, why)
-                await asyncio.to_thread(self.store.mark_failed, msg.id, why)
+                    f"gave up after {copy.attempts} attempts: {reason}")
+                log.warning("%s failed: %s", name, why)
+                await asyncio.to_thread(self.store.mark_failed, copy.id, why)
             else:
-                delay = self.backoff(msg.attempts)
-                log.info("message %d: %s; retrying in %.0fs", msg.id, reason, delay)
-                await asyncio.to_thread(self.store.mark_retry, msg.id, reason,
+                delay = self.backoff(copy.attempts)
+                log.info("%s: %s; retrying in %.0fs", name, reason, delay)
+                await asyncio.to_thread(self.store.mark_retry, copy.id, reason,
                                         self.clock.now() + timedelta(seconds=delay))
             return
-        log.info("message %d sent: %s", msg.id, note)
-        await asyncio.to_thread(self.store.mark_sent, msg.id, None)
+        log.info("%s sent: %s", name, note)
+        await asyncio.to_thread(self.store.mark_sent, copy.id, None)
 
 
-def _handover(claim: Claim) -> tuple[Envelope, Relay | None]:
-    """What the transport gets: the envelope recipients chosen at sending time and the
-    stored bytes, and the mailbox's relay when it has one."""
-    msg, box = claim.message, claim.mailbox
-    key = f"{msg.created_at.strftime('%Y%m%d-%H%M%S')}-{msg.id}"
-    envelope = Envelope(box.address, tuple(msg.envelope_to), claim.raw, key)
+def _handover(claim: Claim, data: bytes) -> tuple[Envelope, Relay | None]:
+    """What the transport gets: the copy's bytes for its envelope recipients (the one
+    recipient of a personal copy; those chosen at sending time for a shared one), and the
+    mailbox's relay when it has one."""
+    msg, copy, box = claim.message, claim.copy, claim.mailbox
+    key = f"{msg.created_at.strftime('%Y%m%d-%H%M%S')}-{msg.id}" + (
+        f"-{copy.position}" if copy.position else "")
+    recipients = (copy.recipient,) if copy.recipient else tuple(msg.envelope_to)
+    envelope = Envelope(box.address, recipients, data, key)
     if box.transport != "smtp":
         return envelope, None
     return envelope, Relay(box.smtp_host, box.smtp_port, box.smtp_tls, box.smtp_username,

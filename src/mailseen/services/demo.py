@@ -130,9 +130,10 @@ class Client:
     network: str  # the first three octets
     accept: str = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 
-    def view(self, message_id: int, at: datetime, host: int) -> ViewIn:
-        return ViewIn(message_id, 0, at, "GET", f"{self.network}.{host}", self.user_agent,
-                      {"accept": self.accept, "accept-language": "en-GB,en;q=0.9"})
+    def view(self, copy_key: int, at: datetime, host: int) -> ViewIn:
+        return ViewIn(0, 0, at, "GET", f"{self.network}.{host}", self.user_agent,
+                      {"accept": self.accept, "accept-language": "en-GB,en;q=0.9"},
+                      copy_key=copy_key)
 
 
 _CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -157,7 +158,7 @@ CLIENTS = {
                              "like Gecko) Chrome/42.0.2311.135 Safari/537.36 Edge/12.246 "
                              "Mozilla/5.0", "66.102.8"),
     "mimecast": Client("Mozilla/5.0 (compatible; Mimecast URL Protect)", "205.139.110", "*/*"),
-    "defender": Client(_CHROME, "40.94.16"),
+    "defender": Client(_CHROME, "13.70.1"),  # Defender detonates in Azure (AzureCloud tag)
 }
 
 # Recipients read in one way: (the machine fetch at delivery or None, the reader's client).
@@ -285,7 +286,10 @@ def fill_small(inst: Instance, *, seed: int = 1, force: bool = False,
     asyncio.run(inst.worker().drain())  # into the outbox folder, as `serve` would
     inst.store.backdate(times, replied)
     progress.advance()
-    hits = sorted((v for s in last_sent for v in _small_views(rng, s, now)),
+    # Each demo message went to one person: their copy's pixel is what they fetch.
+    copies = inst.store.copies_of([s.record.id for s in last_sent])
+    keys = {mid: found[0].token_key or 0 for mid, found in copies.items()}
+    hits = sorted((v for s in last_sent for v in _small_views(rng, s, keys[s.record.id], now)),
                   key=lambda v: v.at)
     stored = record_views(inst.store, hits, Judge(inst.settings.data_dir))
     progress.close()
@@ -331,21 +335,21 @@ def _small_conversation(inst: Instance, rng: random.Random, box: MailboxRecord,
     return last
 
 
-def _small_views(rng: random.Random, sent: _Sent, now: datetime) -> list[ViewIn]:
+def _small_views(rng: random.Random, sent: _Sent, key: int, now: datetime) -> list[ViewIn]:
     reader = rng.choices(list(READER_WEIGHTS), list(READER_WEIGHTS.values()))[0]
     machine, person = READERS[reader]
     if sent.reader == "machine":
         machine, person = rng.choice(("mpp", "mimecast", "defender", "gmail_prefetch")), ""
-    mid, host = sent.record.id, rng.randrange(2, 250)
+    host = rng.randrange(2, 250)
     views = []
     if machine is not None:
-        views.append(CLIENTS[machine].view(mid, sent.at + timedelta(seconds=rng.uniform(3, 40)),
+        views.append(CLIENTS[machine].view(key, sent.at + timedelta(seconds=rng.uniform(3, 40)),
                                            host))
     if sent.reader == "read":
         at = sent.at
         for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 5))):
             at += timedelta(minutes=rng.lognormvariate(math.log(90), 1.5) + 1)
-            views.append(CLIENTS[person].view(mid, at, host))
+            views.append(CLIENTS[person].view(key, at, host))
     return [v for v in views if v.at <= now]
 
 

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from ..core.autoreply import detect_automatic
 from ..core.pixel import pixel_tag, pixel_url
-from ..core.tokens import TokenRef
+from ..core.tokens import TokenRef, new_copy_key
 from ..core.tracking import not_trackable
 from ..records import MailboxIn, MailboxRecord, TrackingMode
 from ..storage.bulk import BATCH, BulkLoader
@@ -185,6 +185,7 @@ class _Loader:
             date="", msgid="<x@example.com>", thread="",
             extra="Auto-Submitted: auto-replied\r\n", body="").encode()).reason
         self.judged = self._judge_clients()
+        self.copy_of: dict[int, tuple[int, int]] = {}  # message id -> (copy id, position)
         self.view_rows = {name: {
             "recipient": 0, "method": "GET", "user_agent": c.user_agent,
             "headers_json": json.dumps(c.view(1, _utc(0), 1).headers, separators=(",", ":")),
@@ -272,9 +273,12 @@ class _Loader:
             for at, client in hits:
                 seq += 1
                 heapq.heappush(pending, (at, seq, mid, client))
-            row, raw = self._message_row(j, mid, conv_ids, prev_msgid, hits)
+            row, raw, copy = self._message_row(j, mid, conv_ids, prev_msgid, hits, ids)
             bulk.add("messages", [row])
             bulk.add("message_data", [{"message_id": mid, "raw": raw}])
+            if copy is not None:
+                bulk.add("copies", [copy])
+                self.copy_of[mid] = (copy["id"], copy["position"])
         while pending:
             stored += self._view(bulk, heapq.heappop(pending), ids)
         return stored
@@ -301,7 +305,10 @@ class _Loader:
         return sorted([*first, *((at, person) for at in times)])
 
     def _message_row(self, j: int, mid: int, conv_ids: list[int], prev_msgid: dict[int, str],
-                     hits: list[tuple[float, str]]) -> tuple[dict[str, Any], bytes]:
+                     hits: list[tuple[float, str]], ids: dict[str, int]
+                     ) -> tuple[dict[str, Any], bytes, dict[str, Any] | None]:
+        """A message's row and bytes, and for one the team sent, its one copy: the
+        recipient's own, with a pixel of its own when tracked."""
         plan = self.plan
         conv = plan.msg_conv[j]
         box = self.boxes[plan.conv_box[conv]]
@@ -325,7 +332,8 @@ class _Loader:
             references=reply_to, created_at=created, direction="out" if out else "in",
             attempts=1 if out else 0, automatic=kind == 2, view_count=0, machine_count=0,
             auto_reason=self.auto_reason if kind == 2 else "",
-            from_addr=box.address if out else addr)
+            from_addr=box.address if out else addr, copies=0, viewed_copies=0,
+            failed_copies=0, sent_by="", sent_by_user_id=None)
         thread = f"In-Reply-To: {reply_to}\r\nReferences: {reply_to}\r\n" if reply_to else ""
         fields = {"name": box.display_name if out else name, "box": box.address if out else addr,
                   "to": addr if out else box.address, "subject": subject,
@@ -336,10 +344,11 @@ class _Loader:
             raw = _T_PLAIN.format(**fields, extra="Auto-Submitted: auto-replied\r\n"
                                   if kind == 2 else "",
                                   body=AUTO_REPLY if kind == 2 else REPLIES[mid % len(REPLIES)])
-            return row, raw.encode()
+            return row, raw.encode(), None
         decision = self.tracking[box.id]
         tracked = decision.enabled and j not in self.plain
         row.update(source="web" if mid % 2 else "api", tracked=tracked,
+                   sent_by="web app" if mid % 2 else "API token",
                    tracking_reason=(not_trackable("plain text") if j in self.plain and
                                     decision.enabled else decision.reason))
         if j in self.failed:
@@ -353,23 +362,37 @@ class _Loader:
             row[first], row[last] = (_utc(min(verdict_of)), _utc(max(verdict_of))
                                      ) if verdict_of else (None, None)
         body = f"{subject}: the details are below. Reply to this message if anything is unclear."
+        ids["copies"] += 1
+        copy = {key: row[key] for key in _COPY_FROM_MESSAGE}
+        copy.update(id=ids["copies"], message_id=mid, position=1 if tracked else 0,
+                    recipient=addr if tracked else None, lease_until=None,
+                    next_attempt_at=None, last_attempt_at=row["sent_at"] or created,
+                    token_key=new_copy_key() if tracked else None)
+        row.update(copies=1 if tracked else 0, viewed_copies=int(
+            tracked and (bool(row["view_count"]) or row["replied_at"] is not None)),
+            failed_copies=int(j in self.failed))
         if tracked:
-            token = self.inst.signer.make(TokenRef(mid))
+            token = self.inst.signer.make(TokenRef(copy_key=copy["token_key"]))
             raw = _T_HTML.format(**fields, body=body, pixel=self.pixel.replace("TOKEN", token))
         else:
             raw = _T_PLAIN.format(**fields, extra="", body=f"Hello,\r\n\r\n{body}")
-        return row, raw.encode()
+        return row, raw.encode(), copy
 
     def _view(self, bulk: BulkLoader, item: tuple[float, int, int, str], ids: dict[str, int]
               ) -> int:
         at, _, mid, name = item
         ids["view_events"] += 1  # in the order written, which is time order
         bulk.add("view_events", [{**self.view_rows[name], "id": ids["view_events"],
-                              "message_id": mid, "at": _utc(at),
+                              "message_id": mid, "copy_id": self.copy_of[mid][0],
+                              "recipient": self.copy_of[mid][1], "at": _utc(at),
                               "ip": f"{CLIENTS[name].network}.{mid % 250 + 2}"}])
         return 1
 
 
+# What a bulk-loaded message's one copy shares with it.
+_COPY_FROM_MESSAGE = ("status", "attempts", "last_error", "sent_at", "view_count",
+                      "first_viewed_at", "last_viewed_at", "machine_count", "first_machine_at",
+                      "last_machine_at", "replied_at")
 _MESSAGE_NULLABLE = ("last_error", "next_attempt_at", "lease_until", "sent_at",
                      "first_viewed_at", "last_viewed_at", "first_machine_at", "last_machine_at",
                      "replied_at", "in_reply_to", "references")

@@ -16,9 +16,9 @@ from typing import overload
 
 from ..core.autoreply import detect_automatic
 from ..core.compose import read_facts
-from ..core.htmlscan import scan_html
+from ..core.dsn import Report, read_report
 from ..core.inject import tag_message
-from ..core.mailbody import Display, TooComplex, parse_message, walk
+from ..core.mailbody import Display, TooComplex, body_words, parse_message
 from ..records import Ingested, MailboxRecord, NewMessage
 from ..storage import Store
 from .sending import Sender
@@ -45,18 +45,6 @@ def _clean(value: str | None) -> str | None:
     return None if value is None else _CONTROL.sub("", value)[:998]
 
 
-def _image_sources(html: str) -> list[str]:
-    """Every ``<img src>`` in ``html``, read as the tagger reads them."""
-    found: list[str] = []
-
-    def collect(src: str) -> bool:
-        found.append(src)
-        return False
-
-    scan_html(html, collect)
-    return found
-
-
 class Ingestor:
     def __init__(self, store: Store, sender: Sender,
                  on_ingested: Callable[[Ingested], None] | None = None,
@@ -70,39 +58,53 @@ class Ingestor:
     def quoted_messages(self, raw: bytes) -> list[int]:
         """Ids of our messages whose pixels ``raw`` quotes: a reply (or bounce) whose client
         dropped In-Reply-To/References still threads by them."""
-        try:
-            msg = parse_message(raw)
-        except TooComplex:
-            return []
+        return self._cleaned(raw)[1]
+
+    def _cleaned(self, raw: bytes) -> tuple[bytes, list[int]]:
+        """``raw`` with our pixels taken out (displaying it must never count as a view), and
+        the messages those pixels were of. One pass of the tagger finds them: the pixel URL
+        shape is known to :meth:`Sender.own_url` alone."""
+        found: list[str] = []
+
+        def ours(url: str) -> bool:
+            own = self.sender.is_own_pixel(url)
+            if own:
+                found.append(url)
+            return own
+
+        cleaned = tag_message(raw, "", ours)
+        refs = [self.sender.signer.check(own.token) for own in
+                (self.sender.own_url(url) for url in found) if own is not None]
+        keys = [r.copy_key for r in refs if r is not None and r.copy_key]
+        of_copies = self.store.messages_of_copies(keys)
         ids: list[int] = []
-        for part in walk(msg):
-            if part.get_content_type() != "text/html" or not isinstance(part, EmailMessage):
-                continue
-            try:
-                html = str(part.get_content())
-            except (LookupError, ValueError, AssertionError):
-                continue
-            for src in _image_sources(html):
-                own = self.sender.own_url(src)
-                ref = self.sender.signer.check(own.token) if own is not None else None
-                if ref is not None and ref.message_id not in ids:
-                    ids.append(ref.message_id)
-        return ids
+        for ref in refs:
+            mid = (of_copies.get(ref.copy_key) if ref.copy_key else ref.message_id) if ref else None
+            if mid and mid not in ids:
+                ids.append(mid)
+        return (cleaned.data if cleaned.pixels_removed else raw), ids
 
     def ingest(self, mailbox: MailboxRecord, raw: bytes, source: str,
                envelope_to: list[str] | None = None) -> Ingested:
         """Store ``raw`` as received by ``mailbox``, once, threaded, with our pixels taken out
         (displaying it must never count as a view), judged automatic or not."""
         facts = read_facts(raw)
-        hints = self.quoted_messages(raw)
-        cleaned = tag_message(raw, "", self.sender.is_own_pixel)
-        if cleaned.pixels_removed:
-            raw = cleaned.data
+        raw, hints = self._cleaned(raw)
         message_id = facts.message_id
         if not message_id or len(message_id) > 900:
             # None (or an absurd one): derive a stable id so a re-poll is still a duplicate.
             message_id = f"<{hashlib.sha256(raw).hexdigest()[:32]}@mailseen.invalid>"
         auto = detect_automatic(raw)
+        try:  # the one parse the words and a delivery report are read from
+            parsed: EmailMessage | None = parse_message(raw)
+        except TooComplex:
+            parsed = None
+        report = read_report(parsed) if parsed is not None and auto.automatic else None
+        if report is not None and report.message_id:
+            # A bounce threads with the message it returns, which it names only inside.
+            returned = self.store.find_outbound(mailbox.id, report.message_id)
+            if returned is not None and returned.id not in hints:
+                hints.append(returned.id)
         result = self.store.add_inbound(NewMessage(
             mailbox_id=mailbox.id, message_id=_clean(message_id),
             subject=_clean(facts.subject), from_addr=_clean(facts.from_addr),
@@ -111,14 +113,28 @@ class Ingestor:
             references=_clean(facts.references), source=source,
             direction="in", automatic=auto.automatic,
             auto_reason=auto.reason if auto.automatic else "",
+            words=body_words(parsed) if parsed is not None else "",
         ), raw, hints)
         if not result.duplicate:
+            if report is not None:
+                self._bounced(mailbox, report, hints)
             self._prepare_display(result.message.id, raw)
             log.info("received %s for %s via %s%s", message_id, mailbox.address, source,
                      f" (automatic: {auto.reason})" if auto.automatic else "")
             if self.on_ingested is not None:
                 self.on_ingested(result)
         return result
+
+    def _bounced(self, mailbox: MailboxRecord, report: Report, hints: list[int]) -> None:
+        """A delivery report: mark the copies it gave up on as bounced."""
+        if not report.bounces:
+            return
+        by = f" (reported by {report.reporter})" if report.reporter else ""
+        changed = self.store.mark_bounced(
+            mailbox.id, report.message_id, hints,
+            [(b.recipient, f"{b.reason}{by}") for b in report.bounces])
+        if changed:
+            log.info("bounce for message(s) %s of %s", changed, mailbox.address)
 
     def _prepare_display(self, message_id: int, raw: bytes) -> None:
         if self.render is None:

@@ -59,9 +59,9 @@ class Instance:
         transports: dict[str, Transport] = {
             "outbox": OutboxTransport(settings.outbox_dir), "smtp": smtp}
         messages = Messages(store, mailboxes, sender.is_own_pixel)
-        return cls(settings, db, store, signer, mailboxes, messages,
-                   sender, Accounts(store), Ingestor(store, sender, render=render), transports,
-                   clock)
+        accounts = Accounts(store, memory_kib=settings.password_memory_kib)
+        return cls(settings, db, store, signer, mailboxes, messages, sender, accounts,
+                   Ingestor(store, sender, render=render), transports, clock)
 
     def upgrade(self) -> None:
         """Bring the database schema up to date."""
@@ -80,7 +80,7 @@ class Instance:
         s = self.settings
         return DeliveryWorker(self.store, self.transports, retry_base=s.retry_base_seconds,
                               retry_max=s.retry_max_seconds, max_attempts=s.max_attempts,
-                              clock=self.clock)
+                              clock=self.clock, render=self.sender.copy_bytes)
 
     def close(self) -> None:
         self.db.dispose()

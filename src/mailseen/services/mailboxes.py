@@ -7,8 +7,9 @@ or None for the installation itself (the CLI, an installation-wide API token).""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from ..core.compose import parse_address
@@ -208,6 +209,13 @@ class Mailboxes:
         return checked(replace(stored, **given))
 
     # -- what the IMAP poller keeps ----------------------------------------------------
+
+    def delivery_trouble(self, actor: UserRecord | None, boxes: Sequence[MailboxRecord]
+                         ) -> dict[int, tuple[str, datetime]]:
+        """Those of ``boxes`` the actor may see whose latest delivery attempt failed (their
+        relay is failing now): {mailbox id: (the error in words, when)}."""
+        return self.store.delivery_trouble([b.id for b in boxes
+                                            if can_see_mailbox(actor, b.id)])
 
     def imap_accounts(self) -> list[ImapState]:
         return self.store.imap_accounts()

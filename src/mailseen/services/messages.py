@@ -11,10 +11,19 @@ from datetime import datetime
 
 from ..core.inject import tag_message
 from ..core.mailbody import Display
-from ..errors import NotFound
-from ..records import ConversationRecord, MessageRecord, Report, UserRecord, ViewRecord
+from ..errors import InvalidInput, NotFound
+from ..records import (
+    ConversationRecord,
+    CopyRecord,
+    MessageRecord,
+    Report,
+    UserRecord,
+    ViewRecord,
+)
 from ..storage import Store
-from .mailboxes import Mailboxes, can_see_mailbox
+from . import live
+from .live import LiveChanges, LiveScope
+from .mailboxes import Mailboxes, can_see_mailbox, require_admin
 
 __all__ = ["Messages"]
 
@@ -36,7 +45,8 @@ class Messages:
         return m
 
     def raw(self, actor: UserRecord | None, message_id: int) -> bytes:
-        """The bytes as stored: what was delivered (with its pixel), or what was received."""
+        """The bytes as stored: what was sent as written (each recipient's copy had its own
+        pixel put in on the way out), or what was received."""
         self.get(actor, message_id)
         return self.store.get_raw(message_id)
 
@@ -70,6 +80,39 @@ class Messages:
         """The views of a message read before (no second lookup of it)."""
         _require(actor, message)
         return self.store.list_views(message.id, limit=limit)
+
+    def copies(self, actor: UserRecord | None, message: MessageRecord) -> list[CopyRecord]:
+        """A message's copies, one per recipient (or one for all), with each one's delivery
+        state and what its pixel saw."""
+        _require(actor, message)
+        return self.store.copies_of([message.id])[message.id]
+
+    def recipients_of(self, actor: UserRecord | None, messages: Sequence[MessageRecord]
+                      ) -> dict[int, list[CopyRecord]]:
+        """:meth:`copies` of several messages read before, in one query."""
+        for m in messages:
+            _require(actor, m)
+        return self.store.copies_of([m.id for m in messages if m.direction == "out"])
+
+    def retry(self, actor: UserRecord | None, message_id: int) -> int:
+        """Try the copies of a message that wait or failed again now (admins only; none
+        that were sent). Returns how many were queued."""
+        return self._requeue(actor, message_id, self.store.retry_now)
+
+    def cancel(self, actor: UserRecord | None, message_id: int) -> int:
+        """Withdraw the copies of a message that wait or failed (admins only). Returns how
+        many were withdrawn."""
+        return self._requeue(actor, message_id, self.store.cancel)
+
+    def _requeue(self, actor: UserRecord | None, message_id: int,
+                 change: Callable[[Sequence[int]], int]) -> int:
+        require_admin(actor)
+        message = self.get(actor, message_id)
+        if message.direction != "out":
+            raise InvalidInput("message: only messages the team sent are delivered",
+                               field="message")
+        copies = self.store.copies_of([message.id])[message.id]
+        return change([c.id for c in copies])
 
     def newest(self, actor: UserRecord | None, *, mailbox_id: int | None = None,
              status: str | None = None, limit: int = 50, before: int | None = None
@@ -116,17 +159,7 @@ class Messages:
         return self.store.conversation_page(ids, status=status, search=search, limit=limit,
                                             offset=offset)
 
-    # -- live updates and reports ---------------------------------------------------------
-
-    def last_view_id(self) -> int:
-        """Where a live listing starts listening from."""
-        return self.store.last_view_id()
-
-    def views_since(self, actor: UserRecord | None, after_id: int
-                    ) -> list[tuple[int, int, int | None]]:
-        """(view id, message id, conversation id) of views newer than ``after_id`` in the
-        actor's mailboxes."""
-        return self.store.views_since(after_id, self.mailboxes.visible_ids(actor))
+    # -- reports --------------------------------------------------------------------------
 
     def report(self, actor: UserRecord | None, mailbox_ids: Sequence[int], since: datetime,
                days: int) -> Report:
@@ -137,6 +170,33 @@ class Messages:
     def pending_counts(self) -> dict[str, int]:
         """Messages still in the queue or needing attention, by status (the health check)."""
         return self.store.pending_counts()
+
+    # -- live pages: the change cursor ----------------------------------------------------
+
+    def live_cursor(self, actor: UserRecord | None, scope: LiveScope) -> str:
+        """The change cursor of ``scope`` as of now, for a page to watch from. Take it before
+        reading what the page shows: a change made in between then shows up as one.
+        NotFound for a conversation or mailbox the actor may not see."""
+        return live.start(self.store, scope, self._live_mailboxes(actor, scope))
+
+    def live_changes(self, actor: UserRecord | None, scope: LiveScope, cursor: str
+                     ) -> LiveChanges:
+        """What moved since ``cursor`` (from :meth:`live_cursor` or an earlier answer): the
+        next cursor; whether anything ``scope`` shows changed (a view or machine fetch
+        recorded, a message stored in either direction, a delivery state or count changed);
+        and the new views and messages in every mailbox the actor may see, for
+        notifications. A cursor that cannot be read starts afresh (nothing changed).
+
+        What changes in place is followed through a digest (see storage/live.py): a new
+        table whose rows the pages show belongs in it."""
+        return live.changes(self.store, scope, self._live_mailboxes(actor, scope), cursor)
+
+    def _live_mailboxes(self, actor: UserRecord | None, scope: LiveScope) -> list[int]:
+        if scope.kind == "conversation":
+            self.conversation(actor, scope.id)
+        elif scope.kind == "mailbox":
+            self.mailboxes.require(actor, scope.id)
+        return self.mailboxes.visible_ids(actor)
 
 
 def _require(actor: UserRecord | None, message: MessageRecord) -> None:

@@ -7,17 +7,24 @@ from collections.abc import Callable
 
 from ..core.compose import Draft, build_message, parse_address, prepare_raw
 from ..core.inject import tag_message
+from ..core.mailbody import TooComplex, body_words, parse_message
 from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url
 from ..core.reach import reach_warning
-from ..core.tokens import TokenRef, TokenSigner
+from ..core.tokens import TokenRef, TokenSigner, new_copy_key
 from ..core.tracking import not_trackable
 from ..errors import InvalidInput
-from ..records import MailboxRecord, MessageRecord, NewMessage
+from ..records import (
+    CopyRecord,
+    MailboxRecord,
+    MessageRecord,
+    NewCopy,
+    NewMessage,
+    UserRecord,
+)
 from ..storage import Store
-from ..storage.store import Rendered
 from .mailboxes import Mailboxes
 
-__all__ = ["Sender"]
+__all__ = ["TURNED_OFF", "Sender"]
 
 
 class Sender:
@@ -43,8 +50,8 @@ class Sender:
     def _genuine(self, token: str) -> bool:
         return self.signer.check(token) is not None
 
-    def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api"
-                   ) -> MessageRecord:
+    def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api", *,
+                   actor: UserRecord | None = None, track: bool = True) -> MessageRecord:
         draft.from_addr = draft.from_addr or mailbox.address
         draft.from_name = draft.from_name or mailbox.display_name
         raw = build_message(draft, _domain(mailbox.address))
@@ -54,47 +61,117 @@ class Sender:
                   for f, values in (("to", draft.to), ("cc", draft.cc), ("bcc", draft.bcc))}
         envelope = list(dict.fromkeys([*chosen["to"], *chosen["cc"], *chosen["bcc"]]))
         return self.submit(mailbox, raw, bcc=chosen["bcc"], envelope_to=envelope,
-                           source=source)
+                           source=source, actor=actor, track=track)
 
     def submit(self, mailbox: MailboxRecord, raw: bytes, *, bcc: list[str] | None = None,
-               envelope_to: list[str] | None = None, source: str = "api", queue: bool = True
-               ) -> MessageRecord:
+               envelope_to: list[str] | None = None, source: str = "api", queue: bool = True,
+               actor: UserRecord | None = None, track: bool = True) -> MessageRecord:
         """Store ``raw`` as a message of ``mailbox``, tracked as the settings say, and queue
-        it for delivery (or, with ``queue=False``, record it as sent by other software)."""
+        it for delivery (or, with ``queue=False``, record it as sent by other software: see
+        :meth:`tag`).
+
+        A tracked message leaves as one copy per envelope recipient, each with a pixel of
+        its own, so that a view names the person whose copy it was; an untracked one leaves
+        once for all. The message is stored as written (earlier pixels of ours taken out);
+        each copy gets its pixel as it is handed over (:meth:`copy_bytes`).
+
+        ``actor`` is who sends it (None: the installation, through ``source``); ``track``
+        False turns tracking off for this one message (it never turns it on where the
+        mailbox or global setting has it off)."""
         raw, facts = prepare_raw(raw, _domain(mailbox.address))
         all_bcc = list(dict.fromkeys([*facts.bcc, *(bcc or [])]))
         recipients = envelope_to or list(dict.fromkeys([*facts.to, *facts.cc, *all_bcc]))
         if queue and not recipients:
             raise InvalidInput("to: the message has no recipients", field="to")
         decision = self.mailboxes.decision(mailbox)
-
-        def render(message_id: int) -> Rendered:
-            if not decision.enabled:
-                # Still take out our earlier pixels quoted in a reply, or displaying this
-                # message would count as a view of the earlier one.
-                cleaned = tag_message(raw, "", self.is_own_pixel)
-                data = cleaned.data if cleaned.pixels_removed else raw
-                return Rendered(data, False, decision.reason)
-            token = self.signer.make(TokenRef(message_id))
-            result = tag_message(raw, pixel_tag(pixel_url(self.base_url, token)),
-                                 self.is_own_pixel)
-            if not result.trackable:
-                return Rendered(raw, False, not_trackable(result.reason or "unknown"))
-            # Still tracked (tests send to loopback), but the decision says it is in vain.
-            warning = reach_warning(self.base_url, recipients)
-            return Rendered(result.data, True,
-                            f"{decision.reason}; {warning}" if warning else decision.reason)
-
+        # Our earlier pixels, quoted in a reply, come out whether or not this one is
+        # tracked: displaying it would count as a view of the earlier message.
+        cleaned = tag_message(raw, "", self.is_own_pixel)
+        body = cleaned.data if cleaned.pixels_removed else raw
+        tracked, reason = False, decision.reason
+        copies = [NewCopy(0, None, None)]
+        if decision.enabled and not track:
+            reason = TURNED_OFF
+        elif decision.enabled:
+            # Whether a pixel can go in depends on the message's structure alone: try one.
+            probe = tag_message(body, self._pixel(new_copy_key()), _none_ours)
+            if not probe.trackable:
+                reason = not_trackable(probe.reason or "unknown")
+            else:
+                tracked = True
+                # Still tracked (tests send to loopback), but the reason says it is in vain.
+                if warning := reach_warning(self.base_url, recipients):
+                    reason = f"{decision.reason}; {warning}"
+                # Mail other software sends gets its copy from :meth:`tag`.
+                copies = [NewCopy(n, r, new_copy_key()) for n, r in
+                          enumerate(recipients, 1)] if queue else []
         new = NewMessage(
             mailbox_id=mailbox.id, message_id=facts.message_id, subject=facts.subject,
             from_addr=facts.from_addr or mailbox.address, to=facts.to, cc=facts.cc, bcc=all_bcc,
             envelope_to=recipients, in_reply_to=facts.in_reply_to, references=facts.references,
-            source=source,
+            source=source, sent_by=_sender_name(actor, source),
+            sent_by_user_id=actor.id if actor else None, words=_words(body),
         )
-        record = self.store.add_message(new, render, queued=queue)
+        record = self.store.add_message(new, body, copies, tracked=tracked, reason=reason,
+                                        queued=queue)
         if queue and self.on_queued is not None:
             self.on_queued()
         return record
+
+    def tag(self, mailbox: MailboxRecord, raw: bytes, recipient: str | None = None
+            ) -> tuple[MessageRecord, bytes]:
+        """The ``tag`` filter's registration: ``raw`` recorded as sent by other software,
+        and the bytes to send. Without ``recipient`` every recipient gets the same copy with
+        one shared pixel (its views cannot name a person); with it, the output is that
+        recipient's own copy. The same message (Message-ID) tagged again is the same
+        message: only a copy for a new recipient is added."""
+        _, facts = prepare_raw(raw, _domain(mailbox.address))
+        found = self.store.find_outbound(mailbox.id, facts.message_id)
+        if found is None or found.source != "tag":
+            found = self.submit(mailbox, raw, source="tag", queue=False)
+        body = self.store.get_raw(found.id)
+        if not found.tracked:
+            return found, body
+        if recipient is not None:
+            recipient = parse_address(recipient, "recipient")
+        copy = self.store.add_copy(found.id, recipient, new_copy_key())
+        return self.store.get_message(found.id), self.copy_bytes(body, copy)
+
+    def copy_bytes(self, raw: bytes, copy: CopyRecord) -> bytes:
+        """A copy as its recipient gets it: the stored message, with the copy's pixel when
+        it has one. The same bytes every time (a retry sends what the first try did)."""
+        if copy.token_key is None:
+            return raw
+        result = tag_message(raw, self._pixel(copy.token_key), _none_ours)
+        return result.data if result.trackable else raw
+
+    def _pixel(self, key: int) -> str:
+        return pixel_tag(pixel_url(self.base_url, self.signer.make(TokenRef(copy_key=key))))
+
+
+# The tracking reason of a message whose sender turned tracking off for it alone.
+TURNED_OFF = "turned off for this message"
+# Who sent a message when no user did: the way it came in.
+_WAYS_IN = {"api": "API token", "cli": "command line", "tag": "tag filter", "web": "web app",
+            "demo": "demo data"}
+
+
+def _sender_name(actor: UserRecord | None, source: str) -> str:
+    if actor is not None:
+        return actor.name or actor.email
+    return _WAYS_IN.get(source, source)
+
+
+def _words(raw: bytes) -> str:
+    try:
+        return body_words(parse_message(raw))
+    except TooComplex:
+        return ""
+
+
+def _none_ours(url: str) -> bool:
+    """For putting a pixel into a message whose earlier pixels are already out."""
+    return False
 
 
 def _domain(address: str) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..core.compose import parse_address
 from ..errors import MailseenError, NotAMessage, NotFound
 from .instance import Instance
 
@@ -57,25 +58,28 @@ def _unchanged(raw: bytes, exc: BaseException) -> Filtered:
     return Filtered(raw, f"trackable=false reason=not registered: {why}")
 
 
-def tag_filter(raw: bytes, mailbox_address: str, open_instance: Callable[[], Instance]
-               ) -> Filtered:
+def tag_filter(raw: bytes, mailbox_address: str, open_instance: Callable[[], Instance],
+               recipient: str | None = None) -> Filtered:
     """Register ``raw`` as sent by the mailbox and return it tracked, or return it unchanged.
 
     Raises NotAMessage when ``raw`` is not a message (empty, or not starting with a header
     field, after an mbox "From " line if there is one) and NotFound for an unknown mailbox:
     the only refusals. Anything else that fails leaves the message unchanged and unregistered.
+    Without ``recipient`` the pixel is one its recipients share (the status line says
+    ``recipients=shared``); with it, the output is that recipient's copy.
     """
     envelope_line, message = _split_from_line(raw)
     if not message.strip() or not _FIELD.match(message):
         raise NotAMessage("input is not a message (it does not start with a header field)")
+    if recipient is not None:
+        recipient = parse_address(recipient, "recipient")  # a wrong argument is refused
     try:
         inst = open_instance()
     except Exception as exc:
         return _unchanged(raw, exc)
     try:
         box = inst.mailboxes.named(None, mailbox_address)
-        record = inst.sender.submit(box, message, source="tag", queue=False)
-        data = inst.messages.raw(None, record.id)
+        record, data = inst.sender.tag(box, message, recipient)
     except NotFound:
         raise  # the mailbox named does not exist: nothing the filter could do is right
     except Exception as exc:
@@ -83,7 +87,8 @@ def tag_filter(raw: bytes, mailbox_address: str, open_instance: Callable[[], Ins
     finally:
         inst.close()
     if record.tracked:
-        status = "trackable=true"
+        status = "trackable=true " + (f"recipient={recipient}" if recipient
+                                      else "recipients=shared")
     else:
         status = "trackable=false reason=" + record.tracking_reason.removeprefix(
             "not trackable: ")
@@ -123,6 +128,6 @@ def not_sent(open_instance: Callable[[], Instance], message_id: int, reason: str
     with contextlib.suppress(Exception):
         inst = open_instance()
         try:
-            inst.store.mark_failed(message_id, reason)
+            inst.store.fail_message(message_id, reason)
         finally:
             inst.close()

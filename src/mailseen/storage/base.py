@@ -7,16 +7,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..clock import SYSTEM, Clock
 from ..errors import InvalidInput, StorageFull, StorageUnavailable
-from ..records import ConversationRecord, MailboxRecord, MessageRecord, ViewRecord
+from ..records import ConversationRecord, CopyRecord, MailboxRecord, MessageRecord, ViewRecord
 from .db import Database
-from .models import Conversation, Mailbox, Message, ViewEvent
+from .models import Conversation, Copy, Mailbox, Message, ViewEvent
 
 _DATA_ERROR = "a value contains characters or a length the database cannot store"
 
@@ -103,7 +103,30 @@ def message_record(row: Message) -> MessageRecord:
         last_machine_at=row.last_machine_at, replied_at=row.replied_at,
         direction=row.direction,  # type: ignore[arg-type]
         conversation_id=row.conversation_id, automatic=row.automatic,
-        auto_reason=row.auto_reason,
+        auto_reason=row.auto_reason, copies=row.copies, viewed_copies=row.viewed_copies,
+        failed_copies=row.failed_copies, sent_by=row.sent_by,
+        sent_by_user_id=row.sent_by_user_id,
+    )
+
+
+def viewed_copies() -> Any:
+    """How many personal copies of the message being updated a person saw (a view or a
+    reply): the value of messages.viewed_copies."""
+    return (select(func.count()).select_from(Copy)
+            .where(Copy.message_id == Message.id, Copy.recipient.is_not(None),
+                   (Copy.view_count > 0) | Copy.replied_at.is_not(None))
+            .scalar_subquery())
+
+
+def copy_record(row: Copy) -> CopyRecord:
+    return CopyRecord(
+        position=row.position, recipient=row.recipient, token_key=row.token_key, id=row.id,
+        message_id=row.message_id, status=row.status,  # type: ignore[arg-type]
+        attempts=row.attempts, last_error=row.last_error, next_attempt_at=row.next_attempt_at,
+        sent_at=row.sent_at, view_count=row.view_count, first_viewed_at=row.first_viewed_at,
+        last_viewed_at=row.last_viewed_at, machine_count=row.machine_count,
+        first_machine_at=row.first_machine_at, last_machine_at=row.last_machine_at,
+        replied_at=row.replied_at,
     )
 
 
@@ -119,4 +142,4 @@ def view_record(r: ViewEvent) -> ViewRecord:
                       method=r.method, ip=r.ip, user_agent=r.user_agent,
                       headers=json.loads(r.headers_json),
                       verdict=r.verdict,  # type: ignore[arg-type]
-                      reason=r.reason, client=r.client)
+                      reason=r.reason, client=r.client, copy_id=r.copy_id)

@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from .db import Database
-from .models import Conversation, Message, MessageData, ViewEvent
+from .models import Conversation, Copy, Message, MessageData, ViewEvent
 
 __all__ = ["TABLES", "BulkLoader", "bulk_loader", "last_ids"]
 
 # What can be loaded, parents before children (the order rows are flushed in).
 TABLES = {"conversations": Conversation, "messages": Message, "message_data": MessageData,
-          "view_events": ViewEvent}
+          "copies": Copy, "view_events": ViewEvent}
+_WITH_IDS = ("conversations", "messages", "copies", "view_events")
 BATCH = 20_000
 COMMIT_EVERY = 200_000
 
@@ -28,7 +29,7 @@ def last_ids(db: Database) -> dict[str, int]:
     """The largest id in use of each table with ids: loaded rows number on from there."""
     with db.engine.connect() as conn:
         return {t: int(conn.exec_driver_sql(f"SELECT max(id) FROM {t}").scalar() or 0)
-                for t in ("conversations", "messages", "view_events")}
+                for t in _WITH_IDS}
 
 
 class BulkLoader:
@@ -74,10 +75,10 @@ class BulkLoader:
             self.conn.exec_driver_sql("ANALYZE")
             self.conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             return
-        for table in ("conversations", "messages", "view_events"):
+        for table in _WITH_IDS:
             self.conn.exec_driver_sql(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                f"(SELECT max(id) FROM {table}))")
+                f"(SELECT COALESCE(max(id), 1) FROM {table}))")
         self.conn.commit()
         auto = self.conn.execution_options(isolation_level="AUTOCOMMIT")
         auto.exec_driver_sql("VACUUM ANALYZE")

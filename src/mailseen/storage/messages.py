@@ -6,30 +6,41 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..errors import NotFound
-from ..records import ConversationRecord, Ingested, MessageRecord, NewMessage
-from .base import StoreBase, conversation_record, every_mailbox, message_record
+from ..records import (
+    ConversationRecord,
+    CopyRecord,
+    Ingested,
+    MessageRecord,
+    NewCopy,
+    NewMessage,
+)
+from .base import (
+    StoreBase,
+    conversation_record,
+    copy_record,
+    every_mailbox,
+    message_record,
+    viewed_copies,
+)
 from .bulk import BulkLoader, bulk_loader, last_ids
-from .models import Conversation, Message, MessageData, ViewEvent
+from .models import Conversation, Copy, Message, MessageData, MessageWords, ViewEvent
+from .queue import settle
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 
 
-@dataclass(frozen=True)
-class Rendered:
-    """What the send pipeline made of a message once its id was known."""
-
-    raw: bytes
-    tracked: bool
-    reason: str
+def count_viewed_copies(s: Session, message_ids: Sequence[int]) -> None:
+    """Recount how many personal copies of each message a person saw (a view or a reply)."""
+    s.execute(update(Message).where(Message.id.in_(sorted(set(message_ids))))
+              .values(viewed_copies=viewed_copies()))
 
 
 def referenced_ids(in_reply_to: str | None, references: str | None) -> list[str]:
@@ -47,7 +58,7 @@ def _new_row(new: NewMessage, t: datetime) -> Message:
         in_reply_to=new.in_reply_to, references=new.references, source=new.source,
         attempts=0, created_at=t, tracked=False, tracking_reason="", view_count=0,
         machine_count=0, direction=new.direction, automatic=new.automatic,
-        auto_reason=new.auto_reason,
+        auto_reason=new.auto_reason, sent_by=new.sent_by, sent_by_user_id=new.sent_by_user_id,
     )
 
 
@@ -80,28 +91,126 @@ class MessageStore(StoreBase):
         s.flush()
         return conv
 
-    def add_message(self, new: NewMessage, render: Callable[[int], Rendered],
-                    queued: bool = True) -> MessageRecord:
-        """Store an outbound message and queue it, atomically. ``render`` gets the new row's
-        id (the token needs it) and returns the bytes to deliver and the tracking decision.
-        With ``queued=False`` it is recorded as already sent (by other software)."""
+    def add_message(self, new: NewMessage, raw: bytes, copies: Sequence[NewCopy], *,
+                    tracked: bool, reason: str, queued: bool = True) -> MessageRecord:
+        """Store an outbound message and its copies, and queue the copies, atomically. With
+        ``queued=False`` the copies are recorded as already sent (by other software)."""
         with self._tx() as s:
             row = _new_row(new, self.clock.now())
             row.status = "queued" if queued else "sent"
             row.next_attempt_at = row.created_at if queued else None
             row.sent_at = None if queued else row.created_at
+            row.tracked, row.tracking_reason = tracked, reason
+            row.copies = sum(1 for c in copies if c.recipient is not None)
             conv = self._thread(s, new)
             row.conversation_id = conv.id
             s.add(row)
             s.flush()
-            rendered = render(row.id)
-            row.tracked = rendered.tracked
-            row.tracking_reason = rendered.reason
-            s.add(MessageData(message_id=row.id, raw=rendered.raw))
+            s.add(MessageData(message_id=row.id, raw=raw))
+            if new.words:
+                s.add(MessageWords(message_id=row.id, words=new.words))
+            for c in copies:
+                s.add(Copy(message_id=row.id, position=c.position, recipient=c.recipient,
+                           token_key=c.token_key, status=row.status, attempts=0,
+                           next_attempt_at=row.next_attempt_at, sent_at=row.sent_at,
+                           view_count=0, machine_count=0))
             conv.latest_sent_id = row.id
             conv.last_activity_at = row.created_at
             s.flush()
             return message_record(row)
+
+    def add_copy(self, message_id: int, recipient: str | None, token_key: int | None
+                 ) -> CopyRecord:
+        """The copy of a message other software sends (the ``tag`` filter) for
+        ``recipient`` (None: the copy every recipient shares), recorded as sent; the one
+        already recorded, when the filter runs again on the same message."""
+        with self._tx() as s:
+            msg = s.get(Message, message_id, with_for_update=True)
+            if msg is None:
+                raise NotFound(f"no message with id {message_id}")
+            copies = list(s.scalars(select(Copy).where(Copy.message_id == message_id)))
+            same = [c for c in copies if (c.recipient or "").lower() == (recipient or "").lower()
+                    and (c.recipient is None) == (recipient is None)]
+            if same:
+                return copy_record(same[0])
+            position = 0 if recipient is None else max(
+                [c.position for c in copies] + [0]) + 1
+            row = Copy(message_id=message_id, position=position, recipient=recipient,
+                       token_key=token_key, status="sent", attempts=0,
+                       sent_at=self.clock.now(), view_count=0, machine_count=0)
+            s.add(row)
+            if recipient is not None:
+                msg.copies += 1
+            s.flush()
+            return copy_record(row)
+
+    def messages_of_copies(self, keys: Sequence[int]) -> dict[int, int]:
+        """The message of each copy key that exists: {key: message id}."""
+        if not keys:
+            return {}
+        with self._tx() as s:
+            rows = s.execute(select(Copy.token_key, Copy.message_id)
+                             .where(Copy.token_key.in_(list(keys)))).tuples().all()
+            return {key: mid for key, mid in rows if key is not None}
+
+    def mark_bounced(self, mailbox_id: int, message_id: str | None, fallback_ids: Sequence[int],
+                     bounces: Sequence[tuple[str, str]]) -> list[int]:
+        """Mark the copies a delivery report gave up on as bounced, with the reason:
+        ``bounces`` is (recipient, reason) pairs, the message is the mailbox's outbound one
+        with ``message_id`` (else one of ``fallback_ids``, the messages whose pixels the
+        report quotes). A recipient's own copy if there is one, else the copy every
+        recipient shared. Returns the ids of the messages changed."""
+        with self._tx() as s:
+            ids: list[int] = []
+            if message_id:
+                ids = list(s.scalars(select(Message.id).where(
+                    Message.mailbox_id == mailbox_id, Message.direction == "out",
+                    Message.message_id == message_id).order_by(Message.id.desc()).limit(1)))
+            if not ids and fallback_ids:
+                ids = list(s.scalars(select(Message.id).where(
+                    Message.mailbox_id == mailbox_id, Message.direction == "out",
+                    Message.id.in_(list(fallback_ids)))))
+            changed = []
+            for mid in ids:
+                copies = list(s.scalars(select(Copy).where(Copy.message_id == mid)
+                                        .with_for_update()))
+                envelope = {a.lower() for a in json.loads(
+                    s.scalar(select(Message.envelope_json).where(Message.id == mid)) or "[]")}
+                for recipient, reason in bounces:
+                    own = [c for c in copies if (c.recipient or "").lower() == recipient]
+                    shared = [c for c in copies if c.recipient is None and recipient in envelope]
+                    for c in own or shared[:1]:
+                        if c.status in ("sent", "queued", "sending", "failed"):
+                            # A copy several recipients shared bounced for one of them.
+                            c.status = "bounced"
+                            c.last_error = reason if own else f"{recipient}: {reason}"
+                            c.next_attempt_at = c.lease_until = None
+                            if mid not in changed:
+                                changed.append(mid)
+                s.flush()
+                if mid in changed:
+                    s.execute(select(Message.id).where(Message.id == mid).with_for_update())
+                    settle(s, mid)
+            return changed
+
+    def copies_of(self, message_ids: Sequence[int]) -> dict[int, list[CopyRecord]]:
+        """Each message's copies, in position order."""
+        found: dict[int, list[CopyRecord]] = {mid: [] for mid in message_ids}
+        if not message_ids:
+            return found
+        with self._tx() as s:
+            for row in s.scalars(select(Copy).where(Copy.message_id.in_(message_ids))
+                                 .order_by(Copy.message_id, Copy.position)):
+                found[row.message_id].append(copy_record(row))
+        return found
+
+    def find_outbound(self, mailbox_id: int, message_id: str) -> MessageRecord | None:
+        """The newest outbound message of a mailbox with this Message-ID, if any."""
+        with self._tx() as s:
+            row = s.scalar(select(Message).where(
+                Message.mailbox_id == mailbox_id, Message.direction == "out",
+                Message.message_id == message_id).order_by(Message.id.desc()).limit(1))
+            return None if row is None else message_record(row)
 
     def add_inbound(self, new: NewMessage, raw: bytes, hint_ids: Sequence[int] = ()
                     ) -> Ingested:
@@ -122,6 +231,8 @@ class MessageStore(StoreBase):
                 s.add(row)
                 s.flush()
                 s.add(MessageData(message_id=row.id, raw=raw))
+                if new.words:
+                    s.add(MessageWords(message_id=row.id, words=new.words))
                 conv.last_activity_at = row.created_at
                 replied: list[int] = []
                 if not new.automatic:
@@ -149,8 +260,15 @@ class MessageStore(StoreBase):
         ids = list(s.scalars(select(Message.id).where(
             Message.mailbox_id == new.mailbox_id, Message.direction == "out", or_(*conditions))))
         if ids:
+            now = self.clock.now()
             s.execute(update(Message).where(Message.id.in_(ids), Message.replied_at.is_(None))
-                      .values(replied_at=self.clock.now()))
+                      .values(replied_at=now))
+            # The reply is that recipient's: their copy was seen (whatever its pixel said).
+            replier = new.from_addr.strip().lower()
+            s.execute(update(Copy).where(Copy.message_id.in_(ids), Copy.replied_at.is_(None),
+                                         func.lower(Copy.recipient) == replier)
+                      .values(replied_at=now))
+            count_viewed_copies(s, ids)
         return ids
 
     def get_message(self, message_id: int) -> MessageRecord:
@@ -217,8 +335,23 @@ class MessageStore(StoreBase):
         if search:
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace(
                 "_", "\\_") + "%"
+            # Any recipient or sender of any message in it: the second recipient of a
+            # message finds it as well as the first.
+            m = aliased(Message)  # apart from the status filter's join
+            someone = (select(m.id).where(
+                m.conversation_id == Conversation.id,
+                or_(*(column.ilike(pattern, escape="\\") for column in (
+                    m.to_json, m.cc_json, m.bcc_json, m.from_addr))))
+                .exists())
+            # Words of any message's body in it.
+            words = (select(MessageWords.message_id)
+                     .join(m, m.id == MessageWords.message_id)
+                     .where(m.conversation_id == Conversation.id,
+                            MessageWords.words.ilike(pattern, escape="\\"))
+                     .exists())
             ids = ids.where(or_(Conversation.subject.ilike(pattern, escape="\\"),
-                                Conversation.other_party.ilike(pattern, escape="\\")))
+                                Conversation.other_party.ilike(pattern, escape="\\"),
+                                someone, words))
         with self._tx() as s:
             # Every mailbox (an admin's listing): no mailbox condition, so the page is read
             # newest first straight from ix_conversations_recent. A long IN list would lead
@@ -247,20 +380,6 @@ class MessageStore(StoreBase):
                              .where(Message.id.in_(message_ids))).tuples().all()
             return {mid: client for mid, client in rows if client is not None}
 
-    def views_since(self, after_id: int, mailbox_ids: Sequence[int]
-                    ) -> list[tuple[int, int, int | None]]:
-        """(view id, message id, conversation id) of views newer than ``after_id``."""
-        with self._tx() as s:
-            return list(s.execute(
-                select(ViewEvent.id, ViewEvent.message_id, Message.conversation_id)
-                .join(Message, Message.id == ViewEvent.message_id)
-                .where(ViewEvent.id > after_id, Message.mailbox_id.in_(mailbox_ids))
-                .order_by(ViewEvent.id).limit(500)).tuples())
-
-    def last_view_id(self) -> int:
-        with self._tx() as s:
-            return int(s.scalar(select(func.max(ViewEvent.id))) or 0)
-
     def backdate(self, times: dict[int, datetime], replied: dict[int, datetime]) -> None:
         """Move messages (and their conversations) to when they happened: demo data that
         tells a month's story. ``replied`` gives some of them the time a person replied."""
@@ -268,9 +387,13 @@ class MessageStore(StoreBase):
         with self._tx() as s:
             for mid, at in times.items():
                 values: dict[str, Any] = {"created_at": at, "sent_at": at}
+                copy_values: dict[str, Any] = {"sent_at": at}
                 if mid in replied:
-                    values["replied_at"] = replied[mid]
+                    values["replied_at"] = copy_values["replied_at"] = replied[mid]
                 s.execute(update(Message).where(Message.id == mid).values(**values))
+                s.execute(update(Copy).where(Copy.message_id == mid, Copy.sent_at.is_not(None))
+                          .values(**copy_values))
+            count_viewed_copies(s, list(replied))
             for cid, mid in s.execute(select(Message.conversation_id, Message.id)
                                       .where(Message.id.in_(list(times)))):
                 spans.setdefault(cid, []).append(times[mid])

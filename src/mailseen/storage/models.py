@@ -148,6 +148,16 @@ class Message(Base):
         ForeignKey("conversations.id"), nullable=True, index=True)
     automatic: Mapped[bool] = mapped_column(Boolean, default=False)
     auto_reason: Mapped[str] = mapped_column(Text, default="")
+    # Summaries of the copies (kept by storage as they change, so listings read no copies):
+    # personal copies, those a person saw, those that could not be delivered.
+    copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    viewed_copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed_copies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Who sent it: the user's name when a user did (kept if the user is deleted later), or
+    # the way in ("API token", "command line", "tag filter").
+    sent_by: Mapped[str] = mapped_column(Text, default="", server_default="")
+    sent_by_user_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
 
     __table_args__ = (
         Index("ix_messages_queue", "status", "next_attempt_at"),
@@ -159,6 +169,40 @@ class Message(Base):
     )
 
 
+class Copy(Base):
+    """One copy of an outbound message: what the delivery queue holds, and what a pixel
+    token names. See :class:`mailseen.records.NewCopy`."""
+
+    __tablename__ = "copies"
+    id: Mapped[intpk]
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    recipient: Mapped[str_null]
+    token_key: Mapped[int | None] = mapped_column(BigInteger, nullable=True, unique=True)
+    status: Mapped[str] = mapped_column(String(10), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str_null]
+    next_attempt_at: Mapped[utc_null]
+    lease_until: Mapped[utc_null]
+    sent_at: Mapped[utc_null]
+    last_attempt_at: Mapped[utc_null]  # when a delivery attempt last ended, either way
+    view_count: Mapped[int] = mapped_column(Integer, default=0)  # human views only
+    first_viewed_at: Mapped[utc_null]
+    last_viewed_at: Mapped[utc_null]
+    machine_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_machine_at: Mapped[utc_null]
+    last_machine_at: Mapped[utc_null]
+    replied_at: Mapped[utc_null]
+
+    __table_args__ = (
+        Index("uq_copies_message_position", "message_id", "position", unique=True),
+        Index("ix_copies_queue", "status", "next_attempt_at"),
+        # A mailbox's latest delivery attempt (is its relay failing?), newest first.
+        Index("ix_copies_attempted", "last_attempt_at"),
+    )
+
+
 class MessageData(Base):
     """The bytes to deliver, kept apart so listing messages never reads them."""
 
@@ -166,6 +210,16 @@ class MessageData(Base):
     message_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MessageWords(Base):
+    """The words of a message's body, for search: kept apart so that listing messages never
+    reads them."""
+
+    __tablename__ = "message_words"
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    words: Mapped[str] = mapped_column(Text)
 
 
 class MessageDisplay(Base):
@@ -192,6 +246,8 @@ class ViewEvent(Base):
     message_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("messages.id", ondelete="CASCADE"))
     recipient: Mapped[int] = mapped_column(Integer, default=0)
+    copy_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("copies.id", ondelete="CASCADE"), nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     method: Mapped[str] = mapped_column(String(10))
     ip: Mapped[str | None] = mapped_column(String(45), nullable=True)

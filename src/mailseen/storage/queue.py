@@ -1,17 +1,19 @@
-"""The delivery queue, kept in the messages table."""
+"""The delivery queue, kept in the copies table; each message's status sums up its copies'."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
 
 from ..records import Claim
-from .base import StoreBase, mailbox_record, message_record
-from .models import Mailbox, Message, MessageData
+from .base import StoreBase, copy_record, mailbox_record, message_record
+from .models import Copy, Mailbox, Message, MessageData
 
 # When every due message is locked by other workers' claims: how often to look again, and
 # how long to pause before each look (at most a quarter of a second in all).
@@ -25,20 +27,52 @@ PENDING_COUNTS = (select(Message.status, func.count()).where(Message.status.in_(
                   .group_by(Message.status))
 
 
+def settle(s: Session, message_id: int) -> None:
+    """Bring a message's status in line with its copies': waiting while any copy waits,
+    sent once any copy was accepted and none waits, else failed (or cancelled when every
+    copy was withdrawn). Its sending time is its first copy's."""
+    rows = s.execute(select(Copy.status, func.count(), func.min(Copy.sent_at),
+                            func.max(Copy.attempts))
+                     .where(Copy.message_id == message_id).group_by(Copy.status)).all()
+    counts = {status: n for status, n, _, _ in rows}
+    sent_times = [at for _, _, at, _ in rows if at is not None]
+    attempts = max((a for _, _, _, a in rows), default=0)
+    if counts.get("sending"):
+        status = "sending"
+    elif counts.get("queued"):
+        status = "queued"
+    elif counts.get("sent"):
+        status = "sent"
+    elif set(counts) == {"cancelled"}:
+        status = "cancelled"
+    else:
+        status = "failed"
+    waiting = s.scalar(select(func.min(Copy.next_attempt_at)).where(
+        Copy.message_id == message_id, Copy.status == "queued"))
+    last_error = s.scalar(select(Copy.last_error).where(
+        Copy.message_id == message_id, Copy.last_error.is_not(None))
+        .order_by(Copy.position.desc()).limit(1))
+    s.execute(update(Message).where(Message.id == message_id).values(
+        status=status, sent_at=min(sent_times) if sent_times else None,
+        next_attempt_at=waiting, attempts=attempts, last_error=last_error,
+        lease_until=None,
+        failed_copies=counts.get("failed", 0) + counts.get("bounced", 0)))
+
+
 class QueueStore(StoreBase):
     def claim_next(self, lease: timedelta) -> Claim | None:
-        """Claim one due message for delivery, or None. Safe with many workers: the claim
+        """Claim one due copy for delivery, or None. Safe with many workers: the claim
         is a conditional UPDATE whose row count says who won. A claim whose worker died is
         taken over once its lease has run out. None means nothing is due, or all that is due
         has been locked by other sessions for a quarter of a second: a claim that loses a race
-        tries the next message (every lost race is another worker's win, so this ends), and
-        one that finds every due message being claimed waits for those claims, rather than
+        tries the next copy (every lost race is another worker's win, so this ends), and
+        one that finds every due copy being claimed waits for those claims, rather than
         tell a worker the queue is empty while it is not."""
         t = self.clock.now()
         waited = 0
         due = or_(
-            (Message.status == "queued") & (Message.next_attempt_at <= t),
-            (Message.status == "sending") & (Message.lease_until < t),
+            (Copy.status == "queued") & (Copy.next_attempt_at <= t),
+            (Copy.status == "sending") & (Copy.lease_until < t),
         )
         while True:
             if waited:
@@ -46,13 +80,13 @@ class QueueStore(StoreBase):
             with self._tx() as s:
                 # On PostgreSQL, rows another worker is claiming right now are skipped rather
                 # than waited for and then lost (SQLite has one writer and ignores this).
-                candidate = s.scalar(select(Message.id).where(due)
-                                     .order_by(Message.next_attempt_at, Message.id).limit(1)
+                candidate = s.scalar(select(Copy.id).where(due)
+                                     .order_by(Copy.next_attempt_at, Copy.id).limit(1)
                                      .with_for_update(skip_locked=True))
                 if candidate is None:
-                    if s.scalar(select(Message.id).where(due).limit(1)) is None:
+                    if s.scalar(select(Copy.id).where(due).limit(1)) is None:
                         return None  # nothing is due
-                    # Every due message is locked: other workers' claims, done in
+                    # Every due copy is locked: other workers' claims, done in
                     # milliseconds. Wait for them a little; a lock held far longer (a stalled
                     # session) is not worth spinning on: the worker polls again later.
                     waited += 1
@@ -60,11 +94,17 @@ class QueueStore(StoreBase):
                         return None
                     continue
                 result = s.execute(
-                    update(Message).where(Message.id == candidate, due).values(
-                        status="sending", lease_until=t + lease, attempts=Message.attempts + 1))
+                    update(Copy).where(Copy.id == candidate, due).values(
+                        status="sending", lease_until=t + lease, attempts=Copy.attempts + 1))
                 if not cast(CursorResult[Any], result).rowcount:
                     continue  # another worker won this one
-                row = s.get(Message, candidate)
+                copy = s.get(Copy, candidate)
+                assert copy is not None
+                s.refresh(copy)
+                s.execute(update(Message).where(Message.id == copy.message_id,
+                                                Message.status == "queued")
+                          .values(status="sending"))
+                row = s.get(Message, copy.message_id)
                 assert row is not None
                 s.refresh(row)
                 box = s.get(Mailbox, row.mailbox_id)
@@ -72,23 +112,70 @@ class QueueStore(StoreBase):
                 assert box is not None and data is not None
                 password = (self.cipher.decrypt(box.smtp_password_enc)
                             if box.smtp_password_enc else None)
-                return Claim(message_record(row), data.raw, mailbox_record(box), password)
+                return Claim(message_record(row), copy_record(copy), data.raw,
+                             mailbox_record(box), password)
 
-    def mark_sent(self, message_id: int, note: str | None = None) -> None:
+    def _finish(self, copy_id: int, **values: Any) -> None:
         with self._tx() as s:
-            s.execute(update(Message).where(Message.id == message_id).values(
-                status="sent", sent_at=self.clock.now(), lease_until=None,
-                next_attempt_at=None, last_error=note))
+            message_id = s.scalar(select(Copy.message_id).where(Copy.id == copy_id))
+            if message_id is None:
+                return  # deleted meanwhile
+            s.execute(update(Copy).where(Copy.id == copy_id).values(
+                lease_until=None, last_attempt_at=self.clock.now(), **values))
+            # One settling at a time per message: two workers finishing two copies at once
+            # would each read the other's copy as still being sent. Rows are locked copy
+            # first, then message, as a claim does.
+            s.execute(select(Message.id).where(Message.id == message_id).with_for_update())
+            settle(s, message_id)
 
-    def mark_retry(self, message_id: int, error: str, at: datetime) -> None:
-        with self._tx() as s:
-            s.execute(update(Message).where(Message.id == message_id).values(
-                status="queued", next_attempt_at=at, lease_until=None, last_error=error))
+    def mark_sent(self, copy_id: int, note: str | None = None) -> None:
+        self._finish(copy_id, status="sent", sent_at=self.clock.now(), next_attempt_at=None,
+                     last_error=note)
 
-    def mark_failed(self, message_id: int, error: str) -> None:
+    def mark_retry(self, copy_id: int, error: str, at: datetime) -> None:
+        self._finish(copy_id, status="queued", next_attempt_at=at, last_error=error)
+
+    def mark_failed(self, copy_id: int, error: str) -> None:
+        self._finish(copy_id, status="failed", next_attempt_at=None, last_error=error)
+
+    def fail_message(self, message_id: int, error: str) -> None:
+        """Mark every copy of a message failed: it never left (the ``tag`` filter could not
+        write it out)."""
         with self._tx() as s:
-            s.execute(update(Message).where(Message.id == message_id).values(
-                status="failed", lease_until=None, next_attempt_at=None, last_error=error))
+            s.execute(select(Message.id).where(Message.id == message_id).with_for_update())
+            s.execute(update(Copy).where(Copy.message_id == message_id).values(
+                status="failed", next_attempt_at=None, lease_until=None, last_error=error))
+            if s.scalar(select(Copy.id).where(Copy.message_id == message_id).limit(1)) is None:
+                s.add(Copy(message_id=message_id, position=0, status="failed", attempts=0,
+                           last_error=error, view_count=0, machine_count=0))
+                s.flush()
+            settle(s, message_id)
+
+    def retry_now(self, copy_ids: Sequence[int]) -> int:
+        """Queue failed or waiting copies for an attempt now (an admin's
+        "retry"): attempts start again. Returns how many were queued."""
+        return self._requeue(copy_ids, ("queued", "failed"),
+                             {"status": "queued", "next_attempt_at": self.clock.now(),
+                              "attempts": 0})
+
+    def cancel(self, copy_ids: Sequence[int]) -> int:
+        """Withdraw waiting or failed copies: they will not be sent. Returns how many."""
+        return self._requeue(copy_ids, ("queued", "failed"),
+                             {"status": "cancelled", "next_attempt_at": None})
+
+    def _requeue(self, copy_ids: Sequence[int], allowed: tuple[str, ...],
+                 values: dict[str, Any]) -> int:
+        with self._tx() as s:
+            ids = list(s.scalars(select(Copy.id).where(Copy.id.in_(copy_ids),
+                                                       Copy.status.in_(allowed))))
+            if not ids:
+                return 0
+            s.execute(update(Copy).where(Copy.id.in_(ids)).values(lease_until=None, **values))
+            for mid in sorted(set(s.scalars(select(Copy.message_id)
+                                            .where(Copy.id.in_(ids))))):
+                s.execute(select(Message.id).where(Message.id == mid).with_for_update())
+                settle(s, mid)
+            return len(ids)
 
     def queue_counts(self) -> dict[str, int]:
         """Outbound messages by status, sent ones included (a count of every message)."""
@@ -96,6 +183,23 @@ class QueueStore(StoreBase):
             rows = s.execute(select(Message.status, func.count())
                              .where(Message.direction == "out").group_by(Message.status))
             return {status: count for status, count in rows}
+
+    def delivery_trouble(self, mailbox_ids: Sequence[int]
+                         ) -> dict[int, tuple[str, datetime]]:
+        """The mailboxes whose latest delivery attempt failed (their relay is failing now),
+        each with the error and when: {mailbox id: (error, at)}."""
+        found: dict[int, tuple[str, datetime]] = {}
+        with self._tx() as s:
+            for mailbox_id in mailbox_ids:
+                row = s.execute(
+                    select(Copy.status, Copy.last_error, Copy.last_attempt_at)
+                    .join(Message, Message.id == Copy.message_id)
+                    .where(Message.mailbox_id == mailbox_id, Copy.last_attempt_at.is_not(None))
+                    .order_by(Copy.last_attempt_at.desc()).limit(1)).first()
+                if row is not None and row.status in ("queued", "failed") and row.last_error:
+                    assert row.last_attempt_at is not None
+                    found[mailbox_id] = (row.last_error, row.last_attempt_at)
+        return found
 
     def pending_counts(self) -> dict[str, int]:
         """How many messages are queued, being sent, or failed: the queue's health. Each is

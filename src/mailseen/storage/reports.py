@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import case, extract, func, select
 from sqlalchemy.orm import Session
 
-from ..records import DELAY_LIMITS, MailboxShare, Report
+from ..records import DELAY_LIMITS, MailboxShare, Report, SenderShare
 from .base import StoreBase, every_mailbox
 from .models import Message, ViewEvent
 
@@ -34,15 +34,17 @@ class ReportStore(StoreBase):
             # the queries then read only the period, through the time indexes, instead of a
             # plan around a long IN list (and, for views, a lookup of each view's message).
             ids = None if every_mailbox(s, mailbox_ids) else list(mailbox_ids)
-            shares, buckets = self._sent(s, ids, since)
+            shares, senders, buckets = self._sent(s, ids, since)
             per_day, machine = self._views(s, ids, since, days)
-            return Report(since, days, by_mailbox=shares, views_per_day=_fill(per_day, since, days),
+            return Report(since, days, by_mailbox=shares, by_sender=senders,
+                          views_per_day=_fill(per_day, since, days),
                           machine_fetches=machine, first_view_buckets=buckets)
 
     def _sent(self, s: Session, ids: list[int] | None, since: datetime
-              ) -> tuple[list[MailboxShare], list[int]]:
-        """Per mailbox, the messages delivered since ``since``, tracked and seen; and how long
-        the seen ones took to be seen. One pass over the period, through ix_messages_sent."""
+              ) -> tuple[list[MailboxShare], list[SenderShare], list[int]]:
+        """Per mailbox and per sender, the messages delivered since ``since``, tracked and
+        seen; and how long the seen ones took to be seen. One pass over the period, through
+        ix_messages_sent."""
         seen = (Message.view_count > 0) | Message.replied_at.is_not(None)
         tracked = case((Message.tracked.is_(True), 1), else_=0)
         viewed = case((Message.tracked.is_(True) & seen, 1), else_=0)
@@ -68,18 +70,23 @@ class ReportStore(StoreBase):
         if ids is not None:
             conditions.append(Message.mailbox_id.in_(ids))
         rows = s.execute(
-            select(box, bucket, func.count(), func.sum(tracked), func.sum(viewed))
-            .where(*conditions).group_by(box, bucket)).tuples()
+            select(box, Message.sent_by, bucket, func.count(), func.sum(tracked),
+                   func.sum(viewed))
+            .where(*conditions).group_by(box, Message.sent_by, bucket)).tuples()
         totals: dict[int, list[int]] = {}
+        by_sender: dict[str, list[int]] = {}
         counts = [0] * (len(DELAY_LIMITS) + 1)
-        for mid, b, n, t, v in rows:
-            total = totals.setdefault(int(mid), [0, 0, 0])
-            total[0] += int(n)
-            total[1] += int(t or 0)
-            total[2] += int(v or 0)
+        for mid, sender, b, n, t, v in rows:
+            for total in (totals.setdefault(int(mid), [0, 0, 0]),
+                          by_sender.setdefault(sender or "", [0, 0, 0])):
+                total[0] += int(n)
+                total[1] += int(t or 0)
+                total[2] += int(v or 0)
             if b is not None:
                 counts[int(b)] += int(n)
-        return [MailboxShare(mid, *totals[mid]) for mid in sorted(totals)], counts
+        senders = sorted((SenderShare(name, *n) for name, n in by_sender.items()),
+                         key=lambda x: (-x.sent, x.sent_by))
+        return [MailboxShare(mid, *totals[mid]) for mid in sorted(totals)], senders, counts
 
     def _views(self, s: Session, ids: list[int] | None, since: datetime, days: int
                ) -> tuple[dict[date, int], int]:

@@ -1,6 +1,6 @@
 """Every database operation mailseen performs, as methods over plain records.
 
-The store is split by noun into mixins (mailboxes, messages, queue, views, users, displays)
+The store is split by noun into mixins (mailboxes, messages, queue, views, users, displays, live)
 that share one transaction helper; adapters and services see only :class:`Store`.
 """
 
@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from .base import Cipher
 from .displays import DisplayStore
+from .live import LiveStore
 from .mailboxes import MailboxStore
-from .messages import MessageStore, Rendered, referenced_ids
+from .messages import MessageStore, referenced_ids
 from .queue import QueueStore
 from .reports import ReportStore
 from .users import UserStore
 from .views import ViewStore
 
-__all__ = ["Cipher", "Rendered", "Store", "referenced_ids"]
+__all__ = ["Cipher", "Store", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore,
-            DisplayStore):
+            DisplayStore, LiveStore):
     pass

@@ -15,8 +15,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from ..records import Judged, ViewIn, ViewRecord
-from .base import StoreBase, translated, view_record
-from .models import Message, ViewEvent
+from .base import StoreBase, translated, view_record, viewed_copies
+from .models import Copy, Message, ViewEvent
 
 # What a view is taken for when no verdict is given (tests, imports of old data).
 _HUMAN = Judged("human", "", "")
@@ -27,20 +27,39 @@ _HUMAN = Judged("human", "", "")
 # type processing) cost more CPU than the database itself (see docs/performance.md). Times
 # still go through UTCDateTime's own bind processor, so they are stored exactly as elsewhere.
 _messages = cast(Table, Message.__table__)
+_copies = cast(Table, Copy.__table__)
 _SENT = (select(_messages.c.id, _messages.c.sent_at)
          .where(_messages.c.id.in_(bindparam("ids", expanding=True))))
-_INSERT = ("INSERT INTO view_events (message_id, recipient, at, method, ip, user_agent, "
-           "headers_json, verdict, reason, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# Where a hit lands: a copy's token names its key; an older token names its message, whose
+# one shared copy (position 0) it was.
+_BY_KEY = (select(_copies.c.token_key, _copies.c.id, _copies.c.message_id, _copies.c.position,
+                  _copies.c.sent_at)
+           .where(_copies.c.token_key.in_(bindparam("keys", expanding=True))))
+_BY_MESSAGE = (select(_messages.c.id, _copies.c.id, _messages.c.sent_at)
+               .select_from(_messages.outerjoin(_copies, (_copies.c.message_id
+                                                          == _messages.c.id)
+                                                & (_copies.c.position == 0)))
+               .where(_messages.c.id.in_(bindparam("ids", expanding=True))))
+_INSERT = ("INSERT INTO view_events (message_id, recipient, copy_id, at, method, ip, "
+           "user_agent, headers_json, verdict, reason, client) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def _summary_update(count: str, first: str, last: str) -> str:
+def _summary_update(table: str, count: str, first: str, last: str) -> str:
     # The count grows by n; the first time is kept once set; the last is the later of the two.
-    return (f"UPDATE messages SET {count} = {count} + ?, {first} = COALESCE({first}, ?), "
+    return (f"UPDATE {table} SET {count} = {count} + ?, {first} = COALESCE({first}, ?), "
             f"{last} = CASE WHEN {last} > ? THEN {last} ELSE ? END WHERE id = ?")
 
 
-_SUMMARY = {"human": _summary_update("view_count", "first_viewed_at", "last_viewed_at"),
-            "machine": _summary_update("machine_count", "first_machine_at", "last_machine_at")}
+_SUMMARY = {"human": ("view_count", "first_viewed_at", "last_viewed_at"),
+            "machine": ("machine_count", "first_machine_at", "last_machine_at")}
+# How many personal copies of a message a person saw, counted again when one of its copies
+# had a human view.
+_VIEWED_COPIES = ("UPDATE messages SET viewed_copies = (SELECT COUNT(*) FROM copies WHERE "
+                  "copies.message_id = messages.id AND copies.recipient IS NOT NULL AND "
+                  "(copies.view_count > 0 OR copies.replied_at IS NOT NULL)) WHERE id = ?")
+# A hit's target: (copy id or None, message id, copy position, sending time).
+Target = tuple[int | None, int, int, datetime | None]
 
 
 class _Writer:
@@ -51,7 +70,11 @@ class _Writer:
             return sql if dialect.paramstyle == "qmark" else sql.replace("?", "%s")
 
         self.insert = native(_INSERT)
-        self.summary = {kind: native(sql) for kind, sql in _SUMMARY.items()}
+        self.summary = {kind: native(_summary_update("messages", *cols))
+                        for kind, cols in _SUMMARY.items()}
+        self.copy_summary = {kind: native(_summary_update("copies", *cols))
+                             for kind, cols in _SUMMARY.items()}
+        self.viewed_copies = native(_VIEWED_COPIES)
         self.time = _sqlite_time if dialect.name == "sqlite" else _naive_utc
 
 
@@ -115,7 +138,7 @@ class ViewWriter:
         self._conn: Connection | None = None
         self._used_at = 0.0
         self._writer: _Writer | None = None
-        self._sent: dict[int, datetime] = {}
+        self._sent: dict[tuple[int, int], Target] = {}
         self._sent_since = time.monotonic()
         self._json: dict[tuple[tuple[str, str], ...], str] = {}
 
@@ -125,19 +148,26 @@ class ViewWriter:
             with contextlib.suppress(Exception):  # closing a broken connection may fail too
                 conn.close()
 
-    def sending_times(self, ids: set[int]) -> dict[int, datetime | None]:
-        """Each existing message's sending time (None when not sent yet); an id missing from
-        the answer is a message that does not exist. What the judge needs before a batch is
-        written; mostly answered from a short-lived cache, without the database."""
+    def resolve(self, views: Sequence[ViewIn]) -> list[tuple[ViewIn, datetime | None]]:
+        """Find where each hit lands and fill it in (its message, copy and the copy's
+        position), with the sending time the judge needs; hits of copies or messages that
+        do not exist are left out. Mostly answered from a short-lived cache."""
         try:
             with translated(self.store.db):
                 conn, _ = self._connection()
-                return self._sending_times(conn, ids, cached=True)
+                targets = self._targets(conn, views)
         except BaseException:
             self.close()  # the next batch starts on a fresh connection
             raise
         finally:
             self._used_at = time.monotonic()
+        found = []
+        for v in views:
+            target = targets.get((v.copy_key, v.message_id if not v.copy_key else 0))
+            if target is not None:
+                v.copy_id, v.message_id, v.recipient, sent_at = target
+                found.append((v, sent_at))
+        return found
 
     def write(self, judged: Sequence[tuple[ViewIn, Judged]]) -> int:
         """Append judged views and update their messages' summaries in one transaction;
@@ -171,23 +201,35 @@ class ViewWriter:
             self._writer = _Writer(self._conn.dialect)
         return self._conn, self._writer
 
-    def _sending_times(self, conn: Connection, ids: set[int],
-                       cached: bool) -> dict[int, datetime | None]:
+    def _targets(self, conn: Connection, views: Sequence[ViewIn]
+                 ) -> dict[tuple[int, int], Target]:
+        """Targets keyed by (copy key, message id): (key, 0) for a copy's token, (0, id)
+        for an older message token."""
         known = self._sent
-        if time.monotonic() - self._sent_since > _SENT_CACHE_SECONDS or not cached:
+        if time.monotonic() - self._sent_since > _SENT_CACHE_SECONDS:
             known.clear()
             self._sent_since = time.monotonic()
-        found: dict[int, datetime | None] = {mid: known[mid] for mid in ids if mid in known}
-        missing = ids.difference(found)
+        wanted = {(v.copy_key, 0 if v.copy_key else v.message_id) for v in views}
+        found = {k: known[k] for k in wanted if k in known}
+        missing = wanted.difference(found)
         if missing:
+            keys = sorted(k for k, _ in missing if k)
+            ids = sorted(m for k, m in missing if not k)
             with conn.begin():
-                rows = conn.execute(_SENT, {"ids": sorted(missing)}).all()
-            for mid, at in rows:
-                found[mid] = at
-                if at is not None:  # a time still to come is looked up again
+                if keys:
+                    for key, cid, mid, position, at in conn.execute(_BY_KEY, {"keys": keys}):
+                        found[key, 0] = (cid, mid, position, at)
+                if ids:
+                    for mid, cid, at in conn.execute(_BY_MESSAGE, {"ids": ids}):
+                        found[0, mid] = (cid, mid, 0, at)
+            for k in missing:
+                target = found.get(k)
+                if target is not None and target[3] is not None:
+                    # A sending time never changes once set; one still to come is looked
+                    # up again.
                     if len(known) >= _SENT_CACHE_SIZE:
                         known.clear()
-                    known[mid] = at
+                    known[k] = target
         return found
 
     def _headers_json(self, headers: dict[str, str]) -> str:
@@ -214,25 +256,43 @@ class ViewWriter:
             time_of, headers_json = writer.time, self._headers_json
             rows = []
             summary: dict[tuple[int, str], list[Any]] = {}
+            copy_summary: dict[tuple[int, str], list[Any]] = {}
+            seen_copies: set[int] = set()  # messages whose personal copies a person viewed
             for v, j in keep:
                 at = time_of(v.at)  # as stored: bound times of one dialect compare correctly
-                rows.append((v.message_id, v.recipient, at, v.method, v.ip, v.user_agent,
-                             headers_json(v.headers), j.verdict, j.reason, j.client))
-                entry = summary.get((v.message_id, j.verdict))
-                if entry is None:
-                    summary[v.message_id, j.verdict] = [at, at, 1]
-                else:
-                    entry[0], entry[1] = min(entry[0], at), max(entry[1], at)
-                    entry[2] += 1
+                rows.append((v.message_id, v.recipient, v.copy_id, at, v.method, v.ip,
+                             v.user_agent, headers_json(v.headers), j.verdict, j.reason,
+                             j.client))
+                _tally(summary, v.message_id, j.verdict, at)
+                if v.copy_id is not None:
+                    _tally(copy_summary, v.copy_id, j.verdict, at)
+                    if v.recipient and j.verdict == "human":
+                        seen_copies.add(v.message_id)
             _executemany(conn, writer.insert, rows)
-            for verdict, statement in writer.summary.items():
-                # In id order, so that concurrent writers lock rows in the same order.
-                updates = [(n, first, last, last, mid)
-                           for (mid, kind), (first, last, n) in sorted(summary.items())
-                           if kind == verdict]
-                if updates:
-                    _executemany(conn, statement, updates)
+            # Copies before messages, each in id order: concurrent writers lock rows in the
+            # same order.
+            for table, statements in ((copy_summary, writer.copy_summary),
+                                      (summary, writer.summary)):
+                for verdict, statement in statements.items():
+                    updates = [(n, first, last, last, rid)
+                               for (rid, kind), (first, last, n) in sorted(table.items())
+                               if kind == verdict]
+                    if updates:
+                        _executemany(conn, statement, updates)
+            if seen_copies:
+                _executemany(conn, writer.viewed_copies, [(m,) for m in sorted(seen_copies)])
             return len(keep)
+
+
+def _tally(summary: dict[tuple[int, str], list[Any]], row_id: int, verdict: str,
+           at: Any) -> None:
+    """Count one view into a row's summary: [first, last, how many]."""
+    entry = summary.get((row_id, verdict))
+    if entry is None:
+        summary[row_id, verdict] = [at, at, 1]
+    else:
+        entry[0], entry[1] = min(entry[0], at), max(entry[1], at)
+        entry[2] += 1
 
 
 class ViewStore(StoreBase):
@@ -264,10 +324,13 @@ class ViewStore(StoreBase):
         sending time and its verdict: what judging them again needs."""
         with self._tx() as s:
             rows = s.execute(
-                select(ViewEvent, Message.sent_at).join(Message)
+                select(ViewEvent, func.coalesce(Copy.sent_at, Message.sent_at))
+                .join(Message, Message.id == ViewEvent.message_id)
+                .outerjoin(Copy, Copy.id == ViewEvent.copy_id)
                 .where(ViewEvent.id > after_id).order_by(ViewEvent.id).limit(limit)).all()
             return [(e.id, ViewIn(e.message_id, e.recipient, e.at, e.method, e.ip,
-                                  e.user_agent, json.loads(e.headers_json)),
+                                  e.user_agent, json.loads(e.headers_json),
+                                  copy_id=e.copy_id),
                      sent_at, Judged(e.verdict, e.reason, e.client))
                     for e, sent_at in rows]
 
@@ -288,6 +351,19 @@ class ViewStore(StoreBase):
             return (select(fn).where(ViewEvent.message_id == Message.id,
                                      ViewEvent.verdict == verdict).scalar_subquery())
 
+        def copy_agg(fn: Any, verdict: str) -> Any:
+            return (select(fn).where(ViewEvent.copy_id == Copy.id,
+                                     ViewEvent.verdict == verdict).scalar_subquery())
+
+        s.execute(update(Copy).values(
+            view_count=copy_agg(func.count(), "human"),
+            first_viewed_at=copy_agg(func.min(ViewEvent.at), "human"),
+            last_viewed_at=copy_agg(func.max(ViewEvent.at), "human"),
+            machine_count=copy_agg(func.count(), "machine"),
+            first_machine_at=copy_agg(func.min(ViewEvent.at), "machine"),
+            last_machine_at=copy_agg(func.max(ViewEvent.at), "machine"),
+        ))
+        s.execute(update(Message).values(viewed_copies=viewed_copies()))
         s.execute(update(Message).values(
             view_count=agg(func.count(), "human"),
             first_viewed_at=agg(func.min(ViewEvent.at), "human"),

@@ -19,6 +19,26 @@ _TLS_WORDS = {"implicit": "TLS from the start", "starttls": "STARTTLS",
               "none": "no encryption"}
 
 
+def failure_in_words(exc: BaseException, host: str, port: int, timeout: float) -> str:
+    """Why reaching a relay failed, in the words the team reads on the message."""
+    where = f"the relay at {host}:{port}"
+    causes = [exc, exc.__cause__, exc.__context__]
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return f"the relay's name {host} could not be found"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes) or (
+            isinstance(exc, aiosmtplib.SMTPConnectError) and "refused" in str(exc).lower()):
+        return f"{where} refused the connection"
+    if any(isinstance(c, (TimeoutError, aiosmtplib.SMTPTimeoutError)) for c in causes):
+        return f"{where} did not answer within {timeout:g} seconds"
+    if any(isinstance(c, ssl.SSLError) for c in causes):
+        return f"TLS with {where} failed: {exc}"
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return f"{where} closed the connection: {exc}"
+    if isinstance(exc, aiosmtplib.SMTPConnectError):
+        return f"could not connect to {where}: {exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
 class SmtpTransport:
     def __init__(self, timeout: float = 60.0, ca_file: str | None = None) -> None:
         self.timeout = timeout
@@ -51,11 +71,16 @@ class SmtpTransport:
             text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
             raise DeliveryError(f"all recipients refused: {text}",
                                 permanent=all(500 <= c < 600 for c in codes)) from exc
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"the relay at {relay.host}:{port} refused the user name or password "
+                f"({exc.code} {exc.message})", permanent=500 <= exc.code < 600) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise DeliveryError(f"{exc.code} {exc.message}",
                                 permanent=500 <= exc.code < 600) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
+            raise DeliveryError(failure_in_words(exc, relay.host, port, self.timeout),
+                                permanent=False) from exc
         note = reply
         if refused:
             note += " (refused: " + "; ".join(

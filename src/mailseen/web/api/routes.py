@@ -20,6 +20,7 @@ from ...services.mailboxes import require_admin
 from .schemas import (
     ConnectionTestBody,
     ConnectionTestOut,
+    DeliveryChange,
     Id,
     MailboxBody,
     MailboxOut,
@@ -32,6 +33,7 @@ from .schemas import (
     SettingsOut,
     ViewOut,
     message_out,
+    recipient_out,
     view_out,
 )
 
@@ -155,7 +157,7 @@ def send_message(inst: Inst, who: Who, body: MessageBody) -> dict[str, Any]:
                   bcc=body.bcc, subject=body.subject, text=body.text, html=body.html,
                   attachments=[a.decode() for a in body.attachments],
                   in_reply_to=body.in_reply_to, references=body.references)
-    return message_out(inst.sender.send_draft(box, draft))
+    return message_out(inst.sender.send_draft(box, draft, actor=who.user, track=body.track))
 
 
 @router.post("/messages/raw", response_model=MessageOut, status_code=202,
@@ -167,6 +169,8 @@ async def send_raw(request: Request, inst: Inst, who: Who,
                    mailbox: Annotated[str, Query(description="Sending mailbox address.")],
                    to: Annotated[list[str] | None, Query(
                        description="Envelope recipients; default: To, Cc and Bcc.")] = None,
+                   track: Annotated[bool, Query(
+                       description="false turns tracking off for this message.")] = True,
                    ) -> Any:
     chunks: list[bytes] = []
     try:
@@ -180,7 +184,8 @@ async def send_raw(request: Request, inst: Inst, who: Who,
     envelope = [parse_address(a, "to") for a in to] if to else None
     parse_address(mailbox, "mailbox")
     box = await run_in_threadpool(inst.mailboxes.find, who.user, mailbox)
-    record = await run_in_threadpool(lambda: inst.sender.submit(box, raw, envelope_to=envelope))
+    record = await run_in_threadpool(lambda: inst.sender.submit(
+        box, raw, envelope_to=envelope, actor=who.user, track=track))
     return message_out(record)
 
 
@@ -202,11 +207,29 @@ def list_messages(
             responses={404: {"model": Problem}})
 def get_message(inst: Inst, who: Who, message_id: Id) -> dict[str, Any]:
     m = inst.messages.get(who.user, message_id)
-    return {**message_out(m), "views": [view_out(v) for v in inst.messages.views(who.user, m)]}
+    copies = inst.messages.copies(who.user, m)
+    whose = {c.id: c.recipient for c in copies}
+    return {**message_out(m), "recipients": [recipient_out(c) for c in copies],
+            "views": [view_out(v, whose) for v in inst.messages.views(who.user, m)]}
 
 
 @router.get("/messages/{message_id}/views", response_model=list[ViewOut],
             responses={404: {"model": Problem}})
 def get_views(inst: Inst, who: Who, message_id: Id) -> list[dict[str, Any]]:
     m = inst.messages.get(who.user, message_id)
-    return [view_out(v) for v in inst.messages.views(who.user, m)]
+    whose = {c.id: c.recipient for c in inst.messages.copies(who.user, m)}
+    return [view_out(v, whose) for v in inst.messages.views(who.user, m)]
+
+
+@router.post("/messages/{message_id}/retry", response_model=DeliveryChange,
+             responses={403: {"model": Problem}, 404: {"model": Problem}})
+def retry_message(inst: Inst, who: Who, message_id: Id) -> dict[str, int]:
+    """Try the copies that wait or failed again now (admins)."""
+    return {"changed": inst.messages.retry(who.user, message_id)}
+
+
+@router.post("/messages/{message_id}/cancel", response_model=DeliveryChange,
+             responses={403: {"model": Problem}, 404: {"model": Problem}})
+def cancel_message(inst: Inst, who: Who, message_id: Id) -> dict[str, int]:
+    """Withdraw the copies that wait or failed (admins): they will not be sent."""
+    return {"changed": inst.messages.cancel(who.user, message_id)}

@@ -13,10 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from ...core.compose import Attachment, parse_address
 from ...errors import InvalidInput
-from ...records import HeaderFacts, MessageRecord, TrackingMode, ViewRecord
+from ...records import CopyRecord, HeaderFacts, MessageRecord, TrackingMode, ViewRecord
 
-__all__ = ["Id", "MailboxBody", "MailboxOut", "MailboxPatch", "MessageBody", "MessageDetail",
-           "MessageOut", "Problem", "SettingsBody", "ViewOut", "message_out", "view_out"]
+__all__ = ["DeliveryChange", "Id", "MailboxBody", "MailboxOut", "MailboxPatch", "MessageBody",
+           "MessageDetail", "MessageOut", "Problem", "RecipientOut", "SettingsBody", "ViewOut",
+           "message_out", "recipient_out", "view_out"]
 
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
@@ -154,6 +155,8 @@ class MessageBody(BaseModel):
     attachments: list[AttachmentBody] = Field(default_factory=list, max_length=100)
     in_reply_to: str | None = Field(None, max_length=998)
     references: str | None = Field(None, max_length=20000)
+    track: bool = Field(True, description="False turns tracking off for this message; it "
+                        "never turns it on where the mailbox or global setting is off.")
 
     @field_validator("mailbox")
     @classmethod
@@ -194,6 +197,35 @@ class MessageOut(_HeaderFactsOut):  # type: ignore[misc,valid-type]
     conversation_id: int | None
     automatic: bool = Field(description="An inbound auto-reply or bounce.")
     auto_reason: str
+    sent_by: str = Field(description="Who sent it: the user's name, or the way in "
+                         "(\"API token\", \"command line\", \"tag filter\").")
+    sent_by_user_id: int | None
+    copies: int = Field(description="Copies sent one per recipient (0: one copy for all).")
+    viewed_copies: int = Field(description="Of those, how many a person saw.")
+    failed_copies: int = Field(description="Copies that failed or bounced.")
+
+
+class RecipientOut(BaseModel):
+    """One copy of a sent message: its recipient (null: one copy every recipient shared, so
+    its views cannot name a person), delivery and views."""
+
+    recipient: str | None
+    position: int
+    status: Literal["queued", "sending", "sent", "failed", "bounced", "cancelled"]
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    tracked: bool = Field(description="The copy carries a pixel of its own.")
+    view_count: int
+    first_viewed_at: datetime | None
+    last_viewed_at: datetime | None
+    machine_count: int
+    replied_at: datetime | None
+
+
+class DeliveryChange(BaseModel):
+    changed: int = Field(description="How many copies were queued again or withdrawn.")
 
 
 class ViewOut(BaseModel):
@@ -202,7 +234,11 @@ class ViewOut(BaseModel):
     method: str
     ip: str | None
     user_agent: str | None
-    recipient: int
+    recipient: int = Field(description="Position of the copy whose pixel it was, as in the "
+                           "message's recipients (0: a pixel all recipients shared).")
+    recipient_address: str | None = Field(
+        description="Whose copy's pixel it was; null when the pixel was shared, so the view "
+                    "cannot name a person.")
     headers: dict[str, str]
     verdict: Literal["human", "machine"]
     reason: str
@@ -210,6 +246,7 @@ class ViewOut(BaseModel):
 
 
 class MessageDetail(MessageOut):
+    recipients: list[RecipientOut]
     views: list[ViewOut]
 
 
@@ -225,11 +262,24 @@ def message_out(m: MessageRecord) -> dict[str, Any]:
         "replied_at": m.replied_at, "machine_count": m.machine_count,
         "first_machine_at": m.first_machine_at, "last_machine_at": m.last_machine_at,
         "direction": m.direction, "conversation_id": m.conversation_id,
-        "automatic": m.automatic, "auto_reason": m.auto_reason,
+        "automatic": m.automatic, "auto_reason": m.auto_reason, "copies": m.copies,
+        "viewed_copies": m.viewed_copies, "failed_copies": m.failed_copies,
+        "sent_by": m.sent_by, "sent_by_user_id": m.sent_by_user_id,
     }
 
 
-def view_out(v: ViewRecord) -> dict[str, Any]:
+def recipient_out(c: CopyRecord) -> dict[str, Any]:
+    return {"recipient": c.recipient, "position": c.position, "status": c.status,
+            "attempts": c.attempts, "last_error": c.last_error,
+            "next_attempt_at": c.next_attempt_at, "sent_at": c.sent_at,
+            "tracked": c.token_key is not None, "view_count": c.view_count,
+            "first_viewed_at": c.first_viewed_at, "last_viewed_at": c.last_viewed_at,
+            "machine_count": c.machine_count, "replied_at": c.replied_at}
+
+
+def view_out(v: ViewRecord, whose: dict[int, str | None] | None = None) -> dict[str, Any]:
+    """A view; ``whose`` maps the message's copy ids to their recipients."""
     return {"id": v.id, "at": v.at, "method": v.method, "ip": v.ip,
             "user_agent": v.user_agent, "recipient": v.recipient, "headers": v.headers,
-            "verdict": v.verdict, "reason": v.reason, "client": v.client}
+            "verdict": v.verdict, "reason": v.reason, "client": v.client,
+            "recipient_address": (whose or {}).get(v.copy_id) if v.copy_id else None}

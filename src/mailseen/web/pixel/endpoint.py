@@ -114,4 +114,5 @@ class PixelApp:
         if self.trusted and forwarded:  # else the peer is the client: no need to parse it
             ip = client_ip(ip, forwarded, self.trusted)
         return ViewIn(message_id=ref.message_id, recipient=ref.recipient, at=self.now(),
-                      method=method, ip=ip, user_agent=user_agent, headers=kept)
+                      method=method, ip=ip, user_agent=user_agent, headers=kept,
+                      copy_key=ref.copy_key)

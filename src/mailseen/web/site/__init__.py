@@ -16,7 +16,15 @@ from ...errors import InvalidInput, MailseenError, NotFound, StorageFull, Storag
 from ...services.instance import Instance
 from ...services.mailboxes import Forbidden
 from ..limits import BodyTooLarge
-from . import ui_auth, ui_compose, ui_conversation, ui_listing, ui_reports, ui_settings
+from . import (
+    ui_auth,
+    ui_compose,
+    ui_conversation,
+    ui_listing,
+    ui_live,
+    ui_reports,
+    ui_settings,
+)
 from .ui import CsrfFailed, NotSignedIn, redirect, render
 
 __all__ = ["build_site"]
@@ -26,7 +34,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 # Each page module contributes its ``routes``.
-PAGES = (ui_auth, ui_listing, ui_conversation, ui_compose, ui_settings, ui_reports)
+PAGES = (ui_auth, ui_listing, ui_conversation, ui_compose, ui_settings, ui_reports, ui_live)
 
 
 def build_site(instance: Instance) -> Starlette:
@@ -35,7 +43,7 @@ def build_site(instance: Instance) -> Starlette:
 
     async def not_signed_in(request: Request, exc: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if request.url.path == "/events":
+        if request.url.path == "/live":
             return Response(status_code=401)
         return redirect(request, f"/login?next={target}" if target != "/" else "/login")
 

@@ -105,13 +105,10 @@ class CsrfFailed(Exception):
     pass
 
 
-def eye_of(message: MessageRecord | None, machine_client: str | None = None) -> Eye:
+def eye_of(message: MessageRecord | None, machine_client: str | None, now: datetime) -> Eye:
     if message is None:
         return Eye("none", "Nothing sent yet")
-    return eye_for(tracked=message.tracked, tracking_reason=message.tracking_reason,
-                   view_count=message.view_count, last_viewed_at=message.last_viewed_at,
-                   replied_at=message.replied_at, machine_count=message.machine_count,
-                   machine_client=machine_client, now=datetime.now(UTC))
+    return eye_for(message, machine_client, now)
 
 
 def all_mailboxes(request: Request) -> list[MailboxRecord]:

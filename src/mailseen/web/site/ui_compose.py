@@ -47,11 +47,14 @@ def _setting(mailbox: MailboxRecord) -> str:
     return "global setting" if mailbox.tracking == "global" else "mailbox setting"
 
 
-def tracking_preview(decision: Decision, mailbox: MailboxRecord, has_html: bool) -> Preview:
+def tracking_preview(decision: Decision, mailbox: MailboxRecord, has_html: bool,
+                     no_track: bool = False) -> Preview:
     """What tracking will do with a message from ``mailbox`` (whose tracking ``decision``
     the services made), in the words of the form."""
     if not decision.enabled:
         return Preview("off", f"Tracking off ({_setting(mailbox)})")
+    if no_track:
+        return Preview("off", "Tracking off (this message)")
     if not has_html:
         return Preview("plain", "Not trackable: plain text")
     return Preview("on", f"Tracking on ({_setting(mailbox)})")
@@ -69,6 +72,7 @@ class Fields:
     html: str = ""
     text: str = ""
     attachments: list[Attachment] = field(default_factory=list)
+    no_track: bool = False  # "Don't track this message"
 
 
 # -- reading the form --------------------------------------------------------------------
@@ -161,7 +165,8 @@ async def _read(form: FormData) -> Fields:
     return Fields(mailbox_id=mailbox_id, to=text("to").strip(), cc=text("cc").strip(),
                   bcc=text("bcc").strip(), subject=text("subject").strip(),
                   html=text("html").replace("\r\n", "\n"),
-                  text=text("text").replace("\r\n", "\n"), attachments=await _uploads(form))
+                  text=text("text").replace("\r\n", "\n"), attachments=await _uploads(form),
+                  no_track=bool(text("no_track")))
 
 
 def _has_html(html: str) -> bool:
@@ -216,7 +221,8 @@ def _show(request: Request, f: Fields, mailbox: MailboxRecord | None, *,
     return render(
         request, "compose.html", 422 if error else 200, fields=f, mailbox=mailbox,
         boxes=boxes, action=action, previews=previews,
-        preview=tracking_preview(decisions[mailbox.id], mailbox, has_html) if mailbox else None,
+        preview=(tracking_preview(decisions[mailbox.id], mailbox, has_html, f.no_track)
+                 if mailbox else None),
         error=str(error) if error else None, error_field=error.field if error else None,
         conversation=conversation, reply_to=reply_to, size=human_size,
         kept=[(_encode_kept(a), a) for a in f.attachments])
@@ -228,7 +234,9 @@ async def _submit(request: Request, f: Fields, mailbox: MailboxRecord, *, action
     inst = instance_of(request)
     try:
         draft = _draft(mailbox, f, reply_to)
-        sent = await run_in_threadpool(inst.sender.send_draft, mailbox, draft, "web")
+        sent = await run_in_threadpool(
+            lambda: inst.sender.send_draft(mailbox, draft, "web", actor=require_user(request),
+                                           track=not f.no_track))
     except InvalidInput as exc:
         return _show(request, f, mailbox, action=action, boxes=boxes, error=exc,
                      conversation=conversation, reply_to=reply_to)
@@ -297,13 +305,35 @@ def _quote(inst: Instance, user: UserRecord, message: MessageRecord) -> str:
     return f"<p><br></p>\n<p>{head}</p>\n<blockquote type=\"cite\">\n{inner}\n</blockquote>\n"
 
 
+def reply_addresses(target: MessageRecord, own: str, everyone: bool
+                    ) -> tuple[list[str], list[str]]:
+    """(To, Cc) of a reply to ``target`` from the mailbox ``own``: its sender (or, for a
+    message the team sent, its recipients); with ``everyone``, every other address on it
+    too. The mailbox itself is never among them, nor anyone twice."""
+    if target.direction == "in":
+        to, cc = [target.from_addr], (target.to + target.cc if everyone else [])
+    else:
+        to, cc = list(target.to), (list(target.cc) if everyone else [])
+    seen = {own.lower()}
+
+    def fresh(addresses: list[str]) -> list[str]:
+        kept = []
+        for a in addresses:
+            if a and a.lower() not in seen:
+                seen.add(a.lower())
+                kept.append(a)
+        return kept
+
+    return fresh(to), fresh(cc)
+
+
 def _reply_fields(inst: Instance, user: UserRecord, conv: ConversationRecord,
-                  target: MessageRecord | None) -> Fields:
+                  target: MessageRecord | None, own: str, everyone: bool) -> Fields:
     if target is None:
         return Fields(mailbox_id=conv.mailbox_id, to=conv.other_party,
                       subject=_subject(conv.subject))
-    to = [target.from_addr] if target.direction == "in" else target.to
-    return Fields(mailbox_id=conv.mailbox_id, to=", ".join(a for a in to if a),
+    to, cc = reply_addresses(target, own, everyone)
+    return Fields(mailbox_id=conv.mailbox_id, to=", ".join(to), cc=", ".join(cc),
                   subject=_subject(target.subject or conv.subject),
                   html=_quote(inst, user, target))
 
@@ -317,7 +347,9 @@ async def reply(request: Request) -> Response:
     if request.method == "GET":
         raw_id = request.query_params.get("message")
         target = _reply_target(messages, int(raw_id) if raw_id and raw_id.isdigit() else None)
-        f = await run_in_threadpool(_reply_fields, inst, user, conv, target)
+        everyone = request.query_params.get("all") == "1"
+        f = await run_in_threadpool(_reply_fields, inst, user, conv, target, mailbox.address,
+                                    everyone)
         return _show(request, f, mailbox, action=action, boxes=[mailbox], conversation=conv,
                      reply_to=target)
     form = await read_form(request)

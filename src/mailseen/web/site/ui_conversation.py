@@ -11,7 +11,7 @@ team's sent mail here never counts as a view.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote
 
@@ -22,14 +22,25 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from ...core.mailbody import Body, Display, attachment_data, read_body
-from ...core.status import Eye
+from ...core.status import Eye, delivery_state
 from ...errors import NotFound
-from ...records import ConversationRecord, MessageRecord, UserRecord, ViewRecord
+from ...records import ConversationRecord, CopyRecord, MessageRecord, UserRecord, ViewRecord
 from ...services.instance import Instance
+from ...services.live import LiveScope
 from .display import display_of, shown_raw, stored_display
 from .framecsp import frame_csp
 from .mailhtml import linkify
-from .ui import eye_of, finish, instance_of, render, require_user, templates
+from .ui import (
+    eye_of,
+    finish,
+    instance_of,
+    read_form,
+    redirect,
+    render,
+    require_user,
+    templates,
+)
+from .ui_live import live_state
 
 __all__ = ["content_disposition", "displayed_body", "human_size", "routes", "short_agent",
            "visible_conversation", "visible_message"]
@@ -107,6 +118,21 @@ class Event:
     view: ViewRecord
     human: bool
     client: str
+    who: str = ""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One row of a sent message's recipients table: one copy and what its pixel saw."""
+
+    copy: CopyRecord
+    label: str  # the recipient, or who a shared pixel stands for
+    delivery: str  # where its delivery stands, in words
+    client: str  # the client of its latest human view, if any
+
+    @property
+    def pending(self) -> bool:
+        return self.copy.status in ("queued", "failed")
 
 
 @dataclass
@@ -117,6 +143,11 @@ class Item:
     eye: Eye | None
     events: list[Event]
     truncated: bool
+    recipients: list[Recipient] = field(default_factory=list)
+
+    @property
+    def can_retry(self) -> bool:
+        return any(r.pending for r in self.recipients)
 
     @property
     def outgoing(self) -> bool:
@@ -127,30 +158,56 @@ class Item:
         return self.message.sent_at or self.message.created_at
 
 
-def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dict[int, str]
-          ) -> Item:
+def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dict[int, str],
+          copies: list[CopyRecord]) -> Item:
     body = display_of(inst, user, message)
     eye = events = None
     truncated = False
+    recipients: list[Recipient] = []
     if message.direction == "out":
-        eye = eye_of(message, machine.get(message.id))
+        now = inst.clock.now()
+        eye = eye_of(message, machine.get(message.id), now)
         views = inst.messages.views(user, message, limit=_VIEW_LIMIT)
         truncated = len(views) >= _VIEW_LIMIT
-        events = [Event(v, v.verdict == "human", v.client or short_agent(v.user_agent))
+        whose = {c.id: c.recipient for c in copies}
+        events = [Event(v, v.verdict == "human", v.client or short_agent(v.user_agent),
+                        _whose(v, whose, message))
                   for v in views]
+        for c in copies:
+            latest = next((e.client for e in reversed(events)
+                           if e.human and e.view.copy_id == c.id), "")
+            recipients.append(Recipient(c, c.recipient or _everyone(message),
+                                        delivery_state(c, now), latest))
     text = None if body.text is None else linkify(body.text)
-    return Item(message, body, text, eye, events or [], truncated)
+    return Item(message, body, text, eye, events or [], truncated, recipients)
+
+
+def _everyone(message: MessageRecord) -> str:
+    n = len(message.envelope_to)
+    return (message.envelope_to[0] if n == 1 else
+            f"All {n} recipients (one copy; a view cannot say whose)")
+
+
+def _whose(view: ViewRecord, whose: dict[int, str | None], message: MessageRecord) -> str:
+    """Whose view it was, as far as the pixel proves it."""
+    recipient = whose.get(view.copy_id) if view.copy_id is not None else None
+    if recipient:
+        return recipient
+    return message.envelope_to[0] if len(message.envelope_to) == 1 else (
+        "one of the recipients")
 
 
 def _load(inst: Instance, user: UserRecord, conversation_id: int) -> list[Item]:
     messages = inst.messages.in_conversation(user, conversation_id)
     machine = inst.messages.machine_clients(messages)
-    return [_item(inst, user, m, machine) for m in messages]
+    copies = inst.messages.recipients_of(user, messages)
+    return [_item(inst, user, m, machine, copies.get(m.id, [])) for m in messages]
 
 
 async def conversation(request: Request) -> Response:
     user, conv = visible_conversation(request, request.path_params["conversation_id"])
     inst = instance_of(request)
+    live = await live_state(request, user, LiveScope("conversation", conv.id))
     items = await run_in_threadpool(_load, inst, user, conv.id)
     try:
         show_images = int(request.query_params.get("images", "0"))
@@ -159,7 +216,7 @@ async def conversation(request: Request) -> Response:
     mailbox = inst.mailboxes.get(user, conv.mailbox_id)
     return render(request, "conversation.html", conversation=conv, items=items,
                   mailbox=mailbox, show_images=show_images, is_admin=user.is_admin,
-                  last_view_id=inst.messages.last_view_id(), size=human_size)
+                  size=human_size, live=live)
 
 
 async def body(request: Request) -> Response:
@@ -224,8 +281,23 @@ def _download(request: Request, data: bytes, filename: str) -> Response:
     return response
 
 
+async def delivery_action(request: Request) -> Response:
+    """An admin's "retry now" or "cancel" for a message's copies that wait or failed."""
+    user = require_user(request)
+    await read_form(request)
+    inst = instance_of(request)
+    message_id = request.path_params["message_id"]
+    message = inst.messages.get(user, message_id)
+    retry = request.url.path.endswith("/retry")
+    change = inst.messages.retry if retry else inst.messages.cancel
+    await run_in_threadpool(change, user, message_id)
+    return redirect(request, f"/conversations/{message.conversation_id}#message-{message_id}")
+
+
 routes = [
     Route("/conversations/{conversation_id:int}", conversation),
+    Route("/messages/{message_id:int}/retry", delivery_action, methods=["POST"]),
+    Route("/messages/{message_id:int}/cancel", delivery_action, methods=["POST"]),
     Route("/messages/{message_id:int}/body", body),
     Route("/messages/{message_id:int}/attachments/{index:int}", attachment),
     Route("/messages/{message_id:int}/original", original),

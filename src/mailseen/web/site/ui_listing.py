@@ -1,18 +1,16 @@
-"""The conversation listing with the eye, per mailbox and across the user's mailboxes, and
-the event stream that updates it live."""
+"""The conversation listing with the eye, per mailbox and across the user's mailboxes; it
+follows changes live (see ui_live)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
+from ...services.live import LiveScope
 from .ui import all_mailboxes, eye_of, instance_of, redirect, render, require_user
+from .ui_live import live_state
 
 PAGE = 25
 FILTERS = {"viewed": "Viewed", "waiting": "Not viewed yet", "untracked": "Not tracked"}
@@ -38,6 +36,8 @@ async def listing(request: Request) -> Response:
         page = max(1, min(10_000, int(request.query_params.get("page", "1"))))
     except ValueError:
         page = 1
+    live = await live_state(request, user, LiveScope("mailbox", mailbox.id) if mailbox
+                            else LiveScope("all"))
     rows = await run_in_threadpool(
         lambda: inst.messages.listing(user, mailbox.id if mailbox else None, status=status,
                                       search=search, limit=PAGE + 1, offset=(page - 1) * PAGE))
@@ -45,51 +45,15 @@ async def listing(request: Request) -> Response:
     rows = rows[:PAGE]
     machine = inst.messages.machine_clients([m for _, m in rows])
     boxes = {b.id: b for b in all_mailboxes(request)}
+    now = inst.clock.now()
     items = [{"conversation": c, "message": m, "mailbox": boxes.get(c.mailbox_id),
-              "eye": eye_of(m, machine.get(m.id) if m else None)} for c, m in rows]
+              "eye": eye_of(m, machine.get(m.id) if m else None, now)} for c, m in rows]
     return render(request, "listing.html", items=items, mailbox=mailbox, status=status,
-                  search=search or "", page=page, more=more, filters=FILTERS,
-                  last_view_id=inst.messages.last_view_id())
-
-
-async def events(request: Request) -> Response:
-    """Server-sent events: one "view" event per new pixel view in the user's mailboxes, with
-    the message's new eye. Polls the database, so it works with several web nodes."""
-    user = require_user(request)
-    inst = instance_of(request)
-    try:
-        after = int(request.query_params.get("after", "0"))
-    except ValueError:
-        after = 0
-
-    async def stream() -> AsyncIterator[bytes]:
-        nonlocal after
-        yield b"retry: 3000\n\n"
-        idle = 0
-        while not await request.is_disconnected():
-            fresh = await run_in_threadpool(inst.messages.views_since, user, after)
-            for view_id, message_id, conversation_id in fresh:
-                after = view_id
-                msg = await run_in_threadpool(inst.messages.get, user, message_id)
-                machine = inst.messages.machine_clients([msg]).get(msg.id)
-                eye = eye_of(msg, machine)
-                payload = {"message_id": message_id, "conversation_id": conversation_id,
-                           "kind": eye.kind, "icon": eye.icon, "label": eye.label,
-                           "subject": msg.subject, "recipient": (msg.to or [""])[0],
-                           "human": bool(msg.view_count)}
-                yield f"id: {view_id}\nevent: view\ndata: {json.dumps(payload)}\n\n".encode()
-            idle = 0 if fresh else idle + 1
-            if idle and idle % 15 == 0:
-                yield b": keep-alive\n\n"
-            await asyncio.sleep(1.0)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+                  search=search or "", page=page, more=more, filters=FILTERS, live=live)
 
 
 routes = [
     Route("/", home),
     Route("/conversations", listing),
     Route("/mailboxes/{mailbox_id:int}/conversations", listing),
-    Route("/events", events),
 ]

@@ -120,6 +120,9 @@ async def reports(request: Request) -> Response:
             by_mailbox.append({"name": b.display_name or b.address, "id": b.id,
                                "tracked": tracked, "viewed": viewed,
                                "percent": _percent(viewed, tracked)})
+    by_sender = [{"name": x.sent_by or "(not recorded)", "sent": x.sent, "tracked": x.tracked,
+                  "viewed": x.viewed, "percent": _percent(x.viewed, x.tracked)}
+                 for x in report.by_sender]
     per_day = report.views_per_day
     return render(
         request, "reports.html", mailbox=mailbox, visible=visible, days=days, periods=PERIODS,
@@ -129,7 +132,8 @@ async def reports(request: Request) -> Response:
         day_axis=[_day(per_day[i][0]) for i in (0, len(per_day) // 2, -1)],
         days_text=days_text(report), day_max=max([n for _, n in per_day] + [0]),
         bucket_bars=bucket_bars(report.first_view_buckets), buckets=BUCKETS,
-        delays_text=delays_text(report.first_view_buckets), by_mailbox=by_mailbox)
+        delays_text=delays_text(report.first_view_buckets), by_mailbox=by_mailbox,
+        by_sender=by_sender)
 
 
 routes = [Route("/reports", reports)]

@@ -197,7 +197,9 @@ async def mailboxes(request: Request) -> Response:
     inst = instance_of(request)
     boxes = inst.mailboxes.visible(me)
     decisions = inst.mailboxes.decisions(boxes)
-    rows = [{"box": b, "decision": decisions[b.id]} for b in boxes]
+    trouble = inst.mailboxes.delivery_trouble(me, boxes)
+    rows = [{"box": b, "decision": decisions[b.id], "trouble": trouble.get(b.id)}
+            for b in boxes]
     return render(request, "settings_mailboxes.html", rows=rows, notice=_notice(request))
 
 
@@ -257,17 +259,17 @@ async def mailbox(request: Request) -> Response:
             saved, errors = _saved(lambda: inst.mailboxes.update(me, box.id, changes))
             if saved is not None:
                 return redirect(request, f"/settings/mailboxes/{box.id}?tab={tab}&done=saved")
-    return _mailbox_page(request, box, tab, values, errors, notice=_notice(request))
+    return _mailbox_page(request, me, box, tab, values, errors, notice=_notice(request))
 
 
-def _mailbox_page(request: Request, box: MailboxRecord, tab: str, values: dict[str, str],
-                  errors: dict[str, str], **extra: Any) -> Response:
+def _mailbox_page(request: Request, me: UserRecord, box: MailboxRecord, tab: str,
+                  values: dict[str, str], errors: dict[str, str], **extra: Any) -> Response:
     mailboxes = instance_of(request).mailboxes
     on = mailboxes.global_tracking()
     return render(request, "settings_mailbox.html", 422 if errors else 200, box=box, tab=tab,
                   tabs=TABS, values=values, errors=errors, global_on=on,
                   decision=mailboxes.decision(box, on), transports=TRANSPORTS, tls=TLS,
-                  **extra)
+                  trouble=mailboxes.delivery_trouble(me, [box]).get(box.id), **extra)
 
 
 async def mailbox_test(request: Request) -> Response:
@@ -283,15 +285,15 @@ async def mailbox_test(request: Request) -> Response:
     changes = _tab_changes(tab, form)
     values, errors = {**_mailbox_values(box), **form.values}, form.errors
     if errors:
-        return _mailbox_page(request, box, tab, values, errors)
+        return _mailbox_page(request, me, box, tab, values, errors)
     mailboxes = instance_of(request).mailboxes
     test = mailboxes.test_smtp if tab == "sending" else mailboxes.test_imap
     try:
         check = await test(me, box, changes)
     except InvalidInput as exc:
         field = exc.field or ("smtp_host" if tab == "sending" else "imap_host")
-        return _mailbox_page(request, box, tab, values, {field: _sentence(exc)})
-    return _mailbox_page(request, box, tab, values, errors, check=check)
+        return _mailbox_page(request, me, box, tab, values, {field: _sentence(exc)})
+    return _mailbox_page(request, me, box, tab, values, errors, check=check)
 
 
 # -- users -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
   var select = form.querySelector("#mailbox");
   var fixed = document.getElementById("mailbox-fixed");
   var preview = document.getElementById("tracking-preview");
+  var noTrack = document.getElementById("no-track");
   var text = form.querySelector("#text");
   form.querySelectorAll("[data-nojs-only]").forEach(function (el) { el.hidden = true; });
 
@@ -100,10 +101,16 @@
       state = "plain";
       words = "Not trackable: plain text";
     }
+    // The switch turns tracking off for this message; it never turns it on.
+    if (state === "on" && noTrack && noTrack.checked) {
+      state = "off";
+      words = "Tracking off (this message)";
+    }
     preview.setAttribute("data-state", state);
     preview.querySelector(".preview-words").textContent = words;
   }
   if (select) select.addEventListener("change", update);
+  if (noTrack) noTrack.addEventListener("change", update);
   sync();
   update();
 })();
