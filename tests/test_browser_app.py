@@ -113,7 +113,9 @@ async def test_compose_send_open_and_watch_the_eye_turn_live(
     article = page.locator("article[data-message-id]")
     message_id = int(await article.get_attribute("data-message-id") or 0)
     sent = live.instance.store.get_message(message_id)
-    assert sent.tracked and sent.tracking_reason == "enabled by mailbox setting"
+    assert sent.tracked and sent.tracking_reason == ("enabled by mailbox setting; the pixel "
+                                                     f"URL {live.url} is not reachable by "
+                                                     "recipients")
     delivered = await _delivered(live, message_id)
     # Sent only once the worker handed it over: never "sent" before.
     await eventually(lambda: live.instance.store.get_message(message_id).status == "sent")

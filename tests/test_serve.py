@@ -50,6 +50,12 @@ def test_serve_starts_on_a_fresh_data_folder_and_stops_on_sigterm(tmp_path: Path
     assert proc.returncode in (0, -signal.SIGTERM), err.decode()
     assert b"stopped: pending views written, background work finished" in err
     assert b"Traceback" not in err
+    # The default public URL is this machine's own: said once, at start, on one line.
+    [warning] = [line for line in err.decode().splitlines()
+                 if line.startswith("mailseen: warning")]
+    assert warning.startswith(f"mailseen: warning: the pixel URL http://127.0.0.1:{port} is "
+                              "not reachable by recipients: its host is a loopback address")
+    assert "MAILSEEN_PUBLIC_URL" in warning
 
 
 def test_serve_receives_mail_by_smtp_when_configured(tmp_path: Path, database_url: str,

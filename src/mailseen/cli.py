@@ -24,8 +24,10 @@ from .core.compose import Attachment, Draft
 from .core.hits import Hit, HitClassifier, Verdict, describe_agent
 from .core.netdata import NET_KINDS, load_data
 from .core.netsources import FORMATS, Source, load_manifest, update_source
+from .core.reach import Reach, public_url_reach
 from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
+from .receivers.imap import ImapChecker
 from .records import MailboxIn, MailboxRecord, MessageRecord, UserRecord
 from .services.inbound import Renderer
 from .services.instance import Instance
@@ -100,8 +102,15 @@ def _settings(ctx: click.Context, **extra: Any) -> Settings:
     return load_settings({**obj["options"], **extra}, config_file=obj["config_file"])
 
 
+def _open(settings: Settings, render: Renderer | None = None) -> Instance:
+    """An instance that can also test IMAP accounts (the checker lives beside the IMAP
+    receiver, which services cannot import)."""
+    return Instance.open(settings, render=render,
+                         imap_probe=ImapChecker(settings.ca_file or None))
+
+
 def _instance(ctx: click.Context, render: Renderer | None = None) -> Instance:
-    inst = Instance.open(_settings(ctx), render=render)
+    inst = _open(_settings(ctx), render=render)
     ctx.call_on_close(inst.close)
     return inst
 
@@ -146,7 +155,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     settings = _settings(ctx, host=host, port=port, public_url=public_url,
                          trusted_proxies=trusted_proxies, secret_key=secret_key, worker=worker)
     _logging(settings)
-    inst = Instance.open(settings, render=render_display)
+    inst = _open(settings, render=render_display)
     background: list[Background] = []
     if settings.imap_poll:
         background.append(_imap_poller(inst).run)
@@ -157,6 +166,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
                f"(pixels at {settings.base_url}/t/…, data in {settings.data_dir}, "
                f"open files limit {files})", err=True)
+    if (reach := public_url_reach(settings.base_url)).message:
+        click.echo(f"mailseen: warning: {_reach_line(reach)}", err=True)
     uvicorn.Server(server_config(app, settings.host, settings.port)).run()
     inst.close()
 
@@ -283,6 +294,17 @@ def settings_show(ctx: click.Context) -> None:
     """Show the global settings."""
     inst = _instance(ctx)
     click.echo(f"tracking: {'on' if inst.mailboxes.global_tracking() else 'off'}")
+    reach = public_url_reach(inst.settings.base_url)
+    click.echo(f"public URL: {reach.url}")
+    if reach.message:
+        click.echo(f"warning: {_reach_line(reach)}")
+
+
+def _reach_line(reach: Reach) -> str:
+    """The public URL's problem and what to do, on one line."""
+    return (f"{reach.message[:1].lower()}{reach.message[1:]} Set MAILSEEN_PUBLIC_URL "
+            "(or --public-url) to the https address recipients reach this server at."
+            if reach.message else "")
 
 
 @settings_group.command("tracking")
@@ -372,6 +394,33 @@ def mailbox_set(ctx: click.Context, /, address: str, new_address: str | None,
     if new_address:
         values["address"] = new_address
     _out(_mailbox_json(inst, inst.mailboxes.update(None, box.id, values)))
+
+
+@mailbox.command("test")
+@click.argument("address")
+@click.option("--smtp", "what", flag_value="smtp", help="Test only the SMTP relay.")
+@click.option("--imap", "what", flag_value="imap", help="Test only the IMAP account.")
+@click.pass_context
+def mailbox_test(ctx: click.Context, address: str, what: str | None) -> None:
+    """Test the mailbox's SMTP relay and IMAP account (those that are set): connect, TLS,
+    log in; nothing is sent or read. Exits non-zero when one fails."""
+    inst = _instance(ctx)
+    box = inst.mailboxes.named(None, address)
+    kinds = [what] if what else [k for k, host in (("smtp", box.smtp_host),
+                                                    ("imap", box.imap_host)) if host]
+    if not kinds:
+        raise InvalidInput("the mailbox has no SMTP server and no IMAP server to test",
+                           field="address")
+    failures = []
+    for kind in kinds:
+        test = inst.mailboxes.test_smtp if kind == "smtp" else inst.mailboxes.test_imap
+        result = asyncio.run(test(None, box))
+        if result.ok:
+            click.echo(f"{kind}: {result.message}")
+        else:
+            failures.append(f"{kind}: {result.message}")
+    if failures:
+        raise MailseenError("; ".join(failures))
 
 
 # -- sending ------------------------------------------------------------------------------

@@ -82,6 +82,17 @@ class ImapState:
 
 
 @dataclass(frozen=True)
+class ConnectionCheck:
+    """What testing a mailbox's SMTP relay or IMAP account found. ``message`` says in
+    plain words what worked ("connected to smtp.example.com:587, STARTTLS, signed in as
+    ada") or the first thing that failed ("login failed: wrong username or password")."""
+
+    what: Literal["smtp", "imap"]
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
 class HeaderFacts:
     """What mailseen keeps of a message's header: the same for a message composed here,
     handed over whole, or received. ``message_id`` is the Message-ID with its brackets."""

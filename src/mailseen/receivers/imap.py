@@ -31,13 +31,13 @@ from typing import Any, TypeVar
 
 import aioimaplib  # type: ignore[import-untyped]
 
-from ..clock import Clock, wait
+from ..clock import SYSTEM, Clock, wait
 from ..errors import InvalidInput, MailseenError, NotFound
-from ..records import ImapState, MailboxRecord
+from ..records import ConnectionCheck, ImapState, MailboxRecord
 from ..services.inbound import Ingestor
 from ..services.mailboxes import Mailboxes
 
-__all__ = ["ImapError", "ImapPoller"]
+__all__ = ["ImapChecker", "ImapError", "ImapPoller"]
 
 log = logging.getLogger(__name__)
 # aioimaplib logs every line it sends and receives at debug level: whole messages, and the
@@ -284,6 +284,53 @@ class _Session:
         raise ImapError(f"no answer to {what} within {timeout or self.timeout:g}s")
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The TLS context IMAP servers are checked with: the system's CAs and ``ca_file``."""
+    tls = ssl.create_default_context()
+    if ca_file:
+        try:
+            tls.load_verify_locations(ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidInput(f"cannot read CA file {ca_file}: {_reason(exc)}",
+                               "ca_file") from exc
+    return tls
+
+
+_TLS_WORDS = {"implicit": "TLS from the start", "starttls": "STARTTLS",
+              "none": "no encryption"}
+
+
+class ImapChecker:
+    """Tests an IMAP account's settings the way the poller uses them: connect, TLS as set,
+    log in, open the folder; then log out. What :meth:`Mailboxes.test_imap` calls (handed
+    in by whoever opens the instance: services cannot import a receiver)."""
+
+    def __init__(self, ca_file: str | None = None) -> None:
+        self.ca_file = ca_file
+        self._tls: ssl.SSLContext | None = None  # read when first needed: a CA file that
+        # cannot be read fails the test that needs it, not every command that wires this
+
+    async def __call__(self, account: ImapState, timeout: float) -> ConnectionCheck:
+        if not account.host:
+            return ConnectionCheck("imap", False, "no IMAP server set")
+        if self._tls is None:
+            self._tls = tls_context(self.ca_file)
+        session = _Session(account, timeout, self._tls, SYSTEM)
+        try:
+            await session.open()
+            await session.select(account.folder)
+        except ImapError as exc:
+            session.abort()
+            return ConnectionCheck("imap", False, str(exc))
+        except BaseException:
+            session.abort()
+            raise
+        await session.close()
+        return ConnectionCheck("imap", True, (
+            f"connected to {session.where}, {_TLS_WORDS[account.tls]}, signed in as "
+            f"{account.username}, folder '{account.folder}' found"))
+
+
 class ImapPoller:
     def __init__(self, mailboxes: Mailboxes, ingestor: Ingestor, *, idle_seconds: float = 300,
                  poll_seconds: float = 60, retry_base: float = 5, retry_max: float = 600,
@@ -297,13 +344,7 @@ class ImapPoller:
         self.retry_max = retry_max
         self.timeout = timeout
         self.clock = clock or mailboxes.clock
-        self.tls = ssl.create_default_context()
-        if ca_file:
-            try:
-                self.tls.load_verify_locations(ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise InvalidInput(f"cannot read CA file {ca_file}: {_reason(exc)}",
-                                   "ca_file") from exc
+        self.tls = tls_context(ca_file)
         self._refresh = asyncio.Event()
 
     def backoff(self, failures: int) -> float:

@@ -15,7 +15,7 @@ from .accounts import Accounts
 from .classification import Judge, reclassify
 from .delivery import DeliveryWorker
 from .inbound import Ingestor, Renderer
-from .mailboxes import Mailboxes
+from .mailboxes import ImapProbe, Mailboxes
 from .messages import Messages
 from .recorder import ViewRecorder
 from .secrets import SecretBox
@@ -40,22 +40,24 @@ class Instance:
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True,
-             clock: Clock = SYSTEM, render: Renderer | None = None) -> Instance:
+             clock: Clock = SYSTEM, render: Renderer | None = None,
+             imap_probe: ImapProbe | None = None) -> Instance:
         """Everything wired to one ``clock``: the system's, or a test's manual one.
         ``render``: how received mail is made ready to show as it arrives (see
-        services/inbound); without it, when first shown."""
+        services/inbound); without it, when first shown. ``imap_probe``: how an IMAP
+        account's settings are tested (receivers/imap.py's ImapChecker, which services
+        cannot import); without it, testing IMAP says it is not available."""
         secret = settings.secret()
         db = Database(settings.database)
         if migrate:
             db.upgrade()
         store = Store(db, SecretBox(secret), clock)
         signer = TokenSigner(secret)
-        mailboxes = Mailboxes(store)
+        smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file)
+        mailboxes = Mailboxes(store, smtp_probe=smtp.check, imap_probe=imap_probe)
         sender = Sender(store, mailboxes, signer, settings.base_url)
         transports: dict[str, Transport] = {
-            "outbox": OutboxTransport(settings.outbox_dir),
-            "smtp": SmtpTransport(settings.smtp_timeout, settings.ca_file),
-        }
+            "outbox": OutboxTransport(settings.outbox_dir), "smtp": smtp}
         messages = Messages(store, mailboxes, sender.is_own_pixel)
         accounts = Accounts(store, memory_kib=settings.password_memory_kib)
         return cls(settings, db, store, signer, mailboxes, messages, sender, accounts,

@@ -6,7 +6,8 @@ or None for the installation itself (the CLI, an installation-wide API token).""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -14,10 +15,25 @@ from typing import Any
 from ..core.compose import parse_address
 from ..core.tracking import Decision, decide
 from ..errors import InvalidInput, MailseenError, NotFound
-from ..records import SECRET_FIELDS, ImapState, MailboxIn, MailboxRecord, UserRecord
+from ..records import (
+    SECRET_FIELDS,
+    ConnectionCheck,
+    ImapState,
+    MailboxIn,
+    MailboxRecord,
+    Relay,
+    UserRecord,
+)
 from ..storage import Store
 
-__all__ = ["TRACKING_SETTING", "Forbidden", "Mailboxes", "can_see_mailbox", "require_admin"]
+__all__ = ["TRACKING_SETTING", "Forbidden", "ImapProbe", "Mailboxes", "SmtpProbe",
+           "can_see_mailbox", "require_admin"]
+
+# How a connection is tested: the SMTP transport's check, the IMAP receiver's checker. Each
+# takes the settings and a timeout per step, and answers in words (records.ConnectionCheck).
+SmtpProbe = Callable[[Relay, float], Awaitable[ConnectionCheck]]
+ImapProbe = Callable[[ImapState, float], Awaitable[ConnectionCheck]]
+TEST_TIMEOUT = 10.0  # seconds per step of a connection test: a person is waiting
 
 TRACKING_SETTING = "tracking_enabled"
 # Fields a change may not set to nothing (a password set to nothing is removed instead).
@@ -55,9 +71,14 @@ def checked(box: MailboxIn) -> MailboxIn:
 
 
 class Mailboxes:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, smtp_probe: SmtpProbe | None = None,
+                 imap_probe: ImapProbe | None = None,
+                 test_timeout: float = TEST_TIMEOUT) -> None:
         self.store = store
         self.clock = store.clock  # what the IMAP poller's schedule runs on
+        self.smtp_probe = smtp_probe
+        self.imap_probe = imap_probe
+        self.test_timeout = test_timeout
 
     # -- the global setting and the effective decision ------------------------------------
 
@@ -144,6 +165,48 @@ class Mailboxes:
                 raise InvalidInput(f"{key}: may not be null", field=key)
         return self.store.update_mailbox(
             mailbox_id, lambda current: checked(replace(current, **changes)))
+
+    # -- testing a mailbox's connections ----------------------------------------------
+
+    async def test_smtp(self, actor: UserRecord | None, mailbox: MailboxRecord,
+                        changes: Mapping[str, Any] | None = None) -> ConnectionCheck:
+        """Connect to the mailbox's SMTP relay, do TLS as set and log in; nothing is sent.
+        ``changes``: settings not saved yet (a form being filled in) to test instead of the
+        stored ones; a password left out or None is the stored one, "" none."""
+        box = await self._to_test(actor, mailbox, changes)
+        if not box.smtp_host:
+            raise InvalidInput("smtp_host: set an SMTP server to test", field="smtp_host")
+        if self.smtp_probe is None:
+            raise MailseenError("testing SMTP is not available in this process")
+        relay = Relay(box.smtp_host, box.smtp_port, box.smtp_tls, box.smtp_username,
+                      box.smtp_password or None)
+        return await self.smtp_probe(relay, self.test_timeout)
+
+    async def test_imap(self, actor: UserRecord | None, mailbox: MailboxRecord,
+                        changes: Mapping[str, Any] | None = None) -> ConnectionCheck:
+        """Connect to the mailbox's IMAP account, do TLS as set, log in and open its folder,
+        as the poller would; ``changes`` as for :meth:`test_smtp`."""
+        box = await self._to_test(actor, mailbox, changes)
+        if not box.imap_host:
+            raise InvalidInput("imap_host: set an IMAP server to test", field="imap_host")
+        if self.imap_probe is None:
+            raise MailseenError("testing IMAP is not available in this process")
+        account = ImapState(mailbox.id, box.imap_host, box.imap_port, box.imap_tls,
+                            box.imap_username or box.address, box.imap_password or "",
+                            box.imap_folder, None, 0)
+        return await self.imap_probe(account, self.test_timeout)
+
+    async def _to_test(self, actor: UserRecord | None, mailbox: MailboxRecord,
+                       changes: Mapping[str, Any] | None) -> MailboxIn:
+        require_admin(actor)
+        self.require(actor, mailbox.id)
+        stored = await asyncio.to_thread(self.store.mailbox_settings, mailbox.id)
+        given = {k: v for k, v in (changes or {}).items()
+                 if not (v is None and k in SECRET_FIELDS)}
+        for key, value in given.items():
+            if value is None and key in _REQUIRED:
+                raise InvalidInput(f"{key}: may not be null", field=key)
+        return checked(replace(stored, **given))
 
     # -- what the IMAP poller keeps ----------------------------------------------------
 

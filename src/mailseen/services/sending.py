@@ -9,6 +9,7 @@ from ..core.compose import Draft, build_message, parse_address, prepare_raw
 from ..core.inject import tag_message
 from ..core.mailbody import TooComplex, body_words, parse_message
 from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url
+from ..core.reach import reach_warning
 from ..core.tokens import TokenRef, TokenSigner, new_copy_key
 from ..core.tracking import not_trackable
 from ..errors import InvalidInput
@@ -98,6 +99,9 @@ class Sender:
                 reason = not_trackable(probe.reason or "unknown")
             else:
                 tracked = True
+                # Still tracked (tests send to loopback), but the reason says it is in vain.
+                if warning := reach_warning(self.base_url, recipients):
+                    reason = f"{decision.reason}; {warning}"
                 # Mail other software sends gets its copy from :meth:`tag`.
                 copies = [NewCopy(n, r, new_copy_key()) for n, r in
                           enumerate(recipients, 1)] if queue else []

@@ -72,6 +72,20 @@ class MailboxStore(StoreBase):
             s.flush()
             return mailbox_record(row)
 
+    def mailbox_settings(self, mailbox_id: int) -> MailboxIn:
+        """The mailbox's settings with its passwords decrypted ("" where none is stored),
+        for testing its connections."""
+        with self._tx() as s:
+            row = s.get(Mailbox, mailbox_id)
+            if row is None:
+                raise NotFound(f"no mailbox with id {mailbox_id}")
+            values = {f.name: getattr(row, f.name) for f in fields(MailboxIn)
+                      if f.name not in SECRET_FIELDS}
+            for name in SECRET_FIELDS:
+                secret = getattr(row, name + "_enc")
+                values[name] = self.cipher.decrypt(secret) if secret else ""
+            return MailboxIn(**values)
+
     def get_mailbox(self, mailbox_id: int) -> MailboxRecord:
         with self._tx() as s:
             row = s.get(Mailbox, mailbox_id)

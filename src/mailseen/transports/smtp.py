@@ -1,16 +1,22 @@
-"""Delivery through an SMTP relay with aiosmtplib: STARTTLS, implicit TLS, AUTH."""
+"""Delivery through an SMTP relay with aiosmtplib: STARTTLS, implicit TLS, AUTH; and a
+test of a relay's settings that says which step failed."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
+from contextlib import suppress
 
 import aiosmtplib
 
 from ..errors import DeliveryError
-from ..records import Envelope, Relay
+from ..records import ConnectionCheck, Envelope, Relay
 
 __all__ = ["SmtpTransport"]
+
+_TLS_WORDS = {"implicit": "TLS from the start", "starttls": "STARTTLS",
+              "none": "no encryption"}
 
 
 def failure_in_words(exc: BaseException, host: str, port: int, timeout: float) -> str:
@@ -48,7 +54,7 @@ class SmtpTransport:
         if relay is None or not relay.host:
             raise DeliveryError("the mailbox has no SMTP host set", permanent=True)
         mode = relay.tls
-        port = relay.port or {"implicit": 465, "starttls": 587}.get(mode, 25)
+        port = _port(relay)
         client = aiosmtplib.SMTP(
             hostname=relay.host, port=port, timeout=self.timeout,
             use_tls=mode == "implicit", start_tls=mode == "starttls",
@@ -80,3 +86,84 @@ class SmtpTransport:
             note += " (refused: " + "; ".join(
                 f"{rcpt}: {resp.code} {resp.message}" for rcpt, resp in refused.items()) + ")"
         return note
+
+    async def check(self, relay: Relay, timeout: float) -> ConnectionCheck:
+        """Connect to ``relay``, do TLS as set, log in when a user name is set, and say
+        what worked or the first step that failed. Nothing is sent; each step waits at most
+        ``timeout`` seconds."""
+        if not relay.host:
+            return ConnectionCheck("smtp", False, "no SMTP server set")
+        where = f"{relay.host}:{_port(relay)}"
+        client = aiosmtplib.SMTP(
+            hostname=relay.host, port=_port(relay), timeout=timeout,
+            use_tls=relay.tls == "implicit", start_tls=False,  # STARTTLS is a step of its own
+            tls_context=self._tls_context() if relay.tls != "none" else None)
+        try:
+            failure = await self._steps(client, relay, where)
+        finally:
+            with suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                if client.is_connected:
+                    await client.quit()
+            client.close()
+        if failure is not None:
+            return ConnectionCheck("smtp", False, failure)
+        done = f"connected to {where}, {_TLS_WORDS[relay.tls]}"
+        return ConnectionCheck("smtp", True, f"{done}, signed in as {relay.username}"
+                               if relay.username else f"{done}; no user name set, so no login")
+
+    async def _steps(self, client: aiosmtplib.SMTP, relay: Relay, where: str) -> str | None:
+        """The first step that failed, in words, or None."""
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            return f"cannot connect to {where}: the server answered {exc.code} {exc.message}"
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return f"cannot connect to {where}: {_reason(exc)}"
+        if relay.tls == "starttls":
+            try:
+                await client.starttls()
+            except aiosmtplib.SMTPResponseException as exc:
+                return f"STARTTLS refused: {exc.code} {exc.message}"
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                if not client.supports_extension("starttls") and not isinstance(
+                        exc, (OSError, TimeoutError)):
+                    return f"cannot connect to {where}: the server does not offer STARTTLS"
+                return f"cannot connect to {where}: {_reason(exc)}"
+        if relay.username:
+            try:
+                await client.login(relay.username, relay.password or "")
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                if exc.code == 535:
+                    return "login failed: wrong username or password"
+                return f"login failed: {exc.code} {exc.message}"
+            except aiosmtplib.SMTPResponseException as exc:
+                return f"login failed: {exc.code} {exc.message}"
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                if not client.supports_extension("auth"):
+                    return ("login failed: the server offers no login (AUTH)"
+                            + ("; it may offer one after STARTTLS" if relay.tls == "none"
+                               else ""))
+                return f"login failed: {_reason(exc)}"
+        return None
+
+
+def _port(relay: Relay) -> int:
+    return relay.port or {"implicit": 465, "starttls": 587}.get(relay.tls, 25)
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong with a connection, in words: the cause aiosmtplib wrapped."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({cause.verify_message})"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS failed ({cause.reason or cause})"
+    if isinstance(cause, (TimeoutError, aiosmtplib.SMTPTimeoutError)):
+        return "timed out"
+    if isinstance(cause, socket.gaierror):
+        return f"unknown host ({cause.strerror})"
+    if isinstance(cause, aiosmtplib.SMTPServerDisconnected):
+        return "the server closed the connection"
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)
+    return str(cause) or type(cause).__name__

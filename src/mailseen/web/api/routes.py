@@ -13,10 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from ...core.compose import Draft, parse_address
+from ...core.reach import public_url_reach
 from ...records import SECRET_FIELDS, MailboxIn, MailboxRecord, UserRecord
 from ...services.instance import Instance
 from ...services.mailboxes import require_admin
 from .schemas import (
+    ConnectionTestBody,
+    ConnectionTestOut,
     DeliveryChange,
     Id,
     MailboxBody,
@@ -27,6 +30,7 @@ from .schemas import (
     MessageOut,
     Problem,
     SettingsBody,
+    SettingsOut,
     ViewOut,
     message_out,
     recipient_out,
@@ -87,15 +91,21 @@ def health(inst: Inst) -> dict[str, Any]:
     return {"ok": True, "queue": inst.messages.pending_counts()}
 
 
-@router.get("/settings", response_model=SettingsBody)
+def _settings_out(inst: Instance) -> dict[str, Any]:
+    reach = public_url_reach(inst.settings.base_url)
+    return {"tracking_enabled": inst.mailboxes.global_tracking(), "public_url": reach.url,
+            "public_url_reach": reach.level, "public_url_problem": reach.message}
+
+
+@router.get("/settings", response_model=SettingsOut)
 def get_settings(inst: Inst, who: Who) -> dict[str, Any]:
-    return {"tracking_enabled": inst.mailboxes.global_tracking()}
+    return _settings_out(inst)
 
 
-@router.put("/settings", response_model=SettingsBody, dependencies=Admin, responses=_ADMIN_ONLY)
+@router.put("/settings", response_model=SettingsOut, dependencies=Admin, responses=_ADMIN_ONLY)
 def put_settings(inst: Inst, who: Who, body: SettingsBody) -> dict[str, Any]:
     inst.mailboxes.set_global_tracking(who.user, body.tracking_enabled)
-    return {"tracking_enabled": inst.mailboxes.global_tracking()}
+    return _settings_out(inst)
 
 
 @router.get("/mailboxes", response_model=list[MailboxOut])
@@ -124,6 +134,19 @@ def patch_mailbox(inst: Inst, who: Who, mailbox_id: Id, body: MailboxPatch) -> d
         if key in changes and changes[key] is None:
             changes[key] = ""  # in the API an explicit null removes a stored password
     return _mailbox_out(inst, inst.mailboxes.update(who.user, mailbox_id, changes))
+
+
+@router.post("/mailboxes/{mailbox_id}/test", response_model=ConnectionTestOut,
+             dependencies=Admin, responses={**_ADMIN_ONLY, 404: {"model": Problem},
+                                            422: {"model": Problem}})
+async def test_mailbox(inst: Inst, who: Who, mailbox_id: Id, body: ConnectionTestBody
+                       ) -> dict[str, Any]:
+    """Test the mailbox's saved SMTP relay or IMAP account: connect, TLS, log in (and, for
+    IMAP, open the folder). Nothing is sent or read. A failed test is still a 200: ``ok``
+    and ``message`` say what failed."""
+    box = await run_in_threadpool(inst.mailboxes.get, who.user, mailbox_id)
+    test = inst.mailboxes.test_smtp if body.what == "smtp" else inst.mailboxes.test_imap
+    return (await test(who.user, box)).__dict__
 
 
 @router.post("/messages", response_model=MessageOut, status_code=202,

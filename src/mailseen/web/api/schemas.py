@@ -35,6 +35,16 @@ class SettingsBody(BaseModel):
                                                "global setting.")
 
 
+class SettingsOut(SettingsBody):
+    public_url: str = Field(description="The base URL pixel URLs start with "
+                                        "(MAILSEEN_PUBLIC_URL, else http://HOST:PORT).")
+    public_url_reach: Literal["ok", "warning", "unreachable"] = Field(
+        description='Whether recipients can fetch pixels there: "unreachable" (loopback, a '
+                    'private network, a local name: no view will be recorded), "warning" '
+                    '(plain http) or "ok".')
+    public_url_problem: str | None = Field(description="What is wrong, in one sentence.")
+
+
 class MailboxBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: str = Field(max_length=320)
@@ -106,6 +116,17 @@ class MailboxOut(BaseModel):
     imap_status: str = Field(description='"ok", "error" or "" (never polled).')
     imap_error: str | None
     imap_checked_at: datetime | None
+
+
+class ConnectionTestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    what: Literal["smtp", "imap"] = Field(description="The SMTP relay or the IMAP account.")
+
+
+class ConnectionTestOut(BaseModel):
+    what: Literal["smtp", "imap"]
+    ok: bool = Field(description="Connected, did TLS as set and logged in.")
+    message: str = Field(description="What worked, or the first step that failed, in words.")
 
 
 class AttachmentBody(BaseModel):

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from ...core.reach import Reach, public_url_reach
 from ...core.status import Eye, eye_for, relative_time
 from ...errors import StorageUnavailable
 from ...records import MailboxRecord, MessageRecord, SessionRecord, UserRecord
@@ -131,10 +132,16 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
         boxes = []
     html = templates.get_template(name).render(
         request=request, user=user, my_mailboxes=boxes, csrf=csrf_token(request),
-        path=request.url.path, **context)
+        path=request.url.path, reach=reach_of(request), **context)
     response = HTMLResponse(html, status_code=status_code)
     finish(request, response)
     return response
+
+
+def reach_of(request: Request) -> Reach:
+    """Whether recipients can reach the pixel: admins see a banner on every page unless they
+    can, members a note on compose."""
+    return public_url_reach(instance_of(request).settings.base_url)
 
 
 def finish(request: Request, response: Response) -> None:

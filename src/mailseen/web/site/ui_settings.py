@@ -239,13 +239,16 @@ def _visible_mailbox(request: Request, user: UserRecord) -> MailboxRecord:
     return box
 
 
+def _tab(request: Request) -> str:
+    tab = request.query_params.get("tab", "general")
+    return tab if tab in TABS else "general"
+
+
 async def mailbox(request: Request) -> Response:
     me = require_user(request)
     box = _visible_mailbox(request, me)
     inst = instance_of(request)
-    tab = request.query_params.get("tab", "general")
-    if tab not in TABS:
-        tab = "general"
+    tab = _tab(request)
     values = _mailbox_values(box)
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -256,12 +259,41 @@ async def mailbox(request: Request) -> Response:
             saved, errors = _saved(lambda: inst.mailboxes.update(me, box.id, changes))
             if saved is not None:
                 return redirect(request, f"/settings/mailboxes/{box.id}?tab={tab}&done=saved")
-    on = inst.mailboxes.global_tracking()
+    return _mailbox_page(request, me, box, tab, values, errors, notice=_notice(request))
+
+
+def _mailbox_page(request: Request, me: UserRecord, box: MailboxRecord, tab: str,
+                  values: dict[str, str], errors: dict[str, str], **extra: Any) -> Response:
+    mailboxes = instance_of(request).mailboxes
+    on = mailboxes.global_tracking()
     return render(request, "settings_mailbox.html", 422 if errors else 200, box=box, tab=tab,
                   tabs=TABS, values=values, errors=errors, global_on=on,
-                  decision=inst.mailboxes.decision(box, on), transports=TRANSPORTS, tls=TLS,
-                  notice=_notice(request),
-                  trouble=inst.mailboxes.delivery_trouble(me, [box]).get(box.id))
+                  decision=mailboxes.decision(box, on), transports=TRANSPORTS, tls=TLS,
+                  trouble=mailboxes.delivery_trouble(me, [box]).get(box.id), **extra)
+
+
+async def mailbox_test(request: Request) -> Response:
+    """"Test connection" on the sending (SMTP) or receiving (IMAP) tab: the values in the
+    form, saved or not (an empty password field means the saved password), are tried and
+    the page comes back as it was filled in, with what the test found. Nothing is saved."""
+    me = require_user(request)
+    box = _visible_mailbox(request, me)
+    tab = _tab(request)
+    form = Form(await read_form(request))
+    if tab not in ("sending", "receiving"):  # no connection on this tab: nothing to test
+        return redirect(request, f"/settings/mailboxes/{box.id}?tab={tab}")
+    changes = _tab_changes(tab, form)
+    values, errors = {**_mailbox_values(box), **form.values}, form.errors
+    if errors:
+        return _mailbox_page(request, me, box, tab, values, errors)
+    mailboxes = instance_of(request).mailboxes
+    test = mailboxes.test_smtp if tab == "sending" else mailboxes.test_imap
+    try:
+        check = await test(me, box, changes)
+    except InvalidInput as exc:
+        field = exc.field or ("smtp_host" if tab == "sending" else "imap_host")
+        return _mailbox_page(request, me, box, tab, values, {field: _sentence(exc)})
+    return _mailbox_page(request, me, box, tab, values, errors, check=check)
 
 
 # -- users -------------------------------------------------------------------------------
@@ -378,7 +410,8 @@ async def user_delete(request: Request) -> Response:
     return await _user_action(request, act)
 
 
-_LABELS = {"role": "Role", "confirm": "Delete"}
+_LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server",
+           "imap_host": "IMAP server", "smtp_port": "SMTP port", "imap_port": "IMAP port"}
 
 
 def _sentence(exc: InvalidInput) -> str:
@@ -396,6 +429,7 @@ routes = [
     Route("/settings/mailboxes", mailboxes),
     Route("/settings/mailboxes/new", new_mailbox, methods=GET_POST),
     Route("/settings/mailboxes/{mailbox_id:int}", mailbox, methods=GET_POST),
+    Route("/settings/mailboxes/{mailbox_id:int}/test", mailbox_test, methods=["POST"]),
     Route("/settings/users", users),
     Route("/settings/users/new", new_user, methods=GET_POST),
     Route("/settings/users/{user_id:int}", user, methods=GET_POST),
