@@ -171,17 +171,18 @@ class Judge:
         self.window = BurstWindow()
         self.repeats = RepeatWindow()
         self.crowd = CrowdWindow()
+        self._crowd_reason = CROWD_REASON.format(
+            limit=self.crowd.most, minutes=int(self.crowd.span.total_seconds() // 60))
 
     def __call__(self, view: ViewIn, sent_at: datetime | None) -> Judged:
         verdict = self.classifier.classify(hit_of(view, sent_at, self.window.count(view)))
-        if verdict.counts and self.crowd.crowded(view):
-            return Judged("machine", CROWD_REASON.format(
-                limit=self.crowd.most, minutes=int(self.crowd.span.total_seconds() // 60)),
-                verdict.client)
-        if verdict.counts and self.repeats.repeat(view):
-            # Judged a machine fetch, not a second view: summaries stay a count of human
-            # events, and `mailseen reclassify` (same Judge, same order) agrees.
-            return Judged("machine", REPEAT_REASON, verdict.client)
+        if verdict.counts:
+            if self.repeats.repeat(view):
+                # Judged a machine fetch, not a second view: summaries stay a count of human
+                # events, and `mailseen reclassify` (same Judge, same order) agrees.
+                return Judged("machine", REPEAT_REASON, verdict.client)
+            if self.crowd.crowded(view):  # only a client's first view in a minute gets here
+                return Judged("machine", self._crowd_reason, verdict.client)
         return Judged(verdict.verdict, verdict.reason, verdict.client)
 
 

@@ -255,24 +255,38 @@ class ViewWriter:
                 return 0
             time_of, headers_json = writer.time, self._headers_json
             rows = []
-            summary: dict[tuple[int, str], list[Any]] = {}
-            copy_summary: dict[tuple[int, str], list[Any]] = {}
-            seen_copies: set[int] = set()  # messages whose personal copies a person viewed
+            # [first, last, how many] per (message, copy, its position, verdict): one dict
+            # lookup a view.
+            summary: dict[tuple[int, int | None, int, str], list[Any]] = {}
             for v, j in keep:
                 at = time_of(v.at)  # as stored: bound times of one dialect compare correctly
                 rows.append((v.message_id, v.recipient, v.copy_id, at, v.method, v.ip,
                              v.user_agent, headers_json(v.headers), j.verdict, j.reason,
                              j.client))
-                _tally(summary, v.message_id, j.verdict, at)
-                if v.copy_id is not None:
-                    _tally(copy_summary, v.copy_id, j.verdict, at)
-                    if v.recipient and j.verdict == "human":
-                        seen_copies.add(v.message_id)
+                key = (v.message_id, v.copy_id, v.recipient, j.verdict)
+                entry = summary.get(key)
+                if entry is None:
+                    summary[key] = [at, at, 1]
+                else:
+                    if at < entry[0]:
+                        entry[0] = at
+                    if at > entry[1]:
+                        entry[1] = at
+                    entry[2] += 1
+            by_message: dict[tuple[int, str], list[Any]] = {}
+            copy_summary: dict[tuple[int, str], list[Any]] = {}
+            seen_copies: set[int] = set()  # messages whose personal copies a person viewed
+            for (mid, cid, position, verdict), entry in summary.items():
+                _merge(by_message, (mid, verdict), entry)
+                if cid is not None:
+                    copy_summary[cid, verdict] = entry
+                    if position and verdict == "human":
+                        seen_copies.add(mid)
             _executemany(conn, writer.insert, rows)
             # Copies before messages, each in id order: concurrent writers lock rows in the
             # same order.
             for table, statements in ((copy_summary, writer.copy_summary),
-                                      (summary, writer.summary)):
+                                      (by_message, writer.summary)):
                 for verdict, statement in statements.items():
                     updates = [(n, first, last, last, rid)
                                for (rid, kind), (first, last, n) in sorted(table.items())
@@ -284,15 +298,15 @@ class ViewWriter:
             return len(keep)
 
 
-def _tally(summary: dict[tuple[int, str], list[Any]], row_id: int, verdict: str,
-           at: Any) -> None:
-    """Count one view into a row's summary: [first, last, how many]."""
-    entry = summary.get((row_id, verdict))
-    if entry is None:
-        summary[row_id, verdict] = [at, at, 1]
+def _merge(summary: dict[tuple[int, str], list[Any]], key: tuple[int, str],
+           entry: list[Any]) -> None:
+    """Add one [first, last, how many] into a row's summary."""
+    found = summary.get(key)
+    if found is None:
+        summary[key] = list(entry)
     else:
-        entry[0], entry[1] = min(entry[0], at), max(entry[1], at)
-        entry[2] += 1
+        found[0], found[1] = min(found[0], entry[0]), max(found[1], entry[1])
+        found[2] += entry[2]
 
 
 class ViewStore(StoreBase):
