@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 
@@ -28,7 +28,7 @@ from .core.reach import Reach, public_url_reach
 from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
 from .receivers.imap import ImapChecker
-from .records import MailboxIn, MailboxRecord, MessageRecord, UserRecord
+from .records import MailboxIn, MailboxRecord, MessageRecord, Status, UserRecord
 from .services.inbound import Renderer
 from .services.instance import Instance
 from .services.tagging import CANNOT_WRITE, not_sent, tag_filter, write_whole
@@ -511,7 +511,7 @@ def message() -> None:
 
 @message.command("list")
 @click.option("--mailbox", "mailbox_address", help="Only this mailbox.")
-@click.option("--status", type=click.Choice(["queued", "sending", "sent", "failed"]))
+@click.option("--status", type=click.Choice(list(get_args(Status))))
 @click.option("--limit", type=click.IntRange(1, 1000), default=50)
 @click.pass_context
 def message_list(ctx: click.Context, mailbox_address: str | None, status: str | None,

@@ -5,7 +5,7 @@ Who may see or change what is the services' business; a route only says who is a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect
 
 from ...core.compose import Draft, parse_address
 from ...core.reach import public_url_reach
-from ...records import SECRET_FIELDS, MailboxIn, MailboxRecord, UserRecord
+from ...records import SECRET_FIELDS, MailboxIn, MailboxRecord, Status, UserRecord
 from ...services.instance import Instance
 from ...services.mailboxes import require_admin
 from .schemas import (
@@ -193,8 +193,7 @@ async def send_raw(request: Request, inst: Inst, who: Who,
 def list_messages(
     inst: Inst, who: Who,
     mailbox_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
-    status: Annotated[Literal["queued", "sending", "sent", "failed", "received"] | None,
-                      Query()] = None,
+    status: Annotated[Status | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1,
                                         description="Only messages with a smaller id.")] = None,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from ...core.compose import Attachment, parse_address
 from ...errors import InvalidInput
-from ...records import CopyRecord, HeaderFacts, MessageRecord, TrackingMode, ViewRecord
+from ...records import CopyRecord, CopyStatus, HeaderFacts, MessageRecord, TrackingMode, ViewRecord
 
 __all__ = ["DeliveryChange", "Id", "MailboxBody", "MailboxOut", "MailboxPatch", "MessageBody",
            "MessageDetail", "MessageOut", "Problem", "RecipientOut", "SettingsBody", "ViewOut",
@@ -211,7 +211,7 @@ class RecipientOut(BaseModel):
 
     recipient: str | None
     position: int
-    status: Literal["queued", "sending", "sent", "failed", "bounced", "cancelled"]
+    status: CopyStatus
     attempts: int
     last_error: str | None
     next_attempt_at: datetime | None
