@@ -212,18 +212,21 @@ def backdate_sent(instance: Instance, message_id: int, seconds: float = 3600) ->
 
     at = datetime.now(UTC) - timedelta(seconds=seconds)
     for _ in range(500):
-        # Conditional UPDATEs in one transaction: a worker's claim cannot slip in between a
-        # read and a write.
+        # Conditional UPDATEs: a worker's claim cannot slip in between a read and a write.
+        # Then look again, in a new transaction: a worker that finished a copy meanwhile
+        # wrote its own sending time, which the next round moves back too.
         with instance.db.engine.begin() as conn:
             conn.execute(update(Copy).where(Copy.message_id == message_id,
                                             Copy.status != "sending")
                          .values(status="sent", sent_at=at))
-            busy = conn.execute(select(Copy.id).where(Copy.message_id == message_id,
-                                                      Copy.status == "sending")).first()
-            done = not busy and conn.execute(update(Message).where(
-                Message.id == message_id).values(status="sent", sent_at=at)).rowcount
-        if done:
-            return
+        with instance.db.engine.begin() as conn:
+            unsettled = conn.execute(select(Copy.id).where(
+                Copy.message_id == message_id,
+                (Copy.status != "sent") | (Copy.sent_at != at))).first()
+            if unsettled is None:
+                conn.execute(update(Message).where(Message.id == message_id)
+                             .values(status="sent", sent_at=at))
+                return
         time.sleep(0.01)
     raise AssertionError(f"message {message_id} stayed in delivery")
 

@@ -78,6 +78,11 @@ def test_stored_smtp_password_is_encrypted(api: httpx.Client, instance: Instance
     ({"address": "a@example.com", "tracking": "sometimes"}, "tracking"),
     ({"address": "a@example.com", "smtp_port": 70000}, "smtp_port"),
     ({"address": "a@example.com", "transport": "smtp"}, "smtp_host"),
+    # a name the resolver cannot even encode (found by the fuzzer: a 500 on Test connection)
+    ({"address": "a@example.com", "transport": "smtp", "smtp_host": "\x83x"}, "smtp_host"),
+    ({"address": "a@example.com", "transport": "smtp", "smtp_host": "smtp example.com"},
+     "smtp_host"),
+    ({"address": "a@example.com", "imap_host": "-imap.example.com"}, "imap_host"),
     ({"address": "a@example.com", "color": "red"}, "color"),
     ({}, "address"),
 ])

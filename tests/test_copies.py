@@ -15,6 +15,7 @@ import pytest
 
 from mailseen.clock import ManualClock
 from mailseen.core.compose import Draft
+from mailseen.errors import InvalidInput
 from mailseen.records import MailboxIn, MailboxRecord, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
@@ -563,3 +564,20 @@ def test_reports_say_who_sent_what(instance: Instance) -> None:
         rows = [" ".join(r.get_text(" ", strip=True).split())
                 for r in web.get("/reports?days=7").all("table.senders tbody tr")]
     assert rows == ["Ada 3 0 of 3 tracked (0%)", "API token 1 not tracked"]
+
+
+async def test_a_stored_server_name_that_cannot_be_resolved_fails_in_words(
+        tmp_path: Path, database_url: str) -> None:
+    """Stored before names were checked: the copy fails for good, the worker goes on."""
+    inst = Instance.open(make_settings(tmp_path, database_url), migrate=False)
+    box = inst.store.add_mailbox(MailboxIn("sales@example.com", transport="smtp",
+                                           smtp_host="\x83bad", smtp_tls="none"))
+    msg = inst.sender.send_draft(box, Draft(from_addr=box.address, to=["e@example.org"],
+                                            subject="Q", text="q"))
+    assert await inst.worker().drain() == 1
+    failed = inst.store.get_message(msg.id)
+    assert failed.status == "failed"
+    assert failed.last_error == "the relay's name '\\x83bad' is not a valid server name"
+    with pytest.raises(InvalidInput, match=r"smtp_host: .* is not a valid server name"):
+        await inst.mailboxes.test_smtp(None, box)  # refused by name (the API: a 422)
+    inst.close()

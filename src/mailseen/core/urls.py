@@ -8,12 +8,13 @@ anything else lets a disguised URL through.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
 from ada_url import URL
 
-__all__ = ["BrowserUrl", "browser_url"]
+__all__ = ["BrowserUrl", "browser_url", "server_name_problem"]
 
 # The common case, read without the parser (which costs more per call than the rest of the
 # check): an absolute http(s) URL of printable ASCII that a browser takes as written but for
@@ -55,3 +56,27 @@ def _parse(url: str, base: str | None) -> BrowserUrl | None:
         return None
     return BrowserUrl(parsed.href, parsed.protocol.rstrip(":"), parsed.hostname, parsed.port,
                       parsed.pathname, parsed.hash[1:])
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def server_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a server to connect to (an SMTP relay, an IMAP server), or
+    None: an IP address (IPv6 with or without brackets), or a DNS name whose labels are
+    letters, digits, hyphens (and underscores), international names in their IDNA form."""
+    value = name.strip().removeprefix("[").removesuffix("]")
+    if not value:
+        return "empty"
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    try:
+        ascii_name = value.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return f"{name!r} is not a valid server name"
+    if len(ascii_name) > 253 or not all(_LABEL.fullmatch(p) for p in ascii_name.split(".")):
+        return f"{name!r} is not a valid server name"
+    return None

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.compose import parse_address
 from ..core.tracking import Decision, decide
+from ..core.urls import server_name_problem
 from ..errors import InvalidInput, MailseenError, NotFound
 from ..records import (
     SECRET_FIELDS,
@@ -62,6 +63,11 @@ def checked(box: MailboxIn) -> MailboxIn:
         raise InvalidInput("transport: outbox or smtp", field="transport")
     if box.transport == "smtp" and not box.smtp_host:
         raise InvalidInput("smtp_host: needed when transport is smtp", field="smtp_host")
+    for name in ("smtp_host", "imap_host"):
+        value = getattr(box, name)
+        problem = server_name_problem(value) if value else None
+        if problem is not None:
+            raise InvalidInput(f"{name}: {problem}", field=name)
     if box.tracking not in ("global", "enabled", "disabled"):
         raise InvalidInput("tracking: global, enabled or disabled", field="tracking")
     for name in ("smtp_tls", "imap_tls"):

@@ -81,6 +81,9 @@ class SmtpTransport:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise DeliveryError(failure_in_words(exc, relay.host, port, self.timeout),
                                 permanent=False) from exc
+        except UnicodeError as exc:  # a server name the resolver cannot even encode
+            raise DeliveryError(f"the relay's name {relay.host!r} is not a valid server name",
+                                permanent=True) from exc
         note = reply
         if refused:
             note += " (refused: " + "; ".join(
@@ -117,6 +120,8 @@ class SmtpTransport:
             await client.connect()
         except aiosmtplib.SMTPConnectResponseError as exc:
             return f"cannot connect to {where}: the server answered {exc.code} {exc.message}"
+        except UnicodeError:
+            return f"cannot connect to {where}: not a valid server name"
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return f"cannot connect to {where}: {_reason(exc)}"
         if relay.tls == "starttls":
