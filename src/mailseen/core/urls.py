@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ada_url import URL
+from ada_url import URL, idna_to_ascii
 
-__all__ = ["BrowserUrl", "browser_url"]
+__all__ = ["BrowserUrl", "ascii_domain", "browser_url"]
 
 # The common case, read without the parser (which costs more per call than the rest of the
 # check): an absolute http(s) URL of printable ASCII that a browser takes as written but for
@@ -55,3 +55,17 @@ def _parse(url: str, base: str | None) -> BrowserUrl | None:
         return None
     return BrowserUrl(parsed.href, parsed.protocol.rstrip(":"), parsed.hostname, parsed.port,
                       parsed.pathname, parsed.hash[1:])
+
+
+def ascii_domain(name: str) -> str | None:
+    """``name`` as DNS carries it: lowercase, each non-ASCII label in punycode, mapped the
+    way a browser maps a host (UTS 46: full-width letters, compatibility forms), so that
+    "Bücher.FR" and "xn--bcher-kva.fr" are one name. None for a name no mapping accepts.
+    A trailing dot is kept; the caller decides what it means."""
+    if name.isascii():
+        return name.lower()
+    try:
+        mapped = idna_to_ascii(name)
+    except UnicodeError:  # lone surrogates: not text a mail header can carry
+        return None
+    return mapped.decode("ascii") or None
