@@ -3,15 +3,15 @@ do-not-track list, decided per recipient, with the reason in the words the user 
 
 The rules, and the texts they answer (docs/privacy.md maps them):
 
-- A recipient who refused is never followed by a pixel, whatever the policy: the ePrivacy
-  Directive Art. 5(3) and GDPR Art. 7(3) make a refusal final until the recipient says
-  otherwise. The same holds for an address, domain or top-level domain on the team's
-  do-not-track list.
+- A recipient who refused is never followed by a pixel, whatever the policy, until they
+  say otherwise: a refusal withdraws consent (GDPR Art. 7(3)), and the ePrivacy Directive
+  Art. 5(3) allows no pixel without it. The same holds for an address, domain or
+  top-level domain on the team's do-not-track list.
 - ``with-consent`` gives a personal pixel only to a recipient whose consent is recorded
   (CNIL deliberation 2026-042, Garante provision 284/2026: prior consent for individual
   open tracking).
 - ``aggregate`` gives nobody a personal pixel: one token shared by the send, counts only
-  (the exemption both authorities make for anonymous, aggregate open rates).
+  (the exemption both authorities are reported to make for anonymous, aggregate counts).
 - ``everyone`` and ``unless-refused`` follow every recipient not excluded above.
 
 The same decision serves the send (which pixel each copy gets) and the pixel endpoint
