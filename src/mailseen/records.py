@@ -12,6 +12,17 @@ from datetime import date, datetime
 from typing import Literal
 
 TrackingMode = Literal["global", "enabled", "disabled"]
+# Whom a personal pixel may follow, once tracking is on: every recipient but those who
+# refused, the same said as opt-out, only those who agreed (opt-in), or nobody: one shared
+# token per send that names no recipient, no IP or user agent kept, counts only.
+TrackingPolicy = Literal["everyone", "unless-refused", "with-consent", "aggregate"]
+# A mailbox's policy: its own, or "global" to follow the global one.
+MailboxPolicy = Literal["global", "everyone", "unless-refused", "with-consent", "aggregate"]
+# What a recipient said about being tracked; "unknown" while nothing is recorded.
+ConsentState = Literal["granted", "refused", "unknown"]
+# What a recipient's copy carries: a pixel of its own, a pixel shared by the send that
+# names nobody, or none.
+PixelKind = Literal["personal", "aggregate", "none"]
 Transport = Literal["outbox", "smtp"]
 TlsMode = Literal["none", "starttls", "implicit"]
 Status = Literal["queued", "sending", "sent", "failed", "cancelled", "received"]

@@ -12,9 +12,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from ada_url import URL
+from ada_url import URL, idna_to_ascii
 
-__all__ = ["BrowserUrl", "browser_url", "server_name_problem"]
+__all__ = ["BrowserUrl", "ascii_domain", "browser_url", "server_name_problem"]
 
 # The common case, read without the parser (which costs more per call than the rest of the
 # check): an absolute http(s) URL of printable ASCII that a browser takes as written but for
@@ -80,3 +80,17 @@ def server_name_problem(name: str) -> str | None:
     if len(ascii_name) > 253 or not all(_LABEL.fullmatch(p) for p in ascii_name.split(".")):
         return f"{name!r} is not a valid server name"
     return None
+
+
+def ascii_domain(name: str) -> str | None:
+    """``name`` as DNS carries it: lowercase, each non-ASCII label in punycode, mapped the
+    way a browser maps a host (UTS 46: full-width letters, compatibility forms), so that
+    "Bücher.FR" and "xn--bcher-kva.fr" are one name. None for a name no mapping accepts.
+    A trailing dot is kept; the caller decides what it means."""
+    if name.isascii():
+        return name.lower()
+    try:
+        mapped = idna_to_ascii(name)
+    except UnicodeError:  # lone surrogates: not text a mail header can carry
+        return None
+    return mapped.decode("ascii") or None
