@@ -73,11 +73,9 @@ def server_name_problem(name: str) -> str | None:
         return None
     except ValueError:
         pass
-    try:
-        ascii_name = value.rstrip(".").encode("idna").decode("ascii")
-    except UnicodeError:
-        return f"{name!r} is not a valid server name"
-    if len(ascii_name) > 253 or not all(_LABEL.fullmatch(p) for p in ascii_name.split(".")):
+    ascii_name = ascii_domain(value.rstrip("."))
+    if ascii_name is None or len(ascii_name) > 253 or not all(
+            _LABEL.fullmatch(p) for p in ascii_name.split(".")):
         return f"{name!r} is not a valid server name"
     return None
 
