@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from click.testing import Result
 
 from mailseen.errors import InvalidInput, MailseenError
@@ -239,7 +238,6 @@ async def test_without_the_imap_checker_testing_imap_says_so(
 # -- the web app -------------------------------------------------------------------------
 
 def _web(inst: Instance) -> WebClient:
-    inst.accounts.hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     return WebClient(inst)
 
 

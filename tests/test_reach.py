@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 
 from mailseen.core.compose import Draft
 from mailseen.core.reach import host_reach, public_url_reach, reach_warning
@@ -125,7 +124,6 @@ def test_a_reachable_public_url_adds_nothing(tmp_path: Path, database_url: str) 
 
 @pytest.fixture
 def web(instance: Instance) -> Iterator[WebClient]:
-    instance.accounts.hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     with WebClient(instance) as client:
         yield client
 
@@ -157,11 +155,15 @@ def test_members_see_it_only_on_compose(web: WebClient, instance: Instance) -> N
     assert "http://127.0.0.1:8000" in page.text("#reach-note")
 
 
-def test_no_banner_when_recipients_can_reach_us(tmp_path: Path, database_url: str) -> None:
-    settings = make_settings(tmp_path, database_url, public_url="https://track.example.com")
-    inst = Instance.open(settings, migrate=False)
-    inst.accounts.hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+def _admin_instance(tmp_path: Path, database_url: str, public_url: str) -> Instance:
+    inst = Instance.open(make_settings(tmp_path, database_url, public_url=public_url),
+                         migrate=False)
     inst.accounts.create_user("ada@example.com", PASSWORD, role="admin")
+    return inst
+
+
+def test_no_banner_when_recipients_can_reach_us(tmp_path: Path, database_url: str) -> None:
+    inst = _admin_instance(tmp_path, database_url, "https://track.example.com")
     try:
         with WebClient(inst) as web:
             web.sign_in("ada@example.com")
@@ -172,10 +174,7 @@ def test_no_banner_when_recipients_can_reach_us(tmp_path: Path, database_url: st
 
 
 def test_plain_http_is_a_milder_banner(tmp_path: Path, database_url: str) -> None:
-    settings = make_settings(tmp_path, database_url, public_url="http://track.example.com")
-    inst = Instance.open(settings, migrate=False)
-    inst.accounts.hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    inst.accounts.create_user("ada@example.com", PASSWORD, role="admin")
+    inst = _admin_instance(tmp_path, database_url, "http://track.example.com")
     try:
         with WebClient(inst) as web:
             web.sign_in("ada@example.com")

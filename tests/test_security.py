@@ -88,7 +88,6 @@ def _send(instance: Instance, box: MailboxRecord, to: str, subject: str) -> Mess
 
 @pytest.fixture
 def teams(instance: Instance) -> Teams:
-    instance.accounts.hasher = _quick_hasher()
     s = instance.store
     alpha = s.add_mailbox(MailboxIn("alpha@example.com", "Alpha Team", tracking="enabled"))
     bravo = s.add_mailbox(MailboxIn(
@@ -109,11 +108,6 @@ def teams(instance: Instance) -> Teams:
     return Teams(alpha, bravo, s.get_message(alpha_msg.id), s.get_message(bravo_msg.id),
                  s.get_user(ann.id), s.get_user(bob.id), admin)
 
-
-def _quick_hasher() -> Any:
-    from argon2 import PasswordHasher  # still argon2id, at a cost that keeps sign-ins quick
-
-    return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 

@@ -8,7 +8,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import update
 
 from mailseen.records import Judged, MailboxIn, MailboxRecord, MessageRecord, ViewIn
@@ -26,7 +25,6 @@ TODAY = NOW.replace(hour=0, minute=0, second=0, microsecond=0)
 @pytest.fixture
 def web(instance: Instance) -> Iterator[WebClient]:
     # Still argon2id, at a cost that keeps sign-ins quick.
-    instance.accounts.hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     with WebClient(instance) as client:
         yield client
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from argon2 import PasswordHasher
 
 from mailseen.records import MailboxIn, MailboxRecord, UserRecord
 from mailseen.services.instance import Instance
@@ -17,7 +16,6 @@ from .web_client import PASSWORD, Page, WebClient
 @pytest.fixture
 def web(instance: Instance) -> Iterator[WebClient]:
     # Still argon2id, at a cost that keeps these many sign-ins quick.
-    instance.accounts.hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     with WebClient(instance) as client:
         yield client
 
