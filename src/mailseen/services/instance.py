@@ -13,6 +13,7 @@ from ..transports.outbox import OutboxTransport
 from ..transports.smtp import SmtpTransport
 from .accounts import Accounts
 from .classification import Judge, reclassify
+from .consents import Consents
 from .delivery import DeliveryWorker
 from .inbound import Ingestor, Renderer
 from .mailboxes import ImapProbe, Mailboxes
@@ -35,6 +36,7 @@ class Instance:
     sender: Sender
     accounts: Accounts
     ingestor: Ingestor
+    consents: Consents
     transports: dict[str, Transport] = field(default_factory=dict)
     clock: Clock = SYSTEM
 
@@ -55,13 +57,14 @@ class Instance:
         signer = TokenSigner(secret)
         smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file)
         mailboxes = Mailboxes(store, smtp_probe=smtp.check, imap_probe=imap_probe)
-        sender = Sender(store, mailboxes, signer, settings.base_url)
+        consents = Consents(store, mailboxes, signer, settings.base_url)
+        sender = Sender(store, mailboxes, signer, settings.base_url, consents=consents)
         transports: dict[str, Transport] = {
             "outbox": OutboxTransport(settings.outbox_dir), "smtp": smtp}
         messages = Messages(store, mailboxes, sender.is_own_pixel)
         accounts = Accounts(store, memory_kib=settings.password_memory_kib)
         return cls(settings, db, store, signer, mailboxes, messages, sender, accounts,
-                   Ingestor(store, sender, render=render), transports, clock)
+                   Ingestor(store, sender, render=render), consents, transports, clock)
 
     def upgrade(self) -> None:
         """Bring the database schema up to date."""
