@@ -21,10 +21,12 @@ import click
 from .config import Settings, load_settings
 from .core.autoreply import detect_automatic
 from .core.compose import Attachment, Draft
+from .core.consent import POLICIES
 from .core.hits import Hit, HitClassifier, Verdict, describe_agent
 from .core.netdata import NET_KINDS, load_data
 from .core.netsources import FORMATS, Source, load_manifest, update_source
 from .core.reach import Reach, public_url_reach
+from .core.refusal import LANGUAGES
 from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
 from .receivers.imap import ImapChecker
@@ -294,6 +296,7 @@ def settings_show(ctx: click.Context) -> None:
     """Show the global settings."""
     inst = _instance(ctx)
     click.echo(f"tracking: {'on' if inst.mailboxes.global_tracking() else 'off'}")
+    click.echo(f"tracking policy: {inst.consents.global_policy()}")
     reach = public_url_reach(inst.settings.base_url)
     click.echo(f"public URL: {reach.url}")
     if reach.message:
@@ -317,6 +320,115 @@ def settings_tracking(ctx: click.Context, state: str) -> None:
     click.echo(f"tracking: {state}")
 
 
+@settings_group.command("policy")
+@click.argument("policy", type=click.Choice(list(POLICIES)))
+@click.pass_context
+def settings_policy(ctx: click.Context, policy: str) -> None:
+    """Whom tracking follows, for mailboxes that use the global policy."""
+    inst = _instance(ctx)
+    click.echo(f"tracking policy: {inst.consents.set_global_policy(None, policy)}")
+
+
+@settings_group.command("audit")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.pass_context
+def settings_audit(ctx: click.Context, limit: int) -> None:
+    """Changes to tracking and privacy settings, newest first."""
+    inst = _instance(ctx)
+    for e in inst.consents.audit_log(None, limit):
+        click.echo(f"{e.at.isoformat(timespec='seconds')}\t{e.user}\t{e.scope}\t{e.setting}"
+                   f"\t{e.old or '-'} -> {e.new or '-'}")
+
+
+# -- consent and the do-not-track list -------------------------------------------------------
+
+@main.group()
+def consent() -> None:
+    """Recipients' consent to tracking (granted, refused, unknown)."""
+
+
+@consent.command("set")
+@click.argument("address")
+@click.argument("state", type=click.Choice(["granted", "refused", "unknown"]))
+@click.option("--note", default="", help="How the recipient said so.")
+@click.pass_context
+def consent_set(ctx: click.Context, address: str, state: str, note: str) -> None:
+    """Record what ADDRESS said about being tracked."""
+    inst = _instance(ctx)
+    event = inst.consents.set_consent(None, address, state, "cli", note)
+    click.echo(f"{event.address}: {event.state}")
+
+
+@consent.command("show")
+@click.argument("address")
+@click.pass_context
+def consent_show(ctx: click.Context, address: str) -> None:
+    """ADDRESS's consent and its history."""
+    inst = _instance(ctx)
+    state, history = inst.consents.consent_of(address)
+    _out({"address": address, "state": state,
+          "history": [{**e.__dict__, "at": e.at.isoformat()} for e in history]})
+
+
+@consent.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@click.pass_context
+def consent_import(ctx: click.Context, file: Any) -> None:
+    """Consents from a CSV FILE (address,state[,note]; "-" for standard input). Every line is
+    checked first: one bad line imports nothing."""
+    inst = _instance(ctx)
+    try:
+        text = file.read()
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{file.name}: not UTF-8 text") from exc
+    click.echo(f"imported {inst.consents.import_csv(None, text, 'cli')} consent records")
+
+
+@consent.command("verify")
+@click.pass_context
+def consent_verify(ctx: click.Context) -> None:
+    """Check that no consent record was changed or removed outside mailseen."""
+    inst = _instance(ctx)
+    seen, broken = inst.consents.verify(None)
+    if broken is not None:
+        raise click.ClickException(f"the consent records were changed outside mailseen at "
+                                   f"event {broken} ({seen} checked)")
+    click.echo(f"{seen} consent records checked: none changed")
+
+
+@main.group("do-not-track")
+def do_not_track() -> None:
+    """Addresses, domains and *.tld never to track."""
+
+
+@do_not_track.command("add")
+@click.argument("entries", nargs=-1, required=True)
+@click.pass_context
+def dnt_add(ctx: click.Context, entries: tuple[str, ...]) -> None:
+    """Add ENTRIES (erin@example.org, example.fr, *.fr)."""
+    inst = _instance(ctx)
+    for entry in entries:
+        click.echo(f"added {inst.consents.add_do_not_track(None, entry).text}")
+
+
+@do_not_track.command("remove")
+@click.argument("entry")
+@click.pass_context
+def dnt_remove(ctx: click.Context, entry: str) -> None:
+    """Take ENTRY off the list."""
+    inst = _instance(ctx)
+    click.echo(f"removed {inst.consents.remove_do_not_track(None, entry).text}")
+
+
+@do_not_track.command("list")
+@click.pass_context
+def dnt_list(ctx: click.Context) -> None:
+    """The list."""
+    inst = _instance(ctx)
+    for rule in inst.consents.do_not_track():
+        click.echo(f"{rule.text}\t{rule.kind}\t{rule.created_by}")
+
+
 # -- mailboxes -------------------------------------------------------------------------------
 
 def _mailbox_options(f: F) -> F:
@@ -331,6 +443,14 @@ def _mailbox_options(f: F) -> F:
                      envvar="MAILSEEN_SMTP_PASSWORD"),
         click.option("--tracking", type=click.Choice(["global", "enabled", "disabled"]),
                      help="Use the global setting, or override it."),
+        click.option("--policy", "tracking_policy", type=click.Choice(["global", *POLICIES]),
+                     help="Whom tracking follows: the global policy, or this one."),
+        click.option("--refusal-line/--no-refusal-line", default=None,
+                     help="A one-click refusal link at the bottom of tracked mail."),
+        click.option("--refusal-text", help="The refusal line's sentence (\"\": standard)."),
+        click.option("--language", type=click.Choice(list(LANGUAGES)),
+                     help="Of the refusal line and page."),
+        click.option("--privacy-url", help="Your privacy notice, linked from the refusal page."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -339,7 +459,8 @@ def _mailbox_options(f: F) -> F:
 
 def _mailbox_json(inst: Instance, box: MailboxRecord) -> dict[str, Any]:
     d = inst.mailboxes.decision(box)
-    return {**box.__dict__, "effective_tracking": d.enabled, "tracking_reason": d.reason}
+    return {**box.__dict__, "effective_tracking": d.enabled, "tracking_reason": d.reason,
+            "effective_policy": inst.consents.policy_for(box).policy}
 
 
 @main.group()

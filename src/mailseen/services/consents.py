@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast, get_args
@@ -144,6 +144,11 @@ class Consents:
         key = _key(address, "address")
         history = self.store.consent_history(key)
         return (history[-1].state if history else "unknown"), history
+
+    def refused(self, addresses: Iterable[str]) -> set[str]:
+        """The address keys among ``addresses`` whose recipients refused tracking."""
+        states = self.store.consent_states(address_key(a) for a in addresses)
+        return {key for key, state in states.items() if state == "refused"}
 
     def consents(self, state: str | None = None, limit: int = 200, offset: int = 0
                  ) -> list[tuple[str, ConsentState, datetime]]:
