@@ -134,15 +134,20 @@ class PrivacyStore(StoreBase):
     def verify_consents(self) -> tuple[int, int | None]:
         """Walk the chain of consent events: (events checked, id of the first that does not
         match its hash or its predecessor, or None)."""
-        prev, seen = _GENESIS, 0
-        with self._tx() as s:
-            for r in s.scalars(select(ConsentEvent).order_by(ConsentEvent.id)
-                               .execution_options(yield_per=2000)):
+        prev, seen, after = _GENESIS, 0, 0
+        while True:
+            with self._tx() as s:  # in pages: no cursor left open on an early return
+                rows = list(s.scalars(select(ConsentEvent).where(ConsentEvent.id > after)
+                                      .order_by(ConsentEvent.id).limit(2000)))
+            if not rows:
+                break
+            for r in rows:
                 seen += 1
                 if r.prev_hash != prev or r.hash != event_hash(
                         r.prev_hash, r.address_key, r.state, r.at, r.how, r.by_name, r.note):
                     return seen, r.id
                 prev = r.hash
+            after = rows[-1].id
         return seen, None
 
     def erase_consents(self, address: str) -> tuple[int, bool]:

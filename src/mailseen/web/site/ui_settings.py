@@ -179,7 +179,7 @@ async def privacy(request: Request) -> Response:
     done = ""
     if request.method == "POST":
         form = Form(await read_form(request))
-        action = form.raw("action")
+        action = form.raw("do")
         try:
             if action == "policy":
                 consents.set_global_policy(me, form.choice("tracking_policy",
