@@ -258,8 +258,9 @@ def test_the_purge_clears_old_views_details_and_keeps_every_count(
     assert timed.privacy.retention().last_run == run
     again = timed.privacy.purge(None)
     assert again is not None and again.views == 0
-    # Judging again leaves the purged views' verdicts as they were.
+    # Judging again leaves the purged views' verdicts, and the counts, as they were.
     assert reclassify(timed.store, Judge())[1] == 0
+    assert _counts(timed, msg) == before
 
 
 async def test_the_daily_job_purges_once_a_day_on_the_clock(
@@ -348,6 +349,8 @@ def test_erase_removes_their_views_and_address_and_says_what_it_did(
     assert [c.recipient for c in copies] == [ERASED, "frank@example.org"]
     assert copies[0].token_key is None  # later fetches of the pixel are not recorded
     assert _counts(instance, msg) == before  # counts stay
+    reclassify(instance.store, Judge())  # also once the views are judged again
+    assert _counts(instance, msg) == before
     again = instance.privacy.erase(None, "erin@example.org")
     assert again.removed == {"views": 0, "copy_recipients": 0}
     assert instance.privacy.export(None, "erin@example.org")["copies"] == []
