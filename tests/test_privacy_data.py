@@ -356,6 +356,19 @@ def test_erase_removes_their_views_and_address_and_says_what_it_did(
     assert instance.privacy.export(None, "erin@example.org")["copies"] == []
 
 
+def test_a_person_is_found_whatever_the_case_and_form_of_their_domain(
+        instance: Instance) -> None:
+    msg = _quote(instance, _box(instance), to=("Jo@BÜCHER.fr", "jo@example.fr"))
+    record_views(instance.store, [_hit(_keys(instance, msg)["jo@bücher.fr"],
+                                       datetime.now(UTC))], Judge())
+    data = instance.privacy.export(None, "jo@xn--bcher-kva.fr")
+    assert data["address"] == "jo@xn--bcher-kva.fr"
+    assert [c["recipient"] for c in data["copies"]] == ["Jo@BÜCHER.fr"]
+    assert len(data["views"]) == 1
+    assert instance.privacy.erase(None, "JO@bücher.FR").removed == {
+        "views": 1, "copy_recipients": 1}
+
+
 def test_requests_need_an_address_and_an_admin(instance: Instance) -> None:
     member = instance.accounts.create_user("mo@example.com", PASSWORD, role="member")
     for call in (instance.privacy.export, instance.privacy.erase):
