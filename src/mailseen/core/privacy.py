@@ -18,6 +18,7 @@ no longer be judged again on what was seen (``mailseen reclassify`` keeps its ve
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from urllib.parse import urlsplit
@@ -43,6 +44,12 @@ def truncate_ip(ip: str | None) -> str | None:
     written as IPv6, ::ffff:a.b.c.d, is truncated as IPv4). Text that is no address: None."""
     if not ip:
         return None
+    parts = ip.split(".")
+    # Nearly every hit: a plain IPv4 address, cut without parsing it into an object (the
+    # writer thread does this for every view).
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 and
+                               (p == "0" or p[0] != "0") for p in parts):
+        return f"{parts[0]}.{parts[1]}.{parts[2]}.0"
     try:
         address = ipaddress.ip_address(ip.strip().split("%", 1)[0])
     except ValueError:
@@ -53,6 +60,7 @@ def truncate_ip(ip: str | None) -> str | None:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
+@functools.lru_cache(maxsize=1024)
 def client_family(client: str) -> str:
     """The client the judge named, without its version numbers: "Outlook 16 on Windows" →
     "Outlook on Windows", "Chrome 120 on Windows 8.1" → "Chrome on Windows"."""
