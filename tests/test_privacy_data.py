@@ -46,6 +46,7 @@ def test_an_address_is_truncated_to_its_network() -> None:
     assert truncate_ip("2001:db8:1:2::5") == "2001:db8:1::"
     assert truncate_ip("::ffff:198.51.100.9") == "198.51.100.0"  # IPv4 written as IPv6
     assert truncate_ip("not an address") is None
+    assert truncate_ip("1.2.3.256") is None and truncate_ip("010.1.2.3") is None
     assert truncate_ip(None) is None
 
 
