@@ -462,23 +462,23 @@ def test_members_cannot_use_the_privacy_api(live_server: LiveServer, instance: I
 def test_the_settings_page_has_a_privacy_section(web: WebClient, instance: Instance) -> None:
     instance.accounts.create_user("ada@example.com", PASSWORD, name="Ada", role="admin")
     web.sign_in("ada@example.com")
-    page = web.get("/settings/privacy")
+    page = web.get("/settings/data")
     assert page.status == 200
     assert "reclassify" in page.text("#hint-ip")  # what truncation costs
     assert page.text("#last-purge") == "The purge has not run yet."
-    form = page.form("/settings/privacy")
+    form = page.form("/settings/data")
     assert (form["ip"], form["user_agent"], form["retention_days"]) == ("full", "full", "")
-    page = web.submit(page, "/settings/privacy", ip="truncated", user_agent="family",
+    page = web.submit(page, "/settings/data", ip="truncated", user_agent="family",
                       retention_days="30")
     assert page.text(".notice") == "Saved."
     assert instance.privacy.view_details() == ViewDetails("truncated", "family")
     assert instance.privacy.retention().days == 30
-    page = web.submit(page, "/settings/privacy", ip="truncated", user_agent="family",
+    page = web.submit(page, "/settings/data", ip="truncated", user_agent="family",
                       retention_days="thirty")
     assert page.status == 422
     assert "Keep view details" in page.text("#err-retention_days")
     assert instance.privacy.retention().days == 30
-    page = web.submit(web.get("/settings/privacy"), "/settings/privacy", ip="full",
+    page = web.submit(web.get("/settings/data"), "/settings/privacy", ip="full",
                       user_agent="full", retention_days="")
     assert instance.privacy.retention().days is None
 
@@ -486,7 +486,7 @@ def test_the_settings_page_has_a_privacy_section(web: WebClient, instance: Insta
 def test_members_are_kept_out_of_the_privacy_page(web: WebClient, instance: Instance) -> None:
     instance.accounts.create_user("mo@example.com", PASSWORD, role="member")
     web.sign_in("mo@example.com")
-    assert web.get("/settings/privacy").status == 403
+    assert web.get("/settings/data").status == 403
 
 
 def test_every_privacy_setting_and_value_is_documented() -> None:

@@ -11,7 +11,7 @@ from .displays import DisplayStore
 from .live import LiveStore
 from .mailboxes import MailboxStore
 from .messages import MessageStore, referenced_ids
-from .privacy import PrivacyStore
+from .personal import PersonalStore
 from .queue import QueueStore
 from .reports import ReportStore
 from .users import UserStore
@@ -21,5 +21,5 @@ __all__ = ["Cipher", "Store", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore,
-            DisplayStore, LiveStore, PrivacyStore):
+            DisplayStore, LiveStore, PersonalStore):
     pass

@@ -51,10 +51,10 @@ async def privacy_settings(request: Request) -> Response:
             except InvalidInput as exc:
                 errors = {exc.field or "ip": str(exc)}
             else:
-                return redirect(request, "/settings/privacy?done=saved")
-    return render(request, "settings_privacy.html", 422 if errors else 200, values=values,
+                return redirect(request, "/settings/data?done=saved")
+    return render(request, "settings_data.html", 422 if errors else 200, values=values,
                   errors=errors, ips=IPS, agents=AGENTS, last_run=retention.last_run,
                   notice=NOTICES.get(request.query_params.get("done", "")))
 
 
-routes = [Route("/settings/privacy", privacy_settings, methods=["GET", "POST"])]
+routes = [Route("/settings/data", privacy_settings, methods=["GET", "POST"])]

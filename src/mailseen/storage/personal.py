@@ -23,7 +23,7 @@ def _like(fragment: str) -> str:
     return f"%{escaped}%"
 
 
-class PrivacyStore(StoreBase):
+class PersonalStore(StoreBase):
     def copies_to(self, local_part: str) -> list[CopyRecord]:
         """Copies whose recipient's address starts with ``local_part`` and "@" (any case):
         the candidates for one person, whom the caller picks out by address key."""
