@@ -478,7 +478,7 @@ def test_the_settings_page_has_a_privacy_section(web: WebClient, instance: Insta
     assert page.status == 422
     assert "Keep view details" in page.text("#err-retention_days")
     assert instance.privacy.retention().days == 30
-    page = web.submit(web.get("/settings/data"), "/settings/privacy", ip="full",
+    page = web.submit(web.get("/settings/data"), "/settings/data", ip="full",
                       user_agent="full", retention_days="")
     assert instance.privacy.retention().days is None
 
