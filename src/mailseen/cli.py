@@ -20,7 +20,7 @@ import click
 
 from .config import Settings, load_settings
 from .core.autoreply import detect_automatic
-from .core.compose import Attachment, Draft
+from .core.compose import Attachment, Draft, parse_address
 from .core.consent import POLICIES
 from .core.hits import Hit, HitClassifier, Verdict, describe_agent
 from .core.netdata import NET_KINDS, load_data
@@ -30,9 +30,10 @@ from .core.refusal import LANGUAGES
 from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
 from .receivers.imap import ImapChecker
-from .records import MailboxIn, MailboxRecord, MessageRecord, Status, UserRecord
+from .records import MailboxIn, MailboxRecord, MessageRecord, Retention, Status, UserRecord
 from .services.inbound import Renderer
 from .services.instance import Instance
+from .services.privacy import ERASED
 from .services.tagging import CANNOT_WRITE, not_sent, tag_filter, write_whole
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -163,6 +164,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
         background.append(_imap_poller(inst).run)
     if settings.smtp_receiver:
         background.append(_smtp_receiver(inst, settings.smtp_receiver))
+    if settings.worker:  # the daily purge runs where the delivery worker does
+        background.append(inst.retention_job().run)
     app = MailseenApp(inst, run_worker=settings.worker, background=background)
     files = raise_open_files_limit()
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
@@ -265,7 +268,7 @@ def worker(ctx: click.Context, once: bool) -> None:
         click.echo(f"delivered {asyncio.run(w.drain())} message(s)")
         return
 
-    asyncio.run(_until_signal(w.run))
+    asyncio.run(_until_signal(w.run, inst.retention_job().run))
 
 
 @main.group()
@@ -297,10 +300,23 @@ def settings_show(ctx: click.Context) -> None:
     inst = _instance(ctx)
     click.echo(f"tracking: {'on' if inst.mailboxes.global_tracking() else 'off'}")
     click.echo(f"tracking policy: {inst.consents.global_policy()}")
+    details = inst.privacy.view_details()
+    click.echo(f"view IP address: {details.ip}")
+    click.echo(f"view user agent: {details.user_agent}")
+    click.echo(f"view details kept: {_retention_line(inst.privacy.retention())}")
     reach = public_url_reach(inst.settings.base_url)
     click.echo(f"public URL: {reach.url}")
     if reach.message:
         click.echo(f"warning: {_reach_line(reach)}")
+
+
+def _retention_line(retention: Retention) -> str:
+    if retention.days is None:
+        return "for ever"
+    run = retention.last_run
+    last = ("never" if run is None else
+            f"{run.at:%Y-%m-%d %H:%M} UTC, {run.views} view(s) cleared")
+    return f"{retention.days} days (last purge: {last})"
 
 
 def _reach_line(reach: Reach) -> str:
@@ -427,6 +443,89 @@ def dnt_list(ctx: click.Context) -> None:
     inst = _instance(ctx)
     for rule in inst.consents.do_not_track():
         click.echo(f"{rule.text}\t{rule.kind}\t{rule.created_by}")
+@settings_group.command("privacy")
+@click.option("--ip", type=click.Choice(["full", "truncated", "none"]),
+              help="What is stored of a view's IP address: all of it, its network (IPv4 /24, "
+              "IPv6 /48) or nothing.")
+@click.option("--user-agent", type=click.Choice(["full", "family"]),
+              help="What is stored of a view's user agent: all of it, or the client's family "
+              "(\"Outlook on Windows\").")
+@click.option("--retention-days", metavar="DAYS|forever",
+              help="Clear views' IP address, user agent, headers and recipient after this "
+              "many days (counts stay); `forever` keeps them.")
+@click.pass_context
+def settings_privacy(ctx: click.Context, ip: str | None, user_agent: str | None,
+                     retention_days: str | None) -> None:
+    """Set what is stored of each view and how long its personal details are kept."""
+    inst = _instance(ctx)
+    if retention_days is not None:  # checked before anything is changed
+        days = None if retention_days.strip().lower() == "forever" else retention_days
+        if days is not None and not days.strip().isdigit():
+            raise InvalidInput("--retention-days: a number of days, or forever")
+        inst.privacy.set_retention(None, None if days is None else int(days))
+    if ip is not None or user_agent is not None:
+        inst.privacy.set_view_details(None, ip=ip, user_agent=user_agent)
+    details = inst.privacy.view_details()
+    click.echo(f"view IP address: {details.ip}")
+    click.echo(f"view user agent: {details.user_agent}")
+    click.echo(f"view details kept: {_retention_line(inst.privacy.retention())}")
+
+
+# -- privacy ---------------------------------------------------------------------------------
+
+@main.group()
+def privacy() -> None:
+    """Requests of the people mailseen tracks, and the retention purge."""
+
+
+def _person(address: str) -> str:
+    """The ADDRESS argument, refused with the service's own words (no option is to blame)."""
+    try:
+        return parse_address(address, "address")
+    except InvalidInput as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+@privacy.command("export")
+@click.argument("address")
+@click.pass_context
+def privacy_export(ctx: click.Context, address: str) -> None:
+    """Print everything stored about ADDRESS as JSON: messages to and from them, the
+    copies sent to them and their pixels' views."""
+    _out(_instance(ctx).privacy.export(None, _person(address)))
+
+
+@privacy.command("erase")
+@click.argument("address")
+@click.pass_context
+def privacy_erase(ctx: click.Context, address: str) -> None:
+    """Erase the personal data of ADDRESS: the views of the copies sent to them, and their
+    address on those copies. Says what it removed and what it kept."""
+    done = _instance(ctx).privacy.erase(None, _person(address))
+    removed = done.removed
+    click.echo(f"{done.address}: removed {removed.get('views', 0)} view(s); "
+               f"{removed.get('copy_recipients', 0)} copy recipient(s) replaced by "
+               f"{ERASED!r}")
+    others = {k: v for k, v in removed.items() if k not in ("views", "copy_recipients")}
+    for what, count in others.items():
+        click.echo(f"removed {count} {what.replace('_', ' ')}")
+    kept = sum(done.kept.values())
+    click.echo(f"kept {kept} message(s) naming them (the team's correspondence)")
+
+
+@privacy.command("purge")
+@click.pass_context
+def privacy_purge(ctx: click.Context) -> None:
+    """Clear now the personal details of views older than the retention period (the daily
+    job does the same)."""
+    inst = _instance(ctx)
+    run = inst.privacy.purge(None)
+    if run is None:
+        click.echo("purge: off (view details are kept for ever; set "
+                   "`mailseen settings privacy --retention-days N`)")
+        return
+    click.echo(f"purged the details of {run.views} view(s) older than "
+               f"{run.before:%Y-%m-%d %H:%M} UTC")
 
 
 # -- mailboxes -------------------------------------------------------------------------------

@@ -31,6 +31,10 @@ Status = Literal["queued", "sending", "sent", "failed", "cancelled", "received"]
 CopyStatus = Literal["queued", "sending", "sent", "failed", "bounced", "cancelled"]
 Direction = Literal["out", "in"]
 Verdict = Literal["human", "machine"]
+# What is stored of a view's client: the IP address whole, its network only (IPv4 /24,
+# IPv6 /48) or nothing; the user agent whole or the client's family only.
+IpDetail = Literal["full", "truncated", "none"]
+AgentDetail = Literal["full", "family"]
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,36 @@ class ViewRecord:
     reason: str = ""
     client: str = ""
     copy_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ViewDetails:
+    """What is stored of each view (a global setting)."""
+
+    ip: IpDetail = "full"
+    user_agent: AgentDetail = "full"
+
+    @property
+    def full(self) -> bool:
+        return self.ip == "full" and self.user_agent == "full"
+
+
+@dataclass(frozen=True)
+class PurgeRun:
+    """A run of the retention purge: when, up to which time, how many views it cleared."""
+
+    at: datetime
+    before: datetime
+    views: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the personal details of views are kept (None: for ever), and the last
+    purge."""
+
+    days: int | None
+    last_run: PurgeRun | None = None
 
 
 Role = Literal["admin", "member"]

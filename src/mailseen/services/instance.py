@@ -18,6 +18,7 @@ from .delivery import DeliveryWorker
 from .inbound import Ingestor, Renderer
 from .mailboxes import ImapProbe, Mailboxes
 from .messages import Messages
+from .privacy import Privacy, RetentionJob
 from .recorder import ViewRecorder
 from .secrets import SecretBox
 from .sending import Sender
@@ -37,6 +38,7 @@ class Instance:
     accounts: Accounts
     ingestor: Ingestor
     consents: Consents
+    privacy: Privacy
     transports: dict[str, Transport] = field(default_factory=dict)
     clock: Clock = SYSTEM
 
@@ -64,7 +66,8 @@ class Instance:
         messages = Messages(store, mailboxes, sender.is_own_pixel)
         accounts = Accounts(store, memory_kib=settings.password_memory_kib)
         return cls(settings, db, store, signer, mailboxes, messages, sender, accounts,
-                   Ingestor(store, sender, render=render), consents, transports, clock)
+                   Ingestor(store, sender, render=render), consents, Privacy(store),
+                   transports, clock)
 
     def upgrade(self) -> None:
         """Bring the database schema up to date."""
@@ -77,13 +80,18 @@ class Instance:
 
     def view_recorder(self) -> ViewRecorder:
         """A recorder for pixel hits, judging them with this installation's data."""
-        return ViewRecorder(self.store, Judge(self.settings.data_dir))
+        return ViewRecorder(self.store, Judge(self.settings.data_dir),
+                            details=self.privacy.details)
 
     def worker(self) -> DeliveryWorker:
         s = self.settings
         return DeliveryWorker(self.store, self.transports, retry_base=s.retry_base_seconds,
                               retry_max=s.retry_max_seconds, max_attempts=s.max_attempts,
                               clock=self.clock, render=self.sender.copy_bytes)
+
+    def retention_job(self) -> RetentionJob:
+        """The daily purge of old views' personal details, run beside the delivery worker."""
+        return RetentionJob(self.privacy, self.clock)
 
     def close(self) -> None:
         self.db.dispose()

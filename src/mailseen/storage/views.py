@@ -385,7 +385,9 @@ class ViewStore(StoreBase):
                     verdict=j.verdict, reason=j.reason, client=j.client))
 
     def rebuild_summaries(self) -> None:
-        """Re-derive every message's view summary from its events."""
+        """Re-derive every message's and copy's view summary from its events, where the
+        events still account for every view counted: the views of an erased recipient are
+        deleted, and a purged view no longer names its copy, while their counts stay."""
         with self._tx() as s:
             self._rebuild_summaries(s)
 
@@ -398,7 +400,12 @@ class ViewStore(StoreBase):
             return (select(fn).where(ViewEvent.copy_id == Copy.id,
                                      ViewEvent.verdict == verdict).scalar_subquery())
 
-        s.execute(update(Copy).values(
+        # Reclassifying moves views between human and machine; it never changes how many.
+        copy_backed = (Copy.view_count + Copy.machine_count == select(func.count()).where(
+            ViewEvent.copy_id == Copy.id).scalar_subquery())
+        message_backed = (Message.view_count + Message.machine_count == select(
+            func.count()).where(ViewEvent.message_id == Message.id).scalar_subquery())
+        s.execute(update(Copy).where(copy_backed).values(
             view_count=copy_agg(func.count(), "human"),
             first_viewed_at=copy_agg(func.min(ViewEvent.at), "human"),
             last_viewed_at=copy_agg(func.max(ViewEvent.at), "human"),
@@ -407,7 +414,7 @@ class ViewStore(StoreBase):
             last_machine_at=copy_agg(func.max(ViewEvent.at), "machine"),
         ))
         s.execute(update(Message).values(viewed_copies=viewed_copies()))
-        s.execute(update(Message).values(
+        s.execute(update(Message).where(message_backed).values(
             view_count=agg(func.count(), "human"),
             first_viewed_at=agg(func.min(ViewEvent.at), "human"),
             last_viewed_at=agg(func.max(ViewEvent.at), "human"),

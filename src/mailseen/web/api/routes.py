@@ -26,6 +26,8 @@ from .schemas import (
     DeliveryChange,
     DoNotTrackBody,
     DoNotTrackOut,
+    EraseBody,
+    ErasureOut,
     Id,
     ImportOut,
     MailboxBody,
@@ -34,6 +36,8 @@ from .schemas import (
     MessageBody,
     MessageDetail,
     MessageOut,
+    PrivacySettingsBody,
+    PrivacySettingsOut,
     Problem,
     SettingChangeOut,
     SettingsBody,
@@ -117,6 +121,51 @@ def put_settings(inst: Inst, who: Who, body: SettingsBody) -> dict[str, Any]:
     if body.tracking_policy is not None:
         inst.consents.set_global_policy(who.user, body.tracking_policy)
     return _settings_out(inst)
+
+
+def _privacy_out(inst: Instance) -> dict[str, Any]:
+    details, retention = inst.privacy.view_details(), inst.privacy.retention()
+    run = retention.last_run
+    return {"ip": details.ip, "user_agent": details.user_agent,
+            "retention_days": retention.days,
+            "last_purge": None if run is None else run.__dict__}
+
+
+@router.get("/settings/privacy", response_model=PrivacySettingsOut)
+def get_privacy_settings(inst: Inst, who: Who) -> dict[str, Any]:
+    return _privacy_out(inst)
+
+
+@router.put("/settings/privacy", response_model=PrivacySettingsOut, dependencies=Admin,
+            responses={**_ADMIN_ONLY, 422: {"model": Problem}})
+def put_privacy_settings(inst: Inst, who: Who, body: PrivacySettingsBody) -> dict[str, Any]:
+    """Change what is stored of each view and how long its personal details are kept;
+    fields left out stay as they are."""
+    given = body.model_fields_set
+    if "retention_days" in given:  # checked first: a refusal changes nothing
+        inst.privacy.set_retention(who.user, body.retention_days)
+    if body.ip is not None or body.user_agent is not None:
+        inst.privacy.set_view_details(who.user, ip=body.ip, user_agent=body.user_agent)
+    return _privacy_out(inst)
+
+
+@router.get("/privacy/export", dependencies=Admin,
+            responses={**_ADMIN_ONLY, 422: {"model": Problem}})
+def privacy_export(inst: Inst, who: Who,
+                   address: Annotated[str, Query(max_length=320,
+                                                 description="The person's address.")]
+                   ) -> dict[str, Any]:
+    """Everything stored about one person (admins): the messages sent to them and received
+    from them, the copies sent to them and their pixels' views, as stored."""
+    return inst.privacy.export(who.user, address)
+
+
+@router.post("/privacy/erase", response_model=ErasureOut, dependencies=Admin,
+             responses={**_ADMIN_ONLY, 422: {"model": Problem}})
+def privacy_erase(inst: Inst, who: Who, body: EraseBody) -> dict[str, Any]:
+    """Erase one person's personal data (admins): the views of the copies sent to them,
+    and their address on those copies. Says what was removed and what was kept."""
+    return inst.privacy.erase(who.user, body.address).__dict__
 
 
 @router.get("/mailboxes", response_model=list[MailboxOut])

@@ -14,10 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from ...core.compose import Attachment, parse_address
 from ...errors import InvalidInput
 from ...records import (
+    AgentDetail,
     ConsentState,
     CopyRecord,
     CopyStatus,
     HeaderFacts,
+    IpDetail,
     MailboxPolicy,
     MessageRecord,
     TrackingMode,
@@ -25,9 +27,10 @@ from ...records import (
     ViewRecord,
 )
 
-__all__ = ["DeliveryChange", "Id", "MailboxBody", "MailboxOut", "MailboxPatch", "MessageBody",
-           "MessageDetail", "MessageOut", "Problem", "RecipientOut", "SettingsBody", "ViewOut",
-           "message_out", "recipient_out", "view_out"]
+__all__ = ["DeliveryChange", "EraseBody", "ErasureOut", "Id", "MailboxBody", "MailboxOut",
+           "MailboxPatch", "MessageBody", "MessageDetail", "MessageOut",
+           "PrivacySettingsBody", "PrivacySettingsOut", "Problem", "RecipientOut",
+           "SettingsBody", "ViewOut", "message_out", "recipient_out", "view_out"]
 
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
@@ -57,6 +60,43 @@ class SettingsOut(SettingsBody):
                     'private network, a local name: no view will be recorded), "warning" '
                     '(plain http) or "ok".')
     public_url_problem: str | None = Field(description="What is wrong, in one sentence.")
+
+
+class PrivacySettingsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ip: IpDetail | None = Field(None, description='What is stored of a view\'s IP address: '
+                                '"full", "truncated" (IPv4 /24, IPv6 /48) or "none".')
+    user_agent: AgentDetail | None = Field(
+        None, description='What is stored of a view\'s user agent: "full", or "family" (the '
+                          'client without versions, "Outlook on Windows").')
+    retention_days: int | None = Field(
+        None, description="Days after which a view's IP address, user agent, headers and "
+                          "recipient are cleared (counts stay); null keeps them for ever.")
+
+
+class PurgeOut(BaseModel):
+    at: datetime
+    before: datetime = Field(description="Views older than this were cleared.")
+    views: int = Field(description="How many views' details this run cleared.")
+
+
+class PrivacySettingsOut(BaseModel):
+    ip: IpDetail
+    user_agent: AgentDetail
+    retention_days: int | None
+    last_purge: PurgeOut | None = Field(description="The retention purge's last run.")
+
+
+class EraseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str = Field(max_length=320, description="The person's email address.")
+
+
+class ErasureOut(BaseModel):
+    address: str = Field(description="The address as matched: lowercase, domain in ASCII.")
+    removed: dict[str, int] = Field(description="What was removed, by kind: views, "
+                                                "copy_recipients (replaced by \"erased\").")
+    kept: dict[str, int] = Field(description="What naming them was kept: the messages.")
 
 
 class MailboxBody(BaseModel):
