@@ -541,3 +541,33 @@ def test_privacy_commands_answer_bad_input_in_one_line(cli: Cli, instance: Insta
     assert '"effective_policy": "with-consent"' in box and '"language": "de"' in box
     assert "--privacy-url" in error(cli("mailbox", "set", "sales@example.com",
                                         "--privacy-url", "ftp://x"), 2)
+
+
+def test_export_and_erasure_cover_consent_and_the_list(instance: Instance) -> None:
+    admin = instance.accounts.create_user("ada@example.com", PASSWORD, role="admin")
+    instance.consents.set_consent(admin, "erin@example.org", "granted", "web", "signed up")
+    instance.consents.set_consent(None, "erin@example.org", "refused", "link")
+    instance.consents.add_do_not_track(admin, "example.org")
+    instance.consents.set_consent(None, "frank@example.org", "granted", "api", "call notes")
+    exported = instance.privacy.export(admin, "ERIN@example.org")
+    assert [(e["state"], e["how"], e["note"]) for e in exported["consent"]] == [
+        ("granted", "web", "signed up"), ("refused", "link", "")]
+    assert exported["do_not_track"] == {"entry": "example.org", "kind": "domain"}
+    erased = instance.privacy.erase(admin, "erin@example.org")
+    assert erased.removed["consent_events"] == 1 and erased.kept["consent_refusal"] == 1
+    assert instance.consents.consent_of("erin@example.org")[0] == "refused"  # still honoured
+    assert instance.consents.verify(admin) == (3, None)
+    erased = instance.privacy.erase(admin, "frank@example.org")
+    assert erased.removed["consent_events"] == 1 and "consent_refusal" not in erased.kept
+    assert instance.consents.consent_of("frank@example.org") == ("unknown", [])
+    assert instance.consents.verify(admin) == (3, None)
+
+
+def test_view_detail_and_retention_changes_are_in_the_audit_log(instance: Instance) -> None:
+    admin = instance.accounts.create_user("ada@example.com", PASSWORD, name="Ada",
+                                          role="admin")
+    instance.privacy.set_view_details(admin, ip="truncated")
+    instance.privacy.set_retention(admin, 30)
+    instance.privacy.set_retention(admin, 30)  # no change: no entry
+    log = [(e.setting, e.old, e.new) for e in reversed(instance.consents.audit_log(admin))]
+    assert log == [("view_ip", "full", "truncated"), ("retention_days", "forever", "30")]

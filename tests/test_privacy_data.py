@@ -342,7 +342,7 @@ def test_erase_removes_their_views_and_address_and_says_what_it_did(
     msg, _ = _erin_everywhere(instance)
     before = _counts(instance, msg)
     result = instance.privacy.erase(None, "erin@example.org")
-    assert result.removed == {"views": 1, "copy_recipients": 1}
+    assert result.removed == {"views": 1, "copy_recipients": 1, "consent_events": 0}
     assert result.kept == {"messages_sent_to_them": 1, "messages_received": 1}
     rows = _rows(instance)
     assert [r["ip"] for r in rows] == ["203.0.113.9"]  # Frank's view stays
@@ -353,7 +353,7 @@ def test_erase_removes_their_views_and_address_and_says_what_it_did(
     reclassify(instance.store, Judge())  # also once the views are judged again
     assert _counts(instance, msg) == before
     again = instance.privacy.erase(None, "erin@example.org")
-    assert again.removed == {"views": 0, "copy_recipients": 0}
+    assert again.removed == {"views": 0, "copy_recipients": 0, "consent_events": 0}
     assert instance.privacy.export(None, "erin@example.org")["copies"] == []
 
 
@@ -367,7 +367,7 @@ def test_a_person_is_found_whatever_the_case_and_form_of_their_domain(
     assert [c["recipient"] for c in data["copies"]] == ["Jo@BÜCHER.fr"]
     assert len(data["views"]) == 1
     assert instance.privacy.erase(None, "JO@bücher.FR").removed == {
-        "views": 1, "copy_recipients": 1}
+        "views": 1, "copy_recipients": 1, "consent_events": 0}
 
 
 def test_requests_need_an_address_and_an_admin(instance: Instance) -> None:
@@ -425,7 +425,7 @@ def test_the_api_exports_erases_and_sets_privacy(api: httpx.Client, instance: In
     resp = api.post("/privacy/erase", json={"address": "erin@example.org"})
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"address": "erin@example.org",
-                           "removed": {"views": 1, "copy_recipients": 1},
+                           "removed": {"views": 1, "copy_recipients": 1, "consent_events": 0},
                            "kept": {"messages_sent_to_them": 1, "messages_received": 1}}
     bad = api.post("/privacy/erase", json={"address": 5})
     assert bad.status_code == 422 and bad.json()["field"] == "address"
