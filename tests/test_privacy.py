@@ -23,7 +23,7 @@ from mailseen.services.mailboxes import Forbidden
 from mailseen.storage.models import ConsentEvent, ViewEvent
 
 from .cli_runner import Cli, error, ok
-from .conftest import API_TOKEN, LiveServer, backdate_sent
+from .conftest import API_TOKEN, LiveServer, backdate_sent, html_of
 from .smtp_server import SmtpServer
 from .web_client import PASSWORD, Page, WebClient
 
@@ -308,7 +308,7 @@ async def test_a_recipient_refuses_in_chromium_and_later_opens_record_nothing(
         await inst.worker().drain()
         backdate_sent(inst, msg.id)
         [eml] = inst.settings.outbox_dir.glob("*.eml")
-        html = _html(eml.read_bytes())
+        html = html_of(eml.read_bytes())
         context = await browser.new_context(user_agent=OUTLOOK)  # type: ignore[attr-defined]
         page = await context.new_page()
         # the recipient's mail client shows the message: one view
@@ -339,18 +339,6 @@ async def test_a_recipient_refuses_in_chromium_and_later_opens_record_nothing(
         await team.close()
     finally:
         server.stop()
-
-
-def _html(raw: bytes) -> str:
-    import email
-    import email.policy
-    from email.message import EmailMessage
-
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(msg, EmailMessage)
-    part = msg.get_body(preferencelist=("html",))
-    assert part is not None
-    return str(part.get_content())
 
 
 # -- consent records: proof, import, erasure ----------------------------------------------
