@@ -164,8 +164,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
         background.append(_imap_poller(inst).run)
     if settings.smtp_receiver:
         background.append(_smtp_receiver(inst, settings.smtp_receiver))
-    if settings.worker:  # the daily purge runs where the delivery worker does
+    if settings.worker:  # the daily purge and webhooks run where the delivery worker does
         background.append(inst.retention_job().run)
+        background.append(inst.webhook_worker().run)
     app = MailseenApp(inst, run_worker=settings.worker, background=background)
     files = raise_open_files_limit()
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
@@ -260,15 +261,18 @@ def receive(ctx: click.Context, listen: str | None) -> None:
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.pass_context
 def worker(ctx: click.Context, once: bool) -> None:
-    """Run a delivery worker on its own (several may run against PostgreSQL)."""
+    """Run a delivery worker on its own, with the webhook sender (several may run against
+    PostgreSQL)."""
     inst = _instance(ctx)
     _logging(inst.settings)
     w = inst.worker()
+    hooks = inst.webhook_worker()
     if once:
         click.echo(f"delivered {asyncio.run(w.drain())} message(s)")
+        click.echo(f"sent {asyncio.run(hooks.drain())} webhook event(s)")
         return
 
-    asyncio.run(_until_signal(w.run, inst.retention_job().run))
+    asyncio.run(_until_signal(w.run, inst.retention_job().run, hooks.run))
 
 
 @main.group()

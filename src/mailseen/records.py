@@ -477,3 +477,96 @@ class SettingChangeRecord:
     old: str
     new: str
 
+
+
+# -- webhooks (docs/integrations.md) ---------------------------------------------------------
+
+# What a webhook endpoint can be told of. Each names one recipient's copy where privacy
+# allows: delivered (the relay accepted it), failed (refused for good), bounced (a delivery
+# report came back), viewed (a person's view: the first of the copy, or every one), clicked
+# (a person followed a tracked link), replied (a person, not an auto-reply), and the
+# reminders' "not viewed" / "not replied" when their deadline passed.
+WebhookEvent = Literal["message.delivered", "message.failed", "message.bounced",
+                       "message.viewed", "message.clicked", "message.replied",
+                       "message.not_viewed", "message.not_replied"]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = (
+    "message.delivered", "message.failed", "message.bounced", "message.viewed",
+    "message.clicked", "message.replied", "message.not_viewed", "message.not_replied")
+# How the body is written: Standard Webhooks JSON, or a chat's incoming-webhook message.
+WebhookFormat = Literal["standard", "slack", "teams"]
+# An event's delivery to one endpoint: waiting (or retrying), being sent, delivered, or
+# given up on after a day of failures.
+WebhookStatus = Literal["pending", "sending", "delivered", "failed"]
+
+
+@dataclass(frozen=True)
+class WebhookIn:
+    """An endpoint as an admin registers it: where, which events, for which mailbox (None:
+    every mailbox), and whether ``message.viewed`` fires on every view or the first only."""
+
+    url: str
+    events: tuple[WebhookEvent, ...]
+    mailbox_id: int | None = None
+    format: WebhookFormat = "standard"
+    every_view: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookRecord(WebhookIn):
+    """A stored endpoint: its signing secret ("whsec_" + base64) and its health."""
+
+    id: int
+    secret: str
+    enabled: bool
+    created_at: datetime
+    disabled_at: datetime | None = None
+    disabled_reason: str = ""
+    failing_since: datetime | None = None
+    last_success_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WebhookFacts:
+    """What happened, as written beside it (in the view's or the delivery's transaction):
+    only ids and the verdict, so that writing it costs little; the payload is made from
+    them when the event is first sent."""
+
+    message_id: int
+    copy_id: int | None
+    at: datetime
+    verdict: Verdict | None = None
+    reason: str = ""
+    client: str = ""
+    first: bool = False
+    anonymous: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event for one endpoint, in the outbox: its delivery log entry."""
+
+    id: int
+    endpoint_id: int
+    event: WebhookEvent
+    event_id: str  # the webhook-id header: the same on every attempt
+    created_at: datetime
+    status: WebhookStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    response_status: int | None
+    last_error: str | None
+    body: str | None
+
+
+@dataclass(frozen=True)
+class WebhookClaim:
+    """An event claimed for sending: the endpoint, and the body if made already (else the
+    facts to make it of)."""
+
+    delivery: WebhookDelivery
+    endpoint: WebhookRecord
+    facts: WebhookFacts
+    queued_at: datetime

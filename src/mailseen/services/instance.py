@@ -22,6 +22,7 @@ from .privacy import Privacy, RetentionJob
 from .recorder import ViewRecorder
 from .secrets import SecretBox
 from .sending import Sender
+from .webhooks import Webhooks, WebhookWorker
 
 __all__ = ["Instance"]
 
@@ -39,6 +40,7 @@ class Instance:
     ingestor: Ingestor
     consents: Consents
     privacy: Privacy
+    webhooks: Webhooks
     transports: dict[str, Transport] = field(default_factory=dict)
     clock: Clock = SYSTEM
 
@@ -67,7 +69,7 @@ class Instance:
         accounts = Accounts(store, memory_kib=settings.password_memory_kib)
         return cls(settings, db, store, signer, mailboxes, messages, sender, accounts,
                    Ingestor(store, sender, render=render), consents, Privacy(store),
-                   transports, clock)
+                   Webhooks(store), transports, clock)
 
     def upgrade(self) -> None:
         """Bring the database schema up to date."""
@@ -92,6 +94,10 @@ class Instance:
     def retention_job(self) -> RetentionJob:
         """The daily purge of old views' personal details, run beside the delivery worker."""
         return RetentionJob(self.privacy, self.clock)
+
+    def webhook_worker(self) -> WebhookWorker:
+        """The sender of webhook events, run beside the delivery worker."""
+        return WebhookWorker(self.store, self.consents, clock=self.clock)
 
     def close(self) -> None:
         self.db.dispose()

@@ -35,6 +35,7 @@ from .base import (
 from .bulk import BulkLoader, bulk_loader, last_ids
 from .models import Conversation, Copy, Message, MessageData, MessageWords, ViewEvent
 from .queue import settle
+from .webhooks import reply_events, status_events
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 
@@ -187,6 +188,7 @@ class MessageStore(StoreBase):
                     Message.mailbox_id == mailbox_id, Message.direction == "out",
                     Message.id.in_(list(fallback_ids)))))
             changed = []
+            bounced: list[int] = []
             for mid in ids:
                 copies = list(s.scalars(select(Copy).where(Copy.message_id == mid)
                                         .with_for_update()))
@@ -201,12 +203,14 @@ class MessageStore(StoreBase):
                             c.status = "bounced"
                             c.last_error = reason if own else f"{recipient}: {reason}"
                             c.next_attempt_at = c.lease_until = None
+                            bounced.append(c.id)
                             if mid not in changed:
                                 changed.append(mid)
                 s.flush()
                 if mid in changed:
                     s.execute(select(Message.id).where(Message.id == mid).with_for_update())
                     settle(s, mid)
+            status_events(s, "bounced", bounced, self.clock.now())  # webhooks
             return changed
 
     def copies_of(self, message_ids: Sequence[int]) -> dict[int, list[CopyRecord]]:
@@ -285,6 +289,7 @@ class MessageStore(StoreBase):
                                          func.lower(Copy.recipient) == replier)
                       .values(replied_at=now))
             count_viewed_copies(s, ids)
+            reply_events(s, ids, replier, now)  # webhooks
         return ids
 
     def get_message(self, message_id: int) -> MessageRecord:

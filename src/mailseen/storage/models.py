@@ -391,3 +391,56 @@ class SettingChange(Base):
     new: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_settings_audit_at", "at"),)
+
+
+class WebhookEndpoint(Base):
+    """Where events are sent (docs/integrations.md). ``events`` is the names subscribed to,
+    space-separated; the secret is kept encrypted, like relay passwords."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[intpk]
+    url: Mapped[str] = mapped_column(Text)
+    mailbox_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("mailboxes.id", ondelete="CASCADE"), nullable=True)
+    events: Mapped[str] = mapped_column(Text)
+    every_view: Mapped[bool] = mapped_column(Boolean, default=False)
+    format: Mapped[str] = mapped_column(String(10), default="standard")
+    description: Mapped[str] = mapped_column(Text, default="")
+    secret_enc: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[utc]
+    disabled_at: Mapped[utc_null]
+    disabled_reason: Mapped[str] = mapped_column(Text, default="")
+    # Failing since this time with no success in between; None while it works.
+    failing_since: Mapped[utc_null]
+    last_success_at: Mapped[utc_null]
+
+
+class WebhookOutbox(Base):
+    """The durable outbox: one row per event per endpoint, written in the same transaction
+    as what it tells of, sent by the webhook worker (a conditional UPDATE claims it), kept as
+    the endpoint's delivery log."""
+
+    __tablename__ = "webhook_outbox"
+    id: Mapped[intpk]
+    endpoint_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(40))
+    facts_json: Mapped[str] = mapped_column(Text)
+    body: Mapped[str_null]
+    created_at: Mapped[utc]
+    # When the current round of attempts began (creation, or an admin's "send again").
+    queued_at: Mapped[utc]
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[utc_null]
+    lease_until: Mapped[utc_null]
+    last_attempt_at: Mapped[utc_null]
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str_null]
+
+    __table_args__ = (
+        Index("ix_webhook_outbox_due", "status", "next_attempt_at"),
+        Index("ix_webhook_outbox_endpoint", "endpoint_id", "id"),
+    )

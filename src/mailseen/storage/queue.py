@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from ..records import Claim
 from .base import StoreBase, copy_record, mailbox_record, message_record
 from .models import Copy, Mailbox, Message, MessageData
+from .webhooks import status_events
 
 # When every due message is locked by other workers' claims: how often to look again, and
 # how long to pause before each look (at most a quarter of a second in all).
@@ -127,6 +128,7 @@ class QueueStore(StoreBase):
             # first, then message, as a claim does.
             s.execute(select(Message.id).where(Message.id == message_id).with_for_update())
             settle(s, message_id)
+            status_events(s, values["status"], [copy_id], self.clock.now())  # webhooks
 
     def mark_sent(self, copy_id: int, note: str | None = None) -> None:
         self._finish(copy_id, status="sent", sent_at=self.clock.now(), next_attempt_at=None,
@@ -150,6 +152,8 @@ class QueueStore(StoreBase):
                            last_error=error, view_count=0, machine_count=0))
                 s.flush()
             settle(s, message_id)
+            status_events(s, "failed", list(s.scalars(select(Copy.id).where(  # webhooks
+                Copy.message_id == message_id))), self.clock.now())
 
     def retry_now(self, copy_ids: Sequence[int]) -> int:
         """Queue failed or waiting copies for an attempt now (an admin's

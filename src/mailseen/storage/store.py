@@ -17,10 +17,11 @@ from .queue import QueueStore
 from .reports import ReportStore
 from .users import UserStore
 from .views import ViewStore
+from .webhooks import WebhookStore
 
 __all__ = ["Cipher", "Store", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore,
-            DisplayStore, LiveStore, PrivacyStore, PersonalStore):
+            DisplayStore, LiveStore, PrivacyStore, PersonalStore, WebhookStore):
     pass

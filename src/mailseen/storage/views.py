@@ -18,6 +18,8 @@ from ..records import Judged, ViewIn, ViewRecord
 from .base import StoreBase, translated, view_record, viewed_copies
 from .models import Copy, Message, ViewEvent
 from .privacy import PrivacyGate
+from .webhooks import INSERT_SQL as _HOOK_INSERT
+from .webhooks import ViewHooks
 
 # What a view is taken for when no verdict is given (tests, imports of old data).
 _HUMAN = Judged("human", "", "")
@@ -80,6 +82,7 @@ class _Writer:
         self.copy_summary = {kind: native(_summary_update("copies", *cols))
                              for kind, cols in _SUMMARY.items()}
         self.viewed_copies = native(_VIEWED_COPIES)
+        self.hook_insert = native(_HOOK_INSERT)
         self.time = _sqlite_time if dialect.name == "sqlite" else _naive_utc
 
 
@@ -147,6 +150,7 @@ class ViewWriter:
         self._sent_since = time.monotonic()
         self._json: dict[tuple[tuple[str, str], ...], str] = {}
         self._gate = PrivacyGate()
+        self._hooks = ViewHooks()  # the endpoints that take message.viewed
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -169,6 +173,7 @@ class ViewWriter:
                 with conn.begin():
                     targets = self._targets(conn, views)
                     gate.refresh(conn)
+                    self._hooks.refresh(conn, gate.version)
                     gate.load(conn, {(t[6], t[5]) for t in targets.values()
                                      if t[5] is not None and t[4] == "personal"})
         except BaseException:
@@ -324,6 +329,13 @@ class ViewWriter:
                         _executemany(conn, statement, updates)
             if seen_copies:
                 _executemany(conn, writer.viewed_copies, [(m,) for m in sorted(seen_copies)])
+            hooks = self._hooks
+            if hooks.version < 0:  # written without resolving first (imports, tests)
+                self._gate.refresh(conn)
+                hooks.refresh(conn, self._gate.version)
+            if hooks.subscribers:  # events beside the views, only when an endpoint asks
+                hooks.write(conn, lambda rows: _executemany(conn, writer.hook_insert, rows),
+                            keep, time_of)
             return len(keep)
 
 
