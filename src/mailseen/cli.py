@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar, cast, get_args
 
 import click
 
@@ -30,7 +30,19 @@ from .core.refusal import LANGUAGES
 from .errors import InvalidInput, MailseenError
 from .receivers import ImapPoller, SmtpReceiver
 from .receivers.imap import ImapChecker
-from .records import MailboxIn, MailboxRecord, MessageRecord, Retention, Status, UserRecord
+from .records import (
+    WEBHOOK_EVENTS,
+    MailboxIn,
+    MailboxRecord,
+    MessageRecord,
+    Retention,
+    Status,
+    UserRecord,
+    WebhookEvent,
+    WebhookFormat,
+    WebhookIn,
+    WebhookRecord,
+)
 from .services.inbound import Renderer
 from .services.instance import Instance
 from .services.privacy import ERASED
@@ -1144,3 +1156,97 @@ def restore(ctx: click.Context, src: Path) -> None:
     done = put_back(_settings(ctx), src)
     kept = f"; the previous database is now {done.kept}" if done.kept else ""
     click.echo(f"restored {src} to {done.path} (schema {done.revision}){kept}")
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+@main.group()
+def webhook() -> None:
+    """Webhook endpoints: events POSTed, signed, to other systems (docs/integrations.md)."""
+
+
+def _webhook_out(hook: WebhookRecord) -> dict[str, Any]:
+    return {**hook.__dict__, "events": list(hook.events)}
+
+
+@webhook.command("add")
+@click.argument("url")
+@click.option("--event", "events", multiple=True, required=True,
+              type=click.Choice(list(WEBHOOK_EVENTS)), help="An event to send (repeatable).")
+@click.option("--mailbox", "mailbox_ref", help="Only this mailbox's events (default: all).")
+@click.option("--format", "fmt", type=click.Choice(["standard", "slack", "teams"]),
+              default="standard", show_default=True,
+              help="Signed JSON, or a Slack or Microsoft Teams incoming-webhook message.")
+@click.option("--every-view", is_flag=True,
+              help="message.viewed on every human view, not only a copy's first.")
+@click.option("--description", default="", help="A note for the admins.")
+@click.pass_context
+def webhook_add(ctx: click.Context, url: str, events: tuple[str, ...], mailbox_ref: str | None,
+                fmt: str, every_view: bool, description: str) -> None:
+    """Register URL; prints the endpoint with its signing secret."""
+    inst = _instance(ctx)
+    box = inst.mailboxes.find(None, mailbox_ref, "mailbox") if mailbox_ref else None
+    hook = inst.webhooks.register(None, WebhookIn(
+        url, cast(tuple[WebhookEvent, ...], events), box.id if box else None,
+        cast(WebhookFormat, fmt), every_view, description))
+    _out(_webhook_out(hook))
+
+
+@webhook.command("list")
+@click.pass_context
+def webhook_list(ctx: click.Context) -> None:
+    """Every endpoint, with its health (disabled ones say why)."""
+    inst = _instance(ctx)
+    for hook in inst.webhooks.all(None):
+        state = "enabled" if hook.enabled else f"DISABLED: {hook.disabled_reason}"
+        click.echo(f"{hook.id}\t{hook.url}\t{' '.join(hook.events)}\t{state}")
+
+
+@webhook.command("remove")
+@click.argument("webhook_id", type=click.IntRange(min=1))
+@click.pass_context
+def webhook_remove(ctx: click.Context, webhook_id: int) -> None:
+    """Remove an endpoint and its delivery log."""
+    _instance(ctx).webhooks.delete(None, webhook_id)
+    click.echo(f"removed webhook {webhook_id}")
+
+
+@webhook.command("enable")
+@click.argument("webhook_id", type=click.IntRange(min=1))
+@click.pass_context
+def webhook_enable(ctx: click.Context, webhook_id: int) -> None:
+    """Enable an endpoint again (what waits for it is sent at once)."""
+    _instance(ctx).webhooks.set_enabled(None, webhook_id, True)
+    click.echo(f"webhook {webhook_id} enabled")
+
+
+@webhook.command("disable")
+@click.argument("webhook_id", type=click.IntRange(min=1))
+@click.pass_context
+def webhook_disable(ctx: click.Context, webhook_id: int) -> None:
+    """Stop sending to an endpoint (nothing is written for it while it is off)."""
+    _instance(ctx).webhooks.set_enabled(None, webhook_id, False)
+    click.echo(f"webhook {webhook_id} disabled")
+
+
+@webhook.command("log")
+@click.argument("webhook_id", type=click.IntRange(min=1))
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.pass_context
+def webhook_log(ctx: click.Context, webhook_id: int, limit: int) -> None:
+    """An endpoint's delivery log, newest first."""
+    inst = _instance(ctx)
+    for d in inst.webhooks.log(None, webhook_id, limit):
+        answer = d.response_status if d.response_status is not None else "-"
+        click.echo(f"{d.id}\t{d.created_at:%Y-%m-%d %H:%M:%S}\t{d.event}\t{d.status}\t"
+                   f"attempts={d.attempts}\tanswer={answer}\t{d.last_error or ''}".rstrip())
+
+
+@webhook.command("resend")
+@click.argument("webhook_id", type=click.IntRange(min=1))
+@click.argument("delivery_id", type=click.IntRange(min=1))
+@click.pass_context
+def webhook_resend(ctx: click.Context, webhook_id: int, delivery_id: int) -> None:
+    """Send an event of the log again (same webhook-id and body)."""
+    _instance(ctx).webhooks.resend(None, webhook_id, delivery_id)
+    click.echo(f"delivery {delivery_id} queued again")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -43,6 +43,9 @@ from .schemas import (
     SettingsBody,
     SettingsOut,
     ViewOut,
+    WebhookBody,
+    WebhookDeliveryOut,
+    WebhookOut,
     message_out,
     recipient_out,
     view_out,
@@ -361,3 +364,78 @@ def audit_log(inst: Inst, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] 
               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> list[dict[str, Any]]:
     """Changes to tracking and privacy settings, newest first."""
     return [e.__dict__ for e in inst.consents.audit_log(who.user, limit, offset)]
+
+
+# -- webhooks (admins) ---------------------------------------------------------------------
+
+_HOOK_ERRORS: dict[int | str, dict[str, Any]] = {**_ADMIN_ONLY, 404: {"model": Problem},
+                                                 422: {"model": Problem}}
+
+
+@router.get("/webhooks", response_model=list[WebhookOut], dependencies=Admin,
+            responses=_ADMIN_ONLY)
+def list_webhooks(inst: Inst, who: Who) -> list[dict[str, Any]]:
+    return [h.__dict__ for h in inst.webhooks.all(who.user)]
+
+
+@router.post("/webhooks", response_model=WebhookOut, status_code=201, dependencies=Admin,
+             responses=_HOOK_ERRORS)
+def add_webhook(inst: Inst, who: Who, body: WebhookBody) -> dict[str, Any]:
+    """Register an endpoint; events are signed with its ``secret`` (Standard Webhooks)."""
+    return inst.webhooks.register(who.user, body.record()).__dict__
+
+
+@router.get("/webhooks/{webhook_id}", response_model=WebhookOut, dependencies=Admin,
+            responses=_HOOK_ERRORS)
+def get_webhook(inst: Inst, who: Who, webhook_id: Id) -> dict[str, Any]:
+    return inst.webhooks.get(who.user, webhook_id).__dict__
+
+
+@router.put("/webhooks/{webhook_id}", response_model=WebhookOut, dependencies=Admin,
+            responses=_HOOK_ERRORS)
+def put_webhook(inst: Inst, who: Who, webhook_id: Id, body: WebhookBody) -> dict[str, Any]:
+    return inst.webhooks.update(who.user, webhook_id, body.record()).__dict__
+
+
+@router.delete("/webhooks/{webhook_id}", status_code=204, dependencies=Admin,
+               responses=_HOOK_ERRORS)
+def delete_webhook(inst: Inst, who: Who, webhook_id: Id) -> Response:
+    inst.webhooks.delete(who.user, webhook_id)
+    return Response(status_code=204)
+
+
+@router.post("/webhooks/{webhook_id}/enable", response_model=WebhookOut, dependencies=Admin,
+             responses=_HOOK_ERRORS)
+def enable_webhook(inst: Inst, who: Who, webhook_id: Id) -> dict[str, Any]:
+    """Enable an endpoint again: the events waiting for it are due at once."""
+    return inst.webhooks.set_enabled(who.user, webhook_id, True).__dict__
+
+
+@router.post("/webhooks/{webhook_id}/disable", response_model=WebhookOut, dependencies=Admin,
+             responses=_HOOK_ERRORS)
+def disable_webhook(inst: Inst, who: Who, webhook_id: Id) -> dict[str, Any]:
+    return inst.webhooks.set_enabled(who.user, webhook_id, False).__dict__
+
+
+@router.post("/webhooks/{webhook_id}/secret", response_model=WebhookOut, dependencies=Admin,
+             responses=_HOOK_ERRORS)
+def rotate_webhook_secret(inst: Inst, who: Who, webhook_id: Id) -> dict[str, Any]:
+    """A new signing secret; the old one signs nothing from now on."""
+    return inst.webhooks.rotate_secret(who.user, webhook_id).__dict__
+
+
+@router.get("/webhooks/{webhook_id}/deliveries", response_model=list[WebhookDeliveryOut],
+            dependencies=Admin, responses=_HOOK_ERRORS)
+def webhook_deliveries(inst: Inst, who: Who, webhook_id: Id,
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                       offset: Annotated[int, Query(ge=0, le=10**9)] = 0
+                       ) -> list[dict[str, Any]]:
+    """The endpoint's delivery log, newest first."""
+    return [d.__dict__ for d in inst.webhooks.log(who.user, webhook_id, limit, offset)]
+
+
+@router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/resend",
+             response_model=WebhookDeliveryOut, dependencies=Admin, responses=_HOOK_ERRORS)
+def resend_webhook(inst: Inst, who: Who, webhook_id: Id, delivery_id: Id) -> dict[str, Any]:
+    """Send an event again, with the same webhook-id and body."""
+    return inst.webhooks.resend(who.user, webhook_id, delivery_id).__dict__

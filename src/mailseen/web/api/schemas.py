@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from ...core.compose import Attachment, parse_address
 from ...errors import InvalidInput
 from ...records import (
+    WEBHOOK_EVENTS,
     AgentDetail,
     ConsentState,
     CopyRecord,
@@ -25,6 +26,10 @@ from ...records import (
     TrackingMode,
     TrackingPolicy,
     ViewRecord,
+    WebhookEvent,
+    WebhookFormat,
+    WebhookIn,
+    WebhookStatus,
 )
 
 __all__ = ["DeliveryChange", "EraseBody", "ErasureOut", "Id", "MailboxBody", "MailboxOut",
@@ -415,3 +420,57 @@ class SettingChangeOut(BaseModel):
     setting: str
     old: str
     new: str
+
+
+# -- webhooks -----------------------------------------------------------------------------
+
+class WebhookBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(max_length=2000, description="Where events are POSTed (http or https).")
+    events: list[WebhookEvent] = Field(min_length=1, max_length=len(WEBHOOK_EVENTS),
+                                       description="The events to send.")
+    mailbox_id: int | None = Field(None, ge=1, le=2**63 - 1,
+                                   description="Only this mailbox's events (left out: every "
+                                               "mailbox's).")
+    format: WebhookFormat = Field("standard", description="standard (signed JSON), slack or "
+                                                          "teams (a chat message).")
+    every_view: bool = Field(False, description="message.viewed on every human view, not "
+                                                "only a copy's first.")
+    description: str = Field("", max_length=200)
+
+    def record(self) -> WebhookIn:
+        return WebhookIn(self.url, tuple(self.events), self.mailbox_id, self.format,
+                         self.every_view, self.description)
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    events: list[WebhookEvent]
+    mailbox_id: int | None
+    format: WebhookFormat
+    every_view: bool
+    description: str
+    secret: str = Field(description='The signing secret: "whsec_" and base64 (docs: '
+                                    'integrations.md).')
+    enabled: bool
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str = Field(description="Why it was disabled (a day of failures, "
+                                             "410 Gone, an admin).")
+    failing_since: datetime | None
+    last_success_at: datetime | None
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: int
+    event: WebhookEvent
+    event_id: str = Field(description="The webhook-id header: the same on every attempt.")
+    created_at: datetime
+    status: WebhookStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    response_status: int | None
+    last_error: str | None
+    body: str | None = Field(description="What was sent (made at the first attempt).")

@@ -26,6 +26,7 @@ from . import (
     ui_refusal,
     ui_reports,
     ui_settings,
+    ui_webhooks,
 )
 from .ui import CsrfFailed, NotSignedIn, redirect, render
 
@@ -37,7 +38,7 @@ STATIC = Path(__file__).parent / "static"
 
 # Each page module contributes its ``routes``.
 PAGES = (ui_auth, ui_listing, ui_conversation, ui_compose, ui_settings, ui_privacy, ui_reports,
-         ui_live, ui_refusal)
+         ui_live, ui_refusal, ui_webhooks)
 
 
 def build_site(instance: Instance) -> Starlette:
