@@ -318,3 +318,46 @@ def test_a_killed_worker_loses_no_event(inst: Instance, hooks: Receiver, tmp_pat
     assert {r.id for r in hooks.events()} == ids
     assert {d.status for h in inst.webhooks.all(None)
             for d in inst.webhooks.log(None, h.id)} == {"delivered"}
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
+
+
+def _blocks(language: str) -> list[str]:
+    text = DOCS.read_text()
+    return [b.split("\n", 1)[1] for b in text.split("```")[1::2] if b.startswith(language)]
+
+
+def test_the_documented_receivers_verify_a_real_event(inst: Instance, hooks: Receiver,
+                                                      tmp_path: Path) -> None:
+    """docs/integrations.md's Python function and openssl commands, run as written, accept
+    what mailseen sends and refuse it changed."""
+    hook = _register(inst, hooks.url, ("message.delivered",))
+    _send(inst, _box(inst), to=("erin@example.org",))
+    _drain(inst)
+    [event] = hooks.events()
+    [python] = [b for b in _blocks("python") if "def verify" in b]
+    space: dict[str, object] = {}
+    exec(python, space)  # the documentation's own code
+    doc_verify = space["verify"]
+    assert callable(doc_verify)
+    assert doc_verify(hook.secret, event.headers, event.body)
+    assert not doc_verify(hook.secret, event.headers, event.body.replace(b"erin", b"eric"))
+    [shell] = [b for b in _blocks("sh") if "openssl dgst" in b]
+    example = b'{"type":"message.viewed","timestamp":"2026-12-04T10:15:02.120Z","data":{}}'
+    (tmp_path / "body.json").write_bytes(example)
+
+    def run(script: str) -> str:
+        return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert run(shell) == "valid"  # the documented example
+    lines = shell.splitlines()
+    mine = {"SECRET": hook.secret, "ID": event.id, "TS": event.headers["webhook-timestamp"],
+            "SIG": event.headers["webhook-signature"]}
+    real = "\n".join(f"{line.split('=')[0]}='{mine[line.split('=')[0]]}'"
+                     if line.split("=")[0] in mine else line for line in lines)
+    (tmp_path / "body.json").write_bytes(event.body)
+    assert run(real) == "valid"
+    (tmp_path / "body.json").write_bytes(event.body + b"\n")
+    assert run(real) == "INVALID"

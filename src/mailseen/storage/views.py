@@ -153,6 +153,7 @@ class ViewWriter:
         self._hooks = ViewHooks()  # the endpoints that take message.viewed
 
     def close(self) -> None:
+        self._hooks.forget()  # a batch may have failed after learning from it
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):  # closing a broken connection may fail too
@@ -210,6 +211,7 @@ class ViewWriter:
                     return self._write(judged, check=False)
                 except IntegrityError:
                     # A message was deleted since its sending time was read: ask again.
+                    self._hooks.forget()
                     return self._write(judged, check=True)
         except BaseException:
             self.close()

@@ -8,6 +8,7 @@ Nothing is written unless an enabled endpoint subscribes to the event."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -58,6 +59,7 @@ _STATUS_EVENTS: dict[str, WebhookEvent] = {"sent": "message.delivered",
 # How long a subscription set read outside the pixel writer may be used: endpoints change
 # rarely, and each delivery would otherwise read them again.
 _SUBSCRIBED_SECONDS = 2.0
+_SEEN_SIZE = 100_000
 
 # (endpoint id, its mailbox or None for all, the events it takes, every view or the first)
 Subscriber = tuple[int, int | None, frozenset[str], bool]
@@ -77,7 +79,10 @@ def facts_json(f: WebhookFacts) -> str:
         data["anonymous"] = True
     if f.note:
         data["note"] = f.note
-    return json.dumps(data, separators=(",", ":"))
+    return _to_json(data)
+
+
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def read_facts(text: str) -> WebhookFacts:
@@ -157,13 +162,26 @@ class ViewHooks:
         self.version = -1
         self.subscribers: list[Subscriber] = []
         self.boxes: dict[int, int] = {}  # message id: mailbox id, for endpoints of one
+        # Copies known to have had a human view: none of their views can be a first, so
+        # they are not asked about again (a view count only grows, but for reclassifying,
+        # which moves privacy_version no more than it needs to: forgotten with the rest).
+        self.seen: set[int] = set()
+        # Event ids made cheaply (a random prefix per writer, then a count): an id only
+        # has to be unique, and one per view would otherwise cost a call for random bytes.
+        self._prefix = "msg_" + new_event_id()[4:12]
+        self._count = itertools.count(1)
+
+    def forget(self) -> None:
+        """After a batch that was not written: what it taught may not be true."""
+        self.boxes.clear()
+        self.seen.clear()
 
     def refresh(self, conn: Connection, version: int) -> None:
         if version != self.version:
             self.subscribers = [sub for sub in _subscribers(conn.execute(_SUBSCRIBED))
                                 if "message.viewed" in sub[2]]
             self.version = version
-            self.boxes.clear()
+            self.forget()
 
     def write(self, conn: Connection, insert: Callable[[list[tuple[Any, ...]]], None],
               judged: Sequence[tuple[ViewIn, Judged]], time_of: Callable[[datetime], Any]
@@ -175,15 +193,20 @@ class ViewHooks:
         if not human:
             return
         per_copy: dict[int, int] = {}
+        seen = self.seen
         for v, _ in human:
-            if v.copy_id is not None:
+            if v.copy_id is not None and v.copy_id not in seen:
                 per_copy[v.copy_id] = per_copy.get(v.copy_id, 0) + 1
         firsts: set[int] = set()
         if per_copy:
             # Read after this batch's update of the copies (whose row locks are held till
             # commit): a count equal to this batch's is a copy nobody had seen.
-            firsts = {cid for cid, n in conn.execute(_VIEW_COUNTS, {"ids": sorted(per_copy)})
-                      if n == per_copy[cid]}
+            if len(seen) > _SEEN_SIZE:
+                seen.clear()
+            for cid, n in conn.execute(_VIEW_COUNTS, {"ids": sorted(per_copy)}):
+                if n == per_copy[cid]:
+                    firsts.add(cid)
+                seen.add(cid)
         missing = sorted({v.message_id for v, _ in human} - self.boxes.keys())
         if missing and any(sub[1] is not None for sub in self.subscribers):
             self.boxes.update({mid: box for mid, box in conn.execute(_BOXES, {"ids": missing})})
@@ -202,7 +225,8 @@ class ViewHooks:
                         v.message_id, None if v.anonymous else v.copy_id, v.at, j.verdict,
                         j.reason, j.client, first, v.anonymous))
                 at = time_of(v.at)
-                rows.append((eid, "message.viewed", new_event_id(), text, at, at, at))
+                event_id = f"{self._prefix}{next(self._count):016x}"
+                rows.append((eid, "message.viewed", event_id, text, at, at, at))
         if rows:
             insert(rows)
 
