@@ -171,6 +171,12 @@ def _views(store: Store, who: Subject) -> object:
     return [_view_out(v) for v in store.views_of_copies([c.id for c in who.copies])]
 
 
+def _webhook_events(store: Store, who: Subject) -> object:
+    return [{"event": d.event, "endpoint": d.endpoint_id, "created_at": d.created_at.isoformat(),
+             "status": d.status, "body": d.body}
+            for d in store.webhook_events_of([c.id for c in who.copies])]
+
+
 def _consent(store: Store, who: Subject) -> object:
     return [{"state": e.state, "at": e.at.isoformat(), "how": e.how, "by": e.by,
              "note": e.note} for e in store.consent_history(who.key)]
@@ -188,6 +194,7 @@ EXPORT_SECTIONS: list[ExportSection] = [
     ("messages_sent_to_them", _sent_to_them),
     ("copies", _copies),
     ("views", _views),
+    ("webhook_events", _webhook_events),
     ("messages_received_from_them", _received_from_them),
     ("messages_received_naming_them", _received_naming_them),
     ("consent", _consent),
@@ -220,7 +227,14 @@ def _erase_consent(store: Store, who: Subject) -> dict[str, int]:
     return {"consent_events": erased}
 
 
-ERASE_STEPS: list[EraseStep] = [_erase_views_and_copies, _erase_consent]
+def _erase_webhook_events(store: Store, who: Subject) -> dict[str, int]:
+    """The webhook events about their copies, sent or waiting (named only when there
+    were some: most installations have no webhooks)."""
+    removed = store.erase_webhook_events([c.id for c in who.copies])
+    return {"webhook_events": removed} if removed else {}
+
+
+ERASE_STEPS: list[EraseStep] = [_erase_webhook_events, _erase_views_and_copies, _erase_consent]
 
 
 def _kept(who: Subject) -> dict[str, int]:
@@ -302,6 +316,8 @@ class Privacy:
             if since is not None and since > before:  # cleared further already
                 since = before
         views = self.store.purge_view_details(before, since)
+        # The webhook log's bodies name recipients and their clients: kept no longer.
+        self.store.prune_webhook_log(before)
         run = PurgeRun(now, before, views)
         self.store.set_setting(LAST_PURGE_SETTING, json.dumps(
             {"at": now.isoformat(), "before": before.isoformat(), "views": views}))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from ..clock import Clock, wait
 from ..core.webhooks import (
@@ -39,10 +39,14 @@ from ..transports.webhook import HttpPoster, PostResult
 from .consents import Consents
 from .mailboxes import require_admin
 
-__all__ = ["WebhookWorker", "Webhooks"]
+__all__ = ["LOG_DAYS", "WebhookWorker", "Webhooks"]
 
 log = logging.getLogger(__name__)
 MAX_URL = 2000
+# How long the delivery log keeps what was delivered or given up on (the retention
+# setting's purge removes it sooner when it is shorter), and how often the worker prunes it.
+LOG_DAYS = 30
+_PRUNE_EVERY = timedelta(hours=1)
 
 
 def _check(store: Store, hook: WebhookIn) -> WebhookIn:
@@ -143,17 +147,28 @@ class WebhookWorker:
         self.batch = batch
         self.lease = lease
         self.idle_poll = idle_poll
+        self._pruned_at: datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send until ``stop`` is set; the batch in hand is finished first."""
         while not stop.is_set():
             try:
+                await self.prune()
                 busy = await self.run_once()
             except MailseenError as exc:  # the database is down: wait and try again
                 log.warning("webhooks paused: %s", exc)
                 busy = 0
             if not busy:
                 await wait(self.clock, self.idle_poll, stop)
+
+    async def prune(self) -> int:
+        """Drop the log's entries older than :data:`LOG_DAYS`, at most once an hour."""
+        now = self.clock.now()
+        if self._pruned_at is not None and now - self._pruned_at < _PRUNE_EVERY:
+            return 0
+        self._pruned_at = now
+        return await asyncio.to_thread(self.store.prune_webhook_log,
+                                       now - timedelta(days=LOG_DAYS))
 
     async def run_once(self) -> int:
         """Send one batch of due events; how many were tried."""

@@ -427,6 +427,8 @@ class WebhookOutbox(Base):
         BigId, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(40))
     event_id: Mapped[str] = mapped_column(String(40))
+    # The copy it is about, if any: what erasing a person's data finds their events by.
+    copy_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     facts_json: Mapped[str] = mapped_column(Text)
     body: Mapped[str_null]
     created_at: Mapped[utc]
@@ -443,4 +445,7 @@ class WebhookOutbox(Base):
     __table_args__ = (
         Index("ix_webhook_outbox_due", "status", "next_attempt_at"),
         Index("ix_webhook_outbox_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_outbox_copy", "copy_id"),
+        # The log's old entries, pruned daily.
+        Index("ix_webhook_outbox_created", "created_at"),
     )

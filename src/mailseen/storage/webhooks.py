@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
 from ..core.webhooks import new_event_id
@@ -50,9 +50,9 @@ _VIEW_COUNTS = (select(_copies.c.id, _copies.c.view_count)
                 .where(_copies.c.id.in_(bindparam("ids", expanding=True))))
 _BOXES = (select(_messages.c.id, _messages.c.mailbox_id)
           .where(_messages.c.id.in_(bindparam("ids", expanding=True))))
-_INSERT = ("INSERT INTO webhook_outbox (endpoint_id, event, event_id, facts_json, created_at, "
-           "queued_at, status, attempts, next_attempt_at) "
-           "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?)")
+_INSERT = ("INSERT INTO webhook_outbox (endpoint_id, event, event_id, copy_id, facts_json, "
+           "created_at, queued_at, status, attempts, next_attempt_at) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?)")
 _STATUS_EVENTS: dict[str, WebhookEvent] = {"sent": "message.delivered",
                                            "failed": "message.failed",
                                            "bounced": "message.bounced"}
@@ -101,7 +101,7 @@ def _outbox_rows(s: Session, event: WebhookEvent,
         for eid, only, _, _ in subs:
             if only is None or only == box:
                 s.add(WebhookOutbox(endpoint_id=eid, event=event, event_id=new_event_id(),
-                                    facts_json=text, created_at=at, queued_at=at,
+                                    copy_id=f.copy_id, facts_json=text, created_at=at, queued_at=at,
                                     status="pending", attempts=0, next_attempt_at=at))
 
 
@@ -217,16 +217,16 @@ class ViewHooks:
                 firsts.discard(cast(int, v.copy_id))  # the first of several in one batch only
             box = self.boxes.get(v.message_id)
             text = ""
+            copy_id = None if v.anonymous else v.copy_id
             for eid, only, _, every in self.subscribers:
                 if not (first or every) or (only is not None and only != box):
                     continue
                 if not text:
-                    text = facts_json(WebhookFacts(
-                        v.message_id, None if v.anonymous else v.copy_id, v.at, j.verdict,
-                        j.reason, j.client, first, v.anonymous))
+                    text = facts_json(WebhookFacts(v.message_id, copy_id, v.at, j.verdict,
+                                                   j.reason, j.client, first, v.anonymous))
                 at = time_of(v.at)
                 event_id = f"{self._prefix}{next(self._count):016x}"
-                rows.append((eid, "message.viewed", event_id, text, at, at, at))
+                rows.append((eid, "message.viewed", event_id, copy_id, text, at, at, at))
         if rows:
             insert(rows)
 
@@ -441,6 +441,33 @@ class WebhookStore(StoreBase):
                 row.queued_at = now
             s.flush()
             return _delivery(row)
+
+    def webhook_events_of(self, copy_ids: Sequence[int]) -> list[WebhookDelivery]:
+        """The events about these copies, oldest first (a person's export)."""
+        if not copy_ids:
+            return []
+        with self._tx() as s:
+            return [_delivery(r) for r in s.scalars(
+                select(WebhookOutbox).where(WebhookOutbox.copy_id.in_(sorted(copy_ids)))
+                .order_by(WebhookOutbox.id))]
+
+    def erase_webhook_events(self, copy_ids: Sequence[int]) -> int:
+        """Delete the events about these copies, sent or not (a person's erasure)."""
+        if not copy_ids:
+            return 0
+        with self._tx() as s:
+            done = s.execute(delete(WebhookOutbox).where(
+                WebhookOutbox.copy_id.in_(sorted(copy_ids))))
+            return cast(CursorResult[Any], done).rowcount
+
+    def prune_webhook_log(self, before: datetime) -> int:
+        """Delete the log's entries made before ``before`` that are done with (delivered
+        or given up on). Returns how many."""
+        with self._tx() as s:
+            done = s.execute(delete(WebhookOutbox).where(
+                WebhookOutbox.created_at < before,
+                WebhookOutbox.status.in_(("delivered", "failed"))))
+            return cast(CursorResult[Any], done).rowcount
 
     def webhook_counts(self) -> dict[str, int]:
         with self._tx() as s:

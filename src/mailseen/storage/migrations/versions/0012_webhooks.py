@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column('endpoint_id', BigId, nullable=False),
         sa.Column('event', sa.String(40), nullable=False),
         sa.Column('event_id', sa.String(40), nullable=False),
+        sa.Column('copy_id', BigId, nullable=True),
         sa.Column('facts_json', sa.Text(), nullable=False),
         sa.Column('body', sa.Text(), nullable=True),
         sa.Column('created_at', UTCDateTime(), nullable=False),
@@ -64,9 +65,13 @@ def upgrade() -> None:
     )
     op.create_index('ix_webhook_outbox_due', 'webhook_outbox', ['status', 'next_attempt_at'])
     op.create_index('ix_webhook_outbox_endpoint', 'webhook_outbox', ['endpoint_id', 'id'])
+    op.create_index('ix_webhook_outbox_copy', 'webhook_outbox', ['copy_id'])
+    op.create_index('ix_webhook_outbox_created', 'webhook_outbox', ['created_at'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_webhook_outbox_created', table_name='webhook_outbox')
+    op.drop_index('ix_webhook_outbox_copy', table_name='webhook_outbox')
     op.drop_index('ix_webhook_outbox_endpoint', table_name='webhook_outbox')
     op.drop_index('ix_webhook_outbox_due', table_name='webhook_outbox')
     op.drop_table('webhook_outbox')
