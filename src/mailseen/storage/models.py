@@ -445,7 +445,6 @@ class WebhookOutbox(Base):
     __table_args__ = (
         Index("ix_webhook_outbox_due", "status", "next_attempt_at"),
         Index("ix_webhook_outbox_endpoint", "endpoint_id", "id"),
-        Index("ix_webhook_outbox_copy", "copy_id"),
-        # The log's old entries, pruned daily.
-        Index("ix_webhook_outbox_created", "created_at"),
+        # No index on copy_id or created_at: each costs every view's event a write, and
+        # only erasure and the hourly pruning would read them.
     )

@@ -336,8 +336,8 @@ class ViewWriter:
                 self._gate.refresh(conn)
                 hooks.refresh(conn, self._gate.version)
             if hooks.subscribers:  # events beside the views, only when an endpoint asks
-                hooks.write(conn, lambda rows: _executemany(conn, writer.hook_insert, rows),
-                            keep, time_of)
+                hooks.write(conn, lambda events: _executemany(conn, writer.hook_insert, events),
+                            keep, [row[3] for row in rows])
             return len(keep)
 
 

@@ -71,8 +71,8 @@ def _subscribers(rows: Iterable[Any]) -> list[Subscriber]:
 
 
 def facts_json(f: WebhookFacts) -> str:
-    data: dict[str, Any] = {"message": f.message_id, "copy": f.copy_id,
-                            "at": f.at.isoformat()}
+    """The facts as the outbox keeps them; their time is the row's ``created_at``."""
+    data: dict[str, Any] = {"message": f.message_id, "copy": f.copy_id}
     if f.verdict is not None:
         data.update(verdict=f.verdict, reason=f.reason, client=f.client, first=f.first)
     if f.anonymous:
@@ -85,9 +85,9 @@ def facts_json(f: WebhookFacts) -> str:
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def read_facts(text: str) -> WebhookFacts:
+def read_facts(text: str, at: datetime) -> WebhookFacts:
     d = json.loads(text)
-    return WebhookFacts(d["message"], d.get("copy"), datetime.fromisoformat(d["at"]),
+    return WebhookFacts(d["message"], d.get("copy"), at,
                         d.get("verdict"), d.get("reason", ""), d.get("client", ""),
                         bool(d.get("first")), bool(d.get("anonymous")), d.get("note", ""))
 
@@ -101,8 +101,9 @@ def _outbox_rows(s: Session, event: WebhookEvent,
         for eid, only, _, _ in subs:
             if only is None or only == box:
                 s.add(WebhookOutbox(endpoint_id=eid, event=event, event_id=new_event_id(),
-                                    copy_id=f.copy_id, facts_json=text, created_at=at, queued_at=at,
-                                    status="pending", attempts=0, next_attempt_at=at))
+                                    copy_id=f.copy_id, facts_json=text, created_at=f.at,
+                                    queued_at=at, status="pending", attempts=0,
+                                    next_attempt_at=at))
 
 
 def _anyone_takes(s: Session, event: WebhookEvent) -> bool:
@@ -184,17 +185,18 @@ class ViewHooks:
             self.forget()
 
     def write(self, conn: Connection, insert: Callable[[list[tuple[Any, ...]]], None],
-              judged: Sequence[tuple[ViewIn, Judged]], time_of: Callable[[datetime], Any]
-              ) -> None:
+              judged: Sequence[tuple[ViewIn, Judged]], times: Sequence[Any]) -> None:
         """Queue ``message.viewed`` for the human views of ``judged`` (after the copies'
         summaries were updated): a copy's first for every subscriber, each view for those
-        that asked for every view. Anonymous views name no copy."""
-        human = [(v, j) for v, j in judged if j.verdict == "human"]
+        that asked for every view. Anonymous views name no copy. ``times``: each view's
+        time as the view row binds it (the event's time, and its row's)."""
+        human = [(v, j, at) for (v, j), at in zip(judged, times, strict=True)
+                 if j.verdict == "human"]
         if not human:
             return
         per_copy: dict[int, int] = {}
         seen = self.seen
-        for v, _ in human:
+        for v, _, _ in human:
             if v.copy_id is not None and v.copy_id not in seen:
                 per_copy[v.copy_id] = per_copy.get(v.copy_id, 0) + 1
         firsts: set[int] = set()
@@ -207,24 +209,28 @@ class ViewHooks:
                 if n == per_copy[cid]:
                     firsts.add(cid)
                 seen.add(cid)
-        missing = sorted({v.message_id for v, _ in human} - self.boxes.keys())
+        missing = sorted({v.message_id for v, _, _ in human} - self.boxes.keys())
         if missing and any(sub[1] is not None for sub in self.subscribers):
             self.boxes.update({mid: box for mid, box in conn.execute(_BOXES, {"ids": missing})})
         rows: list[tuple[Any, ...]] = []
-        for v, j in human:
+        # The facts but for the time (the row's created_at): the same for a copy's views
+        # by one client, so encoded once per batch.
+        texts: dict[tuple[Any, ...], str] = {}
+        for v, j, at in human:
             first = v.copy_id is not None and v.copy_id in firsts
             if first:
                 firsts.discard(cast(int, v.copy_id))  # the first of several in one batch only
             box = self.boxes.get(v.message_id)
-            text = ""
             copy_id = None if v.anonymous else v.copy_id
             for eid, only, _, every in self.subscribers:
                 if not (first or every) or (only is not None and only != box):
                     continue
-                if not text:
-                    text = facts_json(WebhookFacts(v.message_id, copy_id, v.at, j.verdict,
-                                                   j.reason, j.client, first, v.anonymous))
-                at = time_of(v.at)
+                key = (v.message_id, copy_id, j.reason, j.client, first, v.anonymous)
+                text = texts.get(key)
+                if text is None:
+                    text = texts[key] = facts_json(WebhookFacts(
+                        v.message_id, copy_id, v.at, j.verdict, j.reason, j.client, first,
+                        v.anonymous))
                 event_id = f"{self._prefix}{next(self._count):016x}"
                 rows.append((eid, "message.viewed", event_id, copy_id, text, at, at, at))
         if rows:
@@ -365,7 +371,8 @@ class WebhookStore(StoreBase):
                     ep = self._endpoint(s, row.endpoint_id)
                     hook = endpoints[row.endpoint_id] = _endpoint_record(
                         ep, self.cipher.decrypt(ep.secret_enc))
-                claims.append(WebhookClaim(_delivery(row), hook, read_facts(row.facts_json),
+                claims.append(WebhookClaim(_delivery(row), hook,
+                                           read_facts(row.facts_json, row.created_at),
                                            row.queued_at))
             return claims
 

@@ -65,13 +65,9 @@ def upgrade() -> None:
     )
     op.create_index('ix_webhook_outbox_due', 'webhook_outbox', ['status', 'next_attempt_at'])
     op.create_index('ix_webhook_outbox_endpoint', 'webhook_outbox', ['endpoint_id', 'id'])
-    op.create_index('ix_webhook_outbox_copy', 'webhook_outbox', ['copy_id'])
-    op.create_index('ix_webhook_outbox_created', 'webhook_outbox', ['created_at'])
 
 
 def downgrade() -> None:
-    op.drop_index('ix_webhook_outbox_created', table_name='webhook_outbox')
-    op.drop_index('ix_webhook_outbox_copy', table_name='webhook_outbox')
     op.drop_index('ix_webhook_outbox_endpoint', table_name='webhook_outbox')
     op.drop_index('ix_webhook_outbox_due', table_name='webhook_outbox')
     op.drop_table('webhook_outbox')
