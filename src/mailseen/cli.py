@@ -179,6 +179,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
     if settings.worker:  # the daily purge and webhooks run where the delivery worker does
         background.append(inst.retention_job().run)
         background.append(inst.webhook_worker().run)
+        background.append(inst.reminder_job().run)
     app = MailseenApp(inst, run_worker=settings.worker, background=background)
     files = raise_open_files_limit()
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
@@ -284,7 +285,8 @@ def worker(ctx: click.Context, once: bool) -> None:
         click.echo(f"sent {asyncio.run(hooks.drain())} webhook event(s)")
         return
 
-    asyncio.run(_until_signal(w.run, inst.retention_job().run, hooks.run))
+    asyncio.run(_until_signal(w.run, inst.retention_job().run, hooks.run,
+                              inst.reminder_job().run))
 
 
 @main.group()

@@ -61,6 +61,10 @@ class MailboxSettings:
     refusal_text: str = ""
     language: str = "en"
     privacy_url: str = ""
+    # Follow-up reminders for what this mailbox sends, unless the sender says otherwise:
+    # remind the sender when a message is not viewed / not replied to in this many days.
+    remind_not_viewed_days: int | None = None
+    remind_not_replied_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +338,7 @@ class UserRecord:
     role: Role
     created_at: datetime
     mailbox_ids: tuple[int, ...] = ()
+    notify: NotifyMode = "off"  # what they are told of the messages they sent
 
     @property
     def is_admin(self) -> bool:
@@ -570,3 +575,29 @@ class WebhookClaim:
     endpoint: WebhookRecord
     facts: WebhookFacts
     queued_at: datetime
+
+
+# -- follow-up reminders and notifications ----------------------------------------------------
+
+# What a reminder waits for: a person's view (or reply, which shows it was seen), or a reply.
+ReminderKind = Literal["not_viewed", "not_replied"]
+REMINDER_KINDS: tuple[ReminderKind, ...] = ("not_viewed", "not_replied")
+# Waiting for its deadline; fired (the deadline passed with nothing: the conversation is to
+# follow up); cancelled (seen or answered by the deadline).
+ReminderState = Literal["waiting", "fired", "cancelled"]
+# What a user is told of the messages they sent: nothing, each first view as it happens, or
+# a daily digest of what was viewed, replied and is still waiting.
+NotifyMode = Literal["off", "immediately", "daily"]
+
+
+@dataclass(frozen=True)
+class ReminderRecord:
+    id: int
+    message_id: int
+    kind: ReminderKind
+    due_at: datetime
+    state: ReminderState
+    user_id: int | None
+    fired_at: datetime | None = None
+    notified_at: datetime | None = None
+    notify_error: str | None = None

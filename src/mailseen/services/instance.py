@@ -20,6 +20,7 @@ from .mailboxes import ImapProbe, Mailboxes
 from .messages import Messages
 from .privacy import Privacy, RetentionJob
 from .recorder import ViewRecorder
+from .reminders import ReminderJob, Reminders
 from .secrets import SecretBox
 from .sending import Sender
 from .webhooks import Webhooks, WebhookWorker
@@ -41,6 +42,7 @@ class Instance:
     consents: Consents
     privacy: Privacy
     webhooks: Webhooks
+    reminders: Reminders
     transports: dict[str, Transport] = field(default_factory=dict)
     clock: Clock = SYSTEM
 
@@ -62,14 +64,16 @@ class Instance:
         smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file)
         mailboxes = Mailboxes(store, smtp_probe=smtp.check, imap_probe=imap_probe)
         consents = Consents(store, mailboxes, signer, settings.base_url)
-        sender = Sender(store, mailboxes, signer, settings.base_url, consents=consents)
+        reminders = Reminders(store, clock)
+        sender = Sender(store, mailboxes, signer, settings.base_url, consents=consents,
+                        reminders=reminders)
         transports: dict[str, Transport] = {
             "outbox": OutboxTransport(settings.outbox_dir), "smtp": smtp}
         messages = Messages(store, mailboxes, sender.is_own_pixel)
         accounts = Accounts(store, memory_kib=settings.password_memory_kib)
         return cls(settings, db, store, signer, mailboxes, messages, sender, accounts,
                    Ingestor(store, sender, render=render), consents, Privacy(store),
-                   Webhooks(store), transports, clock)
+                   Webhooks(store), reminders, transports, clock)
 
     def upgrade(self) -> None:
         """Bring the database schema up to date."""
@@ -98,6 +102,10 @@ class Instance:
     def webhook_worker(self) -> WebhookWorker:
         """The sender of webhook events, run beside the delivery worker."""
         return WebhookWorker(self.store, self.consents, clock=self.clock)
+
+    def reminder_job(self) -> ReminderJob:
+        """Reminders and notices to senders, run beside the delivery worker."""
+        return ReminderJob(self.store, self.transports, self.clock)
 
     def close(self) -> None:
         self.db.dispose()

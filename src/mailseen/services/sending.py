@@ -26,6 +26,7 @@ from ..records import (
 from ..storage import Store
 from .consents import Consents
 from .mailboxes import Mailboxes
+from .reminders import RemindChoice, Reminders
 
 __all__ = ["TURNED_OFF", "Sender"]
 
@@ -33,10 +34,12 @@ __all__ = ["TURNED_OFF", "Sender"]
 class Sender:
     def __init__(self, store: Store, mailboxes: Mailboxes, signer: TokenSigner, base_url: str,
                  on_queued: Callable[[], None] | None = None,
-                 consents: Consents | None = None) -> None:
+                 consents: Consents | None = None,
+                 reminders: Reminders | None = None) -> None:
         self.store = store
         self.mailboxes = mailboxes
         self.consents = consents or Consents(store, mailboxes, signer, base_url)
+        self.reminders = reminders or Reminders(store)
         self.signer = signer
         self.base_url = base_url
         self.on_queued = on_queued
@@ -56,7 +59,8 @@ class Sender:
         return self.signer.check(token) is not None
 
     def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api", *,
-                   actor: UserRecord | None = None, track: bool = True) -> MessageRecord:
+                   actor: UserRecord | None = None, track: bool = True,
+                   remind: RemindChoice | None = None) -> MessageRecord:
         draft.from_addr = draft.from_addr or mailbox.address
         draft.from_name = draft.from_name or mailbox.display_name
         raw = build_message(draft, _domain(mailbox.address))
@@ -66,11 +70,12 @@ class Sender:
                   for f, values in (("to", draft.to), ("cc", draft.cc), ("bcc", draft.bcc))}
         envelope = list(dict.fromkeys([*chosen["to"], *chosen["cc"], *chosen["bcc"]]))
         return self.submit(mailbox, raw, bcc=chosen["bcc"], envelope_to=envelope,
-                           source=source, actor=actor, track=track)
+                           source=source, actor=actor, track=track, remind=remind)
 
     def submit(self, mailbox: MailboxRecord, raw: bytes, *, bcc: list[str] | None = None,
                envelope_to: list[str] | None = None, source: str = "api", queue: bool = True,
-               actor: UserRecord | None = None, track: bool = True) -> MessageRecord:
+               actor: UserRecord | None = None, track: bool = True,
+               remind: RemindChoice | None = None) -> MessageRecord:
         """Store ``raw`` as a message of ``mailbox``, tracked as the settings say, and queue
         it for delivery (or, with ``queue=False``, record it as sent by other software: see
         :meth:`tag`).
@@ -82,7 +87,9 @@ class Sender:
 
         ``actor`` is who sends it (None: the installation, through ``source``); ``track``
         False turns tracking off for this one message (it never turns it on where the
-        mailbox or global setting has it off)."""
+        mailbox or global setting has it off). ``remind``: the follow-up reminders asked
+        for (None: the mailbox's defaults; services/reminders.py)."""
+        deadlines = self.reminders.deadlines(mailbox, remind) if queue else []
         raw, facts = prepare_raw(raw, _domain(mailbox.address))
         all_bcc = list(dict.fromkeys([*facts.bcc, *(bcc or [])]))
         recipients = envelope_to or list(dict.fromkeys([*facts.to, *facts.cc, *all_bcc]))
@@ -118,6 +125,7 @@ class Sender:
         )
         record = self.store.add_message(new, body, copies, tracked=tracked, reason=reason,
                                         queued=queue)
+        self.reminders.schedule(record, actor, deadlines)
         if queue and self.on_queued is not None:
             self.on_queued()
         return record

@@ -87,7 +87,8 @@ def mailbox_record(row: Mailbox | Row[Any]) -> MailboxRecord:
         imap_checked_at=row.imap_checked_at,
         tracking_policy=row.tracking_policy,  # type: ignore[arg-type]
         refusal_line=row.refusal_line, refusal_text=row.refusal_text, language=row.language,
-        privacy_url=row.privacy_url,
+        privacy_url=row.privacy_url, remind_not_viewed_days=row.remind_not_viewed_days,
+        remind_not_replied_days=row.remind_not_replied_days,
     )
 
 

@@ -35,6 +35,7 @@ from .base import (
 from .bulk import BulkLoader, bulk_loader, last_ids
 from .models import Conversation, Copy, Message, MessageData, MessageWords, ViewEvent
 from .queue import settle
+from .reminders import follow_up
 from .webhooks import reply_events, status_events
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -341,7 +342,8 @@ class MessageStore(StoreBase):
                           search: str | None = None, limit: int = 50, offset: int = 0
                           ) -> list[tuple[ConversationRecord, MessageRecord | None]]:
         """Conversations newest first, each with the latest message the team sent in it.
-        ``status``: "viewed", "waiting" (tracked, not viewed) or "untracked"."""
+        ``status``: "viewed", "waiting" (tracked, not viewed), "untracked", or "follow-up"
+        (a reminder fired and still stands)."""
         if not mailbox_ids:
             return []
         order = (Conversation.last_activity_at.desc(), Conversation.id.desc())
@@ -353,6 +355,8 @@ class MessageStore(StoreBase):
                   "untracked": Message.tracked.is_(False)}.get(status or "")
         if wanted is not None:
             ids = ids.join(Message, Message.id == Conversation.latest_sent_id).where(wanted)
+        elif status == "follow-up":
+            ids = ids.where(follow_up(Conversation.id))
         if search:
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace(
                 "_", "\\_") + "%"

@@ -88,6 +88,8 @@ class Mailbox(Base):
     refusal_text: Mapped[str] = mapped_column(Text, default="", server_default="")
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     privacy_url: Mapped[str] = mapped_column(Text, default="", server_default="")
+    remind_not_viewed_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    remind_not_replied_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[utc]
     # Receiving by IMAP: the account, and where polling got to.
     imap_host: Mapped[str_null]
@@ -304,6 +306,10 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(10), default="member")
     created_at: Mapped[utc]
+    # What they are told of the messages they sent (records.NotifyMode), and up to when
+    # they were told: the next notice or digest covers what happened after.
+    notify: Mapped[str] = mapped_column(String(12), default="off", server_default="off")
+    notified_until: Mapped[utc_null]
 
 
 class Membership(Base):
@@ -448,3 +454,24 @@ class WebhookOutbox(Base):
         # No index on copy_id or created_at: each costs every view's event a write, and
         # only erasure and the hourly pruning would read them.
     )
+
+
+class Reminder(Base):
+    """A follow-up reminder: when ``due_at`` passes and the message was not viewed (or not
+    replied to), the sender is told and the conversation is to follow up."""
+
+    __tablename__ = "reminders"
+    id: Mapped[intpk]
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(12))
+    due_at: Mapped[utc]
+    state: Mapped[str] = mapped_column(String(10), default="waiting")
+    user_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    fired_at: Mapped[utc_null]
+    notified_at: Mapped[utc_null]
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    notify_error: Mapped[str_null]
+
+    __table_args__ = (Index("ix_reminders_due", "state", "due_at"),)

@@ -14,6 +14,7 @@ from .messages import MessageStore, referenced_ids
 from .personal import PersonalStore
 from .privacy import PrivacyStore
 from .queue import QueueStore
+from .reminders import ReminderStore
 from .reports import ReportStore
 from .users import UserStore
 from .views import ViewStore
@@ -23,5 +24,6 @@ __all__ = ["Cipher", "Store", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore,
-            DisplayStore, LiveStore, PrivacyStore, PersonalStore, WebhookStore):
+            DisplayStore, LiveStore, PrivacyStore, PersonalStore, WebhookStore,
+            ReminderStore):
     pass

@@ -23,7 +23,7 @@ def _user(s: Session, row: User) -> UserRecord:
     boxes = tuple(s.scalars(select(Membership.mailbox_id).where(Membership.user_id == row.id)
                             .order_by(Membership.mailbox_id)))
     return UserRecord(row.id, row.email, row.name, row.role,  # type: ignore[arg-type]
-                      row.created_at, boxes)
+                      row.created_at, boxes, row.notify)  # type: ignore[arg-type]
 
 
 class UserStore(StoreBase):

@@ -38,7 +38,7 @@ from .base import StoreBase, copy_record, mailbox_record, message_record
 from .models import Copy, Mailbox, Message, WebhookEndpoint, WebhookOutbox
 from .privacy import bump_privacy
 
-__all__ = ["ViewHooks", "WebhookStore", "reply_events", "status_events"]
+__all__ = ["ViewHooks", "WebhookStore", "queue_events", "reply_events", "status_events"]
 
 _endpoints = cast(Table, WebhookEndpoint.__table__)
 _copies = cast(Table, Copy.__table__)
@@ -92,9 +92,10 @@ def read_facts(text: str, at: datetime) -> WebhookFacts:
                         bool(d.get("first")), bool(d.get("anonymous")), d.get("note", ""))
 
 
-def _outbox_rows(s: Session, event: WebhookEvent,
+def queue_events(s: Session, event: WebhookEvent,
                  facts: Sequence[tuple[int, WebhookFacts]], at: datetime) -> None:
-    """Queue ``event`` for every enabled endpoint that takes it, for each (mailbox, facts)."""
+    """Queue ``event`` for every enabled endpoint that takes it, for each (mailbox, facts),
+    in the caller's transaction (what click tracking and reminders call)."""
     subs = [sub for sub in _subscribers(s.execute(_SUBSCRIBED)) if event in sub[2]]
     for box, f in facts:
         text = facts_json(f)
@@ -136,7 +137,7 @@ def status_events(s: Session, status: str, copy_ids: Sequence[int], at: datetime
     rows = s.execute(select(Copy.id, Copy.message_id, Message.mailbox_id)
                      .join(Message, Message.id == Copy.message_id)
                      .where(Copy.id.in_(list(copy_ids))).order_by(Copy.id))
-    _outbox_rows(s, event, [(box, WebhookFacts(mid, cid, at)) for cid, mid, box in rows], at)
+    queue_events(s, event, [(box, WebhookFacts(mid, cid, at)) for cid, mid, box in rows], at)
 
 
 def reply_events(s: Session, message_ids: Sequence[int], replier: str, at: datetime) -> None:
@@ -151,7 +152,7 @@ def reply_events(s: Session, message_ids: Sequence[int], replier: str, at: datet
                                                  func.lower(Copy.recipient) == replier)
                            .limit(1))
         facts.append((box, WebhookFacts(mid, copy_id, at)))
-    _outbox_rows(s, "message.replied", facts, at)
+    queue_events(s, "message.replied", facts, at)
 
 
 class ViewHooks:
@@ -337,7 +338,7 @@ class WebhookStore(StoreBase):
             box = s.scalar(select(Message.mailbox_id).where(Message.id == facts.message_id))
             if box is None:
                 raise NotFound(f"no message {facts.message_id}")
-            _outbox_rows(s, event, [(box, facts)], self.clock.now())
+            queue_events(s, event, [(box, facts)], self.clock.now())
 
     def claim_webhooks(self, limit: int, lease: timedelta) -> list[WebhookClaim]:
         """Claim up to ``limit`` due events of enabled endpoints (those whose worker died

@@ -1,4 +1,4 @@
-"""webhooks: endpoints and the durable outbox of their events
+"""webhooks and reminders: endpoints, the outbox of their events, follow-up reminders
 
 Revision ID: 0012
 Revises: 0009
@@ -65,9 +65,45 @@ def upgrade() -> None:
     )
     op.create_index('ix_webhook_outbox_due', 'webhook_outbox', ['status', 'next_attempt_at'])
     op.create_index('ix_webhook_outbox_endpoint', 'webhook_outbox', ['endpoint_id', 'id'])
+    with op.batch_alter_table('mailboxes') as batch_op:
+        batch_op.add_column(sa.Column('remind_not_viewed_days', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('remind_not_replied_days', sa.Integer(), nullable=True))
+    with op.batch_alter_table('users') as batch_op:
+        batch_op.add_column(sa.Column('notify', sa.String(12), nullable=False,
+                                      server_default='off'))
+        batch_op.add_column(sa.Column('notified_until', UTCDateTime(), nullable=True))
+    op.create_table(
+        'reminders',
+        sa.Column('id', BigId, primary_key=True, autoincrement=True),
+        sa.Column('message_id', BigId, nullable=False),
+        sa.Column('kind', sa.String(12), nullable=False),
+        sa.Column('due_at', UTCDateTime(), nullable=False),
+        sa.Column('state', sa.String(10), nullable=False),
+        sa.Column('user_id', BigId, nullable=True),
+        sa.Column('fired_at', UTCDateTime(), nullable=True),
+        sa.Column('notified_at', UTCDateTime(), nullable=True),
+        sa.Column('notify_attempts', sa.Integer(), nullable=False),
+        sa.Column('notify_error', sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(['message_id'], ['messages.id'], ondelete='CASCADE',
+                                name=op.f('fk_reminders_message_id_messages')),
+        sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='SET NULL',
+                                name=op.f('fk_reminders_user_id_users')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_reminders')),
+    )
+    op.create_index('ix_reminders_message_id', 'reminders', ['message_id'])
+    op.create_index('ix_reminders_due', 'reminders', ['state', 'due_at'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_reminders_due', table_name='reminders')
+    op.drop_index('ix_reminders_message_id', table_name='reminders')
+    op.drop_table('reminders')
+    with op.batch_alter_table('users') as batch_op:
+        batch_op.drop_column('notified_until')
+        batch_op.drop_column('notify')
+    with op.batch_alter_table('mailboxes') as batch_op:
+        batch_op.drop_column('remind_not_replied_days')
+        batch_op.drop_column('remind_not_viewed_days')
     op.drop_index('ix_webhook_outbox_endpoint', table_name='webhook_outbox')
     op.drop_index('ix_webhook_outbox_due', table_name='webhook_outbox')
     op.drop_table('webhook_outbox')
