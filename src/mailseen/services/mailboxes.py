@@ -96,6 +96,10 @@ def checked(box: MailboxIn) -> MailboxIn:
     for name in ("smtp_tls", "imap_tls"):
         if getattr(box, name) not in ("none", "starttls", "implicit"):
             raise InvalidInput(f"{name}: none, starttls or implicit", field=name)
+    for name in ("remind_not_viewed_days", "remind_not_replied_days"):
+        days = getattr(box, name)
+        if days is not None and (isinstance(days, bool) or not 0 < days <= 365):
+            raise InvalidInput(f"{name}: a number of days from 1 to 365, or none", field=name)
     return box if address == box.address else replace(box, address=address)
 
 

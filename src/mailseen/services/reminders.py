@@ -34,7 +34,8 @@ from ..records import (
 from ..storage import Store
 from ..transports import Transport
 
-__all__ = ["MAX_DAYS", "NOTIFY_MODES", "RemindChoice", "ReminderJob", "Reminders"]
+__all__ = ["MAX_DAYS", "NOTIFY_MODES", "RemindChoice", "ReminderJob", "Reminders",
+           "parse_deadline"]
 
 log = logging.getLogger(__name__)
 MAX_DAYS = 365
@@ -73,11 +74,21 @@ def _when(value: Deadline, default: int | None, now: datetime, field: str
                        field=field)
 
 
-def check_default(days: int | None, field: str) -> int | None:
-    if days is not None and not 0 < days <= MAX_DAYS:
-        raise InvalidInput(f"{field}: a number of days from 1 to {MAX_DAYS}, or none",
-                           field=field)
-    return days
+def parse_deadline(text: str, field: str) -> Deadline:
+    """A deadline as typed: empty for the mailbox's default, "0" or "never" for none, a
+    number of days, or a date (YYYY-MM-DD)."""
+    text = text.strip().lower()
+    if not text:
+        return None
+    if text in ("0", "never", "none"):
+        return 0
+    if text.isdigit() and len(text) <= 3:
+        return int(text)
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{field}: a number of days, a date (YYYY-MM-DD) or never",
+                           field=field) from None
 
 
 class Reminders:
