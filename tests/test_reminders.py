@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from mailseen.services.classification import record_views
 from mailseen.services.instance import Instance
 from mailseen.services.reminders import RemindChoice, parse_deadline
 
+from .cli_runner import Cli, error, ok
 from .conftest import make_settings
 from .smtp_server import SmtpServer
 from .web_client import PASSWORD
@@ -223,3 +225,106 @@ def test_first_views_told_at_once_or_in_a_daily_digest(inst: Instance, box: Mail
     assert _check(inst)["digests"] == 0  # one a day
     with pytest.raises(InvalidInput):
         inst.reminders.set_notify(ada, "hourly")
+
+
+# -- the edges: compose, settings, the listing, the API, the CLI ---------------------------------
+
+def test_compose_asks_for_a_reminder_and_the_listing_shows_follow_up(
+        inst: Instance, box: MailboxRecord, ada: UserRecord, smtp: SmtpServer,
+        clock: ManualClock) -> None:
+    from .web_client import WebClient
+
+    with WebClient(inst) as web:
+        web.sign_in("ada@example.com")
+        page = web.get("/compose")
+        bad = web.submit(page, "/compose", to="erin@example.org", subject="Offer",
+                         html="<p>Offer</p>", remind_not_viewed="soon", do="send")
+        assert bad.status == 422
+        assert bad.text("#form-error").startswith("Remind me if not viewed in: a number")
+        assert bad.form("/compose")["remind_not_viewed"] == "soon"
+        sent = web.submit(bad, "/compose", remind_not_viewed="2", do="send")
+        assert sent.status == 200
+        asyncio.run(inst.worker().drain())
+        [message] = inst.store.list_messages()
+        [reminder] = inst.reminders.of([message.id])[message.id]
+        assert reminder.kind == "not_viewed" and reminder.user_id == ada.id
+        listing = web.get("/conversations?status=follow-up")
+        assert listing.all("li.conversation") == []
+        clock.advance(2 * DAY + 1)
+        _check(inst)
+        listing = web.get("/conversations?status=follow-up")
+        assert [li.select_one(".subject").get_text() for li in listing.all("li.conversation")
+                ] == ["Offer"]
+        assert listing.soup.select_one('#status option[value="follow-up"]').get_text() == \
+            "Follow up"
+        account = web.get("/account")
+        saved = web.submit(account, "/account", notify="daily")
+        assert saved.text(".notice") == "Saved."
+        assert inst.accounts.find_user(None, "ada@example.com").notify == "daily"
+        settings = web.get(f"/settings/mailboxes/{box.id}?tab=misc")
+        wrong = web.submit(settings, f"/settings/mailboxes/{box.id}?tab=misc",
+                           remind_not_viewed_days="400")
+        assert wrong.status == 422
+        web.submit(settings, f"/settings/mailboxes/{box.id}?tab=misc",
+                   remind_not_viewed_days="4", remind_not_replied_days="")
+        assert inst.store.get_mailbox(box.id).remind_not_viewed_days == 4
+
+
+def test_reminders_through_the_api(inst: Instance, box: MailboxRecord, ada: UserRecord
+                                   ) -> None:
+    from mailseen.services.accounts import hash_token
+
+    from .web_client import WebClient
+
+    inst.store.add_token("ada", hash_token("ms_ada_token"), user_id=ada.id)
+    auth = {"Authorization": "Bearer ms_ada_token"}
+    with WebClient(inst) as web:
+        api = web.client
+        sent = api.post("/api/v1/messages", headers=auth, json={
+            "mailbox": box.address, "to": ["erin@example.org"], "subject": "Hi",
+            "html": "<p>Hi</p>", "remind_not_viewed": 3, "remind_not_replied": "2030-01-31"})
+        assert sent.status_code == 202, sent.text
+        detail = api.get(f"/api/v1/messages/{sent.json()['id']}", headers=auth).json()
+        assert [(r["kind"], r["state"]) for r in detail["reminders"]] == [
+            ("not_viewed", "waiting"), ("not_replied", "waiting")]
+        assert detail["reminders"][1]["due_at"].startswith("2030-02-01T00:00:00")
+        bad = api.post("/api/v1/messages", headers=auth, json={
+            "mailbox": box.address, "to": ["erin@example.org"], "html": "<p>x</p>",
+            "remind_not_viewed": 400})
+        assert bad.status_code == 422 and bad.json()["field"] == "remind_not_viewed"
+        raw = (b"From: sales@example.com\r\nTo: erin@example.org\r\nSubject: Raw\r\n"
+               b"Content-Type: text/html\r\n\r\n<p>Raw</p>\r\n")
+        queued = api.post("/api/v1/messages/raw?mailbox=sales@example.com"
+                          "&remind_not_replied=5", headers=auth, content=raw)
+        assert queued.status_code == 202, queued.text
+        assert [r.kind for r in inst.reminders.of([queued.json()["id"]])[
+            queued.json()["id"]]] == ["not_replied"]
+        wrong = api.post("/api/v1/messages/raw?mailbox=sales@example.com"
+                         "&remind_not_replied=later", headers=auth, content=raw)
+        assert wrong.status_code == 422 and wrong.json()["field"] == "remind_not_replied"
+        told = api.put("/api/v1/notifications", headers=auth, json={"notify": "immediately"})
+        assert told.json() == {"notify": "immediately"}
+        assert api.put("/api/v1/notifications", headers=auth,
+                       json={"notify": "hourly"}).status_code == 422
+        box_out = api.patch(f"/api/v1/mailboxes/{box.id}", headers=auth,
+                            json={"remind_not_replied_days": 7}).json()
+        assert box_out["remind_not_replied_days"] == 7
+
+
+def test_reminders_from_the_command_line(cli: Cli) -> None:
+    ok(cli("mailbox", "add", "sales@example.com", "--remind-not-viewed-days", "3"))
+    shown = json.loads(ok(cli("mailbox", "show", "sales@example.com")))
+    assert shown["remind_not_viewed_days"] == 3
+    ok(cli("mailbox", "set", "sales@example.com", "--remind-not-viewed-days", "0"))
+    assert json.loads(ok(cli("mailbox", "show", "sales@example.com")))[
+        "remind_not_viewed_days"] is None
+    assert "queued message" in ok(cli("send", "--mailbox", "sales@example.com", "--to",
+                                      "a@example.org", "--text", "x",
+                                      "--remind-not-replied", "4"))
+    assert "--remind-not-viewed" in error(cli("send", "--mailbox", "sales@example.com",
+                                              "--to", "a@example.org", "--text", "x",
+                                              "--remind-not-viewed", "someday"), 2)
+    ok(cli("user", "add", "ada@example.com", "--admin", "--password-stdin",
+           input="correct horse battery\n"))
+    assert json.loads(ok(cli("user", "set", "ada@example.com", "--notify", "daily")))[
+        "notify"] == "daily"

@@ -46,6 +46,7 @@ from .records import (
 from .services.inbound import Renderer
 from .services.instance import Instance
 from .services.privacy import ERASED
+from .services.reminders import RemindChoice, parse_deadline
 from .services.tagging import CANNOT_WRITE, not_sent, tag_filter, write_whole
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -568,10 +569,20 @@ def _mailbox_options(f: F) -> F:
         click.option("--language", type=click.Choice(list(LANGUAGES)),
                      help="Of the refusal line and page."),
         click.option("--privacy-url", help="Your privacy notice, linked from the refusal page."),
+        click.option("--remind-not-viewed-days", type=click.IntRange(0, 365),
+                     help="Remind senders when a message is not viewed in N days, unless "
+                          "they say otherwise (0: no default)."),
+        click.option("--remind-not-replied-days", type=click.IntRange(0, 365),
+                     help="The same for a reply."),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def _no_zero_days(values: dict[str, Any]) -> dict[str, Any]:
+    """A reminder default of 0 days is no default."""
+    return {k: None if k.startswith("remind_") and v == 0 else v for k, v in values.items()}
 
 
 def _mailbox_json(inst: Instance, box: MailboxRecord) -> dict[str, Any]:
@@ -592,7 +603,7 @@ def mailbox() -> None:
 def mailbox_add(ctx: click.Context, /, address: str, **opts: Any) -> None:
     """Create a mailbox."""
     inst = _instance(ctx)
-    values = {k: v for k, v in opts.items() if v is not None}
+    values = _no_zero_days({k: v for k, v in opts.items() if v is not None})
     _out(_mailbox_json(inst, inst.mailboxes.add(None, MailboxIn(address, **values))))
 
 
@@ -628,7 +639,7 @@ def mailbox_set(ctx: click.Context, /, address: str, new_address: str | None,
     """Change a mailbox, e.g. `mailbox set support@example.com --tracking disabled`."""
     inst = _instance(ctx)
     box = inst.mailboxes.named(None, address)
-    values = {k: v for k, v in opts.items() if v is not None}
+    values = _no_zero_days({k: v for k, v in opts.items() if v is not None})
     if new_address:
         values["address"] = new_address
     _out(_mailbox_json(inst, inst.mailboxes.update(None, box.id, values)))
@@ -683,27 +694,35 @@ def _message_json(m: MessageRecord) -> dict[str, Any]:
               help="Send this complete RFC 5322 message as is ('-' for stdin).")
 @click.option("--no-track", is_flag=True,
               help="Do not track this message (it never turns tracking on).")
+@click.option("--remind-not-viewed", metavar="DAYS|DATE",
+              help="Follow up if no person viewed it in DAYS days or by DATE (YYYY-MM-DD); "
+                   "never: no reminder. Default: the mailbox's.")
+@click.option("--remind-not-replied", metavar="DAYS|DATE", help="The same for a reply.")
 @click.pass_context
 def send(ctx: click.Context, mailbox_address: str, to: tuple[str, ...], cc: tuple[str, ...],
          bcc: tuple[str, ...], subject: str, text: str | None, html_file: Any,
          attach: tuple[Path, ...], in_reply_to: str | None, references: str | None,
-         raw_file: Any, no_track: bool) -> None:
+         raw_file: Any, no_track: bool, remind_not_viewed: str | None,
+         remind_not_replied: str | None) -> None:
     """Queue a message for delivery (the server's worker or `mailseen worker` sends it)."""
     import mimetypes
 
     inst = _instance(ctx)
     box = inst.mailboxes.named(None, mailbox_address)
+    remind = RemindChoice(parse_deadline(remind_not_viewed or "", "remind_not_viewed"),
+                          parse_deadline(remind_not_replied or "", "remind_not_replied"))
     if raw_file is not None:
         record = inst.sender.submit(box, raw_file.read(), bcc=list(bcc), source="cli",
                                     envelope_to=list(to + cc + bcc) or None,
-                                    track=not no_track)
+                                    track=not no_track, remind=remind)
     else:
         attachments = [Attachment(p.name, mimetypes.guess_type(p.name)[0] or
                                   "application/octet-stream", p.read_bytes()) for p in attach]
         draft = Draft(from_addr=box.address, to=list(to), cc=list(cc), bcc=list(bcc),
                       subject=subject, text=text, html=html_file.read() if html_file else None,
                       attachments=attachments, in_reply_to=in_reply_to, references=references)
-        record = inst.sender.send_draft(box, draft, source="cli", track=not no_track)
+        record = inst.sender.send_draft(box, draft, source="cli", track=not no_track,
+                                        remind=remind)
     click.echo(f"queued message {record.id} {record.message_id} "
                f"(tracking: {record.tracking_reason})")
 
@@ -817,7 +836,7 @@ def _read_password(from_stdin: bool) -> str:
 def _user_json(u: UserRecord, inst: Instance) -> dict[str, Any]:
     boxes = {b.id: b.address for b in inst.mailboxes.all()}
     return {"id": u.id, "email": u.email, "name": u.name, "role": u.role,
-            "mailboxes": [boxes[i] for i in u.mailbox_ids if i in boxes]}
+            "mailboxes": [boxes[i] for i in u.mailbox_ids if i in boxes], "notify": u.notify}
 
 
 @main.group()
@@ -860,10 +879,13 @@ def user_list(ctx: click.Context) -> None:
 @click.option("--mailboxes", help="Comma-separated mailbox addresses (replaces the list).")
 @click.option("--password", "new_password", is_flag=True,
               help="Set a new password (stdin, MAILSEEN_USER_PASSWORD or a prompt).")
+@click.option("--notify", type=click.Choice(["off", "immediately", "daily"]),
+              help="E-mail them when a message they sent is first viewed: at once, or in a "
+                   "daily digest.")
 @click.pass_context
 def user_set(ctx: click.Context, email: str, role: str | None, name: str | None,
-             mailboxes: str | None, new_password: bool) -> None:
-    """Change a user's role, name, mailboxes or password."""
+             mailboxes: str | None, new_password: bool, notify: str | None) -> None:
+    """Change a user's role, name, mailboxes, password or notices."""
     inst = _instance(ctx)
     u = inst.accounts.find_user(None, email)
     ids = None if mailboxes is None else inst.mailboxes.find_many(None, mailboxes)
@@ -871,6 +893,9 @@ def user_set(ctx: click.Context, email: str, role: str | None, name: str | None,
                                   mailbox_ids=ids)
     if new_password:
         inst.accounts.change_password(None, u.id, _read_password(not sys.stdin.isatty()))
+    if notify is not None:
+        inst.reminders.set_notify(u, notify)
+        u = inst.accounts.find_user(None, email)
     _out(_user_json(u, inst))
 
 

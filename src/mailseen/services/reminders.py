@@ -74,9 +74,9 @@ def _when(value: Deadline, default: int | None, now: datetime, field: str
                        field=field)
 
 
-def parse_deadline(text: str, field: str) -> Deadline:
+def parse_deadline(text: str, field: str, label: str = "") -> Deadline:
     """A deadline as typed: empty for the mailbox's default, "0" or "never" for none, a
-    number of days, or a date (YYYY-MM-DD)."""
+    number of days, or a date (YYYY-MM-DD). ``label``: the field's name in the error."""
     text = text.strip().lower()
     if not text:
         return None
@@ -87,8 +87,8 @@ def parse_deadline(text: str, field: str) -> Deadline:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise InvalidInput(f"{field}: a number of days, a date (YYYY-MM-DD) or never",
-                           field=field) from None
+        raise InvalidInput(f"{label or field}: a number of days, a date (YYYY-MM-DD) or "
+                           "never", field=field) from None
 
 
 class Reminders:

@@ -18,6 +18,7 @@ from ...errors import InvalidInput
 from ...records import SECRET_FIELDS, MailboxIn, MailboxRecord, Status, UserRecord
 from ...services.instance import Instance
 from ...services.mailboxes import require_admin
+from ...services.reminders import RemindChoice, parse_deadline
 from .schemas import (
     ConnectionTestBody,
     ConnectionTestOut,
@@ -36,6 +37,7 @@ from .schemas import (
     MessageBody,
     MessageDetail,
     MessageOut,
+    NotifyBody,
     PrivacySettingsBody,
     PrivacySettingsOut,
     Problem,
@@ -220,7 +222,9 @@ def send_message(inst: Inst, who: Who, body: MessageBody) -> dict[str, Any]:
                   bcc=body.bcc, subject=body.subject, text=body.text, html=body.html,
                   attachments=[a.decode() for a in body.attachments],
                   in_reply_to=body.in_reply_to, references=body.references)
-    return message_out(inst.sender.send_draft(box, draft, actor=who.user, track=body.track))
+    remind = RemindChoice(body.remind_not_viewed, body.remind_not_replied)
+    return message_out(inst.sender.send_draft(box, draft, actor=who.user, track=body.track,
+                                              remind=remind))
 
 
 @router.post("/messages/raw", response_model=MessageOut, status_code=202,
@@ -234,6 +238,11 @@ async def send_raw(request: Request, inst: Inst, who: Who,
                        description="Envelope recipients; default: To, Cc and Bcc.")] = None,
                    track: Annotated[bool, Query(
                        description="false turns tracking off for this message.")] = True,
+                   remind_not_viewed: Annotated[str | None, Query(
+                       max_length=10, description="Days, a date (YYYY-MM-DD) or never: "
+                       "remind the sender if no person viewed it by then.")] = None,
+                   remind_not_replied: Annotated[str | None, Query(
+                       max_length=10, description="The same for a reply.")] = None,
                    ) -> Any:
     chunks: list[bytes] = []
     try:
@@ -244,11 +253,14 @@ async def send_raw(request: Request, inst: Inst, who: Who,
         return JSONResponse({"error": "the client went away before sending the whole message",
                              "field": "body"}, status_code=400)
     raw = b"".join(chunks)
+    remind = RemindChoice(
+        parse_deadline(remind_not_viewed or "", "remind_not_viewed"),
+        parse_deadline(remind_not_replied or "", "remind_not_replied"))
     envelope = [parse_address(a, "to") for a in to] if to else None
     parse_address(mailbox, "mailbox")
     box = await run_in_threadpool(inst.mailboxes.find, who.user, mailbox)
     record = await run_in_threadpool(lambda: inst.sender.submit(
-        box, raw, envelope_to=envelope, actor=who.user, track=track))
+        box, raw, envelope_to=envelope, actor=who.user, track=track, remind=remind))
     return message_out(record)
 
 
@@ -272,7 +284,8 @@ def get_message(inst: Inst, who: Who, message_id: Id) -> dict[str, Any]:
     copies = inst.messages.copies(who.user, m)
     whose = {c.id: c.recipient for c in copies}
     return {**message_out(m), "recipients": [recipient_out(c) for c in copies],
-            "views": [view_out(v, whose) for v in inst.messages.views(who.user, m)]}
+            "views": [view_out(v, whose) for v in inst.messages.views(who.user, m)],
+            "reminders": [r.__dict__ for r in inst.reminders.of([m.id])[m.id]]}
 
 
 @router.get("/messages/{message_id}/views", response_model=list[ViewOut],
@@ -364,6 +377,19 @@ def audit_log(inst: Inst, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] 
               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> list[dict[str, Any]]:
     """Changes to tracking and privacy settings, newest first."""
     return [e.__dict__ for e in inst.consents.audit_log(who.user, limit, offset)]
+
+
+# -- notices to the signed-in user ---------------------------------------------------------
+
+@router.put("/notifications", response_model=NotifyBody, responses={422: {"model": Problem}})
+def put_notifications(inst: Inst, who: Who, body: NotifyBody) -> dict[str, Any]:
+    """What the token's user is told of the messages they send: off, an e-mail at each
+    first view (immediately), or a daily digest."""
+    if who.user is None:
+        raise InvalidInput("notify: an installation-wide token has no user to tell",
+                           field="notify")
+    inst.reminders.set_notify(who.user, body.notify)
+    return {"notify": body.notify}
 
 
 # -- webhooks (admins) ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import fields
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, get_type_hints
 
 from fastapi import Path
@@ -23,6 +23,9 @@ from ...records import (
     IpDetail,
     MailboxPolicy,
     MessageRecord,
+    NotifyMode,
+    ReminderKind,
+    ReminderState,
     TrackingMode,
     TrackingPolicy,
     ViewRecord,
@@ -132,6 +135,11 @@ class MailboxBody(BaseModel):
         "en", description="Of the refusal line and page.")
     privacy_url: str = Field("", max_length=2000, description="The team's privacy notice, "
                                                               "linked from the refusal page.")
+    remind_not_viewed_days: int | None = Field(
+        None, ge=1, le=365, description="Remind senders when a message is not viewed in this "
+                                        "many days, unless they say otherwise.")
+    remind_not_replied_days: int | None = Field(
+        None, ge=1, le=365, description="The same for a reply.")
 
     @field_validator("address")
     @classmethod
@@ -161,6 +169,8 @@ class MailboxPatch(BaseModel):
     refusal_text: str | None = Field(None, max_length=500)
     language: Literal["en", "fr", "it", "de", "es"] | None = None
     privacy_url: str | None = Field(None, max_length=2000)
+    remind_not_viewed_days: int | None = Field(None, ge=1, le=365)
+    remind_not_replied_days: int | None = Field(None, ge=1, le=365)
 
     @field_validator("address")
     @classmethod
@@ -197,6 +207,8 @@ class MailboxOut(BaseModel):
     refusal_text: str
     language: str
     privacy_url: str
+    remind_not_viewed_days: int | None
+    remind_not_replied_days: int | None
 
 
 class ConnectionTestBody(BaseModel):
@@ -238,6 +250,12 @@ class MessageBody(BaseModel):
     references: str | None = Field(None, max_length=20000)
     track: bool = Field(True, description="False turns tracking off for this message; it "
                         "never turns it on where the mailbox or global setting is off.")
+    remind_not_viewed: int | date | None = Field(
+        None, description="Remind the sender if no person viewed it within this many days "
+                          "(1-365) or by the end of this date (UTC); 0: no reminder; left "
+                          "out: the mailbox's default.")
+    remind_not_replied: int | date | None = Field(
+        None, description="The same for a reply.")
 
     @field_validator("mailbox")
     @classmethod
@@ -331,9 +349,24 @@ class ViewOut(BaseModel):
     client: str
 
 
+class ReminderOut(BaseModel):
+    kind: ReminderKind
+    due_at: datetime
+    state: ReminderState = Field(description="waiting; fired (the deadline passed with no "
+                                             "view or reply); cancelled (seen or replied).")
+    fired_at: datetime | None
+
+
 class MessageDetail(MessageOut):
     recipients: list[RecipientOut]
     views: list[ViewOut]
+    reminders: list[ReminderOut]
+
+
+class NotifyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    notify: NotifyMode = Field(description="off, immediately (an e-mail at each first view) "
+                                           "or daily (a digest).")
 
 
 def message_out(m: MessageRecord) -> dict[str, Any]:

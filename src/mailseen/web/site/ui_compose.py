@@ -29,6 +29,7 @@ from ...core.tracking import Decision
 from ...errors import InvalidInput, NotFound
 from ...records import ConversationRecord, MailboxRecord, MessageRecord, UserRecord
 from ...services.instance import Instance
+from ...services.reminders import RemindChoice, parse_deadline
 from .mailhtml import html_to_text, linkify, sanitize
 from .ui import instance_of, read_form, redirect, render, require_user
 from .ui_conversation import displayed_body, human_size, visible_conversation
@@ -90,6 +91,9 @@ class Fields:
     text: str = ""
     attachments: list[Attachment] = field(default_factory=list)
     no_track: bool = False  # "Don't track this message"
+    # "Remind me if not viewed / not replied": days, a date, "never", or "" (the default).
+    remind_not_viewed: str = ""
+    remind_not_replied: str = ""
 
 
 # -- reading the form --------------------------------------------------------------------
@@ -193,7 +197,9 @@ async def _read(form: FormData) -> Fields:
                   bcc=text("bcc").strip(), subject=text("subject").strip(),
                   html=text("html").replace("\r\n", "\n"),
                   text=text("text").replace("\r\n", "\n"), attachments=await _uploads(form),
-                  no_track=bool(text("no_track")))
+                  no_track=bool(text("no_track")),
+                  remind_not_viewed=text("remind_not_viewed").strip()[:20],
+                  remind_not_replied=text("remind_not_replied").strip()[:20])
 
 
 def _has_html(html: str) -> bool:
@@ -263,9 +269,14 @@ async def _submit(request: Request, f: Fields, mailbox: MailboxRecord, *, action
     inst = instance_of(request)
     try:
         draft = _draft(mailbox, f, reply_to)
+        remind = RemindChoice(
+            parse_deadline(f.remind_not_viewed, "remind_not_viewed",
+                           "Remind me if not viewed in"),
+            parse_deadline(f.remind_not_replied, "remind_not_replied",
+                           "Remind me if not replied to in"))
         sent = await run_in_threadpool(
             lambda: inst.sender.send_draft(mailbox, draft, "web", actor=require_user(request),
-                                           track=not f.no_track))
+                                           track=not f.no_track, remind=remind))
     except InvalidInput as exc:
         return _show(request, f, mailbox, action=action, boxes=boxes, error=exc,
                      conversation=conversation, reply_to=reply_to)

@@ -13,7 +13,8 @@ from .ui import all_mailboxes, eye_of, instance_of, redirect, render, require_us
 from .ui_live import live_state
 
 PAGE = 25
-FILTERS = {"viewed": "Viewed", "waiting": "Not viewed yet", "untracked": "Not tracked"}
+FILTERS = {"viewed": "Viewed", "waiting": "Not viewed yet", "untracked": "Not tracked",
+           "follow-up": "Follow up"}
 
 
 async def home(request: Request) -> Response:

@@ -96,6 +96,15 @@ class Form:
             return None
         return int(value)
 
+    def days(self, name: str, label: str) -> int | None:
+        value = self.text(name, label, max_len=20)
+        if not value:
+            return None
+        if not value.isdigit() or not 1 <= int(value) <= 365:
+            self.fail(name, f"{label}: a number of days from 1 to 365, or empty for none.")
+            return None
+        return int(value)
+
     def choice(self, name: str, label: str, options: Mapping[str, str]) -> str:
         value = self.raw(name)
         self.values[name] = value
@@ -274,7 +283,11 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                 "language": form.choice("language", "Language", LANGUAGE_NAMES),
                 "privacy_url": form.text("privacy_url", "Privacy notice address",
                                          max_len=2000)}
-    return {"tracking": form.choice("tracking", "Open tracking", TRACKING)}
+    return {"tracking": form.choice("tracking", "Open tracking", TRACKING),
+            "remind_not_viewed_days": form.days("remind_not_viewed_days",
+                                                "Remind if not viewed in"),
+            "remind_not_replied_days": form.days("remind_not_replied_days",
+                                                 "Remind if not replied to in")}
 
 
 async def mailboxes(request: Request) -> Response:
@@ -505,7 +518,9 @@ _LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server",
            "entry": "Entry", "address": "Address", "state": "Consent", "note": "Note",
            "file": "CSV", "tracking_policy": "Whom tracking follows",
            "refusal_text": "Text of the line", "language": "Language",
-           "privacy_url": "Privacy notice address"}
+           "privacy_url": "Privacy notice address",
+           "remind_not_viewed_days": "Remind if not viewed in",
+           "remind_not_replied_days": "Remind if not replied to in"}
 
 
 def _sentence(exc: MailseenError) -> str:
