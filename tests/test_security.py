@@ -200,7 +200,8 @@ def test_a_member_reaches_nothing_of_another_mailbox_through_any_api_route(
         live_server: LiveServer, teams: Teams, instance: Instance) -> None:
     doc = httpx.get(live_server.url + "/api/v1/openapi.json").json()
     before = teams.snapshot(instance)
-    ids = {"mailbox_id": teams.bravo.id, "message_id": teams.bravo_msg.id}
+    ids = {"mailbox_id": teams.bravo.id, "message_id": teams.bravo_msg.id,
+           "webhook_id": 1, "delivery_id": 1}
     auth = {"Authorization": f"Bearer {MEMBER_TOKEN}"}
     tried = 0
     with httpx.Client(base_url=live_server.url) as client:
@@ -230,7 +231,8 @@ def test_a_member_reaches_nothing_of_another_mailbox_through_any_api_route(
 def _page_ids(teams: Teams) -> dict[str, int]:
     return {"conversation_id": teams.bravo_msg.conversation_id or 0,
             "message_id": teams.bravo_msg.id, "mailbox_id": teams.bravo.id,
-            "user_id": teams.bob.id, "index": 0}
+            "user_id": teams.bob.id, "index": 0,
+            "webhook_id": 1, "delivery_id": 1, "action": "enable"}
 
 
 def _site_routes(instance: Instance) -> list[Route]:
