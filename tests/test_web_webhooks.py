@@ -75,15 +75,23 @@ def test_a_disabled_endpoint_is_shown_to_the_admins(web: WebClient, admin: UserR
                                                        "(last: HTTP 500)")
     page = web.get("/settings/webhooks")
     assert "every attempt failed for a day" in page.text(f"#disabled-{hook.id}")
+    banner = web.get("/conversations").text("#webhooks-disabled")  # on every admin page
+    assert banner.startswith("A webhook was disabled.")
+    assert "https://hooks.example.com/x : every attempt failed for a day" in banner
     detail = web.get(f"/settings/webhooks/{hook.id}")
     assert "Disabled" in detail.text("#disabled")
     back = web.submit(detail, f"/settings/webhooks/{hook.id}/enable")
     assert "Enabled" in back.text(".notice") and instance.webhooks.get(None, hook.id).enabled
+    assert back.all("#webhooks-disabled") == []
 
 
 def test_members_cannot_see_webhooks(web: WebClient, instance: Instance) -> None:
     instance.accounts.create_user("max@example.com", PASSWORD, name="Max")
     web.sign_in("max@example.com")
+    off = instance.webhooks.register(None, WebhookIn("https://hooks.example.com/x",
+                                                     ("message.viewed",)))
+    instance.webhooks.set_enabled(None, off.id, False)
+    assert web.get("/conversations").all("#webhooks-disabled") == []  # admins only
     assert web.get("/settings/webhooks").status == 403
     assert web.get("/settings/webhooks/1").status == 403
     assert web.get("/settings/webhooks/nope").status == 403

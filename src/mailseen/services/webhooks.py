@@ -132,6 +132,12 @@ class Webhooks:
         """The endpoints that were disabled, for the admins' attention."""
         return [h for h in self.all(actor) if not h.enabled]
 
+    def disabled_summary(self, actor: UserRecord | None) -> list[tuple[int, str, str]]:
+        """(id, url, why) of the disabled endpoints: what every admin page shows, read
+        without their secrets."""
+        require_admin(actor)
+        return self.store.disabled_webhooks()
+
 
 class WebhookWorker:
     """Sends the outbox: claims due events (several workers may run), posts them a batch at

@@ -291,6 +291,12 @@ class WebhookStore(StoreBase):
             return [_endpoint_record(r, self.cipher.decrypt(r.secret_enc))
                     for r in s.scalars(select(WebhookEndpoint).order_by(WebhookEndpoint.id))]
 
+    def disabled_webhooks(self) -> list[tuple[int, str, str]]:
+        with self._tx() as s:
+            return [(i, url, why) for i, url, why in s.execute(
+                select(WebhookEndpoint.id, WebhookEndpoint.url, WebhookEndpoint.disabled_reason)
+                .where(WebhookEndpoint.enabled.is_(False)).order_by(WebhookEndpoint.id))]
+
     def update_webhook(self, endpoint_id: int, hook: WebhookIn) -> WebhookRecord:
         with self._tx() as s:
             row = self._endpoint(s, endpoint_id)

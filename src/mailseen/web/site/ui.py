@@ -7,6 +7,7 @@ in, a double-submit cookie before (setup and sign-in forms).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -130,9 +131,14 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
                   if user.is_admin or b.id in user.mailbox_ids] if user else [])
     except StorageUnavailable:
         boxes = []
+    hooks_off: list[tuple[int, str, str]] = []
+    if user is not None and user.is_admin:
+        # Told on every page, as the public URL's trouble is: events stop until it is fixed.
+        with contextlib.suppress(StorageUnavailable):
+            hooks_off = instance_of(request).webhooks.disabled_summary(user)
     html = templates.get_template(name).render(
         request=request, user=user, my_mailboxes=boxes, csrf=csrf_token(request),
-        path=request.url.path, reach=reach_of(request), **context)
+        path=request.url.path, reach=reach_of(request), hooks_off=hooks_off, **context)
     response = HTMLResponse(html, status_code=status_code)
     finish(request, response)
     return response
