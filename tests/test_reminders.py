@@ -257,6 +257,8 @@ def test_compose_asks_for_a_reminder_and_the_listing_shows_follow_up(
                 ] == ["Offer"]
         assert listing.soup.select_one('#status option[value="follow-up"]').get_text() == \
             "Follow up"
+        page = web.get(f"/conversations/{message.conversation_id}")
+        assert "follow up (the sender was reminded)" in page.text(".reminder-fired")
         account = web.get("/account")
         saved = web.submit(account, "/account", notify="daily")
         assert saved.text(".notice") == "Saved."

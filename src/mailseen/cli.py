@@ -283,6 +283,9 @@ def worker(ctx: click.Context, once: bool) -> None:
     hooks = inst.webhook_worker()
     if once:
         click.echo(f"delivered {asyncio.run(w.drain())} message(s)")
+        done = asyncio.run(inst.reminder_job().run_once())
+        click.echo(f"reminders: {done['fired']} fired, {done['cancelled']} cancelled, "
+                   f"{done['reminded']} sender(s) told")
         click.echo(f"sent {asyncio.run(hooks.drain())} webhook event(s)")
         return
 

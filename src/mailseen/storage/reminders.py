@@ -38,10 +38,12 @@ NOTIFY_ATTEMPTS = 5  # a reminder e-mail the relay keeps refusing is given up af
 def _open(kind: Any, message: Any) -> Any:
     """Whether a reminder of ``kind`` still stands for ``message``: not viewed by a person
     (a reply shows it was seen), or not replied to. Auto-replies set no reply time and
-    machine fetches count no view, so neither settles it."""
+    machine fetches count no view, so neither settles it. A message that never left (failed,
+    withdrawn) has nothing to follow up."""
     unseen = (message.view_count == 0) & message.replied_at.is_(None)
-    return or_(and_(kind == "not_viewed", unseen),
-               and_(kind == "not_replied", message.replied_at.is_(None)))
+    return and_(message.status.notin_(("failed", "cancelled")),
+                or_(and_(kind == "not_viewed", unseen),
+                    and_(kind == "not_replied", message.replied_at.is_(None))))
 
 
 def follow_up(conversation_id: Any) -> Any:

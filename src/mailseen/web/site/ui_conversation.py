@@ -225,6 +225,8 @@ async def conversation(request: Request) -> Response:
     inst = instance_of(request)
     live = await live_state(request, user, LiveScope("conversation", conv.id))
     items = await run_in_threadpool(_load, inst, user, conv.id)
+    reminders = await run_in_threadpool(
+        inst.reminders.of, [i.message.id for i in items if i.message.direction == "out"])
     try:
         show_images = int(request.query_params.get("images", "0"))
     except ValueError:
@@ -232,7 +234,7 @@ async def conversation(request: Request) -> Response:
     mailbox = inst.mailboxes.get(user, conv.mailbox_id)
     return render(request, "conversation.html", conversation=conv, items=items,
                   mailbox=mailbox, show_images=show_images, is_admin=user.is_admin,
-                  size=human_size, live=live)
+                  size=human_size, live=live, reminders=reminders)
 
 
 async def body(request: Request) -> Response:
