@@ -48,10 +48,12 @@ def _open(kind: Any, message: Any) -> Any:
 
 def follow_up(conversation_id: Any) -> Any:
     """The "Follow up" filter: a message of the conversation had a reminder fire, and is
-    still unseen or unanswered as that reminder asked."""
+    still unseen or unanswered as that reminder asked. Read from the fired reminders (a
+    range of their index by state), not conversation by conversation."""
     m = aliased(Message)
-    return exists().where(Reminder.message_id == m.id, m.conversation_id == conversation_id,
-                          Reminder.state == "fired", _open(Reminder.kind, m))
+    return conversation_id.in_(
+        select(m.conversation_id).join(Reminder, Reminder.message_id == m.id)
+        .where(Reminder.state == "fired", _open(Reminder.kind, m)))
 
 
 def _record(r: Reminder) -> ReminderRecord:
