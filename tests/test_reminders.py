@@ -259,8 +259,8 @@ def test_compose_asks_for_a_reminder_and_the_listing_shows_follow_up(
             "Follow up"
         page = web.get(f"/conversations/{message.conversation_id}")
         assert "follow up (the sender was reminded)" in page.text(".reminder-fired")
-        account = web.get("/account")
-        saved = web.submit(account, "/account", notify="daily")
+        account = web.get("/account/notices")
+        saved = web.submit(account, "/account/notices", notify="daily")
         assert saved.text(".notice") == "Saved."
         assert inst.accounts.find_user(None, "ada@example.com").notify == "daily"
         settings = web.get(f"/settings/mailboxes/{box.id}?tab=misc")
