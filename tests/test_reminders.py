@@ -330,3 +330,33 @@ def test_reminders_from_the_command_line(cli: Cli) -> None:
            input="correct horse battery\n"))
     assert json.loads(ok(cli("user", "set", "ada@example.com", "--notify", "daily")))[
         "notify"] == "daily"
+
+
+def test_notices_through_the_installation_relay(tmp_path: Path, database_url: str,
+                                                clock: ManualClock, smtp: SmtpServer) -> None:
+    """With notify_relay set, reminders leave through it (from notify_from), whatever the
+    sending mailbox's own transport: here the outbox folder."""
+    inst = Instance.open(make_settings(
+        tmp_path, database_url, ca_file=smtp.ca_file,
+        notify_relay=f"smtp://relay-user:pw@127.0.0.1:{smtp.port}",
+        notify_from="mailseen@example.com"), migrate=False, clock=clock)
+    try:
+        box = inst.store.add_mailbox(MailboxIn("sales@example.com", tracking="enabled"))
+        ada = inst.accounts.create_user("ada@example.com", PASSWORD, role="admin")
+        _send(inst, box, ada, RemindChoice(not_replied=1))
+        clock.advance(DAY + 1)
+        assert _check(inst)["reminded"] == 1
+        [notice] = _notices(smtp)
+        assert notice["From"].addresses[0].addr_spec == "mailseen@example.com"
+        assert smtp.messages[-1].mail_from == "mailseen@example.com"
+        assert smtp.messages[-1].authenticated_as == "relay-user"
+    finally:
+        inst.close()
+    bad = Instance.open(make_settings(tmp_path, database_url, notify_relay="http://x"),
+                        migrate=False)
+    try:
+        with pytest.raises(InvalidInput) as err:
+            bad.reminder_job()
+        assert err.value.field == "notify_relay"
+    finally:
+        bad.close()

@@ -66,6 +66,13 @@ class Settings:
         "Extra CA certificates (PEM file) to trust for SMTP relays and IMAP servers with private "
         "certificates.",
         default="")
+    notify_relay: str = _help(
+        "SMTP relay for follow-up reminders and notices to users, as "
+        "smtp://USER:PASSWORD@HOST:PORT (STARTTLS) or smtps://… (TLS from the start); empty: "
+        "each leaves through the sending mailbox's own transport.", default="")
+    notify_from: str = _help(
+        "Sender address of reminders and notices sent through notify_relay; empty: the "
+        "sending mailbox's address.", default="")
     imap_poll: bool = _help(
         "Poll the mailboxes' IMAP accounts inside `mailseen serve` (else run `mailseen poll`).",
         default=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ..clock import SYSTEM, Clock
 from ..config import Settings
+from ..core.compose import parse_address
 from ..core.tokens import TokenSigner
 from ..storage import Database, Store
 from ..transports import Transport
@@ -20,7 +21,7 @@ from .mailboxes import ImapProbe, Mailboxes
 from .messages import Messages
 from .privacy import Privacy, RetentionJob
 from .recorder import ViewRecorder
-from .reminders import ReminderJob, Reminders
+from .reminders import ReminderJob, Reminders, relay_of
 from .secrets import SecretBox
 from .sending import Sender
 from .webhooks import Webhooks, WebhookWorker
@@ -104,8 +105,12 @@ class Instance:
         return WebhookWorker(self.store, self.consents, clock=self.clock)
 
     def reminder_job(self) -> ReminderJob:
-        """Reminders and notices to senders, run beside the delivery worker."""
-        return ReminderJob(self.store, self.transports, self.clock)
+        """Reminders and notices to senders, run beside the delivery worker; through the
+        ``notify_relay`` setting when set (a bad one is refused here, at start)."""
+        s = self.settings
+        relay = relay_of(s.notify_relay) if s.notify_relay else None
+        sender = parse_address(s.notify_from, "notify_from") if s.notify_from else ""
+        return ReminderJob(self.store, self.transports, self.clock, relay=relay, sender=sender)
 
     def close(self) -> None:
         self.db.dispose()

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import get_args
+from urllib.parse import unquote, urlsplit
 
 from ..clock import Clock, wait
 from ..core.compose import Draft, build_message
@@ -35,7 +36,7 @@ from ..storage import Store
 from ..transports import Transport
 
 __all__ = ["MAX_DAYS", "NOTIFY_MODES", "RemindChoice", "ReminderJob", "Reminders",
-           "parse_deadline"]
+           "parse_deadline", "relay_of"]
 
 log = logging.getLogger(__name__)
 MAX_DAYS = 365
@@ -125,17 +126,38 @@ class Reminders:
         self.store.set_notify(actor.id, mode)
 
 
+def relay_of(url: str) -> Relay:
+    """The notification relay of the ``notify_relay`` setting: smtp://USER:PASSWORD@HOST:PORT
+    (STARTTLS) or smtps://… (TLS from the start)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise InvalidInput("notify_relay: smtp://USER:PASSWORD@HOST:PORT or smtps://…",
+                           field="notify_relay")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidInput("notify_relay: the port is not a number", field="notify_relay") \
+            from exc
+    return Relay(parts.hostname, port, "implicit" if parts.scheme == "smtps" else "starttls",
+                 unquote(parts.username) if parts.username else None,
+                 unquote(parts.password) if parts.password else None)
+
+
 class ReminderJob:
     """Run beside the delivery worker: every minute, settles the reminders whose deadline
     passed and tells the senders; tells users of first views (at once or in the daily
-    digest)."""
+    digest). Notices leave through ``relay`` (the ``notify_relay`` setting, by the SMTP
+    transport) when there is one, else through the sending mailbox's own transport."""
 
     def __init__(self, store: Store, transports: dict[str, Transport],
-                 clock: Clock | None = None, check_seconds: float = CHECK_SECONDS) -> None:
+                 clock: Clock | None = None, check_seconds: float = CHECK_SECONDS,
+                 relay: Relay | None = None, sender: str = "") -> None:
         self.store = store
         self.transports = transports
         self.clock = clock or store.clock
         self.check_seconds = check_seconds
+        self.relay = relay
+        self.sender = sender
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -186,19 +208,22 @@ class ReminderJob:
                     ) -> str | None:
         """Send a notice to ``user`` through ``box``'s transport: None, or the error."""
         subject, text = mail
-        raw = build_message(Draft(from_addr=box.address, from_name="mailseen",
+        sender = (self.sender or box.address) if self.relay else box.address
+        raw = build_message(Draft(from_addr=sender, from_name="mailseen",
                                   to=[user.email], subject=subject, text=text),
-                            box.address.rpartition("@")[2])
+                            sender.rpartition("@")[2])
         key = f"notice-{self.clock.now().strftime('%Y%m%d-%H%M%S%f')}-{user.id}"
-        envelope = Envelope(box.address, (user.email,), raw, key)
-        relay = None
-        if box.transport == "smtp":
-            settings = await asyncio.to_thread(self.store.mailbox_settings, box.id)
-            relay = Relay(settings.smtp_host, settings.smtp_port, settings.smtp_tls,
-                          settings.smtp_username, settings.smtp_password or None)
-        transport = self.transports.get(box.transport)
+        envelope = Envelope(sender, (user.email,), raw, key)
+        relay, kind = self.relay, "smtp"
+        if relay is None:
+            kind = box.transport
+            if box.transport == "smtp":
+                settings = await asyncio.to_thread(self.store.mailbox_settings, box.id)
+                relay = Relay(settings.smtp_host, settings.smtp_port, settings.smtp_tls,
+                              settings.smtp_username, settings.smtp_password or None)
+        transport = self.transports.get(kind)
         if transport is None:
-            return f"unknown transport {box.transport!r}"
+            return f"unknown transport {kind!r}"
         try:
             await transport.deliver(envelope, relay)
         except DeliveryError as exc:
