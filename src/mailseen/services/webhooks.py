@@ -17,7 +17,6 @@ from ..clock import Clock, wait
 from ..core.webhooks import (
     EVENTS,
     FORMATS,
-    RETRY_FOR,
     EventSubject,
     chat_body,
     event_payload,
@@ -254,12 +253,8 @@ class WebhookWorker:
         if result.status == 410:
             reason = "the endpoint answered 410 Gone"
         elif retry_at is None and failing_since <= claim.queued_at:
-            reason = (f"every attempt failed for {_days(RETRY_FOR)} "
-                      f"(last: {result.note})")
+            reason = f"every attempt failed for a day (last: {result.note})"
         if reason:
             log.warning("webhook endpoint %s disabled: %s", hook.url, reason)
             self.store.set_webhook_enabled(hook.id, False, reason)
 
-
-def _days(span: timedelta) -> str:
-    return "a day" if span == timedelta(days=1) else str(span)

@@ -50,7 +50,8 @@ _VIEW_COUNTS = (select(_copies.c.id, _copies.c.view_count)
                 .where(_copies.c.id.in_(bindparam("ids", expanding=True))))
 _BOXES = (select(_messages.c.id, _messages.c.mailbox_id)
           .where(_messages.c.id.in_(bindparam("ids", expanding=True))))
-_INSERT = ("INSERT INTO webhook_outbox (endpoint_id, event, event_id, copy_id, facts_json, "
+# One view's event, as the pixel writer inserts it through the driver (storage/views.py).
+INSERT_SQL = ("INSERT INTO webhook_outbox (endpoint_id, event, event_id, copy_id, facts_json, "
            "created_at, queued_at, status, attempts, next_attempt_at) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?)")
 _STATUS_EVENTS: dict[str, WebhookEvent] = {"sent": "message.delivered",
@@ -493,5 +494,3 @@ def _apply(row: WebhookEndpoint, hook: WebhookIn) -> None:
     row.url, row.mailbox_id, row.events = hook.url, hook.mailbox_id, " ".join(hook.events)
     row.format, row.every_view, row.description = hook.format, hook.every_view, hook.description
 
-
-INSERT_SQL = _INSERT
