@@ -49,6 +49,9 @@ class MailboxSettings:
     smtp_tls: TlsMode = "starttls"
     smtp_username: str | None = None
     tracking: TrackingMode = "global"
+    # Click tracking (docs/tracking.md, "Click tracking"): like open tracking, the mailbox
+    # wins both ways; "global" follows the global setting.
+    click_tracking: TrackingMode = "global"
     imap_host: str | None = None
     imap_port: int | None = None
     imap_tls: TlsMode = "implicit"
@@ -176,6 +179,9 @@ class MessageRecord(HeaderFacts):
     failed_copies: int = 0
     sent_by: str = ""
     sent_by_user_id: int | None = None
+    # Whether the links of its personal copies lead through our click redirect (decided
+    # when it was queued, so that every attempt sends the same bytes).
+    clicks_tracked: bool = False
 
     @property
     def viewed(self) -> bool:
@@ -266,6 +272,36 @@ class ViewIn:
     # Counted but tied to nobody (an aggregate pixel): its address, user agent and headers
     # are judged in memory and never written.
     anonymous: bool = False
+
+
+@dataclass(slots=True)
+class ClickIn(ViewIn):
+    """One request of a click redirect: a pixel hit's facts (``copy_key`` from the token),
+    and which link it was and where it leads."""
+
+    link: int = 0
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class ClickRecord:
+    """A stored click: whose copy (its position and recipient), which link, and the verdict
+    (only human clicks count)."""
+
+    id: int
+    message_id: int
+    copy_id: int | None
+    recipient: int
+    recipient_address: str | None
+    link: int
+    url: str
+    at: datetime
+    method: str
+    ip: str | None
+    user_agent: str | None
+    verdict: Verdict
+    reason: str
+    client: str
 
 
 @dataclass(slots=True)  # one per pixel hit, like ViewIn

@@ -24,7 +24,7 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 class DeliveryWorker:
     def __init__(self, store: Store, transports: dict[str, Transport], *,
-                 render: Callable[[bytes, CopyRecord, MailboxRecord], bytes],
+                 render: Callable[[bytes, CopyRecord, MailboxRecord, bool], bytes],
                  retry_base: float = 30.0,
                  retry_max: float = 3600.0, max_attempts: int = 12,
                  lease: timedelta = timedelta(minutes=5), idle_poll: float = 1.0,
@@ -91,7 +91,7 @@ class DeliveryWorker:
             if transport is None:
                 raise DeliveryError(f"unknown transport {claim.mailbox.transport!r}",
                                     permanent=True)
-            data = self.render(claim.raw, copy, claim.mailbox)
+            data = self.render(claim.raw, copy, claim.mailbox, claim.message.clicks_tracked)
             note = await transport.deliver(*_handover(claim, data))
         except DeliveryError as exc:
             reason = self._reason(str(exc))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..clock import SYSTEM, Clock
 from ..config import Settings
-from ..core.tokens import TokenSigner
+from ..core.tokens import ClickSigner, TokenSigner
 from ..storage import Database, Store
 from ..transports import Transport
 from ..transports.outbox import OutboxTransport
@@ -60,7 +60,8 @@ class Instance:
         smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file)
         mailboxes = Mailboxes(store, smtp_probe=smtp.check, imap_probe=imap_probe)
         consents = Consents(store, mailboxes, signer, settings.base_url)
-        sender = Sender(store, mailboxes, signer, settings.base_url, consents=consents)
+        sender = Sender(store, mailboxes, signer, settings.base_url, consents=consents,
+                        click_signer=ClickSigner(secret))
         transports: dict[str, Transport] = {
             "outbox": OutboxTransport(settings.outbox_dir), "smtp": smtp}
         messages = Messages(store, mailboxes, sender.is_own_pixel)

@@ -30,7 +30,7 @@ from ..records import (
 from ..storage import Store
 from .audit import log_changes
 
-__all__ = ["TRACKING_SETTING", "Forbidden", "ImapProbe", "Mailboxes", "SmtpProbe",
+__all__ = ["CLICK_SETTING", "TRACKING_SETTING", "Forbidden", "ImapProbe", "Mailboxes", "SmtpProbe",
            "can_see_mailbox", "require_admin"]
 
 # How a connection is tested: the SMTP transport's check, the IMAP receiver's checker. Each
@@ -40,12 +40,13 @@ ImapProbe = Callable[[ImapState, float], Awaitable[ConnectionCheck]]
 TEST_TIMEOUT = 10.0  # seconds per step of a connection test: a person is waiting
 
 TRACKING_SETTING = "tracking_enabled"
+CLICK_SETTING = "click_tracking_enabled"
 # A mailbox's settings whose changes the settings audit log keeps (docs/privacy.md).
-AUDITED = ("tracking", "tracking_policy", "refusal_line", "refusal_text", "language",
-           "privacy_url")
+AUDITED = ("tracking", "click_tracking", "tracking_policy", "refusal_line", "refusal_text",
+           "language", "privacy_url")
 # Fields a change may not set to nothing (a password set to nothing is removed instead).
-_REQUIRED = ("address", "display_name", "transport", "smtp_tls", "tracking", "imap_tls",
-             "imap_folder", "tracking_policy", "refusal_line", "refusal_text", "language",
+_REQUIRED = ("address", "display_name", "transport", "smtp_tls", "tracking", "click_tracking",
+             "imap_tls", "imap_folder", "tracking_policy", "refusal_line", "refusal_text", "language",
              "privacy_url")
 
 
@@ -83,6 +84,9 @@ def checked(box: MailboxIn) -> MailboxIn:
             raise InvalidInput(f"{name}: {problem}", field=name)
     if box.tracking not in ("global", "enabled", "disabled"):
         raise InvalidInput("tracking: global, enabled or disabled", field="tracking")
+    if box.click_tracking not in ("global", "enabled", "disabled"):
+        raise InvalidInput("click_tracking: global, enabled or disabled",
+                           field="click_tracking")
     if box.tracking_policy not in ("global", *POLICIES):
         raise InvalidInput(f"tracking_policy: global, {', '.join(POLICIES)}",
                            field="tracking_policy")
@@ -131,6 +135,22 @@ class Mailboxes:
         if global_enabled is None:
             global_enabled = self.global_tracking()
         return decide(global_enabled, box.tracking)
+
+    def global_clicks(self) -> bool:
+        return self.store.get_setting(CLICK_SETTING, "false") == "true"
+
+    def set_global_clicks(self, actor: UserRecord | None, enabled: bool) -> bool:
+        require_admin(actor)
+        old = self.global_clicks()
+        self.store.set_setting(CLICK_SETTING, "true" if enabled else "false")
+        self._audit(actor, "global", {"click_tracking": (old, enabled)})
+        return enabled
+
+    def click_decision(self, box: MailboxRecord) -> Decision:
+        """Whether the links of ``box``'s tracked mail go through the click redirect: the
+        mailbox setting wins both ways, like open tracking's. Only copies with a personal
+        pixel get their links rewritten (docs/tracking.md, "Click tracking")."""
+        return decide(self.global_clicks(), box.click_tracking)
 
     def decisions(self, boxes: list[MailboxRecord]) -> dict[int, Decision]:
         on = self.global_tracking()

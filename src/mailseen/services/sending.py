@@ -7,12 +7,20 @@ from collections.abc import Callable, Sequence
 
 from ..core.compose import Draft, build_message, parse_address, prepare_raw
 from ..core.consent import AGGREGATE_REASON
-from ..core.inject import tag_message
+from ..core.inject import LinkEdits, tag_message
+from ..core.links import Link, link_edits, list_unsubscribe_of
 from ..core.mailbody import TooComplex, body_words, parse_message
-from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url, refusal_url
+from ..core.pixel import OwnUrl, click_url, own_url, pixel_tag, pixel_url, refusal_url
 from ..core.reach import reach_warning
 from ..core.refusal import refusal_line
-from ..core.tokens import TokenRef, TokenSigner, new_copy_key
+from ..core.tokens import (
+    CLICK_URL_LIMIT,
+    ClickRef,
+    ClickSigner,
+    TokenRef,
+    TokenSigner,
+    new_copy_key,
+)
 from ..core.tracking import not_trackable
 from ..errors import InvalidInput
 from ..records import (
@@ -33,8 +41,11 @@ __all__ = ["TURNED_OFF", "Sender"]
 class Sender:
     def __init__(self, store: Store, mailboxes: Mailboxes, signer: TokenSigner, base_url: str,
                  on_queued: Callable[[], None] | None = None,
-                 consents: Consents | None = None) -> None:
+                 consents: Consents | None = None,
+                 click_signer: ClickSigner | None = None) -> None:
         self.store = store
+        # Makes the click redirect's tokens; without one, links are never rewritten.
+        self.click_signer = click_signer
         self.mailboxes = mailboxes
         self.consents = consents or Consents(store, mailboxes, signer, base_url)
         self.signer = signer
@@ -116,8 +127,10 @@ class Sender:
             source=source, sent_by=_sender_name(actor, source),
             sent_by_user_id=actor.id if actor else None, words=_words(body),
         )
+        clicks = (tracked and self.click_signer is not None
+                  and self.mailboxes.click_decision(mailbox).enabled)
         record = self.store.add_message(new, body, copies, tracked=tracked, reason=reason,
-                                        queued=queue)
+                                        queued=queue, clicks=clicks)
         if queue and self.on_queued is not None:
             self.on_queued()
         return record
@@ -176,13 +189,16 @@ class Sender:
             keep = decided.pixel == "personal"
             copy = self.store.add_copy(found.id, recipient, new_copy_key() if keep else None,
                                        "personal" if keep else "none", decided.reason)
-        return self.store.get_message(found.id), self.copy_bytes(body, copy, mailbox)
+        return self.store.get_message(found.id), self.copy_bytes(
+            body, copy, mailbox, clicks=found.clicks_tracked)
 
-    def copy_bytes(self, raw: bytes, copy: CopyRecord, mailbox: MailboxRecord | None = None
-                   ) -> bytes:
+    def copy_bytes(self, raw: bytes, copy: CopyRecord, mailbox: MailboxRecord | None = None,
+                   clicks: bool = False) -> bytes:
         """A copy as its recipient gets it: the stored message, with the copy's pixel when
         it has one, and the mailbox's refusal line when it shows one and the pixel is the
-        recipient's own. The same bytes every time (a retry sends what the first try did)."""
+        recipient's own. With ``clicks`` (the message's ``clicks_tracked``), a personal
+        copy's links lead through the click redirect. The same bytes every time (a retry
+        sends what the first try did): nothing here depends on the time or chance."""
         if copy.token_key is None:
             return raw
         token = self.signer.make(TokenRef(copy_key=copy.token_key))
@@ -190,8 +206,32 @@ class Sender:
         if mailbox is not None and mailbox.refusal_line and copy.personal:
             tag = refusal_line(refusal_url(self.base_url, token), mailbox.language,
                                mailbox.refusal_text) + tag
-        result = tag_message(raw, tag, _none_ours)
+        links = (self._link_edits(raw, copy.token_key)
+                 if clicks and copy.personal and self.click_signer is not None else None)
+        result = tag_message(raw, tag, _none_ours, links)
         return result.data if result.trackable else raw
+
+    def _link_edits(self, raw: bytes, key: int) -> LinkEdits:
+        """Click tracking's edits for the copy whose key is ``key``: each trackable link,
+        numbered in the order met across the message's HTML bodies, to its own /c/ URL."""
+        signer = self.click_signer
+        assert signer is not None
+        skip = list_unsubscribe_of(raw)
+        count = [0]
+
+        def new_url(link: Link) -> str | None:
+            index = count[0]
+            count[0] += 1
+            if index >= 2**16 or len(link.url.encode()) > CLICK_URL_LIMIT:
+                return None
+            return click_url(self.base_url, signer.make(ClickRef(key, index, link.url)))
+
+        def edits(html: str, text_of: Callable[[str], str] | None
+                  ) -> list[tuple[int, int, str]]:
+            return link_edits(html, new_url, skip=skip, is_ours=self.is_own_pixel,
+                              text_of=text_of)
+
+        return edits
 
     def _pixel(self, key: int) -> str:
         return pixel_tag(pixel_url(self.base_url, self.signer.make(TokenRef(copy_key=key))))

@@ -80,6 +80,7 @@ def mailbox_record(row: Mailbox | Row[Any]) -> MailboxRecord:
         smtp_tls=row.smtp_tls,  # type: ignore[arg-type]
         smtp_username=row.smtp_username, has_smtp_password=bool(row.smtp_password_enc),
         tracking=row.tracking,  # type: ignore[arg-type]
+        click_tracking=row.click_tracking,  # type: ignore[arg-type]
         created_at=row.created_at, imap_host=row.imap_host, imap_port=row.imap_port,
         imap_tls=row.imap_tls,  # type: ignore[arg-type]
         imap_username=row.imap_username, has_imap_password=bool(row.imap_password_enc),
@@ -108,7 +109,7 @@ def message_record(row: Message) -> MessageRecord:
         conversation_id=row.conversation_id, automatic=row.automatic,
         auto_reason=row.auto_reason, copies=row.copies, viewed_copies=row.viewed_copies,
         failed_copies=row.failed_copies, sent_by=row.sent_by,
-        sent_by_user_id=row.sent_by_user_id,
+        sent_by_user_id=row.sent_by_user_id, clicks_tracked=row.clicks_tracked,
     )
 
 

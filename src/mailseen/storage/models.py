@@ -81,6 +81,8 @@ class Mailbox(Base):
     smtp_username: Mapped[str_null]
     smtp_password_enc: Mapped[str_null]
     tracking: Mapped[str] = mapped_column(String(10), default="global")
+    click_tracking: Mapped[str] = mapped_column(String(10), default="global",
+                                                server_default="global")
     # Whom tracking follows (records.MailboxPolicy), and the refusal line in tracked mail.
     tracking_policy: Mapped[str] = mapped_column(String(16), default="global",
                                                  server_default="global")
@@ -144,6 +146,8 @@ class Message(Base):
     sent_at: Mapped[utc_null]
     tracked: Mapped[bool] = mapped_column(Boolean, default=False)
     tracking_reason: Mapped[str] = mapped_column(Text, default="")
+    clicks_tracked: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                 server_default=false())
     first_viewed_at: Mapped[utc_null]
     last_viewed_at: Mapped[utc_null]
     view_count: Mapped[int] = mapped_column(Integer, default=0)  # human views only
@@ -281,6 +285,34 @@ class ViewEvent(Base):
         # A message's views; its latest machine fetch (the listing's eye) read newest first,
         # stopping at the first one, however many a scanner made.
         Index("ix_view_events_message", "message_id", "id"),
+    )
+
+
+class ClickEvent(Base):
+    """Append-only: one row per request of a click redirect with a genuine token of an
+    existing copy, human or machine (only human clicks count)."""
+
+    __tablename__ = "click_events"
+    id: Mapped[intpk]
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"))
+    copy_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("copies.id", ondelete="CASCADE"), nullable=True)
+    recipient: Mapped[int] = mapped_column(Integer, default=0)
+    link: Mapped[int] = mapped_column(Integer, default=0)
+    url: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    method: Mapped[str] = mapped_column(String(10))
+    ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    user_agent: Mapped[str_null]
+    headers_json: Mapped[str] = mapped_column(Text, default="{}")
+    verdict: Mapped[str] = mapped_column(String(7), default="human")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    client: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        Index("ix_click_events_message", "message_id", "id"),
+        Index("ix_click_events_copy", "copy_id", "at"),
     )
 
 
