@@ -13,6 +13,7 @@ from ..transports.outbox import OutboxTransport
 from ..transports.smtp import SmtpTransport
 from .accounts import Accounts
 from .classification import Judge, reclassify
+from .clicks import ClickJudge, ClickRecorder
 from .consents import Consents
 from .delivery import DeliveryWorker
 from .inbound import Ingestor, Renderer
@@ -83,6 +84,12 @@ class Instance:
         """A recorder for pixel hits, judging them with this installation's data."""
         return ViewRecorder(self.store, Judge(self.settings.data_dir),
                             details=self.privacy.details)
+
+    def click_recorder(self) -> ClickRecorder:
+        """A recorder for clicks of tracked links, judging them with this installation's
+        data."""
+        return ClickRecorder(self.store, ClickJudge(self.settings.data_dir),
+                             details=self.privacy.details)
 
     def worker(self) -> DeliveryWorker:
         s = self.settings

@@ -46,8 +46,8 @@ AUDITED = ("tracking", "click_tracking", "tracking_policy", "refusal_line", "ref
            "language", "privacy_url")
 # Fields a change may not set to nothing (a password set to nothing is removed instead).
 _REQUIRED = ("address", "display_name", "transport", "smtp_tls", "tracking", "click_tracking",
-             "imap_tls", "imap_folder", "tracking_policy", "refusal_line", "refusal_text", "language",
-             "privacy_url")
+             "imap_tls", "imap_folder", "tracking_policy", "refusal_line", "refusal_text",
+             "language", "privacy_url")
 
 
 class Forbidden(MailseenError):
