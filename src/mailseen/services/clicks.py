@@ -39,7 +39,8 @@ class LinkWindow:
         self._by_client: dict[Client, dict[LinkKey, datetime]] = {}
 
     def others(self, click: ClickIn) -> tuple[int, datetime | None]:
-        """How many other links this client followed within the window, and since when."""
+        """How many other links this client followed within the window, and where the
+        window starts (None when there were none)."""
         horizon = click.at - self.span
         while self._recent and (self._recent[0][0] < horizon
                                 or len(self._recent) >= self.limit):
@@ -52,10 +53,10 @@ class LinkWindow:
         client = (click.ip, click.user_agent)
         links = self._by_client.setdefault(client, {})
         key = (click.copy_key, click.link)
-        others = [at for k, at in links.items() if k != key]
+        others = sum(1 for k in links if k != key)
         links[key] = click.at
         self._recent.append((click.at, client, key))
-        return len(others), min(others, default=None)
+        return others, horizon if others else None
 
 
 class ClickJudge:
