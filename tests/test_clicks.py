@@ -10,6 +10,7 @@ import difflib
 import email
 import email.policy
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from mailseen.core.clicks import ClickClassifier
 from mailseen.core.hits import Hit
 from mailseen.core.inject import tag_message
-from mailseen.core.links import find_links, link_edits, list_unsubscribe_of
+from mailseen.core.links import Link, find_links, link_edits, list_unsubscribe_of
 from mailseen.core.mimetree import parse_tree
 from mailseen.core.tokens import ClickRef, ClickSigner, TokenRef, TokenSigner
 from mailseen.records import ClickIn, MailboxIn, MailboxRecord, MessageRecord
@@ -158,6 +159,33 @@ def _utf8(text: str) -> str:
     return text.encode("latin-1").decode("utf-8", "replace")
 
 
+def _rewritten(raw: bytes, signer: ClickSigner) -> tuple[bytes, int]:
+    """``raw`` with its links pointed at /c/ tokens, and how many."""
+    count = [0]
+
+    def new_url(link: Link) -> str:
+        count[0] += 1
+        return f"{BASE}/c/" + signer.make(ClickRef(7, count[0] - 1, link.url))
+
+    def edits(text: str, text_of: Callable[[str], str] | None) -> list[tuple[int, int, str]]:
+        return link_edits(text, new_url, text_of=text_of)
+
+    return tag_message(raw, "", lambda url: False, edits).data, count[0]
+
+
+def _mapped_back(original: str, new: str, signer: ClickSigner) -> str:
+    """``new`` with each /c/ URL replaced by the original href value of its link."""
+    links = iter(find_links(original, text_of=_utf8))
+
+    def back(m: re.Match[str]) -> str:
+        ref = signer.check(m.group(1))
+        link = next(links)
+        assert ref is not None and ref.url == link.url
+        return original[link.start : link.end]
+
+    return re.sub(re.escape(BASE) + r"/c/([A-Za-z0-9_-]+)", back, new)
+
+
 @pytest.mark.parametrize("cte", ["quoted-printable", "base64", "8bit"])
 def test_corpus_messages_change_only_in_their_tracked_hrefs(cte: str) -> None:
     signer = ClickSigner(SECRET)
@@ -165,19 +193,9 @@ def test_corpus_messages_change_only_in_their_tracked_hrefs(cte: str) -> None:
     assert files, f"no corpus at {CORPUS}"
     rewritten_links = 0
     for path in files:
-        html = path.read_text("utf-8", "replace")
-        raw = _message(html, cte)
-        count = [0]
-
-        def new_url(link: object) -> str:
-            count[0] += 1
-            return f"{BASE}/c/" + signer.make(ClickRef(7, count[0] - 1,
-                                                        link.url))  # type: ignore[attr-defined]
-
-        def edits(text: str, text_of: object) -> list[tuple[int, int, str]]:
-            return link_edits(text, new_url, text_of=text_of)  # type: ignore[arg-type]
-
-        out = tag_message(raw, "", lambda url: False, edits).data
+        raw = _message(path.read_text("utf-8", "replace"), cte)
+        out, count = _rewritten(raw, signer)
+        rewritten_links += count
         head = raw.index(b"\r\n\r\n")
         assert out[:head] == raw[:head], path.name  # the header, byte for byte
         before, after = _leaves(raw), _leaves(out)
@@ -185,21 +203,9 @@ def test_corpus_messages_change_only_in_their_tracked_hrefs(cte: str) -> None:
         for (ctype, old), (_, new) in zip(before, after, strict=True):
             if ctype != "text/html":
                 assert new == old
-                continue
-            # Each /c/ URL maps back to the link's original href value.
-            original = old.decode("latin-1")
-            links = iter(find_links(original, text_of=_utf8))
-
-            def back(m: re.Match[str]) -> str:
-                ref = signer.check(m.group(1))
-                link = next(links)
-                assert ref is not None and ref.url == link.url
-                return original[link.start : link.end]
-
-            mapped = re.sub(re.escape(BASE) + r"/c/([A-Za-z0-9_-]+)", back,
-                            new.decode("latin-1"))
-            rewritten_links += count[0]
-            assert mapped == original, path.name
+            else:  # each /c/ URL maps back to the link's original href value
+                original = old.decode("latin-1")
+                assert _mapped_back(original, new.decode("latin-1"), signer) == original
         if cte == "quoted-printable":
             _assert_only_link_lines_changed(raw, out, path.name)
     assert rewritten_links > 50
@@ -346,7 +352,7 @@ def test_a_person_s_click_redirects_counts_and_implies_a_view(
     assert reason.startswith("followed a link")
     api = httpx.get(f"{live_server.url}/api/v1/messages/{msg.id}", headers=AUTH).json()
     assert api["tracking"]["clicks"] is True
-    assert [k["url"] for k in api["clicks"]][0] == TRACKED[0]
+    assert api["clicks"][0]["url"] == TRACKED[0]
     assert api["clicks"][0]["recipient_address"] == "erin@example.org"
     rows = {r["recipient"]: r for r in api["recipients"]}
     assert rows["erin@example.org"]["click_count"] == 1
