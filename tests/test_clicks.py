@@ -25,12 +25,13 @@ from mailseen.core.inject import tag_message
 from mailseen.core.links import Link, find_links, link_edits, list_unsubscribe_of
 from mailseen.core.mimetree import parse_tree
 from mailseen.core.tokens import ClickRef, ClickSigner, TokenRef, TokenSigner
-from mailseen.records import ClickIn, MailboxIn, MailboxRecord, MessageRecord
-from mailseen.services.clicks import ClickJudge
+from mailseen.records import ClickIn, Judged, MailboxIn, MailboxRecord, MessageRecord
+from mailseen.services.clicks import ClickJudge, record_clicks
 from mailseen.services.instance import Instance
 from mailseen.storage.models import ClickEvent, ViewEvent
 
 from .conftest import API_TOKEN, LiveServer, backdate_sent, html_of
+from .web_client import PASSWORD, WebClient
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "newsletters"
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -430,3 +431,46 @@ def test_click_tracking_settings_in_the_api(live_server: LiveServer) -> None:
         assert changed["effective_click_tracking"] is False
         bad = api.patch(f"/mailboxes/{box['id']}", json={"click_tracking": "sometimes"})
         assert bad.status_code == 422 and "click_tracking" in bad.text
+
+
+def test_the_conversation_shows_each_recipient_s_clicks(web: WebClient,
+                                                         instance: Instance) -> None:
+    box = _box(instance)
+    msg = _send(instance, box, ["erin@example.org", "frank@example.org"])
+    asyncio.run(instance.worker().drain())
+    backdate_sent(instance, msg.id)
+    signer = instance.sender.click_signer
+    assert signer is not None
+    [first, second, *_] = [signer.check(t) for t in _tokens(instance, msg, "erin@example.org")]
+    assert first is not None and second is not None
+    at = datetime.now(UTC)
+
+    def click(ref: ClickRef, ua: str, minutes: int) -> ClickIn:
+        return ClickIn(0, 0, at + timedelta(minutes=minutes), "GET", "198.51.100.7", ua,
+                       copy_key=ref.copy_key, link=ref.link, url=ref.url)
+
+    writer = instance.store.click_writer()
+    try:
+        record_clicks(writer, [click(first, "Barracuda scanner", 0)],
+                      lambda c, sent: (Judged("machine", "security scanner", "Barracuda"),
+                                       None))
+        record_clicks(writer, [click(first, CHROME, 1), click(second, CHROME, 5)],
+                      lambda c, sent: (Judged("human", "followed the link", "Chrome 131"),
+                                       None))
+    finally:
+        writer.close()
+    web.sign_in(instance.accounts.create_user("admin@example.com", PASSWORD,
+                                              role="admin").email)
+    page = web.get(f"/conversations/{msg.conversation_id}")
+    rows = {r.th.contents[0].strip(): r for r in page.all("table.recipients tbody tr")}
+    erin, frank = rows["erin@example.org"], rows["frank@example.org"]
+    assert erin.select_one(".clicks .count").text == "2"
+    assert erin.select_one(".clicks .link").text == "shop.example.com/terms"
+    assert frank.select_one(".clicks .count").text == "0"
+    clicks = page.all(".clicks-box .click")
+    assert [c.select_one(".verdict").text for c in clicks] == [
+        "Automated click", "Clicked", "Clicked"]
+    assert clicks[1].select_one(".who").text == "erin@example.org"
+    assert clicks[1].select_one("a.link")["href"] == TRACKED[0]
+    # the first human click stood for a view of erin's copy; the scanner's did not
+    assert instance.store.get_message(msg.id).view_count == 1
