@@ -9,6 +9,7 @@ import bisect
 import difflib
 import email
 import email.policy
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from mailseen.services.clicks import ClickJudge, record_clicks
 from mailseen.services.instance import Instance
 from mailseen.storage.models import ClickEvent, ViewEvent
 
+from .cli_runner import Cli, error, ok
 from .conftest import API_TOKEN, LiveServer, backdate_sent, html_of
 from .web_client import PASSWORD, WebClient
 
@@ -352,7 +354,7 @@ def test_a_person_s_click_redirects_counts_and_implies_a_view(
             ViewEvent.message_id == msg.id)).scalars()
     assert reason.startswith("followed a link")
     api = httpx.get(f"{live_server.url}/api/v1/messages/{msg.id}", headers=AUTH).json()
-    assert api["tracking"]["clicks"] is True
+    assert api["clicks_tracked"] is True
     assert api["clicks"][0]["url"] == TRACKED[0]
     assert api["clicks"][0]["recipient_address"] == "erin@example.org"
     rows = {r["recipient"]: r for r in api["recipients"]}
@@ -474,3 +476,40 @@ def test_the_conversation_shows_each_recipient_s_clicks(web: WebClient,
     assert clicks[1].select_one("a.link")["href"] == TRACKED[0]
     # the first human click stood for a view of erin's copy; the scanner's did not
     assert instance.store.get_message(msg.id).view_count == 1
+
+
+def test_click_tracking_settings_in_the_web_app(web: WebClient, instance: Instance) -> None:
+    web.sign_in(instance.accounts.create_user("admin@example.com", PASSWORD,
+                                              role="admin").email)
+    page = web.get("/settings")
+    assert "Click tracking" in page.text("#click_tracking")
+    web.submit(page, "/settings", tracking="on", click_tracking="on")
+    assert instance.mailboxes.global_clicks() is True
+    # a form without the field leaves it alone
+    web.client.post("/settings", data={"tracking": "on", "csrf": page.form("/settings")["csrf"]})
+    assert instance.mailboxes.global_clicks() is True
+    box = _box(instance, click_tracking="global")
+    action = f"/settings/mailboxes/{box.id}?tab=misc"
+    page = web.get(action)
+    labels = [" ".join(lbl.get_text(" ").split()) for lbl in page.all("#click_tracking label")]
+    assert labels == ["Use global setting (currently on)", "Enabled", "Disabled"]
+    web.submit(page, action, click_tracking="disabled")
+    assert instance.store.get_mailbox(box.id).click_tracking == "disabled"
+    audit = [(c.scope, c.setting) for c in instance.store.setting_changes()]
+    assert ("global", "click_tracking") in audit
+    assert ("sales@example.com", "click_tracking") in audit
+
+
+def test_click_tracking_in_the_cli(cli: Cli, instance: Instance) -> None:
+    assert ok(cli("settings", "clicks", "on")) == "click tracking: on\n"
+    assert "click tracking: on" in ok(cli("settings", "show"))
+    box = json.loads(ok(cli("mailbox", "add", "sales@example.com", "--tracking", "enabled",
+                            "--click-tracking", "disabled")))
+    assert (box["click_tracking"], box["effective_click_tracking"]) == ("disabled", False)
+    assert "click-tracking" in error(cli("mailbox", "set", "sales@example.com",
+                                         "--click-tracking", "sometimes"), 2)
+    ok(cli("mailbox", "set", "sales@example.com", "--click-tracking", "global"))
+    msg = _send(instance, instance.store.find_mailbox("sales@example.com"),
+                ["erin@example.org"])
+    shown = json.loads(ok(cli("message", "show", str(msg.id))))
+    assert shown["clicks_tracked"] is True and shown["clicks"] == []

@@ -299,6 +299,7 @@ def settings_show(ctx: click.Context) -> None:
     """Show the global settings."""
     inst = _instance(ctx)
     click.echo(f"tracking: {'on' if inst.mailboxes.global_tracking() else 'off'}")
+    click.echo(f"click tracking: {'on' if inst.mailboxes.global_clicks() else 'off'}")
     click.echo(f"tracking policy: {inst.consents.global_policy()}")
     details = inst.privacy.view_details()
     click.echo(f"view IP address: {details.ip}")
@@ -334,6 +335,16 @@ def settings_tracking(ctx: click.Context, state: str) -> None:
     inst = _instance(ctx)
     inst.mailboxes.set_global_tracking(None, state == "on")
     click.echo(f"tracking: {state}")
+
+
+@settings_group.command("clicks")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.pass_context
+def settings_clicks(ctx: click.Context, state: str) -> None:
+    """Switch click tracking on or off for mailboxes that use the global setting."""
+    inst = _instance(ctx)
+    inst.mailboxes.set_global_clicks(None, state == "on")
+    click.echo(f"click tracking: {state}")
 
 
 @settings_group.command("policy")
@@ -542,6 +553,8 @@ def _mailbox_options(f: F) -> F:
                      envvar="MAILSEEN_SMTP_PASSWORD"),
         click.option("--tracking", type=click.Choice(["global", "enabled", "disabled"]),
                      help="Use the global setting, or override it."),
+        click.option("--click-tracking", type=click.Choice(["global", "enabled", "disabled"]),
+                     help="Click tracking: the global setting, or override it."),
         click.option("--policy", "tracking_policy", type=click.Choice(["global", *POLICIES]),
                      help="Whom tracking follows: the global policy, or this one."),
         click.option("--refusal-line/--no-refusal-line", default=None,
@@ -559,6 +572,7 @@ def _mailbox_options(f: F) -> F:
 def _mailbox_json(inst: Instance, box: MailboxRecord) -> dict[str, Any]:
     d = inst.mailboxes.decision(box)
     return {**box.__dict__, "effective_tracking": d.enabled, "tracking_reason": d.reason,
+            "effective_click_tracking": inst.mailboxes.click_decision(box).enabled,
             "effective_policy": inst.consents.policy_for(box).policy}
 
 
@@ -761,6 +775,7 @@ def message_show(ctx: click.Context, message_id: int) -> None:
         del r["token_key"]  # what its pixel names: not for display
     data["views"] = [{**v.__dict__, "recipient_address": whose.get(v.copy_id or 0)}
                      for v in inst.messages.views(None, m)]
+    data["clicks"] = [k.__dict__ for k in inst.messages.clicks(None, m)]
     _out(data)
 
 

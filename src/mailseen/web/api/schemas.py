@@ -255,8 +255,6 @@ class MessageBody(BaseModel):
 class Tracking(BaseModel):
     tracked: bool
     reason: str
-    clicks: bool = Field(False, description="The links of its personal copies lead through "
-                                            "the click redirect.")
 
 
 # The header facts as the records declare them, so the API cannot drift from them.
@@ -275,6 +273,8 @@ class MessageOut(_HeaderFactsOut):  # type: ignore[misc,valid-type]
     next_attempt_at: datetime | None
     sent_at: datetime | None
     tracking: Tracking
+    clicks_tracked: bool = Field(description="The links of its personal copies lead "
+                                             "through the click redirect.")
     viewed: bool = Field(description="Seen by a person: a human view, or a human reply.")
     first_viewed_at: datetime | None
     last_viewed_at: datetime | None
@@ -371,8 +371,8 @@ def message_out(m: MessageRecord) -> dict[str, Any]:
         "id": m.id, "mailbox_id": m.mailbox_id, "status": m.status, "attempts": m.attempts,
         "last_error": m.last_error,
         "created_at": m.created_at, "next_attempt_at": m.next_attempt_at, "sent_at": m.sent_at,
-        "tracking": {"tracked": m.tracked, "reason": m.tracking_reason,
-                     "clicks": m.clicks_tracked},
+        "tracking": {"tracked": m.tracked, "reason": m.tracking_reason},
+        "clicks_tracked": m.clicks_tracked,
         "viewed": m.viewed, "first_viewed_at": m.first_viewed_at,
         "last_viewed_at": m.last_viewed_at, "view_count": m.view_count,
         "replied_at": m.replied_at, "machine_count": m.machine_count,

@@ -152,15 +152,20 @@ async def global_settings(request: Request) -> Response:
     if request.method == "POST":
         form = Form(await read_form(request))
         choice = form.choice("tracking", "Open tracking", {"on": "", "off": ""})
+        # A form without the field (an older page, a script) leaves the setting alone.
+        clicks = (form.choice("click_tracking", "Click tracking", {"on": "", "off": ""})
+                  if form.raw("click_tracking") else None)
         if form.errors:
             errors = form.errors
         else:
             boxes.set_global_tracking(me, choice == "on")
+            if clicks is not None and (clicks == "on") != boxes.global_clicks():
+                boxes.set_global_clicks(me, clicks == "on")
             return redirect(request, "/settings?done=saved")
     overrides = [b for b in boxes.all() if b.tracking != "global"]
     return render(request, "settings_global.html", 422 if errors else 200, errors=errors,
-                  tracking=boxes.global_tracking(), overrides=overrides,
-                  notice=_notice(request))
+                  tracking=boxes.global_tracking(), clicks=boxes.global_clicks(),
+                  overrides=overrides, notice=_notice(request))
 
 
 # -- privacy: policy, do-not-track list, consents, audit log --------------------------
@@ -274,7 +279,10 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                 "language": form.choice("language", "Language", LANGUAGE_NAMES),
                 "privacy_url": form.text("privacy_url", "Privacy notice address",
                                          max_len=2000)}
-    return {"tracking": form.choice("tracking", "Open tracking", TRACKING)}
+    changes = {"tracking": form.choice("tracking", "Open tracking", TRACKING)}
+    if form.raw("click_tracking"):  # left alone by a form without it
+        changes["click_tracking"] = form.choice("click_tracking", "Click tracking", TRACKING)
+    return changes
 
 
 async def mailboxes(request: Request) -> Response:
@@ -354,6 +362,7 @@ def _mailbox_page(request: Request, me: UserRecord, box: MailboxRecord, tab: str
     policy = instance_of(request).consents.policy_for(box)
     return render(request, "settings_mailbox.html", 422 if errors else 200, box=box, tab=tab,
                   tabs=TABS, values=values, errors=errors, global_on=on,
+                  global_clicks=mailboxes.global_clicks(),
                   policy_options={"global": "Use global policy (currently "
                                             f"{instance_of(request).consents.global_policy()})",
                                   **POLICIES},
