@@ -513,3 +513,36 @@ def test_click_tracking_in_the_cli(cli: Cli, instance: Instance) -> None:
                 ["erin@example.org"])
     shown = json.loads(ok(cli("message", "show", str(msg.id))))
     assert shown["clicks_tracked"] is True and shown["clicks"] == []
+
+
+def test_clicks_are_in_a_person_s_export_purged_with_age_and_erased(
+        instance: Instance) -> None:
+    box = _box(instance)
+    msg = _send(instance, box, ["erin@example.org"])
+    asyncio.run(instance.worker().drain())
+    backdate_sent(instance, msg.id)
+    signer = instance.sender.click_signer
+    assert signer is not None
+    ref = signer.check(_tokens(instance, msg, "erin@example.org")[0])
+    assert ref is not None
+    writer = instance.store.click_writer()
+    at = datetime.now(UTC)
+    try:
+        for minutes in (0, 10):
+            record_clicks(writer, [ClickIn(0, 0, at + timedelta(minutes=minutes), "GET",
+                                           "198.51.100.7", CHROME, copy_key=ref.copy_key,
+                                           link=ref.link, url=ref.url)],
+                          lambda c, sent: (Judged("human", "followed the link", "Chrome"),
+                                           None))
+    finally:
+        writer.close()
+    exported = instance.privacy.export(None, "erin@example.org")["clicks"]
+    assert [(k["url"], k["ip"]) for k in exported] == [(TRACKED[0], "198.51.100.7")] * 2
+    # the retention purge clears who clicked, and keeps the link and the count
+    assert instance.store.purge_click_details(at + timedelta(minutes=5)) == 1
+    [old, new] = instance.store.list_clicks(msg.id)
+    assert (old.ip, old.user_agent, old.copy_id, old.url) == (None, None, None, TRACKED[0])
+    assert new.ip == "198.51.100.7"
+    erased = instance.privacy.erase(None, "erin@example.org")
+    assert erased.removed["clicks"] == 1
+    assert [k.ip for k in instance.store.list_clicks(msg.id)] == [None]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..records import ClickIn, ClickRecord, Judged, ViewIn
@@ -150,10 +150,36 @@ class ClickStore(StoreBase):
 
     def list_clicks(self, message_id: int, limit: int = 1000) -> list[ClickRecord]:
         """A message's clicks, oldest first, each with its copy's recipient."""
+        return self._clicks(ClickEvent.message_id == message_id, limit)
+
+    def clicks_of_copies(self, copy_ids: Sequence[int]) -> list[ClickRecord]:
+        """The clicks of these copies' links, oldest first (a person's data export)."""
+        if not copy_ids:
+            return []
+        return self._clicks(ClickEvent.copy_id.in_(sorted(copy_ids)), None)
+
+    def erase_clicks(self, copy_ids: Sequence[int]) -> int:
+        """Delete the clicks of these copies' links (a person's erasure); returns how many."""
+        if not copy_ids:
+            return 0
+        with self._tx() as s:
+            done = s.execute(delete(ClickEvent).where(ClickEvent.copy_id.in_(sorted(copy_ids))))
+            return cast(CursorResult[Any], done).rowcount
+
+    def purge_click_details(self, before: datetime) -> int:
+        """Clear the personal details of clicks older than ``before`` (the retention
+        period): IP address, user agent, headers and the copy they name. The link, the
+        verdict and the time stay. Returns how many clicks were cleared."""
+        with self._tx() as s:
+            done = s.execute(update(ClickEvent).where(
+                ClickEvent.at < before, ClickEvent.copy_id.is_not(None)).values(
+                    ip=None, user_agent=None, headers_json="{}", copy_id=None, recipient=0))
+            return cast(CursorResult[Any], done).rowcount
+
+    def _clicks(self, where: Any, limit: int | None) -> list[ClickRecord]:
         q = (select(ClickEvent, Copy.recipient)
              .outerjoin(Copy, Copy.id == ClickEvent.copy_id)
-             .where(ClickEvent.message_id == message_id)
-             .order_by(ClickEvent.at, ClickEvent.id).limit(limit))
+             .where(where).order_by(ClickEvent.at, ClickEvent.id).limit(limit))
         with self._tx() as s:
             return [ClickRecord(
                 id=e.id, message_id=e.message_id, copy_id=e.copy_id, recipient=e.recipient,
