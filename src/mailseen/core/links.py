@@ -49,6 +49,8 @@ _QUOTE_START_IDS = frozenset({"divrplyfwdmsg", "appendonsend",
                               "mail-editor-reference-message-container",
                               "olk_src_body_section", "zwchr"})
 _QUOTE_START_CLASSES = frozenset({"outlookmessageheader"})
+# What an attribute list must contain (lower-cased) for the tag to be one of those markers.
+_MARKERS = (*_QUOTE_CLASSES, *_QUOTE_START_IDS, *_QUOTE_START_CLASSES, "_mailoriginal")
 # What an unsubscribe link says, in its text or URL (lower-cased, accents kept).
 _UNSUBSCRIBE = re.compile(
     r"unsubscri|opt[\s_-]?out|abbestell|abmeld|d[ée]sabonn|d[ée]sinscri|darse de baja|"
@@ -98,6 +100,8 @@ def find_links(html: str, *, skip: frozenset[str] = frozenset(),
     """The links of ``html`` that may be tracked, in document order. ``skip`` holds URLs
     never to track (the List-Unsubscribe targets); ``text_of`` turns the HTML's characters
     into text where ``html`` was decoded byte for byte (latin-1) from another charset."""
+    if "href" not in html and "HREF" not in html.upper():
+        return []
     return [link for link, kept in _walk(html, skip, is_ours, text_of) if kept]
 
 
@@ -148,19 +152,24 @@ def _walk(html: str, skip: frozenset[str], is_ours: Callable[[str], bool],
         if name is None:
             continue
         name = name.lower()
-        attrs = _attributes(html, m.start("attrs"), m.end("attrs"))
         if name == "a" and pending is not None:  # an <a> inside an <a> ends the first
             yield _judged(html, pending, lt, skip, is_ours, text_of)
             pending = None
+        # Attributes are read only where they can matter: a link, or a tag that names one
+        # of the quote markers (most tags of a newsletter do neither).
+        low = m.group("attrs").lower()
+        marked = any(marker in low for marker in _MARKERS)
+        attrs = (_attributes(html, m.start("attrs"), m.end("attrs"))
+                 if name == "a" or marked else {})
         if name not in _VOID:
             depth[name] = depth.get(name, 0) + 1
             classes = set((_value(html, attrs.get("class")) or "").lower().split())
             if name == "blockquote" or classes & _QUOTE_CLASSES:
                 quotes.append((name, depth[name]))
-        ident = (_value(html, attrs.get("id")) or "").lower()
-        if ident in _QUOTE_START_IDS or (_value(html, attrs.get("class")) or "").lower() \
-                in _QUOTE_START_CLASSES or (name == "a" and (_value(html, attrs.get("name"))
-                                                            or "") == "_MailOriginal"):
+        if marked and ((_value(html, attrs.get("id")) or "").lower() in _QUOTE_START_IDS
+                       or (_value(html, attrs.get("class")) or "").lower()
+                       in _QUOTE_START_CLASSES
+                       or (name == "a" and _value(html, attrs.get("name")) == "_MailOriginal")):
             rest_quoted = True
         if name == "a" and "href" in attrs:
             link = _link(html, attrs["href"], text_of)
