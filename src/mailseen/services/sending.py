@@ -53,7 +53,7 @@ class Sender:
         self.on_queued = on_queued
 
     def own_url(self, url: str) -> OwnUrl | None:
-        """Whether fetching ``url`` reaches one of our /t/ or /c/ paths (see
+        """Whether fetching ``url`` reaches one of our /t/ (pixel) or /c/ (click) paths (see
         :func:`mailseen.core.pixel.own_url`)."""
         return own_url(url, self.base_url, self._genuine)
 
@@ -64,7 +64,9 @@ class Sender:
         return own_url(url, self.base_url, self._genuine) is not None
 
     def _genuine(self, token: str) -> bool:
-        return self.signer.check(token) is not None
+        if self.signer.check(token) is not None:
+            return True
+        return self.click_signer is not None and self.click_signer.check(token) is not None
 
     def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api", *,
                    actor: UserRecord | None = None, track: bool = True) -> MessageRecord:
