@@ -546,3 +546,41 @@ def test_clicks_are_in_a_person_s_export_purged_with_age_and_erased(
     erased = instance.privacy.erase(None, "erin@example.org")
     assert erased.removed["clicks"] == 1
     assert [k.ip for k in instance.store.list_clicks(msg.id)] == [None]
+
+
+def test_a_click_changes_the_live_conversation_page(instance: Instance) -> None:
+    box = _box(instance)
+    msg = _send(instance, box, ["erin@example.org"])
+    asyncio.run(instance.worker().drain())
+    backdate_sent(instance, msg.id)
+    before = instance.store.conversation_digest(msg.conversation_id or 0)
+    signer = instance.sender.click_signer
+    assert signer is not None
+    ref = signer.check(_tokens(instance, msg, "erin@example.org")[0])
+    assert ref is not None
+    writer = instance.store.click_writer()
+    try:
+        record_clicks(writer, [ClickIn(0, 0, datetime.now(UTC), "HEAD", "198.51.100.7", CHROME,
+                                       copy_key=ref.copy_key, link=ref.link, url=ref.url)],
+                      lambda c, sent: (Judged("machine", "HEAD request", "Chrome"), None))
+    finally:
+        writer.close()
+    assert instance.store.conversation_digest(msg.conversation_id or 0) != before
+
+
+def test_the_tag_filter_rewrites_links_only_in_one_recipient_s_copy(
+        instance: Instance) -> None:
+    box = _box(instance)
+    raw = EmailMessage()
+    raw["From"] = box.address
+    raw["To"] = "erin@example.org, frank@example.org"
+    raw["Subject"] = "Offer"
+    raw["Message-ID"] = "<tag-1@example.com>"
+    raw.set_content("Our offer\n")
+    raw.add_alternative(HTML, subtype="html")
+    data = raw.as_bytes(policy=email.policy.SMTP)
+    found, shared = instance.sender.tag(box, data)
+    assert found.clicks_tracked
+    assert "/c/" not in html_of(shared)  # a pixel every recipient shares names nobody
+    _, erin = instance.sender.tag(box, data, "erin@example.org")
+    assert len(CLICK.findall(html_of(erin))) == len(TRACKED) + 1  # no List-Unsubscribe here
