@@ -23,7 +23,13 @@ from sqlalchemy import select
 from mailseen.core.clicks import ClickClassifier
 from mailseen.core.hits import Hit
 from mailseen.core.inject import tag_message
-from mailseen.core.links import Link, find_links, link_edits, list_unsubscribe_of
+from mailseen.core.links import (
+    Link,
+    find_links,
+    link_edits,
+    list_unsubscribe_of,
+    unescape_attribute,
+)
 from mailseen.core.mimetree import parse_tree
 from mailseen.core.tokens import ClickRef, ClickSigner, TokenRef, TokenSigner
 from mailseen.records import ClickIn, Judged, MailboxIn, MailboxRecord, MessageRecord
@@ -88,6 +94,15 @@ def test_link_edits_change_only_the_href_values() -> None:
     assert rewritten.split("https://t.example/c/X") == [
         HTML[a:b] for a, b in zip([0, *(e for _, e, _ in edits)],
                                   [*(s for s, _, _ in edits), len(HTML)], strict=True)]
+
+
+def test_href_values_are_read_as_a_browser_reads_attributes() -> None:
+    html = ('<a href="https://a.example/p?x=1&region=us&copy=2&amp;b=3&#38;c=4&not;d">x</a>'
+            "<a href=' https://b.example/\u00e9t\u00e9 '>y</a>")
+    assert [link.url for link in find_links(html)] == [
+        "https://a.example/p?x=1&region=us&copy=2&b=3&c=4%C2%ACd",
+        "https://b.example/%C3%A9t%C3%A9"]
+    assert unescape_attribute("&notit; &amp &ampx &#x26;") == "&notit; & &ampx &"
 
 
 def test_our_own_links_are_not_wrapped_again() -> None:

@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from html.entities import html5
 
 from .htmlscan import _ATTR, _ATTRS, _COMMENT_REST, _RAW_END, _RAW_TEXT
 from .urls import browser_url
 
-__all__ = ["Link", "find_links", "link_edits", "list_unsubscribe_of", "list_unsubscribe_urls"]
+__all__ = ["Link", "find_links", "link_edits", "list_unsubscribe_of", "list_unsubscribe_urls",
+           "unescape_attribute"]
 
 _TOKEN = re.compile(
     rf"""(?P<comment><!--{_COMMENT_REST})
@@ -57,7 +59,33 @@ _UNSUBSCRIBE = re.compile(
     r"cancelar (?:la )?suscripci|disiscriv|cancella(?:re)? (?:l')?iscrizione|uitschrijv|"
     r"afmeld|avregistrer|avslutt|wypisz|email preferences|manage (?:your )?subscription")
 _TAGS = re.compile(r"<[^>]*+>?")
+_REFERENCE = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;?)")
+
+
+def unescape_attribute(value: str) -> str:
+    """Character references in an attribute value resolved as the HTML tokenizer does
+    there (HTML Living Standard 13.2.5.73): a named reference without its ";" is left as
+    written when an "=" or a letter or digit follows, so ``?a=1&region=us`` keeps its
+    ``&region`` (``html.unescape``, made for text, would give "®ion")."""
+    if "&" not in value:
+        return value
+
+    def one(m: re.Match[str]) -> str:
+        ref = m.group(1)
+        if ref[0] == "#":
+            return htmllib.unescape(m.group())
+        if ref.endswith(";"):  # a whole name, or a legacy prefix followed by a letter: kept
+            return htmllib.unescape(m.group()) if ref in html5 else m.group()
+        after = value[m.end() : m.end() + 1]
+        if after == "=":
+            return m.group()
+        # Without ";", only a legacy name that is the whole run of letters and digits.
+        return htmllib.unescape(m.group()) if ref in _LEGACY else m.group()
+
+    return _REFERENCE.sub(one, value)
 _ANGLE = re.compile(r"<([^>]*)>")
+# Named references a browser resolves without their ";" (the HTML5 list: no ";" in the name).
+_LEGACY = frozenset(name for name in html5 if not name.endswith(";"))
 
 
 @dataclass(frozen=True)
@@ -216,7 +244,7 @@ def _value(html: str, span: tuple[int, int] | None) -> str | None:
     raw = html[span[0] : span[1]]
     if raw[:1] in ("'", '"'):
         raw = raw[1:-1] if len(raw) > 1 and raw[-1] == raw[0] else raw[1:]
-    return htmllib.unescape(raw)
+    return unescape_attribute(raw)
 
 
 def _link(html: str, span: tuple[int, int], text_of: Callable[[str], str] | None
@@ -233,7 +261,7 @@ def _link(html: str, span: tuple[int, int], text_of: Callable[[str], str] | None
         raw = text_of(raw)
         if "\ufffd" in raw:
             return None
-    text = htmllib.unescape(raw)
+    text = unescape_attribute(raw)
     parsed = browser_url(text.strip("\t\n\f\r "))
     if parsed is None or parsed.scheme not in ("http", "https"):
         return None
