@@ -599,3 +599,35 @@ def test_the_tag_filter_rewrites_links_only_in_one_recipient_s_copy(
     assert "/c/" not in html_of(shared)  # a pixel every recipient shares names nobody
     _, erin = instance.sender.tag(box, data, "erin@example.org")
     assert len(CLICK.findall(html_of(erin))) == len(TRACKED) + 1  # no List-Unsubscribe here
+
+
+def test_a_burst_found_later_takes_back_the_view_its_first_click_implied(
+        instance: Instance) -> None:
+    box = _box(instance)
+    msg = _send(instance, box, ["erin@example.org"])
+    asyncio.run(instance.worker().drain())
+    backdate_sent(instance, msg.id)
+    signer = instance.sender.click_signer
+    assert signer is not None
+    refs = [signer.check(t) for t in _tokens(instance, msg, "erin@example.org")]
+    judge = ClickJudge()
+    at = datetime.now(UTC)
+    writer = instance.store.click_writer()
+    try:
+        # A gateway's late rescan: the first link alone, in one batch (a person, so far) ...
+        for n, ref in enumerate(refs):
+            assert ref is not None
+            record_clicks(writer, [ClickIn(0, 0, at + timedelta(milliseconds=200 * n), "GET",
+                                           "203.0.113.50", CHROME, copy_key=ref.copy_key,
+                                           link=ref.link, url=ref.url)], judge)
+            if n == 0:
+                assert instance.store.get_message(msg.id).view_count == 1
+    finally:
+        writer.close()
+    # ... then the other links within two seconds: all machine, the view taken back.
+    assert {v for _, v, _, _ in _clicks(instance, msg.id)} == {"machine"}
+    after = instance.store.get_message(msg.id)
+    assert (after.view_count, after.machine_count, after.viewed_copies) == (0, 1, 0)
+    assert after.first_viewed_at is None
+    [copy] = instance.store.copies_of([msg.id])[msg.id]
+    assert (copy.view_count, copy.machine_count, copy.last_viewed_at) == (0, 1, None)

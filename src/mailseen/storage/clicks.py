@@ -13,18 +13,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..records import ClickIn, ClickRecord, Judged, ViewIn
-from .base import StoreBase, translated
-from .models import ClickEvent, Copy
+from .base import StoreBase, translated, viewed_copies
+from .models import ClickEvent, Copy, Message, ViewEvent
 from .views import ViewStore, ViewWriter, _executemany, _naive_utc, _sqlite_time
 
-__all__ = ["IMPLIED_REASON", "ClickStore", "ClickWriter"]
+__all__ = ["IMPLIED_REASON", "UNDONE_REASON", "ClickStore", "ClickWriter"]
 
 # The reason of the view a person's click implies, when their copy had none.
 IMPLIED_REASON = "followed a link (the message was seen)"
+# That view's reason once the click is found to be the first of a scanner's burst.
+UNDONE_REASON = "implied by a click that turned out to be a scanner's (not a view)"
 
 _INSERT = ("INSERT INTO click_events (message_id, copy_id, recipient, link, url, at, method, "
            "ip, user_agent, headers_json, verdict, reason, client) "
@@ -111,6 +113,9 @@ class ClickWriter:
                 _executemany(conn, _native(sql, style), [
                     (reason, c.copy_id, time_of(since), time_of(c.at), c.ip, c.user_agent)
                     for c, since, reason in demote if c.copy_id is not None])
+                for c, since, _ in demote:
+                    if c.copy_id is not None:
+                        _undo_implied(conn, c.copy_id, c.message_id, since, c.at)
             self._imply_views(conn, keep, style)
             return len(keep)
 
@@ -137,6 +142,34 @@ class ClickWriter:
                 implied.append((view, Judged("human", IMPLIED_REASON, j.client)))
         if implied:
             self.views.append(conn, implied)
+
+
+def _undo_implied(conn: Any, copy_id: int, message_id: int, since: datetime,
+                  until: datetime) -> None:
+    """The view a click implied, when a burst shows the click was a scanner's: judged
+    machine after all, and the copy's and message's summaries moved with it (the counts by
+    the difference, the times read again from the events)."""
+    ids = [r[0] for r in conn.execute(select(ViewEvent.id).where(
+        ViewEvent.copy_id == copy_id, ViewEvent.reason == IMPLIED_REASON,
+        ViewEvent.verdict == "human", ViewEvent.at >= since, ViewEvent.at <= until))]
+    if not ids:
+        return
+    conn.execute(update(ViewEvent).where(ViewEvent.id.in_(ids)).values(
+        verdict="machine", reason=UNDONE_REASON))
+    for table, column, key in ((Copy, ViewEvent.copy_id, copy_id),
+                               (Message, ViewEvent.message_id, message_id)):
+        def at(fn: Any, verdict: str, column: Any = column, key: int = key) -> Any:
+            return (select(fn(ViewEvent.at)).where(column == key, ViewEvent.verdict == verdict)
+                    .scalar_subquery())
+
+        conn.execute(update(table).where(table.id == key).values(
+            view_count=table.view_count - len(ids),
+            machine_count=table.machine_count + len(ids),
+            first_viewed_at=at(func.min, "human"), last_viewed_at=at(func.max, "human"),
+            first_machine_at=at(func.min, "machine"),
+            last_machine_at=at(func.max, "machine")))
+    conn.execute(update(Message).where(Message.id == message_id).values(
+        viewed_copies=viewed_copies()))
 
 
 def _time_converter(dialect: str) -> Any:
