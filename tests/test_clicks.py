@@ -317,6 +317,17 @@ def test_links_are_rewritten_per_personal_copy_only_where_click_tracking_is_on(
     refs = [signer.check(t) for t in CLICK.findall(erin)]
     assert [r.url for r in refs if r] == TRACKED and [r.link for r in refs if r] == [0, 1, 2, 3]
     assert "/c/" not in html_of(copies["refuser@example.org"])  # no personal tracking
+    # nor for one not consenting under with-consent, nor one on the do-not-track list
+    instance.consents.add_do_not_track(None, "listed.example")
+    strict = instance.mailboxes.update(None, box.id, {"tracking_policy": "with-consent"})
+    instance.consents.set_consent(None, "granted@example.org", "granted", "api")
+    msg4 = _send(instance, strict, ["granted@example.org", "unknown@example.org",
+                                    "ann@listed.example"])
+    got = _delivered(instance, msg4)
+    assert "/c/" in html_of(got["granted@example.org"])
+    assert "/c/" not in html_of(got["unknown@example.org"])
+    assert "/c/" not in html_of(got["ann@listed.example"])
+    box = instance.mailboxes.update(None, box.id, {"tracking_policy": "global"})
     assert _delivered(instance, msg) == copies  # a retry sends the same bytes
     # off for the mailbox (the global setting is on): nothing rewritten
     instance.mailboxes.set_global_clicks(None, True)

@@ -136,6 +136,8 @@ class ClickRecorder(ViewRecorder):
     """Group commit for clicks: the view recorder's batching and writer thread, writing
     clicks (:class:`ClickIn`) through a :class:`ClickWriter`."""
 
+    noun = "clicks"
+
     def __init__(self, store: Store, judge: JudgeClick | None = None,
                  max_batch: int = 1000, details: Details | None = None) -> None:
         super().__init__(store, judge=_no_view_judge, max_batch=max_batch, details=details)
