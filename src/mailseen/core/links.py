@@ -186,7 +186,7 @@ def _walk(html: str, skip: frozenset[str], is_ours: Callable[[str], bool],
         # Attributes are read only where they can matter: a link, or a tag that names one
         # of the quote markers (most tags of a newsletter do neither).
         low = m.group("attrs").lower()
-        marked = any(marker in low for marker in _MARKERS)
+        marked = bool(low) and any(marker in low for marker in _MARKERS)
         attrs = (_attributes(html, m.start("attrs"), m.end("attrs"))
                  if name == "a" or marked else {})
         if name not in _VOID:
