@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import cast
 
 from ..core.clicks import CLICK_BURST_SECONDS, ClickClassifier, burst_across_links
-from ..core.netdata import load_data
+from ..core.netdata import ClassifierData, load_data
 from ..core.privacy import minimise
 from ..records import ClickIn, Judged, ViewIn
 from ..storage import Store
@@ -64,8 +64,10 @@ class ClickJudge:
     in the order they arrived (in the click recorder's writer thread). Returns the verdict
     and, when a burst is found, since when the client's earlier clicks belong to it."""
 
-    def __init__(self, data_dir: Path | None = None) -> None:
-        self.classifier = ClickClassifier(load_data(data_dir / "netdata" if data_dir else None))
+    def __init__(self, data_dir: Path | None = None, data: ClassifierData | None = None
+                 ) -> None:
+        self.classifier = ClickClassifier(
+            data or load_data(data_dir / "netdata" if data_dir else None))
         self.window = LinkWindow()
         self._counted: dict[tuple[Client, LinkKey], datetime] = {}
 

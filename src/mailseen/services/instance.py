@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ..clock import SYSTEM, Clock
 from ..config import Settings
+from ..core.netdata import ClassifierData, load_data
 from ..core.tokens import ClickSigner, TokenSigner
 from ..storage import Database, Store
 from ..transports import Transport
@@ -42,6 +43,7 @@ class Instance:
     privacy: Privacy
     transports: dict[str, Transport] = field(default_factory=dict)
     clock: Clock = SYSTEM
+    _classifier_data: ClassifierData | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True,
@@ -80,15 +82,23 @@ class Instance:
         judged, verdicts changed)."""
         return reclassify(self.store, Judge(self.settings.data_dir))
 
+    def classifier_data(self) -> ClassifierData:
+        """The networks and user agents hits and clicks are judged by, loaded once (about
+        18 MB and most of a second) for both recorders."""
+        if self._classifier_data is None:
+            data_dir = self.settings.data_dir
+            self._classifier_data = load_data(data_dir / "netdata" if data_dir else None)
+        return self._classifier_data
+
     def view_recorder(self) -> ViewRecorder:
         """A recorder for pixel hits, judging them with this installation's data."""
-        return ViewRecorder(self.store, Judge(self.settings.data_dir),
+        return ViewRecorder(self.store, Judge(data=self.classifier_data()),
                             details=self.privacy.details)
 
     def click_recorder(self) -> ClickRecorder:
         """A recorder for clicks of tracked links, judging them with this installation's
         data."""
-        return ClickRecorder(self.store, ClickJudge(self.settings.data_dir),
+        return ClickRecorder(self.store, ClickJudge(data=self.classifier_data()),
                              details=self.privacy.details)
 
     def worker(self) -> DeliveryWorker:
