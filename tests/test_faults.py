@@ -563,8 +563,9 @@ def _database_full(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Swi
                 if not down:
                     filler.unlink(missing_ok=True)
                     return
-                # Until ENOSPC: the disk is full.
-                with filler.open("wb") as out, contextlib.suppress(OSError):
+                # Until ENOSPC: the disk is full. The suppress goes outside the file, so
+                # that closing it (which flushes what the last write left) may fail too.
+                with contextlib.suppress(OSError), filler.open("wb") as out:
                     while True:
                         out.write(b"\0" * 65536)
                         out.flush()

@@ -89,7 +89,7 @@ class MailseenApp:
                 await task
         await self.recorder.stop()
         await self.click_recorder.stop()
-        log.info("stopped: pending views and clicks written, background work finished")
+        log.info("stopped: pending views written, background work finished")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
