@@ -62,6 +62,19 @@ class Settings:
                               default=12)
     smtp_timeout: float = _help("Seconds to wait on an SMTP relay before giving up an attempt.",
                                 default=60.0)
+    delivery_batch: int = _help(
+        "Queued copies a delivery worker reserves at a time (the rest stay for other "
+        "workers); a worker killed mid-batch leaves the unsent ones to the next after "
+        "five minutes.", default=50)
+    smtp_connections_per_relay: int = _help(
+        "SMTP connections one delivery worker keeps open to one relay at a time, each "
+        "sending one message after another.", default=1)
+    smtp_messages_per_connection: int = _help(
+        "Messages sent over one SMTP connection before it is closed and a new one opened.",
+        default=100)
+    smtp_idle_seconds: float = _help(
+        "Seconds a kept SMTP connection may stay unused before the worker closes it (relays "
+        "cut idle ones off).", default=30.0)
     ca_file: str = _help(
         "Extra CA certificates (PEM file) to trust for SMTP relays and IMAP servers with private "
         "certificates.",
@@ -207,6 +220,10 @@ def load_settings(options: Mapping[str, Any] | None = None,
     if settings.connections_per_client < 1:
         raise InvalidInput("connections_per_client must be at least 1",
                            field="connections_per_client")
+    for name in ("delivery_batch", "smtp_connections_per_relay",
+                 "smtp_messages_per_connection"):
+        if getattr(settings, name) < 1:
+            raise InvalidInput(f"{name} must be at least 1", field=name)
     if settings.password_memory_kib < 64:
         # argon2id needs 8 KiB per lane, and the hasher uses four lanes.
         raise InvalidInput("password_memory_kib must be at least 64",

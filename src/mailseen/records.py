@@ -312,6 +312,20 @@ class Claim:
     raw: bytes
     mailbox: MailboxRecord
     smtp_password: str | None
+    # A claim taken in a batch is reserved until then: still queued, nobody else's, and
+    # only marked as being sent (an attempt) when its turn comes (``Store.advance``).
+    reserved_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt at a copy ended: ``sent`` (``note`` the relay's reply), ``queued``
+    again (to retry at ``retry_at``, ``note`` the error) or ``failed`` (``note`` why)."""
+
+    copy_id: int
+    status: Literal["sent", "queued", "failed"]
+    note: str | None = None
+    retry_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,10 @@ class Instance:
             db.upgrade()
         store = Store(db, SecretBox(secret), clock)
         signer = TokenSigner(secret)
-        smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file)
+        smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file,
+                             per_connection=settings.smtp_messages_per_connection,
+                             idle_timeout=settings.smtp_idle_seconds,
+                             monotonic=clock.monotonic)
         mailboxes = Mailboxes(store, smtp_probe=smtp.check, imap_probe=imap_probe)
         sender = Sender(store, mailboxes, signer, settings.base_url)
         transports: dict[str, Transport] = {
@@ -80,6 +83,7 @@ class Instance:
         s = self.settings
         return DeliveryWorker(self.store, self.transports, retry_base=s.retry_base_seconds,
                               retry_max=s.retry_max_seconds, max_attempts=s.max_attempts,
+                              batch=s.delivery_batch, per_relay=s.smtp_connections_per_relay,
                               clock=self.clock, render=self.sender.copy_bytes)
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from ..records import Claim
+from ..records import Claim, Outcome
 from .base import StoreBase, copy_record, mailbox_record, message_record
 from .models import Copy, Mailbox, Message, MessageData
 
@@ -115,18 +115,148 @@ class QueueStore(StoreBase):
                 return Claim(message_record(row), copy_record(copy), data.raw,
                              mailbox_record(box), password)
 
+    def reserve(self, limit: int, lease: timedelta) -> list[Claim]:
+        """Reserve up to ``limit`` due copies for one worker, oldest due first, each with
+        what its transport needs (a message's bytes and mailbox read once for all its
+        copies). A reserved copy stays queued, and no attempt is counted, until
+        :meth:`advance` starts it; nobody else takes it until ``lease`` runs out (its worker
+        died), nor after :meth:`release`. Empty means nothing is due, or everything due is
+        being claimed by other sessions for longer than a quarter of a second (as
+        :meth:`claim_next`)."""
+        t = self.clock.now()
+        until = t + lease
+        due = or_(
+            (Copy.status == "queued") & (Copy.next_attempt_at <= t)
+            & (Copy.lease_until.is_(None) | (Copy.lease_until < t)),
+            (Copy.status == "sending") & (Copy.lease_until < t),
+        )
+        waited = 0
+        while True:
+            if waited:
+                time.sleep(_LOCKED_PAUSE)  # outside any transaction
+            with self._tx() as s:
+                ids = list(s.scalars(select(Copy.id).where(due)
+                                     .order_by(Copy.next_attempt_at, Copy.id).limit(limit)
+                                     .with_for_update(skip_locked=True)))
+                if not ids:
+                    if s.scalar(select(Copy.id).where(due).limit(1)) is None:
+                        return []
+                    waited += 1
+                    if waited > _LOCKED_TRIES:
+                        return []
+                    continue
+                # A copy whose worker died while sending it is queued again: its next
+                # start counts another attempt, as a claim does.
+                won = set(s.scalars(update(Copy).where(Copy.id.in_(ids), due)
+                                    .values(status="queued", lease_until=until)
+                                    .returning(Copy.id)))
+                if not won:
+                    continue
+                return self._claims(s, [i for i in ids if i in won], until)
+
+    def _claims(self, s: Session, ids: list[int], until: datetime) -> list[Claim]:
+        copies = {c.id: c for c in s.scalars(select(Copy).where(Copy.id.in_(ids)))}
+        message_ids = {c.message_id for c in copies.values()}
+        messages = {m.id: m for m in s.scalars(select(Message).where(Message.id.in_(
+            message_ids)))}
+        raws = dict(s.execute(select(MessageData.message_id, MessageData.raw).where(
+            MessageData.message_id.in_(message_ids))).tuples().all())
+        boxes = {b.id: b for b in s.scalars(select(Mailbox).where(Mailbox.id.in_(
+            {m.mailbox_id for m in messages.values()})))}
+        passwords = {b.id: self.cipher.decrypt(b.smtp_password_enc)
+                     if b.smtp_password_enc else None for b in boxes.values()}
+        records = {m.id: message_record(m) for m in messages.values()}
+        mailboxes = {b.id: mailbox_record(b) for b in boxes.values()}
+        out = []
+        for i in ids:
+            copy = copies[i]
+            msg = messages[copy.message_id]
+            out.append(Claim(records[msg.id], copy_record(copy), raws[msg.id],
+                             mailboxes[msg.mailbox_id], passwords[msg.mailbox_id], until))
+        return out
+
+    def advance(self, done: Outcome | None, start: Claim | None, lease: timedelta) -> bool:
+        """In one transaction, record how the attempt at a copy ended (``done``) and start
+        the next reserved copy (``start``): marked as being sent, one attempt more, its
+        lease from now. The next one is started only once the last is recorded, so a worker
+        killed at any moment has at most the copy in hand sent and not recorded. Returns
+        whether ``start`` was started: False when it is no longer this worker's (cancelled
+        or retried by an admin, deleted, or taken over after its reservation ran out)."""
+        with self._tx() as s:
+            if done is not None:
+                self._record(s, done)
+            if start is None:
+                return False
+            result = s.execute(update(Copy).where(
+                Copy.id == start.copy.id, Copy.status == "queued",
+                Copy.lease_until == start.reserved_until).values(
+                status="sending", lease_until=self.clock.now() + lease,
+                attempts=Copy.attempts + 1))
+            if not cast(CursorResult[Any], result).rowcount:
+                return False
+            s.execute(update(Message).where(Message.id == start.message.id,
+                                            Message.status == "queued")
+                      .values(status="sending"))
+            return True
+
+    def release(self, claims: Sequence[Claim], at: datetime | None = None) -> None:
+        """Give back reserved copies that were not started: due again at once, or at ``at``
+        (their relay asked for a pause)."""
+        reservations: dict[datetime | None, list[int]] = {}
+        for claim in claims:
+            reservations.setdefault(claim.reserved_until, []).append(claim.copy.id)
+        values: dict[str, Any] = {"lease_until": None}
+        if at is not None:
+            values["next_attempt_at"] = at
+        with self._tx() as s:
+            for until, ids in reservations.items():
+                s.execute(update(Copy).where(Copy.id.in_(ids), Copy.status == "queued",
+                                             Copy.lease_until == until).values(**values))
+
+    def postpone_relay(self, host: str, port: int | None, until: datetime) -> int:
+        """Hold back every waiting copy (not reserved) of the mailboxes that use the relay
+        at ``host`` and ``port`` until ``until``: the relay is failing or throttling, and
+        whoever works the queue should leave it alone until then. An admin's retry still
+        queues a copy for now. Returns how many were held back."""
+        boxes = select(Mailbox.id).where(Mailbox.transport == "smtp",
+                                         Mailbox.smtp_host == host,
+                                         Mailbox.smtp_port.is_(None) if port is None
+                                         else Mailbox.smtp_port == port)
+        messages = select(Message.id).where(Message.mailbox_id.in_(boxes),
+                                            Message.status.in_(("queued", "sending")))
+        with self._tx() as s:
+            result = s.execute(update(Copy).where(
+                Copy.message_id.in_(messages), Copy.status == "queued",
+                Copy.next_attempt_at < until, Copy.lease_until.is_(None))
+                .values(next_attempt_at=until))
+            return cast(CursorResult[Any], result).rowcount
+
+    def _record(self, s: Session, done: Outcome) -> None:
+        now = self.clock.now()
+        values: dict[str, Any] = {"status": done.status, "last_error": done.note}
+        if done.status == "sent":
+            values.update(sent_at=now, next_attempt_at=None)
+        elif done.status == "queued":
+            values.update(next_attempt_at=done.retry_at)
+        else:
+            values.update(next_attempt_at=None)
+        self._finish_in(s, done.copy_id, **values)
+
     def _finish(self, copy_id: int, **values: Any) -> None:
         with self._tx() as s:
-            message_id = s.scalar(select(Copy.message_id).where(Copy.id == copy_id))
-            if message_id is None:
-                return  # deleted meanwhile
-            s.execute(update(Copy).where(Copy.id == copy_id).values(
-                lease_until=None, last_attempt_at=self.clock.now(), **values))
-            # One settling at a time per message: two workers finishing two copies at once
-            # would each read the other's copy as still being sent. Rows are locked copy
-            # first, then message, as a claim does.
-            s.execute(select(Message.id).where(Message.id == message_id).with_for_update())
-            settle(s, message_id)
+            self._finish_in(s, copy_id, **values)
+
+    def _finish_in(self, s: Session, copy_id: int, **values: Any) -> None:
+        message_id = s.scalar(select(Copy.message_id).where(Copy.id == copy_id))
+        if message_id is None:
+            return  # deleted meanwhile
+        s.execute(update(Copy).where(Copy.id == copy_id).values(
+            lease_until=None, last_attempt_at=self.clock.now(), **values))
+        # One settling at a time per message: two workers finishing two copies at once
+        # would each read the other's copy as still being sent. Rows are locked copy
+        # first, then message, as a claim does.
+        s.execute(select(Message.id).where(Message.id == message_id).with_for_update())
+        settle(s, message_id)
 
     def mark_sent(self, copy_id: int, note: str | None = None) -> None:
         self._finish(copy_id, status="sent", sent_at=self.clock.now(), next_attempt_at=None,

@@ -16,6 +16,15 @@ class OutboxTransport:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
+    def session(self) -> OutboxTransport:
+        return self  # nothing to keep between two files
+
+    async def close(self) -> None:
+        pass
+
+    async def close_if_idle(self, now: float) -> None:
+        pass
+
     def path_for(self, envelope: Envelope) -> Path:
         # Named after the message's key, so a redelivery after a crash overwrites, never doubles.
         return self.folder / f"{envelope.key}.eml"
