@@ -323,6 +323,7 @@ class Outcome:
     again (to retry at ``retry_at``, ``note`` the error) or ``failed`` (``note`` why)."""
 
     copy_id: int
+    message_id: int
     status: Literal["sent", "queued", "failed"]
     note: str | None = None
     retry_at: datetime | None = None

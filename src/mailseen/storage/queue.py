@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -27,16 +27,43 @@ PENDING_COUNTS = (select(Message.status, func.count()).where(Message.status.in_(
                   .group_by(Message.status))
 
 
+# What settling reads of a message's copies, by status: how many, the first sending time, the
+# most attempts, the next due attempt, and the last copy (by position) with an error. Built
+# once: the worker settles a message for every copy it delivers.
+_SUMMARY = (select(Copy.status, func.count(), func.min(Copy.sent_at), func.max(Copy.attempts),
+                   func.min(Copy.next_attempt_at),
+                   func.max(case((Copy.last_error.is_not(None), Copy.position))))
+            .where(Copy.message_id == bindparam("mid")).group_by(Copy.status))
+_ERROR_AT = select(Copy.last_error).where(Copy.message_id == bindparam("mid"),
+                                          Copy.position == bindparam("pos"))
+_SETTLE = update(Message).where(Message.id == bindparam("mid")).values(
+    status=bindparam("v_status"), sent_at=bindparam("v_sent_at"),
+    next_attempt_at=bindparam("v_waiting"), attempts=bindparam("v_attempts"),
+    last_error=bindparam("v_error"), lease_until=None, failed_copies=bindparam("v_failed"))
+_LOCK_MESSAGE = select(Message.id).where(Message.id == bindparam("mid")).with_for_update()
+_START_COPY = update(Copy).where(
+    Copy.id == bindparam("cid"), Copy.status == "queued",
+    Copy.lease_until == bindparam("reserved")).values(
+    status="sending", lease_until=bindparam("v_lease"), attempts=Copy.attempts + 1)
+# How an attempt ended, by the copy's new status (sent: its sending time is the attempt's).
+_RECORD = {status: update(Copy).where(Copy.id == bindparam("cid")).values(
+    status=status, last_error=bindparam("v_error"), lease_until=None,
+    last_attempt_at=bindparam("v_at"), next_attempt_at=bindparam("v_next"),
+    **({"sent_at": bindparam("v_at")} if status == "sent" else {}))
+    for status in ("sent", "queued", "failed")}
+_START_MESSAGE = update(Message).where(Message.id == bindparam("mid"),
+                                       Message.status == "queued").values(status="sending")
+
+
 def settle(s: Session, message_id: int) -> None:
     """Bring a message's status in line with its copies': waiting while any copy waits,
     sent once any copy was accepted and none waits, else failed (or cancelled when every
     copy was withdrawn). Its sending time is its first copy's."""
-    rows = s.execute(select(Copy.status, func.count(), func.min(Copy.sent_at),
-                            func.max(Copy.attempts))
-                     .where(Copy.message_id == message_id).group_by(Copy.status)).all()
-    counts = {status: n for status, n, _, _ in rows}
-    sent_times = [at for _, _, at, _ in rows if at is not None]
-    attempts = max((a for _, _, _, a in rows), default=0)
+    conn = s.connection()
+    rows = conn.execute(_SUMMARY, {"mid": message_id}).all()
+    counts = {status: n for status, n, *_ in rows}
+    sent_times = [at for _, _, at, *_ in rows if at is not None]
+    attempts = max((a for _, _, _, a, *_ in rows), default=0)
     if counts.get("sending"):
         status = "sending"
     elif counts.get("queued"):
@@ -47,16 +74,15 @@ def settle(s: Session, message_id: int) -> None:
         status = "cancelled"
     else:
         status = "failed"
-    waiting = s.scalar(select(func.min(Copy.next_attempt_at)).where(
-        Copy.message_id == message_id, Copy.status == "queued"))
-    last_error = s.scalar(select(Copy.last_error).where(
-        Copy.message_id == message_id, Copy.last_error.is_not(None))
-        .order_by(Copy.position.desc()).limit(1))
-    s.execute(update(Message).where(Message.id == message_id).values(
-        status=status, sent_at=min(sent_times) if sent_times else None,
-        next_attempt_at=waiting, attempts=attempts, last_error=last_error,
-        lease_until=None,
-        failed_copies=counts.get("failed", 0) + counts.get("bounced", 0)))
+    waiting = next((due for st, _, _, _, due, _ in rows if st == "queued"), None)
+    with_error = max((pos for *_, pos in rows if pos is not None), default=None)
+    last_error = None if with_error is None else conn.execute(
+        _ERROR_AT, {"mid": message_id, "pos": with_error}).scalar()
+    conn.execute(_SETTLE, {
+        "mid": message_id, "v_status": status,
+        "v_sent_at": min(sent_times) if sent_times else None, "v_waiting": waiting,
+        "v_attempts": attempts, "v_error": last_error,
+        "v_failed": counts.get("failed", 0) + counts.get("bounced", 0)})
 
 
 class QueueStore(StoreBase):
@@ -187,16 +213,13 @@ class QueueStore(StoreBase):
                 self._record(s, done)
             if start is None:
                 return False
-            result = s.execute(update(Copy).where(
-                Copy.id == start.copy.id, Copy.status == "queued",
-                Copy.lease_until == start.reserved_until).values(
-                status="sending", lease_until=self.clock.now() + lease,
-                attempts=Copy.attempts + 1))
-            if not cast(CursorResult[Any], result).rowcount:
+            conn = s.connection()
+            result = conn.execute(_START_COPY, {
+                "cid": start.copy.id, "reserved": start.reserved_until,
+                "v_lease": self.clock.now() + lease})
+            if not result.rowcount:
                 return False
-            s.execute(update(Message).where(Message.id == start.message.id,
-                                            Message.status == "queued")
-                      .values(status="sending"))
+            conn.execute(_START_MESSAGE, {"mid": start.message.id})
             return True
 
     def release(self, claims: Sequence[Claim], at: datetime | None = None) -> None:
@@ -232,15 +255,16 @@ class QueueStore(StoreBase):
             return cast(CursorResult[Any], result).rowcount
 
     def _record(self, s: Session, done: Outcome) -> None:
+        conn = s.connection()
         now = self.clock.now()
-        values: dict[str, Any] = {"status": done.status, "last_error": done.note}
-        if done.status == "sent":
-            values.update(sent_at=now, next_attempt_at=None)
-        elif done.status == "queued":
-            values.update(next_attempt_at=done.retry_at)
-        else:
-            values.update(next_attempt_at=None)
-        self._finish_in(s, done.copy_id, **values)
+        if not conn.execute(_RECORD[done.status], {
+                "cid": done.copy_id, "v_error": done.note, "v_at": now,
+                "v_next": done.retry_at if done.status == "queued" else None}).rowcount:
+            return  # deleted meanwhile
+        # One settling at a time per message (see _finish_in); SQLite has one writer.
+        if not self.db.is_sqlite:
+            conn.execute(_LOCK_MESSAGE, {"mid": done.message_id})
+        settle(s, done.message_id)
 
     def _finish(self, copy_id: int, **values: Any) -> None:
         with self._tx() as s:
