@@ -135,7 +135,10 @@ class DeliveryWorker:
     async def _lane(self, key: RelayKey, claims: Sequence[Claim],
                     stop: asyncio.Event | None) -> int:
         """Deliver ``claims`` one after the other over one session. Each is started (an
-        attempt) in the transaction that records how the one before ended."""
+        attempt) in the transaction that records how the one before ended; that commit
+        runs while the session gives the relay the envelope, and the message itself goes
+        only once it is done. So a copy is marked sent only after the relay's 250, and a
+        worker killed at any moment has at most the copy in hand sent and not recorded."""
         transport = self.transports.get(key[0])
         session = self._take(key[0], _relay(claims[0])) if transport else None
         done: Outcome | None = None
@@ -148,11 +151,14 @@ class DeliveryWorker:
                     done = None
                     await asyncio.to_thread(self.store.release, claims[n:], paused)
                     break
-                started = await asyncio.to_thread(self.store.advance, done, claim, self.lease)
+                started = asyncio.ensure_future(asyncio.to_thread(
+                    self.store.advance, done, claim, self.lease))
                 done = None
-                if started:  # else withdrawn meanwhile (cancelled, deleted, taken over)
-                    done = await self._attempt(claim, session, key)
-                    tried += 1
+                try:
+                    done = await self._attempt(claim, session, key, started)
+                finally:
+                    await asyncio.wait([started])  # never left running, whatever happened
+                tried += done is not None
             if done is not None:
                 await asyncio.to_thread(self.store.advance, done, None, self.lease)
         finally:
@@ -170,16 +176,21 @@ class DeliveryWorker:
         answering garbage must not break the record of its failure)."""
         return " ".join(_UNPRINTABLE.sub(" ", text).split())[:1000] or "no reply text"
 
-    async def _attempt(self, claim: Claim, session: Session | None,
-                       key: RelayKey) -> Outcome:
+    async def _attempt(self, claim: Claim, session: Session | None, key: RelayKey,
+                       started: asyncio.Future[bool]) -> Outcome | None:
+        """Try ``claim`` once ``started`` says it is started; None when it was not (withdrawn
+        meanwhile): then nothing was handed over."""
         copy = claim.copy
         attempts = copy.attempts + 1  # counted as it was started
         try:
             if session is None:
                 raise DeliveryError(f"unknown transport {claim.mailbox.transport!r}",
                                     permanent=True)
-            note = await session.deliver(*_handover(claim, self.render(claim.raw, copy)))
+            note = await session.deliver(*_handover(claim, self.render(claim.raw, copy)),
+                                         ready=started)
         except DeliveryError as exc:
+            if not await started:
+                return None
             reason = self._reason(str(exc))
             if not exc.permanent:
                 await self._refused(key, exc.relay)
@@ -192,6 +203,8 @@ class DeliveryWorker:
             log.info("%s: %s; retrying in %.0fs", _name(claim), reason, delay)
             return Outcome(copy.id, copy.message_id, "queued", reason,
                            self.clock.now() + timedelta(seconds=delay))
+        if note is None:
+            return None
         self._refusals.pop(key, None)
         self._pauses.pop(key, None)
         if log.isEnabledFor(logging.INFO):

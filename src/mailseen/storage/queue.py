@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import Select, bindparam, case, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -83,6 +83,14 @@ def settle(s: Session, message_id: int) -> None:
         "v_sent_at": min(sent_times) if sent_times else None, "v_waiting": waiting,
         "v_attempts": attempts, "v_error": last_error,
         "v_failed": counts.get("failed", 0) + counts.get("bounced", 0)})
+
+
+def _next_attempts(s: Session, message_ids: Select[tuple[int]]) -> None:
+    """Bring the messages' next attempt in line with their waiting copies' (as
+    :func:`settle` does) after those were moved."""
+    s.execute(update(Message).where(Message.id.in_(message_ids.scalar_subquery())).values(
+        next_attempt_at=select(func.min(Copy.next_attempt_at)).where(
+            Copy.message_id == Message.id, Copy.status == "queued").scalar_subquery()))
 
 
 class QueueStore(StoreBase):
@@ -235,6 +243,9 @@ class QueueStore(StoreBase):
             for until, ids in reservations.items():
                 s.execute(update(Copy).where(Copy.id.in_(ids), Copy.status == "queued",
                                              Copy.lease_until == until).values(**values))
+            if at is not None:
+                _next_attempts(s, select(Copy.message_id).where(
+                    Copy.id.in_([c.copy.id for c in claims])))
 
     def postpone_relay(self, host: str, port: int | None, until: datetime) -> int:
         """Hold back every waiting copy (not reserved) of the mailboxes that use the relay
@@ -247,11 +258,14 @@ class QueueStore(StoreBase):
                                          else Mailbox.smtp_port == port)
         messages = select(Message.id).where(Message.mailbox_id.in_(boxes),
                                             Message.status.in_(("queued", "sending")))
-        with self._tx() as s:
-            result = s.execute(update(Copy).where(
-                Copy.message_id.in_(messages), Copy.status == "queued",
+        held = (Copy.message_id.in_(messages), Copy.status == "queued",
                 Copy.next_attempt_at < until, Copy.lease_until.is_(None))
-                .values(next_attempt_at=until))
+        with self._tx() as s:
+            ids = list(s.scalars(select(Copy.message_id).where(*held)))
+            if not ids:
+                return 0
+            result = s.execute(update(Copy).where(*held).values(next_attempt_at=until))
+            _next_attempts(s, select(Copy.message_id).where(Copy.message_id.in_(ids)))
             return cast(CursorResult[Any], result).rowcount
 
     def _record(self, s: Session, done: Outcome) -> None:

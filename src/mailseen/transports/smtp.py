@@ -7,7 +7,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import aiosmtplib
@@ -68,7 +68,7 @@ class SmtpTransport:
     def session(self) -> SmtpSession:
         return SmtpSession(self)
 
-    async def deliver(self, envelope: Envelope, relay: Relay | None) -> str:
+    async def deliver(self, envelope: Envelope, relay: Relay | None) -> str | None:
         session = self.session()
         try:
             return await session.deliver(envelope, relay)
@@ -175,7 +175,8 @@ class SmtpSession:
         if client is not None:
             client.close()
 
-    async def deliver(self, envelope: Envelope, relay: Relay | None) -> str:
+    async def deliver(self, envelope: Envelope, relay: Relay | None,
+                      ready: Awaitable[bool] | None = None) -> str | None:
         if relay is None or not relay.host:
             raise DeliveryError("the mailbox has no SMTP host set", permanent=True)
         t = self.transport
@@ -187,10 +188,10 @@ class SmtpSession:
             await self.close()
         try:
             try:
-                refused, reply = await self._send(envelope, relay, port)
+                sent = await self._send(envelope, relay, port, ready)
             except _Stale:
                 self._drop()  # the relay let an idle connection go: one new one
-                refused, reply = await self._send(envelope, relay, port)
+                sent = await self._send(envelope, relay, port, ready)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
@@ -218,6 +219,9 @@ class SmtpSession:
                                 permanent=True) from exc
         finally:
             self._last = t.monotonic()
+        if sent is None:
+            return None
+        refused, reply = sent
         self._sent += 1
         note = reply
         if refused:
@@ -225,13 +229,14 @@ class SmtpSession:
                 f"{rcpt}: {resp.code} {resp.message}" for rcpt, resp in refused.items()) + ")"
         return note
 
-    async def _send(self, envelope: Envelope, relay: Relay, port: int
-                    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+    async def _send(self, envelope: Envelope, relay: Relay, port: int,
+                    ready: Awaitable[bool] | None
+                    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str] | None:
         client = self._client
         kept = client is not None
         if client is None:
             client = await self._connect(relay, port)
-        return await _transaction(client, envelope, kept)
+        return await _transaction(client, envelope, kept, ready)
 
     async def _connect(self, relay: Relay, port: int) -> aiosmtplib.SMTP:
         t = self.transport
@@ -249,11 +254,13 @@ class SmtpSession:
         return client
 
 
-async def _transaction(client: aiosmtplib.SMTP, envelope: Envelope, kept: bool
-                       ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+async def _transaction(client: aiosmtplib.SMTP, envelope: Envelope, kept: bool,
+                       ready: Awaitable[bool] | None
+                       ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str] | None:
     """MAIL, RCPT, DATA, as aiosmtplib's sendmail does (and RSET after a refusal, so the
     connection serves the next message), but telling a kept connection found closed at
-    MAIL (:class:`_Stale`) from a failure once the relay has been told of the message."""
+    MAIL (:class:`_Stale`) from a failure once the relay has been told of the message,
+    and awaiting ``ready`` before DATA: None, after RSET, when it says not to send."""
     options = [f"size={len(envelope.raw)}"] if client.supports_extension("size") else []
     try:
         await client.mail(envelope.sender, options=options)
@@ -276,6 +283,9 @@ async def _transaction(client: aiosmtplib.SMTP, envelope: Envelope, kept: bool
                 errors.append(exc)
         if len(errors) == len(envelope.recipients):
             raise aiosmtplib.SMTPRecipientsRefused(errors)
+        if ready is not None and not await ready:
+            await client.rset()
+            return None
         response = await client.data(envelope.raw)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         with suppress(aiosmtplib.SMTPException, ConnectionError):
