@@ -315,6 +315,7 @@ class Claim:
     # A claim taken in a batch is reserved until then: still queued, nobody else's, and
     # only marked as being sent (an attempt) when its turn comes (``Store.advance``).
     reserved_until: datetime | None = None
+    alone: bool = False  # the message's only copy: its state is the message's
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,8 @@ class Outcome:
     status: Literal["sent", "queued", "failed"]
     note: str | None = None
     retry_at: datetime | None = None
+    attempts: int = 0  # the copy's, this one included
+    alone: bool = False  # the message's only copy (see Claim)
 
 
 @dataclass(frozen=True)

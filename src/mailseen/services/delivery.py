@@ -198,18 +198,19 @@ class DeliveryWorker:
                 why = reason if exc.permanent else (
                     f"gave up after {attempts} attempts: {reason}")
                 log.warning("%s failed: %s", _name(claim), why)
-                return Outcome(copy.id, copy.message_id, "failed", why)
+                return Outcome(copy.id, copy.message_id, "failed", why, None, attempts,
+                               claim.alone)
             delay = self.backoff(attempts)
             log.info("%s: %s; retrying in %.0fs", _name(claim), reason, delay)
             return Outcome(copy.id, copy.message_id, "queued", reason,
-                           self.clock.now() + timedelta(seconds=delay))
+                           self.clock.now() + timedelta(seconds=delay), attempts, claim.alone)
         if note is None:
             return None
         self._refusals.pop(key, None)
         self._pauses.pop(key, None)
         if log.isEnabledFor(logging.INFO):
             log.info("%s sent: %s", _name(claim), note)
-        return Outcome(copy.id, copy.message_id, "sent")
+        return Outcome(copy.id, copy.message_id, "sent", None, None, attempts, claim.alone)
 
     async def _refused(self, key: RelayKey, relay_wide: bool) -> None:
         """A temporary failure at ``key``'s relay: pause it when it is the relay's own

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Select, bindparam, case, func, or_, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
 from ..records import Claim, Outcome
-from .base import StoreBase, copy_record, mailbox_record, message_record
+from .base import StoreBase, copy_record, mailbox_record, message_record, translated
 from .models import Copy, Mailbox, Message, MessageData
 
 # When every due message is locked by other workers' claims: how often to look again, and
@@ -59,7 +59,10 @@ def settle(s: Session, message_id: int) -> None:
     """Bring a message's status in line with its copies': waiting while any copy waits,
     sent once any copy was accepted and none waits, else failed (or cancelled when every
     copy was withdrawn). Its sending time is its first copy's."""
-    conn = s.connection()
+    _settle(s.connection(), message_id)
+
+
+def _settle(conn: Connection, message_id: int) -> None:
     rows = conn.execute(_SUMMARY, {"mid": message_id}).all()
     counts = {status: n for status, n, *_ in rows}
     sent_times = [at for _, _, at, *_ in rows if at is not None]
@@ -199,6 +202,8 @@ class QueueStore(StoreBase):
             {m.mailbox_id for m in messages.values()})))}
         passwords = {b.id: self.cipher.decrypt(b.smtp_password_enc)
                      if b.smtp_password_enc else None for b in boxes.values()}
+        counts = dict(s.execute(select(Copy.message_id, func.count()).where(
+            Copy.message_id.in_(message_ids)).group_by(Copy.message_id)).tuples().all())
         records = {m.id: message_record(m) for m in messages.values()}
         mailboxes = {b.id: mailbox_record(b) for b in boxes.values()}
         out = []
@@ -206,7 +211,8 @@ class QueueStore(StoreBase):
             copy = copies[i]
             msg = messages[copy.message_id]
             out.append(Claim(records[msg.id], copy_record(copy), raws[msg.id],
-                             mailboxes[msg.mailbox_id], passwords[msg.mailbox_id], until))
+                             mailboxes[msg.mailbox_id], passwords[msg.mailbox_id], until,
+                             counts[msg.id] == 1))
         return out
 
     def advance(self, done: Outcome | None, start: Claim | None, lease: timedelta) -> bool:
@@ -216,12 +222,13 @@ class QueueStore(StoreBase):
         killed at any moment has at most the copy in hand sent and not recorded. Returns
         whether ``start`` was started: False when it is no longer this worker's (cancelled
         or retried by an admin, deleted, or taken over after its reservation ran out)."""
-        with self._tx() as s:
+        # A connection of its own rather than an ORM session: nothing here needs one, and
+        # this runs once for every copy delivered.
+        with translated(self.db), self.db.engine.begin() as conn:
             if done is not None:
-                self._record(s, done)
+                self._record(conn, done)
             if start is None:
                 return False
-            conn = s.connection()
             result = conn.execute(_START_COPY, {
                 "cid": start.copy.id, "reserved": start.reserved_until,
                 "v_lease": self.clock.now() + lease})
@@ -268,17 +275,24 @@ class QueueStore(StoreBase):
             _next_attempts(s, select(Copy.message_id).where(Copy.message_id.in_(ids)))
             return cast(CursorResult[Any], result).rowcount
 
-    def _record(self, s: Session, done: Outcome) -> None:
-        conn = s.connection()
+    def _record(self, conn: Connection, done: Outcome) -> None:
         now = self.clock.now()
         if not conn.execute(_RECORD[done.status], {
                 "cid": done.copy_id, "v_error": done.note, "v_at": now,
                 "v_next": done.retry_at if done.status == "queued" else None}).rowcount:
             return  # deleted meanwhile
+        if done.alone:  # what settling would make of the one copy, without reading it back
+            conn.execute(_SETTLE, {
+                "mid": done.message_id, "v_status": done.status,
+                "v_sent_at": now if done.status == "sent" else None,
+                "v_waiting": done.retry_at if done.status == "queued" else None,
+                "v_attempts": done.attempts, "v_error": done.note,
+                "v_failed": int(done.status == "failed")})
+            return
         # One settling at a time per message (see _finish_in); SQLite has one writer.
         if not self.db.is_sqlite:
             conn.execute(_LOCK_MESSAGE, {"mid": done.message_id})
-        settle(s, done.message_id)
+        _settle(conn, done.message_id)
 
     def _finish(self, copy_id: int, **values: Any) -> None:
         with self._tx() as s:
