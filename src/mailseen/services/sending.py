@@ -10,7 +10,7 @@ from ..core.inject import tag_message
 from ..core.mailbody import TooComplex, body_words, parse_message
 from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url
 from ..core.reach import reach_warning
-from ..core.tokens import TokenRef, TokenSigner, new_copy_key
+from ..core.tokens import TOKEN_LENGTH, TokenRef, TokenSigner, new_copy_key
 from ..core.tracking import not_trackable
 from ..errors import InvalidInput
 from ..records import (
@@ -35,6 +35,7 @@ class Sender:
         self.signer = signer
         self.base_url = base_url
         self.on_queued = on_queued
+        self._templates: dict[bytes, tuple[bytes, ...] | None] = {}
 
     def own_url(self, url: str) -> OwnUrl | None:
         """Whether fetching ``url`` reaches one of our /t/ or /c/ paths (see
@@ -139,15 +140,46 @@ class Sender:
 
     def copy_bytes(self, raw: bytes, copy: CopyRecord) -> bytes:
         """A copy as its recipient gets it: the stored message, with the copy's pixel when
-        it has one. The same bytes every time (a retry sends what the first try did)."""
+        it has one. The same bytes every time (a retry sends what the first try did).
+
+        The message is tagged once with a stand-in token of a real one's length and
+        alphabet, and each copy is that with its own token put in its place: its copies
+        (a batch holds them together) do not parse the message again. Where the stand-in
+        cannot be found as written (an HTML body in base64), each copy is tagged."""
         if copy.token_key is None:
             return raw
-        result = tag_message(raw, self._pixel(copy.token_key), _none_ours)
-        return result.data if result.trackable else raw
+        pieces = self._template(raw)
+        if pieces is None:
+            result = tag_message(raw, self._pixel(copy.token_key), _none_ours)
+            return result.data if result.trackable else raw
+        return self.signer.make(TokenRef(copy_key=copy.token_key)).encode().join(pieces)
+
+    def _template(self, raw: bytes) -> tuple[bytes, ...] | None:
+        """``raw`` tagged with the stand-in, split where it stands (one piece when the
+        message cannot be tracked); None when copies must be tagged one by one. The last few
+        are kept."""
+        if raw in self._templates:
+            return self._templates[raw]
+        result = tag_message(raw, pixel_tag(pixel_url(self.base_url, _STAND_IN)), _none_ours)
+        pieces: tuple[bytes, ...] | None = (raw,)
+        if result.trackable:
+            pieces = tuple(result.data.split(_STAND_IN.encode()))
+            if len(pieces) != result.parts_tagged + 1 or _STAND_IN.encode() in raw:
+                pieces = None
+        if len(self._templates) >= _TEMPLATES_KEPT:
+            self._templates.pop(next(iter(self._templates)))
+        self._templates[raw] = pieces
+        return pieces
 
     def _pixel(self, key: int) -> str:
         return pixel_tag(pixel_url(self.base_url, self.signer.make(TokenRef(copy_key=key))))
 
+
+# What a copy's token is written as in a message's template: as long as a token and of its
+# alphabet (letters and digits), so quoted-printable lines break where they would with it.
+_STAND_IN = "MailseenCopyTokenStandIn0000000"
+assert len(_STAND_IN) == TOKEN_LENGTH
+_TEMPLATES_KEPT = 8
 
 # The tracking reason of a message whose sender turned tracking off for it alone.
 TURNED_OFF = "turned off for this message"
