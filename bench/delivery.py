@@ -22,9 +22,11 @@ database created and dropped again):
       multipart/alternative, about 3 KB of text and HTML, tracked, one recipient each.
    c. Deliver with K `mailseen worker` processes until the database says nothing is queued
       or in hand. The rate is given from the first to the last arrival (process startup
-      left out) and over the whole time; CPU per message of the workers (their processes,
-      not PostgreSQL's, less what a worker takes to start and stop with nothing to do) and
-      of the sinks; SMTP connections the sinks saw.
+      left out), over the whole time, and "steady", from the 10th to the 90th percentile
+      arrival (workers starting one after the other and uneven last batches left out); CPU
+      per message of the workers (their processes, not PostgreSQL's, less what a worker
+      takes to start and stop with nothing to do) and of the sinks; SMTP connections the
+      sinks saw.
    d. The raw loop again (see a).
    e. Check: every queued message arrived exactly once (by Message-ID: missing, duplicated
       and unexpected ones are counted), byte for byte the copy mailseen makes of it (its
@@ -546,6 +548,7 @@ class Figures:
     label: str
     rate: float  # messages/s, first to last arrival
     overall: float  # messages/s, from start to the queue empty
+    steady: float  # messages/s, from the 10th to the 90th percentile arrival
     cpu_ms: float  # worker CPU per message
     sink_cpu_ms: float
     connections: int
@@ -576,19 +579,21 @@ def one_round(args: argparse.Namespace, inst: Instance, target: Target, sinks: S
     # yardstick is the mean of the two.
     after_s, after_cpu = asyncio.run(raw_loop(sinks, args.relay, n))
     sinks.take()
-    raw = Figures("raw aiosmtplib loop", 2 * n / (raw_s + after_s), n / raw_s,
+    mean = 2 * n / (raw_s + after_s)
+    raw = Figures("raw aiosmtplib loop", mean, n / raw_s, mean,
                   (raw_cpu + after_cpu) / 2 / n * 1000, raw_sink_cpu / n * 1000, raw_conns)
     times = sorted(a.at for a in arrivals)
     span = times[-1] - times[0] if len(times) > 1 else 0.0
     label = f"mailseen, {workers} worker process{'es' if workers > 1 else ''}" + (
         ", SIGKILLed half way" if kill else "")
     ours = Figures(label, (len(times) - 1) / span if span else 0.0, n / deliver_s,
-                   worker_cpu / n * 1000, sink_cpu / n * 1000, conns)
+                   steady_rate(times), worker_cpu / n * 1000, sink_cpu / n * 1000, conns)
     results = checks(inst, arrivals, queued, in_hand, args.relay)
     print(f"  {raw.label}: {raw.rate:.0f} messages/s (before {n / raw_s:.0f}, after "
           f"{n / after_s:.0f}); CPU {raw.cpu_ms:.2f} ms/message (sinks {raw.sink_cpu_ms:.2f}); "
           f"{raw.connections} SMTP connection(s)", flush=True)
-    print(f"  {ours.label}: {ours.rate:.0f} messages/s (overall {ours.overall:.0f}); "
+    print(f"  {ours.label}: {ours.rate:.0f} messages/s (overall {ours.overall:.0f}, steady "
+          f"{ours.steady:.0f}); "
           f"CPU {ours.cpu_ms:.2f} ms/message (sinks {ours.sink_cpu_ms:.2f}); "
           f"{ours.connections} SMTP connection(s)", flush=True)
     print(f"  ratio mailseen / raw loop: {ours.rate / raw.rate:.2f} (messages/s), "
@@ -623,13 +628,21 @@ def run(args: argparse.Namespace, tmp: Path) -> bool:
         if 1 in mine and len(mine) > 1:
             for workers, figures in mine.items():
                 if workers != 1:
-                    print(f"{workers} workers / 1 worker: {figures.rate / mine[1].rate:.2f}")
+                    print(f"{workers} workers / 1 worker: {figures.rate / mine[1].rate:.2f} "
+                          f"(steady: {figures.steady / mine[1].steady:.2f})")
         return ok
     finally:
         if inst is not None:
             inst.close()
         sinks.stop()
         drop_target(target, args.pg_url)
+
+
+def steady_rate(times: list[float]) -> float:
+    """Messages/s between the 10th and the 90th percentile arrival: leaves out workers
+    starting one after the other and the last batches finishing unevenly."""
+    lo, hi = len(times) // 10, len(times) * 9 // 10
+    return (hi - lo) / (times[hi] - times[lo]) if hi > lo and times[hi] > times[lo] else 0.0
 
 
 def cpu_seconds() -> tuple[float, float]:
