@@ -12,7 +12,7 @@ from contextlib import suppress
 
 import aiosmtplib
 
-from ..errors import DeliveryError
+from ..errors import DeliveryError, MailseenError
 from ..records import ConnectionCheck, Envelope, Relay
 
 __all__ = ["SmtpSession", "SmtpTransport"]
@@ -192,6 +192,8 @@ class SmtpSession:
             except _Stale:
                 self._drop()  # the relay let an idle connection go: one new one
                 sent = await self._send(envelope, relay, port, ready)
+        except MailseenError:
+            raise  # ``ready`` failed (the database), not the relay
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
@@ -283,9 +285,16 @@ async def _transaction(client: aiosmtplib.SMTP, envelope: Envelope, kept: bool,
                 errors.append(exc)
         if len(errors) == len(envelope.recipients):
             raise aiosmtplib.SMTPRecipientsRefused(errors)
-        if ready is not None and not await ready:
-            await client.rset()
-            return None
+        if ready is not None:
+            try:
+                go = await ready
+            except BaseException:  # the database failed: leave the session clean
+                with suppress(aiosmtplib.SMTPException, ConnectionError):
+                    await client.rset()
+                raise
+            if not go:
+                await client.rset()
+                return None
         response = await client.data(envelope.raw)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         with suppress(aiosmtplib.SMTPException, ConnectionError):
