@@ -151,13 +151,15 @@ class DeliveryWorker:
                     done = None
                     await asyncio.to_thread(self.store.release, claims[n:], paused)
                     break
-                started = asyncio.ensure_future(asyncio.to_thread(
-                    self.store.advance, done, claim, self.lease))
+                # The executor's future itself (no task around it): this runs per copy.
+                started = asyncio.get_running_loop().run_in_executor(
+                    None, self.store.advance, done, claim, self.lease)
                 done = None
                 try:
                     done = await self._attempt(claim, session, key, started)
                 finally:
-                    await asyncio.wait([started])  # never left running, whatever happened
+                    if not started.done():  # never left running, whatever happened
+                        await asyncio.wait([started])
                 tried += done is not None
             if done is not None:
                 await asyncio.to_thread(self.store.advance, done, None, self.lease)
