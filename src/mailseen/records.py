@@ -287,6 +287,17 @@ class UserRecord:
 
 
 @dataclass(frozen=True)
+class AppPasswordRecord:
+    """An app password as it may be shown: never its value, which is shown once."""
+
+    id: int
+    user_id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     user: UserRecord
     csrf_token: str

@@ -280,6 +280,20 @@ class ApiToken(Base):
         ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
 
 
+class AppPassword(Base):
+    """A password a user gives a mail client for SMTP submission (never their web
+    password). Only its hash is stored: see services/accounts.py for why a fast one."""
+
+    __tablename__ = "app_passwords"
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[utc]
+    last_used_at: Mapped[utc_null]
+
+
 class User(Base):
     __tablename__ = "users"
     id: Mapped[intpk]
