@@ -20,6 +20,7 @@ from .messages import Messages
 from .recorder import ViewRecorder
 from .secrets import SecretBox
 from .sending import Sender
+from .submission import Submissions
 
 __all__ = ["Instance"]
 
@@ -81,6 +82,13 @@ class Instance:
         return DeliveryWorker(self.store, self.transports, retry_base=s.retry_base_seconds,
                               retry_max=s.retry_max_seconds, max_attempts=s.max_attempts,
                               clock=self.clock, render=self.sender.copy_bytes)
+
+    def submissions(self) -> Submissions:
+        """The rules of SMTP submission, with this installation's limits."""
+        s = self.settings
+        return Submissions(self.accounts, self.mailboxes, self.sender, self.clock,
+                           max_recipients=s.submission_max_recipients,
+                           per_minute=s.submission_per_minute)
 
     def close(self) -> None:
         self.db.dispose()
