@@ -80,7 +80,7 @@ def test_the_cli_adds_lists_and_revokes(cli: Cli, instance: Instance) -> None:
     assert len(value) == 29 and "shown only once" not in value
     assert "alice@example.com" in added.stderr
     listed = ok(cli("user", "app-password", "list", "alice@example.com"))
-    pid, name, created, used = listed.strip().split("\t")
+    pid, name, _created, used = listed.strip().split("\t")
     assert name == "Outlook at work" and used == "never used"
     assert ok(cli("user", "app-password", "revoke", "alice@example.com", pid)) == (
         f"app password {pid} revoked\n")
