@@ -26,6 +26,7 @@ from mailseen.receivers.submission import SubmissionServer
 from mailseen.services.instance import Instance
 from mailseen.services.submission import SOURCE
 
+from .cli_runner import Cli, error, ok
 from .conftest import SECRET
 from .smtp_server import SmtpServer
 from .submission_env import (
@@ -378,3 +379,18 @@ def test_a_kill_9_right_after_250_loses_nothing(env: Env, database_url: str,
 def test_tls_files_helper_makes_usable_files(tmp_path: Path) -> None:
     cert, key, ca = tls_files(tmp_path)
     assert all(Path(p).read_text().startswith("-----BEGIN") for p in (cert, key, ca))
+
+
+def test_an_alias_added_to_the_mailbox_may_be_sent_as(env: Env, cli: Cli) -> None:
+    with env.smtplib() as client:
+        assert client.mail("Sales.Team@example.com")[0] == 553
+    out = ok(cli("mailbox", "set", SALES, "--aliases", "Sales.Team@example.com; old@example.net"))
+    assert '"aliases": "sales.team@example.com, old@example.net"' in out
+    assert "aliases" in error(cli("mailbox", "set", SALES, "--aliases", "not an address"), 2)
+    raw = message("From the alias").replace(b"From: Sales <sales@example.com>",
+                                            b"From: Sales Team <sales.team@example.com>")
+    with env.smtplib() as client:
+        assert client.sendmail("SALES.TEAM@example.com", ["bob@example.org"], raw) == {}
+        # The mailbox's own address in the envelope, the alias in From: both its own.
+        client.sendmail(SALES, ["bob@example.org"], raw)
+    assert [m.mailbox_id for m in env.inst.messages.newest(None)] == [env.sales.id] * 2

@@ -352,3 +352,14 @@ def test_a_member_cannot_tell_another_mailbox_exists(web: WebClient, instance: I
 def test_huge_ids_are_not_found_rather_than_errors(web: WebClient, admin: UserRecord) -> None:
     assert web.get(f"/settings/mailboxes/{10**30}").status == 404
     assert web.get(f"/settings/users/{10**30}").status == 404
+
+
+def test_aliases_are_set_on_the_sending_tab_and_each_is_checked(
+        web: WebClient, instance: Instance, admin: UserRecord, box: MailboxRecord) -> None:
+    action = f"/settings/mailboxes/{box.id}?tab=sending"
+    page = web.submit(web.get(action), action, aliases="help@example.com, not an address")
+    assert page.status == 422 and _problems(page)[0].startswith("Aliases: ")
+    assert page.form(action)["aliases"] == "help@example.com, not an address"
+    page = web.submit(page, action, aliases="Help@Example.com; support@example.com")
+    assert instance.store.get_mailbox(box.id).aliases == "help@example.com"
+    assert page.form(action)["aliases"] == "help@example.com"

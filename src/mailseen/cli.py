@@ -379,6 +379,8 @@ def _mailbox_options(f: F) -> F:
                      envvar="MAILSEEN_SMTP_PASSWORD"),
         click.option("--tracking", type=click.Choice(["global", "enabled", "disabled"]),
                      help="Use the global setting, or override it."),
+        click.option("--aliases", help="Other addresses mail clients may send as from this "
+                     "mailbox (comma-separated; \"\" for none)."),
     ]
     for opt in reversed(opts):
         f = opt(f)

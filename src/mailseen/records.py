@@ -50,6 +50,9 @@ class MailboxSettings:
     imap_tls: TlsMode = "implicit"
     imap_username: str | None = None
     imap_folder: str = "INBOX"
+    # Other addresses the team sends as from this mailbox through SMTP submission (an old
+    # address, a per-person alias), comma-separated.
+    aliases: str = ""
 
 
 @dataclass(frozen=True)

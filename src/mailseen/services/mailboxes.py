@@ -22,13 +22,14 @@ from ..records import (
     ImapState,
     MailboxIn,
     MailboxRecord,
+    MailboxSettings,
     Relay,
     UserRecord,
 )
 from ..storage import Store
 
 __all__ = ["TRACKING_SETTING", "Forbidden", "ImapProbe", "Mailboxes", "SmtpProbe",
-           "can_see_mailbox", "require_admin"]
+           "can_see_mailbox", "normal_aliases", "require_admin", "sending_addresses"]
 
 # How a connection is tested: the SMTP transport's check, the IMAP receiver's checker. Each
 # takes the settings and a timeout per step, and answers in words (records.ConnectionCheck).
@@ -56,6 +57,23 @@ def require_admin(actor: UserRecord | None) -> None:
         raise Forbidden("only admins may do this")
 
 
+def normal_aliases(text: str, address: str = "") -> str:
+    """A mailbox's aliases in one form: each checked, lower case, once, comma-separated,
+    without the mailbox's own address."""
+    found: list[str] = []
+    for part in text.replace(";", ",").replace("\n", ",").split(","):
+        if part.strip():
+            alias = parse_address(part.strip(), "aliases").lower()
+            if alias != address.lower() and alias not in found:
+                found.append(alias)
+    return ", ".join(found)
+
+
+def sending_addresses(box: MailboxSettings) -> set[str]:
+    """The addresses (lower case) mail from ``box`` may be sent as: its own and its aliases."""
+    return {box.address.lower(), *(a.strip() for a in box.aliases.split(",") if a.strip())}
+
+
 def checked(box: MailboxIn) -> MailboxIn:
     """A mailbox's settings as they may be stored: the rules every edge relies on."""
     address = parse_address(box.address, "address")
@@ -68,6 +86,9 @@ def checked(box: MailboxIn) -> MailboxIn:
         problem = server_name_problem(value) if value else None
         if problem is not None:
             raise InvalidInput(f"{name}: {problem}", field=name)
+    aliases = normal_aliases(box.aliases, address)
+    if aliases != box.aliases:
+        box = replace(box, aliases=aliases)
     if box.tracking not in ("global", "enabled", "disabled"):
         raise InvalidInput("tracking: global, enabled or disabled", field="tracking")
     for name in ("smtp_tls", "imap_tls"):

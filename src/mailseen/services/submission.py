@@ -17,7 +17,7 @@ from ..core.submission import line_ending_problem, sender_problem
 from ..errors import MailseenError
 from ..records import MailboxRecord, MessageRecord, UserRecord
 from .accounts import Accounts
-from .mailboxes import Mailboxes, can_see_mailbox
+from .mailboxes import Mailboxes, can_see_mailbox, sending_addresses
 from .sending import Sender
 
 __all__ = ["SOURCE", "Refused", "Submissions"]
@@ -54,11 +54,12 @@ class Submissions:
         return self.accounts.app_password_login(username, password, client)
 
     def mailbox_for(self, user: UserRecord, address: str) -> MailboxRecord:
-        """The mailbox ``user`` sends as when the envelope sender is ``address``: one they
-        may work in (members: theirs; admins: any), matched without regard to case."""
+        """The mailbox ``user`` sends as when the envelope sender is ``address`` (its
+        address or one of its aliases, in any case): one they may work in (members: theirs;
+        admins: any)."""
         wanted = address.strip().lower()
         for box in self.mailboxes.all():
-            if box.address.lower() == wanted and can_see_mailbox(user, box.id):
+            if wanted in sending_addresses(box) and can_see_mailbox(user, box.id):
                 return box
         raise Refused("sender", f"<{address}> is not a mailbox you may send as")
 
@@ -84,7 +85,7 @@ class Submissions:
         problem = line_ending_problem(raw)
         if problem is not None:
             raise Refused("line-endings", problem)
-        problem = sender_problem(raw, {mailbox.address.lower()})
+        problem = sender_problem(raw, sending_addresses(mailbox))
         if problem is not None:
             raise Refused("from", problem)
         self.check_rate(user)

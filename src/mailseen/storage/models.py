@@ -93,6 +93,7 @@ class Mailbox(Base):
     imap_status: Mapped[str] = mapped_column(String(20), default="")
     imap_error: Mapped[str_null]
     imap_checked_at: Mapped[utc_null]
+    aliases: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Conversation(Base):

@@ -62,6 +62,9 @@ class MailboxBody(BaseModel):
     imap_username: str | None = Field(None, max_length=320)
     imap_password: str | None = Field(None, max_length=1000, description="Write-only.")
     imap_folder: str = Field("INBOX", min_length=1, max_length=200)
+    aliases: str = Field("", max_length=4000, description=(
+        "Other addresses mail clients may send as from this mailbox through SMTP "
+        "submission, comma-separated."))
 
     @field_validator("address")
     @classmethod
@@ -86,6 +89,7 @@ class MailboxPatch(BaseModel):
     imap_username: str | None = Field(None, max_length=320)
     imap_password: str | None = Field(None, max_length=1000)
     imap_folder: str | None = Field(None, min_length=1, max_length=200)
+    aliases: str | None = Field(None, max_length=4000)
 
     @field_validator("address")
     @classmethod
@@ -116,6 +120,7 @@ class MailboxOut(BaseModel):
     imap_status: str = Field(description='"ok", "error" or "" (never polled).')
     imap_error: str | None
     imap_checked_at: datetime | None
+    aliases: str = Field("", description="Other addresses it sends as, comma-separated.")
 
 
 class ConnectionTestBody(BaseModel):

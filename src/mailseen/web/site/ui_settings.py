@@ -179,7 +179,8 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                 "smtp_username": form.text("smtp_username", "SMTP user name",
                                            max_len=320) or None,
                 "smtp_password": form.secret("smtp_password", "SMTP password",
-                                             "smtp_password_remove")}
+                                             "smtp_password_remove"),
+                "aliases": form.text("aliases", "Aliases", max_len=4000)}
     if tab == "receiving":
         return {"imap_host": form.host("imap_host", "IMAP server", required=False),
                 "imap_port": form.port("imap_port", "IMAP port"),
@@ -228,7 +229,7 @@ def _saved(save: Callable[[], MailboxRecord]) -> tuple[MailboxRecord | None, dic
     except Conflict:
         return None, {"address": "Address: there is a mailbox with this address already."}
     except InvalidInput as exc:
-        return None, {exc.field or "address": str(exc)}
+        return None, {exc.field or "address": _sentence(exc)}
 
 
 def _visible_mailbox(request: Request, user: UserRecord) -> MailboxRecord:
@@ -410,7 +411,7 @@ async def user_delete(request: Request) -> Response:
     return await _user_action(request, act)
 
 
-_LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server",
+_LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server", "aliases": "Aliases",
            "imap_host": "IMAP server", "smtp_port": "SMTP port", "imap_port": "IMAP port"}
 
 

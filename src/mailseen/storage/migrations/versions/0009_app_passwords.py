@@ -1,4 +1,4 @@
-"""app_passwords: what users give their mail clients for SMTP submission
+"""app_passwords: what users give their mail clients for SMTP submission; mailboxes.aliases
 
 Revision ID: 0009
 Revises: 0008
@@ -35,8 +35,12 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_app_passwords_user_id'), 'app_passwords', ['user_id'],
                     unique=False)
+    with op.batch_alter_table('mailboxes') as batch_op:
+        batch_op.add_column(sa.Column('aliases', sa.Text(), nullable=False, server_default=''))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('mailboxes') as batch_op:
+        batch_op.drop_column('aliases')
     op.drop_index(op.f('ix_app_passwords_user_id'), table_name='app_passwords')
     op.drop_table('app_passwords')
