@@ -211,6 +211,40 @@ async def test_a_reply_is_threaded_and_marks_the_sent_message_replied(
     assert inst.store.get_message(sent.id).replied_at is not None
 
 
+async def test_the_sent_folder_adds_mail_sent_around_mailseen_untracked(
+        inst: Instance, user: ImapUser) -> None:
+    box = add_box(inst, user)
+    inst.mailboxes.update(None, box, {"imap_sent_folder": " Sent "})
+    user.create("Sent")
+    # Sent through mailseen (the client filed its own copy too): it is ours already.
+    ours = inst.sender.send_draft(inst.store.get_mailbox(box), Draft(
+        from_addr="", to=["alice@example.org"], subject="Quote", text="hello",
+        html="<p>hello</p>"))
+    filed = (f"From: {USER}\r\nTo: alice@example.org\r\nSubject: Quote\r\n"
+             f"Message-ID: {ours.message_id}\r\n\r\nhello\r\n").encode()
+    user.append(filed, folder="Sent")
+    # Sent from a phone straight through the provider, in the same conversation.
+    around = (f"From: {USER}\r\nTo: alice@example.org\r\nSubject: Re: Quote\r\n"
+              f"Message-ID: <phone-1@example.com>\r\nIn-Reply-To: {ours.message_id}\r\n"
+              f"References: {ours.message_id}\r\n\r\nOne more thing\r\n").encode()
+    user.append(around, folder="Sent")
+    user.append(mail("a question"))
+    p = poller(inst, user)
+    assert await p.poll_once(account(inst, box)) == 1  # the inbox's one
+    out = [m for m in inst.store.list_messages(mailbox_id=box, limit=50) if m.direction == "out"]
+    [phone] = [m for m in out if m.message_id == "<phone-1@example.com>"]
+    assert len(out) == 2 and phone.source == "imap-sent" and phone.status == "sent"
+    assert not phone.tracked and phone.tracking_reason == "sent outside mailseen"
+    assert phone.conversation_id == ours.conversation_id
+    assert phone.envelope_to == ["alice@example.org"]
+    state = account(inst, box)
+    assert state.sent_folder == "Sent" and state.sent_last_uid == 2
+    # Read again (a restart, a new poll): nothing twice.
+    assert await p.poll_once(state) == 0
+    assert len([m for m in inst.store.list_messages(mailbox_id=box, limit=50)
+                if m.direction == "out"]) == 2
+
+
 # -- statuses ------------------------------------------------------------------------------
 
 async def test_a_wrong_password_says_login_failed(inst: Instance, lone_user: ImapUser,

@@ -53,6 +53,9 @@ class MailboxSettings:
     # Other addresses the team sends as from this mailbox through SMTP submission (an old
     # address, a per-person alias), comma-separated.
     aliases: str = ""
+    # The IMAP folder the team's own clients file their sent mail in ("Sent"); when set, the
+    # poller reads it so that mail sent around mailseen shows in its conversation too.
+    imap_sent_folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,10 @@ class ImapState:
     folder: str
     uidvalidity: int | None
     last_uid: int
+    # The Sent folder, read too when set, and where reading it got to.
+    sent_folder: str = ""
+    sent_uidvalidity: int | None = None
+    sent_last_uid: int = 0
 
 
 @dataclass(frozen=True)

@@ -394,8 +394,8 @@ class ImapPoller:
                    accounts: list[ImapState], stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Start a watcher for each new or changed account; return the ones stopped."""
         retired = []
-        wanted = {a.mailbox_id: (a.host, a.port, a.tls, a.username, a.password, a.folder)
-                  for a in accounts}
+        wanted = {a.mailbox_id: (a.host, a.port, a.tls, a.username, a.password, a.folder,
+                                 a.sent_folder) for a in accounts}
         for mailbox_id, (key, task) in list(watchers.items()):
             if wanted.get(mailbox_id) != key or task.done():
                 task.cancel()
@@ -478,8 +478,44 @@ class ImapPoller:
                 count += 1
             last = uid
             await asyncio.to_thread(self.mailboxes.imap_progress, mailbox.id, uidvalidity, uid)
+        account = replace(account, uidvalidity=uidvalidity, last_uid=last)
+        if account.sent_folder and not (stop is not None and stop.is_set()):
+            account = await self._poll_sent(session, account, mailbox, since, stop)
+            await session.select(account.folder)  # IDLE watches the folder replies land in
         await asyncio.to_thread(self.mailboxes.imap_report, mailbox.id, "ok", None)
-        return count, replace(account, uidvalidity=uidvalidity, last_uid=last)
+        return count, account
+
+    async def _poll_sent(self, session: _Session, account: ImapState, mailbox: MailboxRecord,
+                         since: date, stop: asyncio.Event | None) -> ImapState:
+        """Record what the team sent around mailseen, from the Sent folder (read each time
+        the inbox is, without IDLE of its own)."""
+        uidvalidity = await session.select(account.sent_folder)
+        last = account.sent_last_uid if uidvalidity == account.sent_uidvalidity else 0
+        for uid in await session.new_uids(last, since):
+            if stop is not None and stop.is_set():
+                break
+            raw = await session.fetch(uid)
+            if raw is not None:
+                await self._record_sent(mailbox, raw, uid, account.sent_folder)
+            last = uid
+            await asyncio.to_thread(self.mailboxes.imap_sent_progress, mailbox.id,
+                                    uidvalidity, uid)
+        if last == 0 and uidvalidity != account.sent_uidvalidity:
+            await asyncio.to_thread(self.mailboxes.imap_sent_progress, mailbox.id,
+                                    uidvalidity, 0)
+        return replace(account, sent_uidvalidity=uidvalidity, sent_last_uid=last)
+
+    async def _record_sent(self, mailbox: MailboxRecord, raw: bytes, uid: int,
+                           folder: str) -> None:
+        try:
+            await asyncio.to_thread(self.ingestor.record_sent, mailbox, raw)
+        except InvalidInput as exc:
+            log.warning("%s: skipped UID %d in '%s': %s", mailbox.address, uid, folder, exc)
+        except MailseenError:
+            raise
+        except Exception:
+            log.exception("%s: could not record UID %d in '%s'; skipped", mailbox.address,
+                          uid, folder)
 
     async def _ingest(self, mailbox: MailboxRecord, raw: bytes, uid: int, folder: str) -> bool:
         """Store one message; False for a duplicate or one that had to be skipped."""

@@ -87,8 +87,11 @@ def checked(box: MailboxIn) -> MailboxIn:
         if problem is not None:
             raise InvalidInput(f"{name}: {problem}", field=name)
     aliases = normal_aliases(box.aliases, address)
-    if aliases != box.aliases:
-        box = replace(box, aliases=aliases)
+    if aliases != box.aliases or box.imap_sent_folder != box.imap_sent_folder.strip():
+        box = replace(box, aliases=aliases, imap_sent_folder=box.imap_sent_folder.strip())
+    if any(c in box.imap_sent_folder for c in "\r\n\0"):
+        raise InvalidInput("imap_sent_folder: one line, without control characters",
+                           field="imap_sent_folder")
     if box.tracking not in ("global", "enabled", "disabled"):
         raise InvalidInput("tracking: global, enabled or disabled", field="tracking")
     for name in ("smtp_tls", "imap_tls"):
@@ -249,6 +252,9 @@ class Mailboxes:
 
     def imap_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
         self.store.imap_progress(mailbox_id, uidvalidity, last_uid)
+
+    def imap_sent_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
+        self.store.imap_sent_progress(mailbox_id, uidvalidity, last_uid)
 
     def imap_report(self, mailbox_id: int, status: str, error: str | None) -> None:
         self.store.imap_report(mailbox_id, status, error)

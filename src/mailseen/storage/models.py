@@ -94,6 +94,9 @@ class Mailbox(Base):
     imap_error: Mapped[str_null]
     imap_checked_at: Mapped[utc_null]
     aliases: Mapped[str] = mapped_column(Text, default="", server_default="")
+    imap_sent_folder: Mapped[str] = mapped_column(Text, default="", server_default="")
+    imap_sent_uidvalidity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    imap_sent_last_uid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Conversation(Base):

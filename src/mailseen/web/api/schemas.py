@@ -62,6 +62,9 @@ class MailboxBody(BaseModel):
     imap_username: str | None = Field(None, max_length=320)
     imap_password: str | None = Field(None, max_length=1000, description="Write-only.")
     imap_folder: str = Field("INBOX", min_length=1, max_length=200)
+    imap_sent_folder: str = Field("", max_length=200, description=(
+        "The IMAP folder the team's clients file sent mail in; read so that mail sent "
+        "around mailseen shows, untracked. Empty: not read."))
     aliases: str = Field("", max_length=4000, description=(
         "Other addresses mail clients may send as from this mailbox through SMTP "
         "submission, comma-separated."))
@@ -90,6 +93,7 @@ class MailboxPatch(BaseModel):
     imap_password: str | None = Field(None, max_length=1000)
     imap_folder: str | None = Field(None, min_length=1, max_length=200)
     aliases: str | None = Field(None, max_length=4000)
+    imap_sent_folder: str | None = Field(None, max_length=200)
 
     @field_validator("address")
     @classmethod
@@ -121,6 +125,7 @@ class MailboxOut(BaseModel):
     imap_error: str | None
     imap_checked_at: datetime | None
     aliases: str = Field("", description="Other addresses it sends as, comma-separated.")
+    imap_sent_folder: str = ""
 
 
 class ConnectionTestBody(BaseModel):

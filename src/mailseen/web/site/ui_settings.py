@@ -189,7 +189,8 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                                            max_len=320) or None,
                 "imap_password": form.secret("imap_password", "IMAP password",
                                              "imap_password_remove"),
-                "imap_folder": form.text("imap_folder", "Folder", required=True)}
+                "imap_folder": form.text("imap_folder", "Folder", required=True),
+                "imap_sent_folder": form.text("imap_sent_folder", "Sent folder")}
     return {"tracking": form.choice("tracking", "Open tracking", TRACKING)}
 
 

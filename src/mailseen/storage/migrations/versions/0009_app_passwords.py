@@ -1,4 +1,5 @@
-"""app_passwords: what users give their mail clients for SMTP submission; mailboxes.aliases
+"""app_passwords: what users give their mail clients for SMTP submission; mailboxes:
+aliases, and the Sent folder the IMAP poller reads
 
 Revision ID: 0009
 Revises: 0008
@@ -37,10 +38,18 @@ def upgrade() -> None:
                     unique=False)
     with op.batch_alter_table('mailboxes') as batch_op:
         batch_op.add_column(sa.Column('aliases', sa.Text(), nullable=False, server_default=''))
+        batch_op.add_column(sa.Column('imap_sent_folder', sa.Text(), nullable=False,
+                                      server_default=''))
+        batch_op.add_column(sa.Column('imap_sent_uidvalidity', sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column('imap_sent_last_uid', sa.BigInteger(), nullable=False,
+                                      server_default='0'))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('mailboxes') as batch_op:
+        batch_op.drop_column('imap_sent_last_uid')
+        batch_op.drop_column('imap_sent_uidvalidity')
+        batch_op.drop_column('imap_sent_folder')
         batch_op.drop_column('aliases')
     op.drop_index(op.f('ix_app_passwords_user_id'), table_name='app_passwords')
     op.drop_table('app_passwords')
