@@ -26,7 +26,7 @@ from .core.netdata import NET_KINDS, load_data
 from .core.netsources import FORMATS, Source, load_manifest, update_source
 from .core.reach import Reach, public_url_reach
 from .errors import InvalidInput, MailseenError
-from .receivers import ImapPoller, SmtpReceiver, SubmissionServer
+from .receivers import ImapPoller, SentFiler, SmtpReceiver, SubmissionServer
 from .receivers.imap import ImapChecker
 from .records import MailboxIn, MailboxRecord, MessageRecord, Status, UserRecord
 from .services.inbound import Renderer
@@ -228,10 +228,11 @@ def _submission(inst: Instance, starttls: str, implicit: str
     TLS); both checked (certificate, addresses) before anything listens."""
     s = inst.settings
     rules = inst.submissions()
+    filer = SentFiler(inst.mailboxes, ca_file=s.ca_file or None)
     servers = [SubmissionServer(rules, host=host, port=port, implicit=tls,
                                 tls_cert=s.submission_tls_cert or None,
                                 tls_key=s.submission_tls_key or None,
-                                max_size=s.submission_max_size)
+                                max_size=s.submission_max_size, file_sent=filer)
                for listen, name, tls in ((starttls, "submission", False),
                                          (implicit, "submission_tls", True)) if listen
                for host, port in [listen_address(listen, name)]]

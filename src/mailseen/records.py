@@ -56,6 +56,9 @@ class MailboxSettings:
     # The IMAP folder the team's own clients file their sent mail in ("Sent"); when set, the
     # poller reads it so that mail sent around mailseen shows in its conversation too.
     imap_sent_folder: str = ""
+    # File a copy of each message its mail clients submit in that folder (for clients that
+    # keep none of their own).
+    imap_sent_append: bool = False
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,15 @@ class _Session:
                 return int(found.group(1))
         raise ImapError(f"the server gave no UIDVALIDITY for folder '{folder}'")
 
+    async def append(self, folder: str, raw: bytes) -> None:
+        """File ``raw`` in ``folder``, marked read (it is the team's own message)."""
+        if any(c in folder for c in "\r\n\0"):
+            raise ImapError(f"folder name {folder!r} is not valid")
+        reply = await self._call(self.imap.append(raw, mailbox=encode_folder(folder),
+                                                  flags="(\\Seen)"), "APPEND")
+        if reply.result != "OK":
+            raise ImapError(f"cannot file the message in '{folder}': {_text(reply)}")
+
     async def new_uids(self, after: int, since: date) -> list[int]:
         """UIDs above ``after`` of messages that arrived on or after ``since``, ascending."""
         reply = await self._call(self.imap.uid_search(
@@ -329,6 +338,41 @@ class ImapChecker:
         return ConnectionCheck("imap", True, (
             f"connected to {session.where}, {_TLS_WORDS[account.tls]}, signed in as "
             f"{account.username}, folder '{account.folder}' found"))
+
+
+class SentFiler:
+    """Files a copy of a message a mail client submitted in its mailbox's IMAP Sent folder
+    (``imap_sent_append``), for clients that keep none of their own. Best effort: the
+    message is queued already, so a failure is logged, never raised."""
+
+    def __init__(self, mailboxes: Mailboxes, *, ca_file: str | None = None,
+                 timeout: float = 30) -> None:
+        self.mailboxes = mailboxes
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self._tls: ssl.SSLContext | None = None
+
+    async def __call__(self, mailbox_id: int, raw: bytes) -> bool:
+        """Whether the copy was filed."""
+        try:
+            accounts = await asyncio.to_thread(self.mailboxes.imap_accounts)
+            account = next((a for a in accounts if a.mailbox_id == mailbox_id), None)
+            if account is None or not account.sent_folder:
+                return False
+            if self._tls is None:
+                self._tls = tls_context(self.ca_file)
+            session = _Session(account, self.timeout, self._tls, SYSTEM)
+            try:
+                await session.open()
+                await session.append(account.sent_folder, raw)
+            except BaseException:
+                session.abort()
+                raise
+            await session.close()
+        except MailseenError as exc:
+            log.warning("mailbox %d: cannot file a sent copy: %s", mailbox_id, exc)
+            return False
+        return True
 
 
 class ImapPoller:

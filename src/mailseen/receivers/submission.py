@@ -16,12 +16,13 @@ import logging
 import re
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from ..errors import InvalidInput, MailseenError
-from ..records import MailboxRecord, UserRecord
+from ..records import MailboxRecord, MessageRecord, UserRecord
 from ..services.accounts import SignInRefused
 from ..services.submission import Refused, Submissions
 
@@ -127,9 +128,15 @@ class _Smtp(SMTP):
         return status
 
 
+# Files a copy of a queued message in its mailbox's Sent folder (receivers/imap.SentFiler).
+FileSent = Callable[[int, bytes], Awaitable[bool]]
+
+
 class SubmissionHandler:
-    def __init__(self, submissions: Submissions) -> None:
+    def __init__(self, submissions: Submissions, file_sent: FileSent | None = None) -> None:
         self.submissions = submissions
+        self.file_sent = file_sent
+        self._filing: set[asyncio.Task[None]] = set()
 
     async def login(self, data: LoginPassword, session: Session) -> AuthResult:
         username = data.login.decode("utf-8", "replace")
@@ -217,7 +224,25 @@ class SubmissionHandler:
             return TRY_LATER
         log.info("submission: %s queued message %d as %s for %d recipient(s)", user.email,
                  record.id, envelope.mailbox.address, len(envelope.rcpt_tos))
+        if envelope.mailbox.imap_sent_append and self.file_sent is not None:
+            # After the reply: the message is queued, and the client need not wait on IMAP.
+            task = asyncio.create_task(self._file(envelope.mailbox.id, record))
+            self._filing.add(task)
+            task.add_done_callback(self._filing.discard)
         return f"250 2.0.0 OK queued as {record.id}"
+
+    async def _file(self, mailbox_id: int, record: MessageRecord) -> None:
+        assert self.file_sent is not None
+        try:
+            raw = await asyncio.to_thread(self.submissions.filed_copy, record)
+            await self.file_sent(mailbox_id, raw)
+        except Exception:
+            log.exception("submission: cannot file message %d in the Sent folder", record.id)
+
+    async def finish(self) -> None:
+        """Wait for the Sent copies still being filed."""
+        if self._filing:
+            await asyncio.gather(*self._filing, return_exceptions=True)
 
 
 class SubmissionServer:
@@ -227,8 +252,8 @@ class SubmissionServer:
     def __init__(self, submissions: Submissions, *, host: str = "127.0.0.1",
                  port: int = 587, implicit: bool = False, tls_cert: str | None = None,
                  tls_key: str | None = None, max_size: int = 25 * 1024 * 1024,
-                 hostname: str | None = None) -> None:
-        self.handler = SubmissionHandler(submissions)
+                 hostname: str | None = None, file_sent: FileSent | None = None) -> None:
+        self.handler = SubmissionHandler(submissions, file_sent)
         self.host, self.port, self.implicit = host, port, implicit
         self.max_size = max_size
         self.hostname = hostname
@@ -289,6 +314,7 @@ class SubmissionServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        await self.handler.finish()
 
     async def __aenter__(self) -> SubmissionServer:
         await self.start()

@@ -92,6 +92,9 @@ def checked(box: MailboxIn) -> MailboxIn:
     if any(c in box.imap_sent_folder for c in "\r\n\0"):
         raise InvalidInput("imap_sent_folder: one line, without control characters",
                            field="imap_sent_folder")
+    if box.imap_sent_append and not (box.imap_host and box.imap_sent_folder):
+        raise InvalidInput("imap_sent_append: needs an IMAP server and a Sent folder",
+                           field="imap_sent_append")
     if box.tracking not in ("global", "enabled", "disabled"):
         raise InvalidInput("tracking: global, enabled or disabled", field="tracking")
     for name in ("smtp_tls", "imap_tls"):

@@ -98,6 +98,11 @@ class Submissions:
         self._window(user.id).append(self._now())
         return record
 
+    def filed_copy(self, record: MessageRecord) -> bytes:
+        """What goes in the Sent folder for a queued message: the message as stored (its
+        Message-ID, which the Sent folder's reader knows it by; no pixel, no Bcc field)."""
+        return self.sender.store.get_raw(record.id)
+
     def _now(self) -> float:
         return self.clock.now().timestamp()
 

@@ -85,7 +85,7 @@ def mailbox_record(row: Mailbox | Row[Any]) -> MailboxRecord:
         imap_username=row.imap_username, has_imap_password=bool(row.imap_password_enc),
         imap_folder=row.imap_folder, imap_status=row.imap_status, imap_error=row.imap_error,
         imap_checked_at=row.imap_checked_at, aliases=row.aliases,
-        imap_sent_folder=row.imap_sent_folder,
+        imap_sent_folder=row.imap_sent_folder, imap_sent_append=row.imap_sent_append,
     )
 
 

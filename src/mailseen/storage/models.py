@@ -97,6 +97,8 @@ class Mailbox(Base):
     imap_sent_folder: Mapped[str] = mapped_column(Text, default="", server_default="")
     imap_sent_uidvalidity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     imap_sent_last_uid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    imap_sent_append: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=text("false"))
 
 
 class Conversation(Base):

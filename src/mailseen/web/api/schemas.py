@@ -65,6 +65,8 @@ class MailboxBody(BaseModel):
     imap_sent_folder: str = Field("", max_length=200, description=(
         "The IMAP folder the team's clients file sent mail in; read so that mail sent "
         "around mailseen shows, untracked. Empty: not read."))
+    imap_sent_append: bool = Field(False, description=(
+        "File a copy of each message submitted by SMTP in imap_sent_folder."))
     aliases: str = Field("", max_length=4000, description=(
         "Other addresses mail clients may send as from this mailbox through SMTP "
         "submission, comma-separated."))
@@ -94,6 +96,7 @@ class MailboxPatch(BaseModel):
     imap_folder: str | None = Field(None, min_length=1, max_length=200)
     aliases: str | None = Field(None, max_length=4000)
     imap_sent_folder: str | None = Field(None, max_length=200)
+    imap_sent_append: bool | None = None
 
     @field_validator("address")
     @classmethod
@@ -126,6 +129,7 @@ class MailboxOut(BaseModel):
     imap_checked_at: datetime | None
     aliases: str = Field("", description="Other addresses it sends as, comma-separated.")
     imap_sent_folder: str = ""
+    imap_sent_append: bool = False
 
 
 class ConnectionTestBody(BaseModel):

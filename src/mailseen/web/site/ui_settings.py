@@ -190,7 +190,8 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                 "imap_password": form.secret("imap_password", "IMAP password",
                                              "imap_password_remove"),
                 "imap_folder": form.text("imap_folder", "Folder", required=True),
-                "imap_sent_folder": form.text("imap_sent_folder", "Sent folder")}
+                "imap_sent_folder": form.text("imap_sent_folder", "Sent folder"),
+                "imap_sent_append": form.raw("imap_sent_append") == "1"}
     return {"tracking": form.choice("tracking", "Open tracking", TRACKING)}
 
 
@@ -413,6 +414,7 @@ async def user_delete(request: Request) -> Response:
 
 
 _LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server", "aliases": "Aliases",
+           "imap_sent_folder": "Sent folder", "imap_sent_append": "File a copy",
            "imap_host": "IMAP server", "smtp_port": "SMTP port", "imap_port": "IMAP port"}
 
 

@@ -43,10 +43,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('imap_sent_uidvalidity', sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column('imap_sent_last_uid', sa.BigInteger(), nullable=False,
                                       server_default='0'))
+        batch_op.add_column(sa.Column('imap_sent_append', sa.Boolean(), nullable=False,
+                                      server_default=sa.text('false')))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('mailboxes') as batch_op:
+        batch_op.drop_column('imap_sent_append')
         batch_op.drop_column('imap_sent_last_uid')
         batch_op.drop_column('imap_sent_uidvalidity')
         batch_op.drop_column('imap_sent_folder')
