@@ -6,6 +6,7 @@ each rule is here, and tests call it directly."""
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
@@ -48,6 +49,7 @@ class Submissions:
         # When each user's latest messages were queued: the rate limit's window (in this
         # process's memory, so each submission process counts its own).
         self._sent: dict[int, deque[float]] = {}
+        self._lock = threading.Lock()  # checked on the event loop, noted in worker threads
 
     def login(self, username: str, password: str, client: str) -> UserRecord:
         """The user an app password logs in (raises SignInRefused)."""
@@ -65,9 +67,12 @@ class Submissions:
 
     def check_rate(self, user: UserRecord) -> None:
         """Refuse a new message when the user sent ``per_minute`` in the last minute."""
-        window = self._window(user.id)
-        if len(window) >= self.per_minute:
-            wait = int(window[0] + _MINUTE.total_seconds() - self._now()) + 1
+        with self._lock:
+            window = self._window(user.id)
+            full = len(window) >= self.per_minute
+            oldest = window[0] if full else 0.0
+        if full:
+            wait = int(oldest + _MINUTE.total_seconds() - self._now()) + 1
             raise Refused("rate", f"more than {self.per_minute} messages a minute; try "
                                   f"again in {max(wait, 1)} seconds")
 
@@ -95,7 +100,8 @@ class Submissions:
         bcc = [r for r in envelope if r.lower() not in shown]
         record = self.sender.submit(mailbox, raw, bcc=bcc, envelope_to=envelope,
                                     source=SOURCE, actor=user)
-        self._window(user.id).append(self._now())
+        with self._lock:
+            self._window(user.id).append(self._now())
         return record
 
     def filed_copy(self, record: MessageRecord) -> bytes:
