@@ -39,7 +39,6 @@ from .submission_env import (
     Env,
     make_env,
     message,
-    tls_files,
 )
 from .web_client import PASSWORD, WebClient
 
@@ -375,10 +374,6 @@ def test_a_kill_9_right_after_250_loses_nothing(env: Env, database_url: str,
     assert sorted(m.subject for m in env.inst.messages.newest(None)) == [
         "After the restart", "Durable"]
 
-
-def test_tls_files_helper_makes_usable_files(tmp_path: Path) -> None:
-    cert, key, ca = tls_files(tmp_path)
-    assert all(Path(p).read_text().startswith("-----BEGIN") for p in (cert, key, ca))
 
 
 def test_an_alias_added_to_the_mailbox_may_be_sent_as(env: Env, cli: Cli) -> None:
