@@ -111,11 +111,12 @@ def test_a_second_mailbox_with_the_same_address_is_refused(
 def test_mailbox_settings_have_a_tab_and_a_form_each(
         web: WebClient, admin: UserRecord, box: MailboxRecord) -> None:
     for tab, label in [("general", "General"), ("sending", "Sending"),
-                       ("receiving", "Receiving"), ("misc", "Miscellaneous")]:
+                       ("receiving", "Receiving"), ("misc", "Miscellaneous"),
+                       ("privacy", "Privacy")]:
         page = web.get(f"/settings/mailboxes/{box.id}?tab={tab}")
         links = page.all("nav.tabs a")
         assert [a.get_text() for a in links] == ["General", "Sending", "Receiving",
-                                                 "Miscellaneous"]
+                                                 "Miscellaneous", "Privacy"]
         [current] = [a for a in links if a.get("aria-current") == "page"]
         assert current.get_text() == label
         assert len(page.all("form.tab-panel")) == 1

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from ..clock import Clock, wait
 from ..errors import DeliveryError, MailseenError
-from ..records import Claim, CopyRecord, Envelope, Relay
+from ..records import Claim, CopyRecord, Envelope, MailboxRecord, Relay
 from ..storage import Store
 from ..transports import Transport
 
@@ -24,7 +24,8 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 class DeliveryWorker:
     def __init__(self, store: Store, transports: dict[str, Transport], *,
-                 render: Callable[[bytes, CopyRecord], bytes], retry_base: float = 30.0,
+                 render: Callable[[bytes, CopyRecord, MailboxRecord], bytes],
+                 retry_base: float = 30.0,
                  retry_max: float = 3600.0, max_attempts: int = 12,
                  lease: timedelta = timedelta(minutes=5), idle_poll: float = 1.0,
                  clock: Clock | None = None) -> None:
@@ -90,7 +91,8 @@ class DeliveryWorker:
             if transport is None:
                 raise DeliveryError(f"unknown transport {claim.mailbox.transport!r}",
                                     permanent=True)
-            note = await transport.deliver(*_handover(claim, self.render(claim.raw, copy)))
+            data = self.render(claim.raw, copy, claim.mailbox)
+            note = await transport.deliver(*_handover(claim, data))
         except DeliveryError as exc:
             reason = self._reason(str(exc))
             if exc.permanent or copy.attempts >= self.max_attempts:
@@ -115,7 +117,7 @@ def _handover(claim: Claim, data: bytes) -> tuple[Envelope, Relay | None]:
     msg, copy, box = claim.message, claim.copy, claim.mailbox
     key = f"{msg.created_at.strftime('%Y%m%d-%H%M%S')}-{msg.id}" + (
         f"-{copy.position}" if copy.position else "")
-    recipients = (copy.recipient,) if copy.recipient else tuple(msg.envelope_to)
+    recipients = (copy.recipient,) if copy.recipient else (copy.envelope or tuple(msg.envelope_to))
     envelope = Envelope(box.address, recipients, data, key)
     if box.transport != "smtp":
         return envelope, None
