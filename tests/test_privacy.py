@@ -280,12 +280,14 @@ def test_the_refusal_page_changes_nothing_until_its_form_is_sent(
     assert page.text(".who") == "erin@example.org"
     assert page.soup.select_one('a[href="https://example.com/privacy"]') is not None
     assert instance.consents.consent_of("erin@example.org")[0] == "unknown"  # GET: nothing
-    # a form posted from another site is refused
-    other = web.client.post(f"/r/{token}", data={"state": "refused"},
+    # a form posted from another site is refused, and so is one without the form's token
+    csrf = page.form(f"/r/{token}")["csrf"]
+    other = web.client.post(f"/r/{token}", data={"state": "refused", "csrf": csrf},
                             headers={"Origin": "https://evil.example"})
     assert other.status_code == 403
+    assert web.client.post(f"/r/{token}", data={"state": "refused"}).status_code == 403
     assert instance.consents.consent_of("erin@example.org")[0] == "unknown"
-    done = web.client.post(f"/r/{token}", data={"state": "refused"},
+    done = web.client.post(f"/r/{token}", data={"state": "refused", "csrf": csrf},
                            headers={"Origin": "http://testserver"})
     assert done.status_code == 200
     assert "will no longer record" in done.text
@@ -294,7 +296,8 @@ def test_the_refusal_page_changes_nothing_until_its_form_is_sent(
     assert (history[-1].how, history[-1].by) == ("link", "the recipient")
     # nonsense is a page saying so, never an error
     assert web.get("/r/not-a-token").status == 404
-    assert web.client.post(f"/r/{token}", data={"state": "maybe"}).status_code == 400
+    assert web.client.post(f"/r/{token}", data={"state": "maybe", "csrf": csrf}
+                           ).status_code == 400
     assert "not valid" in web.get("/r/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").text("[role=alert]")
 
 
@@ -385,6 +388,9 @@ def test_a_csv_import_records_all_lines_or_none(instance: Instance, cli: Cli,
     assert caught.value.field == "file"
     assert "line 2" in str(caught.value) and "line 3" in str(caught.value)
     assert instance.consents.consent_of("gina@example.net")[0] == "unknown"
+    for garbage in ("erin@example.org,\x00granted\n", '"erin@example.org,granted'):
+        with pytest.raises(InvalidInput):
+            instance.consents.import_csv(None, garbage)
     path = tmp_path / "bad.csv"
     path.write_text(bad)
     assert "nothing imported" in error(cli("consent", "import", str(path)), 2)

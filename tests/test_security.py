@@ -230,7 +230,8 @@ def test_a_member_reaches_nothing_of_another_mailbox_through_any_api_route(
 def _page_ids(teams: Teams) -> dict[str, int]:
     return {"conversation_id": teams.bravo_msg.conversation_id or 0,
             "message_id": teams.bravo_msg.id, "mailbox_id": teams.bravo.id,
-            "user_id": teams.bob.id, "index": 0}
+            "user_id": teams.bob.id, "index": 0,
+            "token": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}  # a refusal link: not a genuine one
 
 
 def _site_routes(instance: Instance) -> list[Route]:
