@@ -565,3 +565,19 @@ def test_view_detail_and_retention_changes_are_in_the_audit_log(instance: Instan
     instance.privacy.set_retention(admin, 30)  # no change: no entry
     log = [(e.setting, e.old, e.new) for e in reversed(instance.consents.audit_log(admin))]
     assert log == [("view_ip", "full", "truncated"), ("retention_days", "forever", "30")]
+
+
+def test_the_tag_filter_leaves_a_refused_recipients_copy_without_a_pixel(
+        instance: Instance) -> None:
+    box = _box(instance)
+    instance.consents.set_consent(None, "erin@example.org", "refused", "api")
+    raw = (b"From: sales@example.com\r\nTo: erin@example.org, frank@example.org\r\n"
+           b"Subject: Offer\r\nMessage-ID: <offer-9@example.com>\r\n"
+           b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Our offer</p>\r\n")
+    msg, erin = instance.sender.tag(box, raw, "erin@example.org")
+    _, frank = instance.sender.tag(box, raw, "frank@example.org")
+    assert not TOKEN.search(erin) and TOKEN.search(frank)
+    copies = _copies(instance, instance.store.get_message(msg.id))
+    assert copies["erin@example.org"].reason == (  # type: ignore[attr-defined]
+        "not tracked: erin@example.org refused tracking")
+    assert instance.store.get_message(msg.id).copies == 1
