@@ -231,6 +231,19 @@ def backdate_sent(instance: Instance, message_id: int, seconds: float = 3600) ->
     raise AssertionError(f"message {message_id} stayed in delivery")
 
 
+def html_of(raw: bytes) -> str:
+    """The HTML body of a delivered message, as a mail client would display it."""
+    import email
+    import email.policy
+    from email.message import EmailMessage
+
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    part = msg.get_body(preferencelist=("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
 def stored_as_sent_before_copies(instance: Instance, message: MessageRecord) -> None:
     """Store a tracked message with its copy's pixel in, as mail sent before copies were
     kept apart was stored: what is shown and quoted must still leave the pixel out."""

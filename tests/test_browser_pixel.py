@@ -3,11 +3,8 @@ HTML mail reader (headless Chromium), which fetches the pixel, and the API shows
 
 from __future__ import annotations
 
-import email
-import email.policy
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from mailseen.records import MailboxIn
 from mailseen.services.accounts import hash_token
 
 from .browser import sign_in
-from .conftest import API_TOKEN, LiveServer, backdate_sent
+from .conftest import API_TOKEN, LiveServer, backdate_sent, html_of
 from .smtp_server import SmtpServer
 from .web_client import PASSWORD
 
@@ -33,14 +30,6 @@ def relay(tmp_path: Path) -> Iterator[SmtpServer]:
     server = SmtpServer("starttls", {"relay": "pw"}).start(tmp_path)
     yield server
     server.stop()
-
-
-def _html_of(raw: bytes) -> str:
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(msg, EmailMessage)
-    part = msg.get_body(preferencelist=("html",))
-    assert part is not None
-    return str(part.get_content())
 
 
 async def test_chromium_displaying_the_delivered_message_records_a_view(
@@ -66,7 +55,7 @@ async def test_chromium_displaying_the_delivered_message_records_a_view(
                 break
             time.sleep(0.025)
         [delivered] = relay.messages
-        html = _html_of(delivered.data)
+        html = html_of(delivered.data)
         assert f"{server.url}/t/" in html
 
         before = api.get(f"/messages/{sent['id']}").json()
@@ -118,7 +107,7 @@ async def test_two_recipients_open_their_copies_and_the_open_conversation_names_
             if len(relay.messages) == 2:
                 break
             time.sleep(0.025)
-        copies = {tuple(m.rcpt_tos): _html_of(m.data) for m in relay.messages}
+        copies = {tuple(m.rcpt_tos): html_of(m.data) for m in relay.messages}
         assert sorted(copies) == [("erin@example.org",), ("frank@example.org",)]
         backdate_sent(inst, sent.id)  # opened a while after delivery, as people do
 

@@ -18,19 +18,22 @@ from typing import Any, TypeVar, get_args
 
 import click
 
-from .config import Settings, load_settings
+from .config import Settings, listen_address, load_settings
 from .core.autoreply import detect_automatic
-from .core.compose import Attachment, Draft
+from .core.compose import Attachment, Draft, parse_address
+from .core.consent import POLICIES
 from .core.hits import Hit, HitClassifier, Verdict, describe_agent
 from .core.netdata import NET_KINDS, load_data
 from .core.netsources import FORMATS, Source, load_manifest, update_source
 from .core.reach import Reach, public_url_reach
+from .core.refusal import LANGUAGES
 from .errors import InvalidInput, MailseenError
-from .receivers import ImapPoller, SmtpReceiver
+from .receivers import ImapPoller, SentFiler, SmtpReceiver, SubmissionServer
 from .receivers.imap import ImapChecker
-from .records import MailboxIn, MailboxRecord, MessageRecord, Status, UserRecord
+from .records import MailboxIn, MailboxRecord, MessageRecord, Retention, Status, UserRecord
 from .services.inbound import Renderer
 from .services.instance import Instance
+from .services.privacy import ERASED
 from .services.tagging import CANNOT_WRITE, not_sent, tag_filter, write_whole
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -161,6 +164,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
         background.append(_imap_poller(inst).run)
     if settings.smtp_receiver:
         background.append(_smtp_receiver(inst, settings.smtp_receiver))
+    if settings.submission or settings.submission_tls:
+        background.append(_submission(inst, settings.submission, settings.submission_tls))
+    if settings.worker:  # the daily purge runs where the delivery worker does
+        background.append(inst.retention_job().run)
     app = MailseenApp(inst, run_worker=settings.worker, background=background)
     files = raise_open_files_limit()
     click.echo(f"mailseen on http://{settings.host}:{settings.port} "
@@ -220,6 +227,33 @@ def _smtp_receiver(inst: Instance, listen: str
     return run
 
 
+def _submission(inst: Instance, starttls: str, implicit: str
+                ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """SMTP submission on ``starttls`` (HOST:PORT, STARTTLS) and/or ``implicit`` (implicit
+    TLS); both checked (certificate, addresses) before anything listens."""
+    s = inst.settings
+    rules = inst.submissions()
+    filer = SentFiler(inst.mailboxes, ca_file=s.ca_file or None)
+    servers = [SubmissionServer(rules, host=host, port=port, implicit=tls,
+                                tls_cert=s.submission_tls_cert or None,
+                                tls_key=s.submission_tls_key or None,
+                                max_size=s.submission_max_size, file_sent=filer)
+               for listen, name, tls in ((starttls, "submission", False),
+                                         (implicit, "submission_tls", True)) if listen
+               for host, port in [listen_address(listen, name)]]
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            for server in servers:
+                await server.start()
+            await stop.wait()
+        finally:
+            for server in servers:
+                await server.stop()
+
+    return run
+
+
 async def _until_signal(*jobs: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
     """Run ``jobs`` until SIGTERM or SIGINT; each finishes what it holds, then returns."""
     stop = asyncio.Event()
@@ -252,6 +286,26 @@ def receive(ctx: click.Context, listen: str | None) -> None:
 
 
 @main.command()
+@click.option("--listen", help="HOST:PORT for submission with STARTTLS (default: "
+              "MAILSEEN_SUBMISSION, else 127.0.0.1:587).")
+@click.option("--listen-tls", help="HOST:PORT for submission with implicit TLS (default: "
+              "MAILSEEN_SUBMISSION_TLS, else none).")
+@click.pass_context
+def submission(ctx: click.Context, listen: str | None, listen_tls: str | None) -> None:
+    """Take mail from the team's mail clients (SMTP submission, RFC 6409) on its own.
+
+    Users log in with an app password (`mailseen user app-password add`) and send as a
+    mailbox they work in; each message is queued like one sent from compose, and the
+    server's worker (or `mailseen worker`) delivers it. See docs/submission.md."""
+    inst = _instance(ctx)
+    _logging(inst.settings)
+    starttls = listen or inst.settings.submission or ("" if listen_tls else "127.0.0.1:587")
+    implicit = listen_tls or inst.settings.submission_tls
+    job = _submission(inst, starttls, implicit)
+    asyncio.run(_until_signal(job))
+
+
+@main.command()
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @click.pass_context
 def worker(ctx: click.Context, once: bool) -> None:
@@ -263,7 +317,7 @@ def worker(ctx: click.Context, once: bool) -> None:
         click.echo(f"delivered {asyncio.run(w.drain())} message(s)")
         return
 
-    asyncio.run(_until_signal(w.run))
+    asyncio.run(_until_signal(w.run, inst.retention_job().run))
 
 
 @main.group()
@@ -294,10 +348,24 @@ def settings_show(ctx: click.Context) -> None:
     """Show the global settings."""
     inst = _instance(ctx)
     click.echo(f"tracking: {'on' if inst.mailboxes.global_tracking() else 'off'}")
+    click.echo(f"tracking policy: {inst.consents.global_policy()}")
+    details = inst.privacy.view_details()
+    click.echo(f"view IP address: {details.ip}")
+    click.echo(f"view user agent: {details.user_agent}")
+    click.echo(f"view details kept: {_retention_line(inst.privacy.retention())}")
     reach = public_url_reach(inst.settings.base_url)
     click.echo(f"public URL: {reach.url}")
     if reach.message:
         click.echo(f"warning: {_reach_line(reach)}")
+
+
+def _retention_line(retention: Retention) -> str:
+    if retention.days is None:
+        return "for ever"
+    run = retention.last_run
+    last = ("never" if run is None else
+            f"{run.at:%Y-%m-%d %H:%M} UTC, {run.views} view(s) cleared")
+    return f"{retention.days} days (last purge: {last})"
 
 
 def _reach_line(reach: Reach) -> str:
@@ -317,6 +385,198 @@ def settings_tracking(ctx: click.Context, state: str) -> None:
     click.echo(f"tracking: {state}")
 
 
+@settings_group.command("policy")
+@click.argument("policy", type=click.Choice(list(POLICIES)))
+@click.pass_context
+def settings_policy(ctx: click.Context, policy: str) -> None:
+    """Whom tracking follows, for mailboxes that use the global policy."""
+    inst = _instance(ctx)
+    click.echo(f"tracking policy: {inst.consents.set_global_policy(None, policy)}")
+
+
+@settings_group.command("audit")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.pass_context
+def settings_audit(ctx: click.Context, limit: int) -> None:
+    """Changes to tracking and privacy settings, newest first."""
+    inst = _instance(ctx)
+    for e in inst.consents.audit_log(None, limit):
+        click.echo(f"{e.at.isoformat(timespec='seconds')}\t{e.user}\t{e.scope}\t{e.setting}"
+                   f"\t{e.old or '-'} -> {e.new or '-'}")
+
+
+# -- consent and the do-not-track list -------------------------------------------------------
+
+@main.group()
+def consent() -> None:
+    """Recipients' consent to tracking (granted, refused, unknown)."""
+
+
+@consent.command("set")
+@click.argument("address")
+@click.argument("state", type=click.Choice(["granted", "refused", "unknown"]))
+@click.option("--note", default="", help="How the recipient said so.")
+@click.pass_context
+def consent_set(ctx: click.Context, address: str, state: str, note: str) -> None:
+    """Record what ADDRESS said about being tracked."""
+    inst = _instance(ctx)
+    event = inst.consents.set_consent(None, address, state, "cli", note)
+    click.echo(f"{event.address}: {event.state}")
+
+
+@consent.command("show")
+@click.argument("address")
+@click.pass_context
+def consent_show(ctx: click.Context, address: str) -> None:
+    """ADDRESS's consent and its history."""
+    inst = _instance(ctx)
+    state, history = inst.consents.consent_of(address)
+    _out({"address": address, "state": state,
+          "history": [{**e.__dict__, "at": e.at.isoformat()} for e in history]})
+
+
+@consent.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@click.pass_context
+def consent_import(ctx: click.Context, file: Any) -> None:
+    """Consents from a CSV FILE (address,state[,note]; "-" for standard input). Every line is
+    checked first: one bad line imports nothing."""
+    inst = _instance(ctx)
+    try:
+        text = file.read()
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{file.name}: not UTF-8 text") from exc
+    click.echo(f"imported {inst.consents.import_csv(None, text, 'cli')} consent records")
+
+
+@consent.command("verify")
+@click.pass_context
+def consent_verify(ctx: click.Context) -> None:
+    """Check that no consent record was changed or removed outside mailseen."""
+    inst = _instance(ctx)
+    seen, broken = inst.consents.verify(None)
+    if broken is not None:
+        raise click.ClickException(f"the consent records were changed outside mailseen at "
+                                   f"event {broken} ({seen} checked)")
+    click.echo(f"{seen} consent records checked: none changed")
+
+
+@main.group("do-not-track")
+def do_not_track() -> None:
+    """Addresses, domains and *.tld never to track."""
+
+
+@do_not_track.command("add")
+@click.argument("entries", nargs=-1, required=True)
+@click.pass_context
+def dnt_add(ctx: click.Context, entries: tuple[str, ...]) -> None:
+    """Add ENTRIES (erin@example.org, example.fr, *.fr)."""
+    inst = _instance(ctx)
+    for entry in entries:
+        click.echo(f"added {inst.consents.add_do_not_track(None, entry).text}")
+
+
+@do_not_track.command("remove")
+@click.argument("entry")
+@click.pass_context
+def dnt_remove(ctx: click.Context, entry: str) -> None:
+    """Take ENTRY off the list."""
+    inst = _instance(ctx)
+    click.echo(f"removed {inst.consents.remove_do_not_track(None, entry).text}")
+
+
+@do_not_track.command("list")
+@click.pass_context
+def dnt_list(ctx: click.Context) -> None:
+    """The list."""
+    inst = _instance(ctx)
+    for rule in inst.consents.do_not_track():
+        click.echo(f"{rule.text}\t{rule.kind}\t{rule.created_by}")
+@settings_group.command("privacy")
+@click.option("--ip", type=click.Choice(["full", "truncated", "none"]),
+              help="What is stored of a view's IP address: all of it, its network (IPv4 /24, "
+              "IPv6 /48) or nothing.")
+@click.option("--user-agent", type=click.Choice(["full", "family"]),
+              help="What is stored of a view's user agent: all of it, or the client's family "
+              "(\"Outlook on Windows\").")
+@click.option("--retention-days", metavar="DAYS|forever",
+              help="Clear views' IP address, user agent, headers and recipient after this "
+              "many days (counts stay); `forever` keeps them.")
+@click.pass_context
+def settings_privacy(ctx: click.Context, ip: str | None, user_agent: str | None,
+                     retention_days: str | None) -> None:
+    """Set what is stored of each view and how long its personal details are kept."""
+    inst = _instance(ctx)
+    if retention_days is not None:  # checked before anything is changed
+        days = None if retention_days.strip().lower() == "forever" else retention_days
+        if days is not None and not days.strip().isdigit():
+            raise InvalidInput("--retention-days: a number of days, or forever")
+        inst.privacy.set_retention(None, None if days is None else int(days))
+    if ip is not None or user_agent is not None:
+        inst.privacy.set_view_details(None, ip=ip, user_agent=user_agent)
+    details = inst.privacy.view_details()
+    click.echo(f"view IP address: {details.ip}")
+    click.echo(f"view user agent: {details.user_agent}")
+    click.echo(f"view details kept: {_retention_line(inst.privacy.retention())}")
+
+
+# -- privacy ---------------------------------------------------------------------------------
+
+@main.group()
+def privacy() -> None:
+    """Requests of the people mailseen tracks, and the retention purge."""
+
+
+def _person(address: str) -> str:
+    """The ADDRESS argument, refused with the service's own words (no option is to blame)."""
+    try:
+        return parse_address(address, "address")
+    except InvalidInput as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+@privacy.command("export")
+@click.argument("address")
+@click.pass_context
+def privacy_export(ctx: click.Context, address: str) -> None:
+    """Print everything stored about ADDRESS as JSON: messages to and from them, the
+    copies sent to them and their pixels' views."""
+    _out(_instance(ctx).privacy.export(None, _person(address)))
+
+
+@privacy.command("erase")
+@click.argument("address")
+@click.pass_context
+def privacy_erase(ctx: click.Context, address: str) -> None:
+    """Erase the personal data of ADDRESS: the views of the copies sent to them, and their
+    address on those copies. Says what it removed and what it kept."""
+    done = _instance(ctx).privacy.erase(None, _person(address))
+    removed = done.removed
+    click.echo(f"{done.address}: removed {removed.get('views', 0)} view(s); "
+               f"{removed.get('copy_recipients', 0)} copy recipient(s) replaced by "
+               f"{ERASED!r}")
+    others = {k: v for k, v in removed.items() if k not in ("views", "copy_recipients")}
+    for what, count in others.items():
+        click.echo(f"removed {count} {what.replace('_', ' ')}")
+    kept = sum(done.kept.values())
+    click.echo(f"kept {kept} message(s) naming them (the team's correspondence)")
+
+
+@privacy.command("purge")
+@click.pass_context
+def privacy_purge(ctx: click.Context) -> None:
+    """Clear now the personal details of views older than the retention period (the daily
+    job does the same)."""
+    inst = _instance(ctx)
+    run = inst.privacy.purge(None)
+    if run is None:
+        click.echo("purge: off (view details are kept for ever; set "
+                   "`mailseen settings privacy --retention-days N`)")
+        return
+    click.echo(f"purged the details of {run.views} view(s) older than "
+               f"{run.before:%Y-%m-%d %H:%M} UTC")
+
+
 # -- mailboxes -------------------------------------------------------------------------------
 
 def _mailbox_options(f: F) -> F:
@@ -331,6 +591,16 @@ def _mailbox_options(f: F) -> F:
                      envvar="MAILSEEN_SMTP_PASSWORD"),
         click.option("--tracking", type=click.Choice(["global", "enabled", "disabled"]),
                      help="Use the global setting, or override it."),
+        click.option("--aliases", help="Other addresses mail clients may send as from this "
+                     "mailbox (comma-separated; \"\" for none)."),
+        click.option("--policy", "tracking_policy", type=click.Choice(["global", *POLICIES]),
+                     help="Whom tracking follows: the global policy, or this one."),
+        click.option("--refusal-line/--no-refusal-line", default=None,
+                     help="A one-click refusal link at the bottom of tracked mail."),
+        click.option("--refusal-text", help="The refusal line's sentence (\"\": standard)."),
+        click.option("--language", type=click.Choice(list(LANGUAGES)),
+                     help="Of the refusal line and page."),
+        click.option("--privacy-url", help="Your privacy notice, linked from the refusal page."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -339,7 +609,8 @@ def _mailbox_options(f: F) -> F:
 
 def _mailbox_json(inst: Instance, box: MailboxRecord) -> dict[str, Any]:
     d = inst.mailboxes.decision(box)
-    return {**box.__dict__, "effective_tracking": d.enabled, "tracking_reason": d.reason}
+    return {**box.__dict__, "effective_tracking": d.enabled, "tracking_reason": d.reason,
+            "effective_policy": inst.consents.policy_for(box).policy}
 
 
 @main.group()
@@ -644,6 +915,53 @@ def user_remove(ctx: click.Context, email: str) -> None:
     inst = _instance(ctx)
     inst.accounts.delete_user(None, inst.accounts.find_user(None, email).id)
     click.echo(f"user {email} removed")
+
+
+@user.group("app-password")
+def app_password() -> None:
+    """App passwords: what a user's mail client logs in to SMTP submission with."""
+
+
+@app_password.command("add")
+@click.argument("email")
+@click.argument("name")
+@click.pass_context
+def app_password_add(ctx: click.Context, email: str, name: str) -> None:
+    """Create an app password for EMAIL named NAME (the client or device it is for) and
+    print it: it is shown only once."""
+    inst = _instance(ctx)
+    u = inst.accounts.find_user(None, email)
+    try:
+        record, value = inst.accounts.create_app_password(None, u.id, name)
+    except InvalidInput as exc:  # the argument, not `user add`'s --name option
+        raise InvalidInput(str(exc).replace("name: ", "NAME: ", 1)) from exc
+    click.echo(value)
+    click.echo(f"app password {record.id} ({record.name}) for {u.email}: give the mail "
+               f"client the user name {u.email} and this password", err=True)
+
+
+@app_password.command("list")
+@click.argument("email")
+@click.pass_context
+def app_password_list(ctx: click.Context, email: str) -> None:
+    """List a user's app passwords (never their values)."""
+    inst = _instance(ctx)
+    u = inst.accounts.find_user(None, email)
+    for p in inst.accounts.list_app_passwords(None, u.id):
+        used = f"last used {p.last_used_at:%Y-%m-%d %H:%M}" if p.last_used_at else "never used"
+        click.echo(f"{p.id}\t{p.name}\tcreated {p.created_at:%Y-%m-%d}\t{used}")
+
+
+@app_password.command("revoke")
+@click.argument("email")
+@click.argument("password_id", type=click.IntRange(1))
+@click.pass_context
+def app_password_revoke(ctx: click.Context, email: str, password_id: int) -> None:
+    """Revoke one of a user's app passwords: clients using it can no longer send."""
+    inst = _instance(ctx)
+    inst.accounts.revoke_app_password(None, inst.accounts.find_user(None, email).id,
+                                      password_id)
+    click.echo(f"app password {password_id} revoked")
 
 
 # -- API tokens --------------------------------------------------------------------------------

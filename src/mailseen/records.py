@@ -31,6 +31,10 @@ Status = Literal["queued", "sending", "sent", "failed", "cancelled", "received"]
 CopyStatus = Literal["queued", "sending", "sent", "failed", "bounced", "cancelled"]
 Direction = Literal["out", "in"]
 Verdict = Literal["human", "machine"]
+# What is stored of a view's client: the IP address whole, its network only (IPv4 /24,
+# IPv6 /48) or nothing; the user agent whole or the client's family only.
+IpDetail = Literal["full", "truncated", "none"]
+AgentDetail = Literal["full", "family"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,22 @@ class MailboxSettings:
     imap_tls: TlsMode = "implicit"
     imap_username: str | None = None
     imap_folder: str = "INBOX"
+    # Other addresses the team sends as from this mailbox through SMTP submission (an old
+    # address, a per-person alias), comma-separated.
+    aliases: str = ""
+    # The IMAP folder the team's own clients file their sent mail in ("Sent"); when set, the
+    # poller reads it so that mail sent around mailseen shows in its conversation too.
+    imap_sent_folder: str = ""
+    # File a copy of each message its mail clients submit in that folder (for clients that
+    # keep none of their own).
+    imap_sent_append: bool = False
+    # Privacy (docs/privacy.md): whom tracking follows, and the line at the bottom of
+    # tracked mail where a recipient can refuse it (in the mailbox's language).
+    tracking_policy: MailboxPolicy = "global"
+    refusal_line: bool = False
+    refusal_text: str = ""
+    language: str = "en"
+    privacy_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,10 @@ class ImapState:
     folder: str
     uidvalidity: int | None
     last_uid: int
+    # The Sent folder, read too when set, and where reading it got to.
+    sent_folder: str = ""
+    sent_uidvalidity: int | None = None
+    sent_last_uid: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,6 +207,16 @@ class NewCopy:
     position: int
     recipient: str | None
     token_key: int | None
+    # What the copy carries and why ("tracked: erin@example.org consented to tracking");
+    # a shared copy that goes to only some of the envelope names them in ``envelope``.
+    pixel: PixelKind = field(default="none", kw_only=True)
+    reason: str = field(default="", kw_only=True)
+    envelope: tuple[str, ...] | None = field(default=None, kw_only=True)
+
+    @property
+    def personal(self) -> bool:
+        """One recipient's copy with a pixel of its own: its views name that person."""
+        return self.pixel == "personal" and self.recipient is not None
 
 
 @dataclass(frozen=True)
@@ -242,6 +276,9 @@ class ViewIn:
     # copy when the hit is written); an older token names the message (key 0).
     copy_key: int = 0
     copy_id: int | None = None
+    # Counted but tied to nobody (an aggregate pixel): its address, user agent and headers
+    # are judged in memory and never written.
+    anonymous: bool = False
 
 
 @dataclass(slots=True)  # one per pixel hit, like ViewIn
@@ -269,6 +306,36 @@ class ViewRecord:
     copy_id: int | None = None
 
 
+@dataclass(frozen=True)
+class ViewDetails:
+    """What is stored of each view (a global setting)."""
+
+    ip: IpDetail = "full"
+    user_agent: AgentDetail = "full"
+
+    @property
+    def full(self) -> bool:
+        return self.ip == "full" and self.user_agent == "full"
+
+
+@dataclass(frozen=True)
+class PurgeRun:
+    """A run of the retention purge: when, up to which time, how many views it cleared."""
+
+    at: datetime
+    before: datetime
+    views: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the personal details of views are kept (None: for ever), and the last
+    purge."""
+
+    days: int | None
+    last_run: PurgeRun | None = None
+
+
 Role = Literal["admin", "member"]
 
 
@@ -284,6 +351,17 @@ class UserRecord:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class AppPasswordRecord:
+    """An app password as it may be shown: never its value, which is shown once."""
+
+    id: int
+    user_id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -400,3 +478,44 @@ class Report:
     @property
     def viewed(self) -> int:
         return sum(b.viewed for b in self.by_mailbox)
+
+
+ConsentHow = Literal["api", "csv", "web", "cli", "link", "erase"]
+
+
+@dataclass(frozen=True)
+class ConsentEventRecord:
+    """One change of a recipient's consent to tracking: when, how (the API, a CSV import,
+    the web app, the command line, the recipient's own link) and by whom."""
+
+    id: int
+    address: str  # as consent records are keyed (core.consent.address_key)
+    state: ConsentState
+    at: datetime
+    how: ConsentHow
+    by: str  # a user's name, an API token's, "command line" or "the recipient"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class DoNotTrackRecord:
+    id: int
+    kind: Literal["address", "domain", "suffix"]
+    key: str
+    text: str
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class SettingChangeRecord:
+    """One change of a tracking or privacy setting, as the settings audit log shows it."""
+
+    id: int
+    at: datetime
+    user: str
+    scope: str  # "global", or the mailbox's address
+    setting: str
+    old: str
+    new: str
+

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from .urls import browser_url
 
-__all__ = ["GIF", "OwnUrl", "own_url", "pixel_tag", "pixel_url"]
+__all__ = ["GIF", "OwnUrl", "own_url", "pixel_tag", "pixel_url", "refusal_url"]
 
 # The classic 43-byte 1x1 transparent GIF89a.
 GIF = (
@@ -110,6 +110,12 @@ def pixel_url(base_url: str, token: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"the public base URL must be absolute http(s), not {base_url!r}")
     return f"{base_url.rstrip('/')}/t/{token}.gif"
+
+
+def refusal_url(base_url: str, token: str) -> str:
+    """Where the recipient of the copy ``token`` names can refuse tracking (the link of
+    the refusal line)."""
+    return f"{base_url.rstrip('/')}/r/{token}"
 
 
 def pixel_tag(url: str) -> str:

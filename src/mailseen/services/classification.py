@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..core.hits import Hit, HitClassifier
 from ..core.netdata import load_data
-from ..records import Judged, ViewIn
+from ..core.privacy import DETAILS_HEADER, minimise
+from ..records import Judged, ViewDetails, ViewIn
 from ..storage import Store
 from ..storage.views import ViewWriter
 
@@ -160,6 +161,8 @@ def hit_of(view: ViewIn, sent_at: datetime | None, others: int) -> Hit:
 
 # What judges a pixel hit, given the time its message was sent (None if not yet known).
 JudgeHit = Callable[[ViewIn, datetime | None], Judged]
+# What is to be stored of each view (services/privacy.py's cached setting).
+Details = Callable[[], ViewDetails]
 
 
 class Judge:
@@ -186,30 +189,44 @@ class Judge:
         return Judged(verdict.verdict, verdict.reason, verdict.client)
 
 
-def record_judged(writer: ViewWriter, views: Sequence[ViewIn], judge: JudgeHit) -> int:
+def record_judged(writer: ViewWriter, views: Sequence[ViewIn], judge: JudgeHit,
+                  details: Details | None = None) -> int:
     """Record a batch of pixel hits: read what judging needs (whose copy each hit is, and
-    when it was sent), judge each view once, then write them. Views of copies or messages
-    that do not exist are dropped; returns how many were stored."""
-    return writer.write([(v, judge(v, sent_at)) for v, sent_at in writer.resolve(views)])
+    when it was sent), judge each view once on what the client sent, cut each down to
+    what ``details`` says is stored (core/privacy.py), then write them. Nothing of a hit
+    reaches the database before it is cut down. Views of copies or messages that do not
+    exist are dropped; returns how many were stored."""
+    judged = [(v, judge(v, sent_at)) for v, sent_at in writer.resolve(views)]
+    level = details() if details is not None else None
+    if level is not None and not level.full:
+        for v, j in judged:
+            v.ip, v.user_agent, v.headers = minimise(v.ip, v.user_agent, v.headers, j.client,
+                                                     level)
+    return writer.write(judged)
 
 
-def record_views(store: Store, views: Sequence[ViewIn], judge: JudgeHit) -> int:
+def record_views(store: Store, views: Sequence[ViewIn], judge: JudgeHit,
+                 details: Details | None = None) -> int:
     """:func:`record_judged` on a writer of its own (demo data, imports, tests)."""
     writer = store.view_writer()
     try:
-        return record_judged(writer, views, judge)
+        return record_judged(writer, views, judge, details)
     finally:
         writer.close()
 
 
 def reclassify(store: Store, judge: JudgeHit, batch: int = 5000) -> tuple[int, int]:
     """Judge every stored view again, in the order they arrived, and re-derive every
-    message's summary. Returns (views judged, verdicts changed)."""
+    message's summary. Views stored with less than what the client sent (minimised, or
+    purged after the retention period) keep the verdict they got on the full details.
+    Returns (views judged, verdicts changed)."""
     seen = changed = 0
     after = 0
     while rows := store.stored_views(after, batch):
         changes = []
         for view_id, view, sent_at, old in rows:
+            if DETAILS_HEADER in view.headers:
+                continue
             new = judge(view, sent_at)
             if new != old:
                 changes.append((view_id, new))

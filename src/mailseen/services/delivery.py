@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from ..clock import Clock, wait
 from ..errors import DeliveryError, MailseenError
-from ..records import Claim, CopyRecord, Envelope, Outcome, Relay
+from ..records import Claim, CopyRecord, Envelope, MailboxRecord, Outcome, Relay
 from ..storage import Store
 from ..transports import Session, Transport
 
@@ -34,7 +34,8 @@ RelayKey = tuple[str, str | None, int | None]
 
 class DeliveryWorker:
     def __init__(self, store: Store, transports: dict[str, Transport], *,
-                 render: Callable[[bytes, CopyRecord], bytes], retry_base: float = 30.0,
+                 render: Callable[[bytes, CopyRecord, MailboxRecord], bytes],
+                 retry_base: float = 30.0,
                  retry_max: float = 3600.0, max_attempts: int = 12,
                  lease: timedelta = timedelta(minutes=5), idle_poll: float = 1.0,
                  batch: int = 50, per_relay: int = 1, clock: Clock | None = None) -> None:
@@ -188,8 +189,8 @@ class DeliveryWorker:
             if session is None:
                 raise DeliveryError(f"unknown transport {claim.mailbox.transport!r}",
                                     permanent=True)
-            note = await session.deliver(*_handover(claim, self.render(claim.raw, copy)),
-                                         ready=started)
+            data = self.render(claim.raw, copy, claim.mailbox)
+            note = await session.deliver(*_handover(claim, data), ready=started)
         except DeliveryError as exc:
             if not await started:
                 return None
@@ -259,5 +260,5 @@ def _handover(claim: Claim, data: bytes) -> tuple[Envelope, Relay | None]:
     msg, copy, box = claim.message, claim.copy, claim.mailbox
     key = f"{msg.created_at.strftime('%Y%m%d-%H%M%S')}-{msg.id}" + (
         f"-{copy.position}" if copy.position else "")
-    recipients = (copy.recipient,) if copy.recipient else tuple(msg.envelope_to)
+    recipients = (copy.recipient,) if copy.recipient else (copy.envelope or tuple(msg.envelope_to))
     return Envelope(box.address, recipients, data, key), _relay(claim)

@@ -291,7 +291,7 @@ def fill_small(inst: Instance, *, seed: int = 1, force: bool = False,
     keys = {mid: found[0].token_key or 0 for mid, found in copies.items()}
     hits = sorted((v for s in last_sent for v in _small_views(rng, s, keys[s.record.id], now)),
                   key=lambda v: v.at)
-    stored = record_views(inst.store, hits, Judge(inst.settings.data_dir))
+    stored = record_views(inst.store, hits, Judge(inst.settings.data_dir), inst.privacy.details)
     progress.close()
     return DemoResult(accounts, len(boxes), len(stories), len(times), stored,
                       time.monotonic() - started)

@@ -13,13 +13,16 @@ from ..transports.outbox import OutboxTransport
 from ..transports.smtp import SmtpTransport
 from .accounts import Accounts
 from .classification import Judge, reclassify
+from .consents import Consents
 from .delivery import DeliveryWorker
 from .inbound import Ingestor, Renderer
 from .mailboxes import ImapProbe, Mailboxes
 from .messages import Messages
+from .privacy import Privacy, RetentionJob
 from .recorder import ViewRecorder
 from .secrets import SecretBox
 from .sending import Sender
+from .submission import Submissions
 
 __all__ = ["Instance"]
 
@@ -35,6 +38,8 @@ class Instance:
     sender: Sender
     accounts: Accounts
     ingestor: Ingestor
+    consents: Consents
+    privacy: Privacy
     transports: dict[str, Transport] = field(default_factory=dict)
     clock: Clock = SYSTEM
 
@@ -58,13 +63,15 @@ class Instance:
                              idle_timeout=settings.smtp_idle_seconds,
                              monotonic=clock.monotonic)
         mailboxes = Mailboxes(store, smtp_probe=smtp.check, imap_probe=imap_probe)
-        sender = Sender(store, mailboxes, signer, settings.base_url)
+        consents = Consents(store, mailboxes, signer, settings.base_url)
+        sender = Sender(store, mailboxes, signer, settings.base_url, consents=consents)
         transports: dict[str, Transport] = {
             "outbox": OutboxTransport(settings.outbox_dir), "smtp": smtp}
         messages = Messages(store, mailboxes, sender.is_own_pixel)
         accounts = Accounts(store, memory_kib=settings.password_memory_kib)
         return cls(settings, db, store, signer, mailboxes, messages, sender, accounts,
-                   Ingestor(store, sender, render=render), transports, clock)
+                   Ingestor(store, sender, render=render), consents, Privacy(store),
+                   transports, clock)
 
     def upgrade(self) -> None:
         """Bring the database schema up to date."""
@@ -77,7 +84,8 @@ class Instance:
 
     def view_recorder(self) -> ViewRecorder:
         """A recorder for pixel hits, judging them with this installation's data."""
-        return ViewRecorder(self.store, Judge(self.settings.data_dir))
+        return ViewRecorder(self.store, Judge(self.settings.data_dir),
+                            details=self.privacy.details)
 
     def worker(self) -> DeliveryWorker:
         s = self.settings
@@ -85,6 +93,16 @@ class Instance:
                               retry_max=s.retry_max_seconds, max_attempts=s.max_attempts,
                               batch=s.delivery_batch, per_relay=s.smtp_connections_per_relay,
                               clock=self.clock, render=self.sender.copy_bytes)
+
+    def submissions(self) -> Submissions:
+        """The rules of SMTP submission, with this installation's limits."""
+        s = self.settings
+        return Submissions(self.accounts, self.mailboxes, self.sender, self.clock,
+                           max_recipients=s.submission_max_recipients,
+                           per_minute=s.submission_per_minute)
+    def retention_job(self) -> RetentionJob:
+        """The daily purge of old views' personal details, run beside the delivery worker."""
+        return RetentionJob(self.privacy, self.clock)
 
     def close(self) -> None:
         self.db.dispose()

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from ..core.compose import parse_address
+from ..core.consent import POLICIES
+from ..core.refusal import LANGUAGES
 from ..core.tracking import Decision, decide
 from ..core.urls import server_name_problem
 from ..errors import InvalidInput, MailseenError, NotFound
@@ -22,13 +24,15 @@ from ..records import (
     ImapState,
     MailboxIn,
     MailboxRecord,
+    MailboxSettings,
     Relay,
     UserRecord,
 )
 from ..storage import Store
+from .audit import log_changes
 
 __all__ = ["TRACKING_SETTING", "Forbidden", "ImapProbe", "Mailboxes", "SmtpProbe",
-           "can_see_mailbox", "require_admin"]
+           "can_see_mailbox", "normal_aliases", "require_admin", "sending_addresses"]
 
 # How a connection is tested: the SMTP transport's check, the IMAP receiver's checker. Each
 # takes the settings and a timeout per step, and answers in words (records.ConnectionCheck).
@@ -37,9 +41,13 @@ ImapProbe = Callable[[ImapState, float], Awaitable[ConnectionCheck]]
 TEST_TIMEOUT = 10.0  # seconds per step of a connection test: a person is waiting
 
 TRACKING_SETTING = "tracking_enabled"
+# A mailbox's settings whose changes the settings audit log keeps (docs/privacy.md).
+AUDITED = ("tracking", "tracking_policy", "refusal_line", "refusal_text", "language",
+           "privacy_url")
 # Fields a change may not set to nothing (a password set to nothing is removed instead).
 _REQUIRED = ("address", "display_name", "transport", "smtp_tls", "tracking", "imap_tls",
-             "imap_folder")
+             "imap_folder", "tracking_policy", "refusal_line", "refusal_text", "language",
+             "privacy_url")
 
 
 class Forbidden(MailseenError):
@@ -56,6 +64,27 @@ def require_admin(actor: UserRecord | None) -> None:
         raise Forbidden("only admins may do this")
 
 
+def normal_aliases(text: str, address: str = "") -> str:
+    """A mailbox's aliases in one form: each checked, lower case, once, comma-separated,
+    without the mailbox's own address."""
+    found: list[str] = []
+    for part in text.replace(";", ",").replace("\n", ",").split(","):
+        if part.strip():
+            alias = parse_address(part.strip(), "aliases").lower()
+            if alias != address.lower() and alias not in found:
+                found.append(alias)
+    return ", ".join(found)
+
+
+def sending_addresses(box: MailboxSettings) -> set[str]:
+    """The addresses (lower case) mail from ``box`` may be sent as: its own and its aliases."""
+    return {box.address.lower(), *(a.strip() for a in box.aliases.split(",") if a.strip())}
+def _web_url(text: str) -> bool:
+    scheme, sep, rest = text.partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https") and bool(rest) and not any(
+        c.isspace() for c in text)
+
+
 def checked(box: MailboxIn) -> MailboxIn:
     """A mailbox's settings as they may be stored: the rules every edge relies on."""
     address = parse_address(box.address, "address")
@@ -68,8 +97,27 @@ def checked(box: MailboxIn) -> MailboxIn:
         problem = server_name_problem(value) if value else None
         if problem is not None:
             raise InvalidInput(f"{name}: {problem}", field=name)
+    aliases = normal_aliases(box.aliases, address)
+    if aliases != box.aliases or box.imap_sent_folder != box.imap_sent_folder.strip():
+        box = replace(box, aliases=aliases, imap_sent_folder=box.imap_sent_folder.strip())
+    if any(c in box.imap_sent_folder for c in "\r\n\0"):
+        raise InvalidInput("imap_sent_folder: one line, without control characters",
+                           field="imap_sent_folder")
+    if box.imap_sent_append and not (box.imap_host and box.imap_sent_folder):
+        raise InvalidInput("imap_sent_append: needs an IMAP server and a Sent folder",
+                           field="imap_sent_append")
     if box.tracking not in ("global", "enabled", "disabled"):
         raise InvalidInput("tracking: global, enabled or disabled", field="tracking")
+    if box.tracking_policy not in ("global", *POLICIES):
+        raise InvalidInput(f"tracking_policy: global, {', '.join(POLICIES)}",
+                           field="tracking_policy")
+    if box.language not in LANGUAGES:
+        raise InvalidInput(f"language: one of {', '.join(LANGUAGES)}", field="language")
+    if box.privacy_url and not _web_url(box.privacy_url):
+        raise InvalidInput("privacy_url: an http:// or https:// address", field="privacy_url")
+    if len(box.refusal_text) > 500 or any(c in box.refusal_text for c in "\r\n\x00"):
+        raise InvalidInput("refusal_text: one line of at most 500 characters",
+                           field="refusal_text")
     for name in ("smtp_tls", "imap_tls"):
         if getattr(box, name) not in ("none", "starttls", "implicit"):
             raise InvalidInput(f"{name}: none, starttls or implicit", field=name)
@@ -93,8 +141,14 @@ class Mailboxes:
 
     def set_global_tracking(self, actor: UserRecord | None, enabled: bool) -> bool:
         require_admin(actor)
+        old = self.global_tracking()
         self.store.set_setting(TRACKING_SETTING, "true" if enabled else "false")
+        self._audit(actor, "global", {"tracking": (old, enabled)})
         return enabled
+
+    def _audit(self, actor: UserRecord | None, scope: str,
+               changes: Mapping[str, tuple[object, object]]) -> None:
+        log_changes(self.store, actor, scope, changes)
 
     def decision(self, box: MailboxRecord, global_enabled: bool | None = None) -> Decision:
         """Whether ``box``'s mail is tracked and why; pass ``global_enabled`` when deciding
@@ -169,8 +223,14 @@ class Mailboxes:
                 del changes[key]
             elif value is None and key in _REQUIRED:
                 raise InvalidInput(f"{key}: may not be null", field=key)
-        return self.store.update_mailbox(
+        before = self.store.get_mailbox(mailbox_id)
+        after = self.store.update_mailbox(
             mailbox_id, lambda current: checked(replace(current, **changes)))
+        self._audit(actor, after.address, {name: (getattr(before, name), getattr(after, name))
+                                           for name in AUDITED})
+        if before.tracking_policy != after.tracking_policy:
+            self.store.privacy_changed()
+        return after
 
     # -- testing a mailbox's connections ----------------------------------------------
 
@@ -228,6 +288,9 @@ class Mailboxes:
 
     def imap_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
         self.store.imap_progress(mailbox_id, uidvalidity, last_uid)
+
+    def imap_sent_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
+        self.store.imap_sent_progress(mailbox_id, uidvalidity, last_uid)
 
     def imap_report(self, mailbox_id: int, status: str, error: str | None) -> None:
         self.store.imap_report(mailbox_id, status, error)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..records import ViewIn
 from ..storage import Store
 from ..storage.views import ViewWriter
-from .classification import Judge, JudgeHit, record_judged
+from .classification import Details, Judge, JudgeHit, record_judged
 
 __all__ = ["Commit", "ViewRecorder"]
 
@@ -65,10 +65,12 @@ class ViewRecorder:
     """
 
     def __init__(self, store: Store, judge: JudgeHit | None = None,
-                 max_batch: int = 1000) -> None:
+                 max_batch: int = 1000, details: Details | None = None) -> None:
         self.store = store
         # Classifying happens in the writer thread, off the event loop, batch by batch.
         self.judge: JudgeHit = judge if judge is not None else Judge()
+        # What is stored of each view (None: everything), read in the writer thread.
+        self.details = details
         self.max_batch = max_batch
         # Batches waiting to be written, oldest first; views join the newest while it has room.
         self._batches: deque[tuple[list[ViewIn], Commit]] = deque()
@@ -145,7 +147,7 @@ class ViewRecorder:
         """In the writer thread."""
         if self._writer is None:
             self._writer = self.store.view_writer()
-        return record_judged(self._writer, views, self.judge)
+        return record_judged(self._writer, views, self.judge, self.details)
 
     def _close_writer(self) -> None:
         if self._writer is not None:

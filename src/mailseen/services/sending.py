@@ -3,13 +3,15 @@ through :meth:`Sender.submit`, which decides tracking, tags and queues it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..core.compose import Draft, build_message, parse_address, prepare_raw
+from ..core.consent import AGGREGATE_REASON
 from ..core.inject import tag_message
 from ..core.mailbody import TooComplex, body_words, parse_message
-from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url
+from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url, refusal_url
 from ..core.reach import reach_warning
+from ..core.refusal import refusal_line
 from ..core.tokens import TOKEN_LENGTH, TokenRef, TokenSigner, new_copy_key
 from ..core.tracking import not_trackable
 from ..errors import InvalidInput
@@ -22,6 +24,7 @@ from ..records import (
     UserRecord,
 )
 from ..storage import Store
+from .consents import Consents
 from .mailboxes import Mailboxes
 
 __all__ = ["TURNED_OFF", "Sender"]
@@ -29,13 +32,15 @@ __all__ = ["TURNED_OFF", "Sender"]
 
 class Sender:
     def __init__(self, store: Store, mailboxes: Mailboxes, signer: TokenSigner, base_url: str,
-                 on_queued: Callable[[], None] | None = None) -> None:
+                 on_queued: Callable[[], None] | None = None,
+                 consents: Consents | None = None) -> None:
         self.store = store
         self.mailboxes = mailboxes
+        self.consents = consents or Consents(store, mailboxes, signer, base_url)
         self.signer = signer
         self.base_url = base_url
         self.on_queued = on_queued
-        self._templates: dict[bytes, tuple[bytes, ...] | None] = {}
+        self._templates: dict[tuple[bytes, tuple[str, str] | None], tuple[bytes, ...] | None] = {}
 
     def own_url(self, url: str) -> OwnUrl | None:
         """Whether fetching ``url`` reaches one of our /t/ or /c/ paths (see
@@ -98,14 +103,13 @@ class Sender:
             probe = tag_message(body, self._pixel(new_copy_key()), _none_ours)
             if not probe.trackable:
                 reason = not_trackable(probe.reason or "unknown")
+            elif not queue:  # mail other software sends gets its copies from :meth:`tag`
+                tracked, copies = True, []
             else:
-                tracked = True
-                # Still tracked (tests send to loopback), but the reason says it is in vain.
-                if warning := reach_warning(self.base_url, recipients):
-                    reason = f"{decision.reason}; {warning}"
-                # Mail other software sends gets its copy from :meth:`tag`.
-                copies = [NewCopy(n, r, new_copy_key()) for n, r in
-                          enumerate(recipients, 1)] if queue else []
+                tracked, reason, copies = self.plan(mailbox, recipients, decision.reason)
+            # Still tracked (tests send to loopback), but the reason says it is in vain.
+            if tracked and (warning := reach_warning(self.base_url, recipients)):
+                reason = f"{reason}; {warning}"
         new = NewMessage(
             mailbox_id=mailbox.id, message_id=facts.message_id, subject=facts.subject,
             from_addr=facts.from_addr or mailbox.address, to=facts.to, cc=facts.cc, bcc=all_bcc,
@@ -118,6 +122,36 @@ class Sender:
         if queue and self.on_queued is not None:
             self.on_queued()
         return record
+
+    def plan(self, mailbox: MailboxRecord, recipients: Sequence[str], why: str
+             ) -> tuple[bool, str, list[NewCopy]]:
+        """The copies a tracked message from ``mailbox`` leaves as, under the privacy policy:
+        (whether any copy has a pixel, the message's tracking reason, the copies). ``why``
+        is why tracking is on ("enabled globally"). Each recipient with a personal pixel
+        gets a copy of their own; one who may not be tracked gets a copy without a pixel;
+        under ``aggregate`` the others share one copy whose pixel names nobody."""
+        choice, decided = self.consents.decide(mailbox, recipients)
+        copies: list[NewCopy] = []
+        shared = [d.address for d in decided if d.pixel == "aggregate"]
+        if shared:
+            copies.append(NewCopy(0, None, new_copy_key(), pixel="aggregate",
+                                  reason=AGGREGATE_REASON,
+                                  envelope=None if len(shared) == len(decided)
+                                  else tuple(shared)))
+        for n, d in enumerate(decided, 1):
+            if d.pixel == "personal":
+                copies.append(NewCopy(n, d.address, new_copy_key(), pixel="personal",
+                                      reason=d.reason))
+            elif d.pixel == "none":
+                copies.append(NewCopy(n, d.address, None, pixel="none", reason=d.reason))
+        left_out = [d.reason for d in decided if d.pixel == "none"]
+        if len(left_out) == len(decided):  # nobody may be tracked: one untracked copy
+            return False, "; ".join(dict.fromkeys(left_out)), [NewCopy(0, None, None)]
+        parts = [why]
+        if choice.policy != "everyone" or left_out:
+            parts.append(choice.reason)
+        parts.extend(dict.fromkeys(left_out))
+        return True, "; ".join(parts), copies
 
     def tag(self, mailbox: MailboxRecord, raw: bytes, recipient: str | None = None
             ) -> tuple[MessageRecord, bytes]:
@@ -133,14 +167,23 @@ class Sender:
         body = self.store.get_raw(found.id)
         if not found.tracked:
             return found, body
-        if recipient is not None:
+        if recipient is None:
+            copy = self.store.add_copy(found.id, None, new_copy_key())
+        else:
             recipient = parse_address(recipient, "recipient")
-        copy = self.store.add_copy(found.id, recipient, new_copy_key())
-        return self.store.get_message(found.id), self.copy_bytes(body, copy)
+            _, (decided,) = self.consents.decide(mailbox, [recipient])
+            # A recipient who may not be followed gets the message without a pixel; under
+            # ``aggregate`` each tagged copy is still one recipient's, so none either.
+            keep = decided.pixel == "personal"
+            copy = self.store.add_copy(found.id, recipient, new_copy_key() if keep else None,
+                                       "personal" if keep else "none", decided.reason)
+        return self.store.get_message(found.id), self.copy_bytes(body, copy, mailbox)
 
-    def copy_bytes(self, raw: bytes, copy: CopyRecord) -> bytes:
+    def copy_bytes(self, raw: bytes, copy: CopyRecord, mailbox: MailboxRecord | None = None
+                   ) -> bytes:
         """A copy as its recipient gets it: the stored message, with the copy's pixel when
-        it has one. The same bytes every time (a retry sends what the first try did).
+        it has one, and the mailbox's refusal line when it shows one and the pixel is the
+        recipient's own. The same bytes every time (a retry sends what the first try did).
 
         The message is tagged once with a stand-in token of a real one's length and
         alphabet, and each copy is that with its own token put in its place: its copies
@@ -148,27 +191,43 @@ class Sender:
         cannot be found as written (an HTML body in base64), each copy is tagged."""
         if copy.token_key is None:
             return raw
-        pieces = self._template(raw)
+        line = None
+        if mailbox is not None and mailbox.refusal_line and copy.personal:
+            line = (mailbox.language, mailbox.refusal_text)
+        pieces = self._template(raw, line)
+        token = self.signer.make(TokenRef(copy_key=copy.token_key))
         if pieces is None:
-            result = tag_message(raw, self._pixel(copy.token_key), _none_ours)
+            result = tag_message(raw, self._tag(token, line), _none_ours)
             return result.data if result.trackable else raw
-        return self.signer.make(TokenRef(copy_key=copy.token_key)).encode().join(pieces)
+        return token.encode().join(pieces)
 
-    def _template(self, raw: bytes) -> tuple[bytes, ...] | None:
+    def _tag(self, token: str, line: tuple[str, str] | None) -> str:
+        """What goes into a copy's HTML: its pixel, after the refusal line when there is
+        one (``line``: the mailbox's language and sentence)."""
+        tag = pixel_tag(pixel_url(self.base_url, token))
+        if line is not None:
+            tag = refusal_line(refusal_url(self.base_url, token), *line) + tag
+        return tag
+
+    def _template(self, raw: bytes, line: tuple[str, str] | None
+                  ) -> tuple[bytes, ...] | None:
         """``raw`` tagged with the stand-in, split where it stands (one piece when the
         message cannot be tracked); None when copies must be tagged one by one. The last few
         are kept."""
-        if raw in self._templates:
-            return self._templates[raw]
-        result = tag_message(raw, pixel_tag(pixel_url(self.base_url, _STAND_IN)), _none_ours)
+        key = (raw, line)
+        if key in self._templates:
+            return self._templates[key]
+        result = tag_message(raw, self._tag(_STAND_IN, line), _none_ours)
         pieces: tuple[bytes, ...] | None = (raw,)
         if result.trackable:
             pieces = tuple(result.data.split(_STAND_IN.encode()))
-            if len(pieces) != result.parts_tagged + 1 or _STAND_IN.encode() in raw:
+            per_part = 1 if line is None else 2  # the pixel, and the refusal link
+            if (len(pieces) != result.parts_tagged * per_part + 1
+                    or _STAND_IN.encode() in raw):
                 pieces = None
         if len(self._templates) >= _TEMPLATES_KEPT:
             self._templates.pop(next(iter(self._templates)))
-        self._templates[raw] = pieces
+        self._templates[key] = pieces
         return pieces
 
     def _pixel(self, key: int) -> str:

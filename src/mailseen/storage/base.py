@@ -84,7 +84,11 @@ def mailbox_record(row: Mailbox | Row[Any]) -> MailboxRecord:
         imap_tls=row.imap_tls,  # type: ignore[arg-type]
         imap_username=row.imap_username, has_imap_password=bool(row.imap_password_enc),
         imap_folder=row.imap_folder, imap_status=row.imap_status, imap_error=row.imap_error,
-        imap_checked_at=row.imap_checked_at,
+        imap_checked_at=row.imap_checked_at, aliases=row.aliases,
+        imap_sent_folder=row.imap_sent_folder, imap_sent_append=row.imap_sent_append,
+        tracking_policy=row.tracking_policy,  # type: ignore[arg-type]
+        refusal_line=row.refusal_line, refusal_text=row.refusal_text, language=row.language,
+        privacy_url=row.privacy_url,
     )
 
 
@@ -113,7 +117,8 @@ def viewed_copies() -> Any:
     """How many personal copies of the message being updated a person saw (a view or a
     reply): the value of messages.viewed_copies."""
     return (select(func.count()).select_from(Copy)
-            .where(Copy.message_id == Message.id, Copy.recipient.is_not(None),
+            .where(Copy.message_id == Message.id, Copy.pixel == "personal",
+                   Copy.recipient.is_not(None),
                    (Copy.view_count > 0) | Copy.replied_at.is_not(None))
             .scalar_subquery())
 
@@ -121,6 +126,8 @@ def viewed_copies() -> Any:
 def copy_record(row: Copy) -> CopyRecord:
     return CopyRecord(
         position=row.position, recipient=row.recipient, token_key=row.token_key, id=row.id,
+        pixel=row.pixel, reason=row.reason,  # type: ignore[arg-type]
+        envelope=tuple(json.loads(row.envelope_json)) if row.envelope_json else None,
         message_id=row.message_id, status=row.status,  # type: ignore[arg-type]
         attempts=row.attempts, last_error=row.last_error, next_attempt_at=row.next_attempt_at,
         sent_at=row.sent_at, view_count=row.view_count, first_viewed_at=row.first_viewed_at,

@@ -13,6 +13,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from ..core.consent import address_key
 from ..errors import NotFound
 from ..records import (
     ConversationRecord,
@@ -21,6 +22,7 @@ from ..records import (
     MessageRecord,
     NewCopy,
     NewMessage,
+    PixelKind,
 )
 from .base import (
     StoreBase,
@@ -101,7 +103,7 @@ class MessageStore(StoreBase):
             row.next_attempt_at = row.created_at if queued else None
             row.sent_at = None if queued else row.created_at
             row.tracked, row.tracking_reason = tracked, reason
-            row.copies = sum(1 for c in copies if c.recipient is not None)
+            row.copies = sum(1 for c in copies if c.personal)
             conv = self._thread(s, new)
             row.conversation_id = conv.id
             s.add(row)
@@ -111,7 +113,10 @@ class MessageStore(StoreBase):
                 s.add(MessageWords(message_id=row.id, words=new.words))
             for c in copies:
                 s.add(Copy(message_id=row.id, position=c.position, recipient=c.recipient,
-                           token_key=c.token_key, status=row.status, attempts=0,
+                           token_key=c.token_key, pixel=c.pixel, reason=c.reason,
+                           recipient_key=address_key(c.recipient) if c.recipient else None,
+                           envelope_json=json.dumps(c.envelope) if c.envelope else None,
+                           status=row.status, attempts=0,
                            next_attempt_at=row.next_attempt_at, sent_at=row.sent_at,
                            view_count=0, machine_count=0))
             conv.latest_sent_id = row.id
@@ -119,8 +124,8 @@ class MessageStore(StoreBase):
             s.flush()
             return message_record(row)
 
-    def add_copy(self, message_id: int, recipient: str | None, token_key: int | None
-                 ) -> CopyRecord:
+    def add_copy(self, message_id: int, recipient: str | None, token_key: int | None,
+                 pixel: PixelKind = "personal", reason: str = "") -> CopyRecord:
         """The copy of a message other software sends (the ``tag`` filter) for
         ``recipient`` (None: the copy every recipient shares), recorded as sent; the one
         already recorded, when the filter runs again on the same message."""
@@ -136,10 +141,13 @@ class MessageStore(StoreBase):
             position = 0 if recipient is None else max(
                 [c.position for c in copies] + [0]) + 1
             row = Copy(message_id=message_id, position=position, recipient=recipient,
-                       token_key=token_key, status="sent", attempts=0,
+                       token_key=token_key, pixel=pixel if token_key else "none",
+                       reason=reason,
+                       recipient_key=address_key(recipient) if recipient else None,
+                       status="sent", attempts=0,
                        sent_at=self.clock.now(), view_count=0, machine_count=0)
             s.add(row)
-            if recipient is not None:
+            if recipient is not None and token_key and pixel == "personal":
                 msg.copies += 1
             s.flush()
             return copy_record(row)
@@ -152,6 +160,14 @@ class MessageStore(StoreBase):
             rows = s.execute(select(Copy.token_key, Copy.message_id)
                              .where(Copy.token_key.in_(list(keys)))).tuples().all()
             return {key: mid for key, mid in rows if key is not None}
+
+    def copy_of_key(self, key: int) -> tuple[CopyRecord, int] | None:
+        """The copy a token names, with its message's mailbox id."""
+        with self._tx() as s:
+            row = s.execute(select(Copy, Message.mailbox_id)
+                            .join(Message, Message.id == Copy.message_id)
+                            .where(Copy.token_key == key)).first()
+            return None if row is None else (copy_record(row[0]), row[1])
 
     def mark_bounced(self, mailbox_id: int, message_id: str | None, fallback_ids: Sequence[int],
                      bounces: Sequence[tuple[str, str]]) -> list[int]:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -80,6 +81,13 @@ class Mailbox(Base):
     smtp_username: Mapped[str_null]
     smtp_password_enc: Mapped[str_null]
     tracking: Mapped[str] = mapped_column(String(10), default="global")
+    # Whom tracking follows (records.MailboxPolicy), and the refusal line in tracked mail.
+    tracking_policy: Mapped[str] = mapped_column(String(16), default="global",
+                                                 server_default="global")
+    refusal_line: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    refusal_text: Mapped[str] = mapped_column(Text, default="", server_default="")
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    privacy_url: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[utc]
     # Receiving by IMAP: the account, and where polling got to.
     imap_host: Mapped[str_null]
@@ -93,6 +101,12 @@ class Mailbox(Base):
     imap_status: Mapped[str] = mapped_column(String(20), default="")
     imap_error: Mapped[str_null]
     imap_checked_at: Mapped[utc_null]
+    aliases: Mapped[str] = mapped_column(Text, default="", server_default="")
+    imap_sent_folder: Mapped[str] = mapped_column(Text, default="", server_default="")
+    imap_sent_uidvalidity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    imap_sent_last_uid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    imap_sent_append: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=text("false"))
 
 
 class Conversation(Base):
@@ -180,6 +194,14 @@ class Copy(Base):
     position: Mapped[int] = mapped_column(Integer)
     recipient: Mapped[str_null]
     token_key: Mapped[int | None] = mapped_column(BigInteger, nullable=True, unique=True)
+    # What the copy carries (records.PixelKind) and why, in the user's words; the recipient
+    # as consent records are keyed (core.consent.address_key), for the check at the pixel.
+    pixel: Mapped[str] = mapped_column(String(10), default="none", server_default="none")
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    recipient_key: Mapped[str_null]
+    # A shared copy that goes to some of the envelope only (the others have copies of
+    # their own): those recipients, as JSON; None for the whole envelope.
+    envelope_json: Mapped[str_null]
     status: Mapped[str] = mapped_column(String(10), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str_null]
@@ -280,6 +302,20 @@ class ApiToken(Base):
         ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
 
 
+class AppPassword(Base):
+    """A password a user gives a mail client for SMTP submission (never their web
+    password). Only its hash is stored: see services/accounts.py for why a fast one."""
+
+    __tablename__ = "app_passwords"
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[utc]
+    last_used_at: Mapped[utc_null]
+
+
 class User(Base):
     __tablename__ = "users"
     id: Mapped[intpk]
@@ -317,3 +353,61 @@ class LoginFailure(Base):
     id: Mapped[intpk]
     key: Mapped[str] = mapped_column(String(400), index=True)
     at: Mapped[utc]
+
+
+class ConsentEvent(Base):
+    """Append-only: every change of a recipient's consent to tracking, with when, how and
+    by whom. Each row carries a hash of itself and of the row before it, so a row edited or
+    removed outside mailseen breaks the chain (``mailseen consent verify``)."""
+
+    __tablename__ = "consent_events"
+    id: Mapped[intpk]
+    address_key: Mapped[str] = mapped_column(String(320), index=True)
+    state: Mapped[str] = mapped_column(String(10))
+    at: Mapped[utc]
+    how: Mapped[str] = mapped_column(String(10))
+    by_user_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    by_name: Mapped[str] = mapped_column(Text, default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Consent(Base):
+    """Each recipient's current consent: derived from consent_events, written with them."""
+
+    __tablename__ = "consents"
+    address_key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    state: Mapped[str] = mapped_column(String(10))
+    at: Mapped[utc]
+    event_id: Mapped[int] = mapped_column(BigId)
+
+
+class DoNotTrackEntry(Base):
+    __tablename__ = "do_not_track"
+    id: Mapped[intpk]
+    kind: Mapped[str] = mapped_column(String(10))
+    key: Mapped[str] = mapped_column(String(320))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[utc]
+    created_by: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("uq_do_not_track_kind_key", "kind", "key", unique=True),)
+
+
+class SettingChange(Base):
+    """Append-only: who changed which tracking or privacy setting, when, from what to what."""
+
+    __tablename__ = "settings_audit"
+    id: Mapped[intpk]
+    at: Mapped[utc]
+    user_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    user_name: Mapped[str] = mapped_column(Text, default="")
+    scope: Mapped[str] = mapped_column(Text)
+    setting: Mapped[str] = mapped_column(String(100))
+    old: Mapped[str] = mapped_column(Text, default="")
+    new: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_settings_audit_at", "at"),)

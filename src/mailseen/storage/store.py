@@ -1,7 +1,7 @@
 """Every database operation mailseen performs, as methods over plain records.
 
-The store is split by noun into mixins (mailboxes, messages, queue, views, users, displays, live)
-that share one transaction helper; adapters and services see only :class:`Store`.
+The store is split by noun into mixins (mailboxes, messages, queue, views, users, displays, live,
+privacy) that share one transaction helper; adapters and services see only :class:`Store`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from .displays import DisplayStore
 from .live import LiveStore
 from .mailboxes import MailboxStore
 from .messages import MessageStore, referenced_ids
+from .personal import PersonalStore
+from .privacy import PrivacyStore
 from .queue import QueueStore
 from .reports import ReportStore
 from .users import UserStore
@@ -20,5 +22,5 @@ __all__ = ["Cipher", "Store", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore,
-            DisplayStore, LiveStore):
+            DisplayStore, LiveStore, PrivacyStore, PersonalStore):
     pass

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from ..records import Judged, ViewIn, ViewRecord
 from .base import StoreBase, translated, view_record, viewed_copies
 from .models import Copy, Message, ViewEvent
+from .privacy import PrivacyGate
 
 # What a view is taken for when no verdict is given (tests, imports of old data).
 _HUMAN = Judged("human", "", "")
@@ -33,9 +34,11 @@ _SENT = (select(_messages.c.id, _messages.c.sent_at)
 # Where a hit lands: a copy's token names its key; an older token names its message, whose
 # one shared copy (position 0) it was.
 _BY_KEY = (select(_copies.c.token_key, _copies.c.id, _copies.c.message_id, _copies.c.position,
-                  _copies.c.sent_at)
+                  _copies.c.sent_at, _copies.c.pixel, _copies.c.recipient_key,
+                  _messages.c.mailbox_id)
+           .select_from(_copies.join(_messages, _messages.c.id == _copies.c.message_id))
            .where(_copies.c.token_key.in_(bindparam("keys", expanding=True))))
-_BY_MESSAGE = (select(_messages.c.id, _copies.c.id, _messages.c.sent_at)
+_BY_MESSAGE = (select(_messages.c.id, _copies.c.id, _messages.c.sent_at, _copies.c.pixel)
                .select_from(_messages.outerjoin(_copies, (_copies.c.message_id
                                                           == _messages.c.id)
                                                 & (_copies.c.position == 0)))
@@ -57,9 +60,11 @@ _SUMMARY = {"human": ("view_count", "first_viewed_at", "last_viewed_at"),
 # had a human view.
 _VIEWED_COPIES = ("UPDATE messages SET viewed_copies = (SELECT COUNT(*) FROM copies WHERE "
                   "copies.message_id = messages.id AND copies.recipient IS NOT NULL AND "
+                  "copies.pixel = 'personal' AND "
                   "(copies.view_count > 0 OR copies.replied_at IS NOT NULL)) WHERE id = ?")
-# A hit's target: (copy id or None, message id, copy position, sending time).
-Target = tuple[int | None, int, int, datetime | None]
+# A hit's target: (copy id or None, message id, copy position, sending time, what the copy
+# carries, its recipient's address key, the message's mailbox).
+Target = tuple[int | None, int, int, datetime | None, str, str | None, int]
 
 
 class _Writer:
@@ -141,6 +146,7 @@ class ViewWriter:
         self._sent: dict[tuple[int, int], Target] = {}
         self._sent_since = time.monotonic()
         self._json: dict[tuple[tuple[str, str], ...], str] = {}
+        self._gate = PrivacyGate()
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -151,11 +157,20 @@ class ViewWriter:
     def resolve(self, views: Sequence[ViewIn]) -> list[tuple[ViewIn, datetime | None]]:
         """Find where each hit lands and fill it in (its message, copy and the copy's
         position), with the sending time the judge needs; hits of copies or messages that
-        do not exist are left out. Mostly answered from a short-lived cache."""
+        do not exist are left out, and so are hits of a recipient who may not be followed
+        now (a refusal, the do-not-track list, the mailbox's policy: withdrawal reaches mail
+        already sent). Hits that may be counted but not tied to anyone (an aggregate pixel)
+        are marked ``anonymous``. Mostly answered from short-lived caches; one read per
+        batch tells whether what decides tracking has changed."""
+        gate = self._gate
         try:
             with translated(self.store.db):
                 conn, _ = self._connection()
-                targets = self._targets(conn, views)
+                with conn.begin():
+                    targets = self._targets(conn, views)
+                    gate.refresh(conn)
+                    gate.load(conn, {(t[6], t[5]) for t in targets.values()
+                                     if t[5] is not None and t[4] == "personal"})
         except BaseException:
             self.close()  # the next batch starts on a fresh connection
             raise
@@ -164,9 +179,19 @@ class ViewWriter:
         found = []
         for v in views:
             target = targets.get((v.copy_key, v.message_id if not v.copy_key else 0))
-            if target is not None:
-                v.copy_id, v.message_id, v.recipient, sent_at = target
-                found.append((v, sent_at))
+            if target is None:
+                continue
+            copy_id, v.message_id, position, sent_at, pixel, key, box = target
+            if pixel == "aggregate":
+                v.anonymous = True
+            elif key is not None and pixel == "personal":
+                now = gate.pixel(box, key)
+                if now == "none":
+                    continue
+                if now == "aggregate":  # counted for the message, tied to no copy
+                    copy_id, position, v.anonymous = None, 0, True
+            v.copy_id, v.recipient = copy_id, position
+            found.append((v, sent_at))
         return found
 
     def write(self, judged: Sequence[tuple[ViewIn, Judged]]) -> int:
@@ -215,13 +240,13 @@ class ViewWriter:
         if missing:
             keys = sorted(k for k, _ in missing if k)
             ids = sorted(m for k, m in missing if not k)
-            with conn.begin():
-                if keys:
-                    for key, cid, mid, position, at in conn.execute(_BY_KEY, {"keys": keys}):
-                        found[key, 0] = (cid, mid, position, at)
-                if ids:
-                    for mid, cid, at in conn.execute(_BY_MESSAGE, {"ids": ids}):
-                        found[0, mid] = (cid, mid, 0, at)
+            if keys:
+                for key, cid, mid, position, at, pixel, rkey, box in conn.execute(
+                        _BY_KEY, {"keys": keys}):
+                    found[key, 0] = (cid, mid, position, at, pixel, rkey, box)
+            if ids:
+                for mid, cid, at, pixel in conn.execute(_BY_MESSAGE, {"ids": ids}):
+                    found[0, mid] = (cid, mid, 0, at, pixel or "none", None, 0)
             for k in missing:
                 target = found.get(k)
                 if target is not None and target[3] is not None:
@@ -254,15 +279,19 @@ class ViewWriter:
             if not keep:
                 return 0
             time_of, headers_json = writer.time, self._headers_json
-            rows = []
+            rows: list[tuple[Any, ...]] = []
             # [first, last, how many] per (message, copy, its position, verdict): one dict
             # lookup a view.
             summary: dict[tuple[int, int | None, int, str], list[Any]] = {}
             for v, j in keep:
                 at = time_of(v.at)  # as stored: bound times of one dialect compare correctly
-                rows.append((v.message_id, v.recipient, v.copy_id, at, v.method, v.ip,
-                             v.user_agent, headers_json(v.headers), j.verdict, j.reason,
-                             j.client))
+                if v.anonymous:  # counted, nothing kept that could point to a person
+                    rows.append((v.message_id, 0, v.copy_id, at, v.method, None, None, "{}",
+                                 j.verdict, j.reason, j.client))
+                else:
+                    rows.append((v.message_id, v.recipient, v.copy_id, at, v.method, v.ip,
+                                 v.user_agent, headers_json(v.headers), j.verdict, j.reason,
+                                 j.client))
                 key = (v.message_id, v.copy_id, v.recipient, j.verdict)
                 entry = summary.get(key)
                 if entry is None:
@@ -356,7 +385,9 @@ class ViewStore(StoreBase):
                     verdict=j.verdict, reason=j.reason, client=j.client))
 
     def rebuild_summaries(self) -> None:
-        """Re-derive every message's view summary from its events."""
+        """Re-derive every message's and copy's view summary from its events, where the
+        events still account for every view counted: the views of an erased recipient are
+        deleted, and a purged view no longer names its copy, while their counts stay."""
         with self._tx() as s:
             self._rebuild_summaries(s)
 
@@ -369,7 +400,12 @@ class ViewStore(StoreBase):
             return (select(fn).where(ViewEvent.copy_id == Copy.id,
                                      ViewEvent.verdict == verdict).scalar_subquery())
 
-        s.execute(update(Copy).values(
+        # Reclassifying moves views between human and machine; it never changes how many.
+        copy_backed = (Copy.view_count + Copy.machine_count == select(func.count()).where(
+            ViewEvent.copy_id == Copy.id).scalar_subquery())
+        message_backed = (Message.view_count + Message.machine_count == select(
+            func.count()).where(ViewEvent.message_id == Message.id).scalar_subquery())
+        s.execute(update(Copy).where(copy_backed).values(
             view_count=copy_agg(func.count(), "human"),
             first_viewed_at=copy_agg(func.min(ViewEvent.at), "human"),
             last_viewed_at=copy_agg(func.max(ViewEvent.at), "human"),
@@ -378,7 +414,7 @@ class ViewStore(StoreBase):
             last_machine_at=copy_agg(func.max(ViewEvent.at), "machine"),
         ))
         s.execute(update(Message).values(viewed_copies=viewed_copies()))
-        s.execute(update(Message).values(
+        s.execute(update(Message).where(message_backed).values(
             view_count=agg(func.count(), "human"),
             first_viewed_at=agg(func.min(ViewEvent.at), "human"),
             last_viewed_at=agg(func.max(ViewEvent.at), "human"),

@@ -14,21 +14,32 @@ from starlette.requests import ClientDisconnect
 
 from ...core.compose import Draft, parse_address
 from ...core.reach import public_url_reach
+from ...errors import InvalidInput
 from ...records import SECRET_FIELDS, MailboxIn, MailboxRecord, Status, UserRecord
 from ...services.instance import Instance
 from ...services.mailboxes import require_admin
 from .schemas import (
     ConnectionTestBody,
     ConnectionTestOut,
+    ConsentBody,
+    ConsentOut,
     DeliveryChange,
+    DoNotTrackBody,
+    DoNotTrackOut,
+    EraseBody,
+    ErasureOut,
     Id,
+    ImportOut,
     MailboxBody,
     MailboxOut,
     MailboxPatch,
     MessageBody,
     MessageDetail,
     MessageOut,
+    PrivacySettingsBody,
+    PrivacySettingsOut,
     Problem,
+    SettingChangeOut,
     SettingsBody,
     SettingsOut,
     ViewOut,
@@ -83,7 +94,8 @@ def _mailbox_out(inst: Instance, box: MailboxRecord, global_on: bool | None = No
                  ) -> dict[str, Any]:
     decision = inst.mailboxes.decision(box, global_on)
     return {**box.__dict__, "effective_tracking": decision.enabled,
-            "tracking_reason": decision.reason}
+            "tracking_reason": decision.reason,
+            "effective_policy": inst.consents.policy_for(box).policy}
 
 
 @router.get("/health", include_in_schema=True)
@@ -93,7 +105,8 @@ def health(inst: Inst) -> dict[str, Any]:
 
 def _settings_out(inst: Instance) -> dict[str, Any]:
     reach = public_url_reach(inst.settings.base_url)
-    return {"tracking_enabled": inst.mailboxes.global_tracking(), "public_url": reach.url,
+    return {"tracking_enabled": inst.mailboxes.global_tracking(),
+            "tracking_policy": inst.consents.global_policy(), "public_url": reach.url,
             "public_url_reach": reach.level, "public_url_problem": reach.message}
 
 
@@ -105,7 +118,54 @@ def get_settings(inst: Inst, who: Who) -> dict[str, Any]:
 @router.put("/settings", response_model=SettingsOut, dependencies=Admin, responses=_ADMIN_ONLY)
 def put_settings(inst: Inst, who: Who, body: SettingsBody) -> dict[str, Any]:
     inst.mailboxes.set_global_tracking(who.user, body.tracking_enabled)
+    if body.tracking_policy is not None:
+        inst.consents.set_global_policy(who.user, body.tracking_policy)
     return _settings_out(inst)
+
+
+def _privacy_out(inst: Instance) -> dict[str, Any]:
+    details, retention = inst.privacy.view_details(), inst.privacy.retention()
+    run = retention.last_run
+    return {"ip": details.ip, "user_agent": details.user_agent,
+            "retention_days": retention.days,
+            "last_purge": None if run is None else run.__dict__}
+
+
+@router.get("/settings/privacy", response_model=PrivacySettingsOut)
+def get_privacy_settings(inst: Inst, who: Who) -> dict[str, Any]:
+    return _privacy_out(inst)
+
+
+@router.put("/settings/privacy", response_model=PrivacySettingsOut, dependencies=Admin,
+            responses={**_ADMIN_ONLY, 422: {"model": Problem}})
+def put_privacy_settings(inst: Inst, who: Who, body: PrivacySettingsBody) -> dict[str, Any]:
+    """Change what is stored of each view and how long its personal details are kept;
+    fields left out stay as they are."""
+    given = body.model_fields_set
+    if "retention_days" in given:  # checked first: a refusal changes nothing
+        inst.privacy.set_retention(who.user, body.retention_days)
+    if body.ip is not None or body.user_agent is not None:
+        inst.privacy.set_view_details(who.user, ip=body.ip, user_agent=body.user_agent)
+    return _privacy_out(inst)
+
+
+@router.get("/privacy/export", dependencies=Admin,
+            responses={**_ADMIN_ONLY, 422: {"model": Problem}})
+def privacy_export(inst: Inst, who: Who,
+                   address: Annotated[str, Query(max_length=320,
+                                                 description="The person's address.")]
+                   ) -> dict[str, Any]:
+    """Everything stored about one person (admins): the messages sent to them and received
+    from them, the copies sent to them and their pixels' views, as stored."""
+    return inst.privacy.export(who.user, address)
+
+
+@router.post("/privacy/erase", response_model=ErasureOut, dependencies=Admin,
+             responses={**_ADMIN_ONLY, 422: {"model": Problem}})
+def privacy_erase(inst: Inst, who: Who, body: EraseBody) -> dict[str, Any]:
+    """Erase one person's personal data (admins): the views of the copies sent to them,
+    and their address on those copies. Says what was removed and what was kept."""
+    return inst.privacy.erase(who.user, body.address).__dict__
 
 
 @router.get("/mailboxes", response_model=list[MailboxOut])
@@ -232,3 +292,72 @@ def retry_message(inst: Inst, who: Who, message_id: Id) -> dict[str, int]:
 def cancel_message(inst: Inst, who: Who, message_id: Id) -> dict[str, int]:
     """Withdraw the copies that wait or failed (admins): they will not be sent."""
     return {"changed": inst.messages.cancel(who.user, message_id)}
+
+
+# -- privacy: consents, the do-not-track list, the settings audit log ----------------------
+
+@router.get("/consents", response_model=ConsentOut, responses={422: {"model": Problem}})
+def get_consent(inst: Inst, who: Who, address: Annotated[str, Query(max_length=320)]
+                ) -> dict[str, Any]:
+    """A recipient's consent to tracking and its history."""
+    state, history = inst.consents.consent_of(address)
+    return {"address": address, "state": state, "history": [e.__dict__ for e in history]}
+
+
+@router.post("/consents", response_model=ConsentOut, status_code=201,
+             responses={422: {"model": Problem}})
+def post_consent(inst: Inst, who: Who, body: ConsentBody) -> dict[str, Any]:
+    """Record what a recipient said (granted, refused, or back to unknown)."""
+    inst.consents.set_consent(who.user, body.address, body.state, "api", body.note)
+    return get_consent(inst, who, body.address)
+
+
+@router.post("/consents/import", response_model=ImportOut, dependencies=Admin,
+             responses={**_ADMIN_ONLY, 422: {"model": Problem}},
+             openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {
+                 "type": "string"}}}, "required": True}})
+async def import_consents(request: Request, inst: Inst, who: Who) -> Any:
+    """Consents from CSV (address,state[,note] per line, optional header): every line is
+    checked first, and one bad line imports nothing."""
+    chunks: list[bytes] = []
+    try:
+        # MailseenApp's receive refuses a body over MAX_API_BODY (web/limits.py).
+        async for chunk in request.stream():
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return JSONResponse({"error": "the client went away before sending the whole file",
+                             "field": "file"}, status_code=400)
+    body = b"".join(chunks)
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("file: not UTF-8 text", field="file") from exc
+    count = await run_in_threadpool(inst.consents.import_csv, who.user, text, "csv")
+    return {"imported": count}
+
+
+@router.get("/do-not-track", response_model=list[DoNotTrackOut])
+def list_do_not_track(inst: Inst, who: Who) -> list[dict[str, Any]]:
+    return [r.__dict__ for r in inst.consents.do_not_track()]
+
+
+@router.post("/do-not-track", response_model=DoNotTrackOut, dependencies=Admin,
+             status_code=201, responses={**_ADMIN_ONLY, 409: {"model": Problem},
+                                         422: {"model": Problem}})
+def add_do_not_track(inst: Inst, who: Who, body: DoNotTrackBody) -> dict[str, Any]:
+    return inst.consents.add_do_not_track(who.user, body.entry).__dict__
+
+
+@router.delete("/do-not-track", response_model=DoNotTrackOut, dependencies=Admin,
+               responses={**_ADMIN_ONLY, 404: {"model": Problem}, 422: {"model": Problem}})
+def remove_do_not_track(inst: Inst, who: Who, entry: Annotated[str, Query(max_length=320)]
+                        ) -> dict[str, Any]:
+    return inst.consents.remove_do_not_track(who.user, entry).__dict__
+
+
+@router.get("/audit", response_model=list[SettingChangeOut], dependencies=Admin,
+            responses=_ADMIN_ONLY)
+def audit_log(inst: Inst, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+              offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> list[dict[str, Any]]:
+    """Changes to tracking and privacy settings, newest first."""
+    return [e.__dict__ for e in inst.consents.audit_log(who.user, limit, offset)]

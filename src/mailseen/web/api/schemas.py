@@ -13,11 +13,24 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from ...core.compose import Attachment, parse_address
 from ...errors import InvalidInput
-from ...records import CopyRecord, CopyStatus, HeaderFacts, MessageRecord, TrackingMode, ViewRecord
+from ...records import (
+    AgentDetail,
+    ConsentState,
+    CopyRecord,
+    CopyStatus,
+    HeaderFacts,
+    IpDetail,
+    MailboxPolicy,
+    MessageRecord,
+    TrackingMode,
+    TrackingPolicy,
+    ViewRecord,
+)
 
-__all__ = ["DeliveryChange", "Id", "MailboxBody", "MailboxOut", "MailboxPatch", "MessageBody",
-           "MessageDetail", "MessageOut", "Problem", "RecipientOut", "SettingsBody", "ViewOut",
-           "message_out", "recipient_out", "view_out"]
+__all__ = ["DeliveryChange", "EraseBody", "ErasureOut", "Id", "MailboxBody", "MailboxOut",
+           "MailboxPatch", "MessageBody", "MessageDetail", "MessageOut",
+           "PrivacySettingsBody", "PrivacySettingsOut", "Problem", "RecipientOut",
+           "SettingsBody", "ViewOut", "message_out", "recipient_out", "view_out"]
 
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
@@ -33,6 +46,10 @@ class SettingsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tracking_enabled: bool = Field(description="Open tracking for mailboxes that use the "
                                                "global setting.")
+    tracking_policy: TrackingPolicy | None = Field(
+        None, description="Whom tracking follows for mailboxes that use the global policy: "
+                          "everyone, unless-refused, with-consent or aggregate (left out: "
+                          "unchanged).")
 
 
 class SettingsOut(SettingsBody):
@@ -43,6 +60,43 @@ class SettingsOut(SettingsBody):
                     'private network, a local name: no view will be recorded), "warning" '
                     '(plain http) or "ok".')
     public_url_problem: str | None = Field(description="What is wrong, in one sentence.")
+
+
+class PrivacySettingsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ip: IpDetail | None = Field(None, description='What is stored of a view\'s IP address: '
+                                '"full", "truncated" (IPv4 /24, IPv6 /48) or "none".')
+    user_agent: AgentDetail | None = Field(
+        None, description='What is stored of a view\'s user agent: "full", or "family" (the '
+                          'client without versions, "Outlook on Windows").')
+    retention_days: int | None = Field(
+        None, description="Days after which a view's IP address, user agent, headers and "
+                          "recipient are cleared (counts stay); null keeps them for ever.")
+
+
+class PurgeOut(BaseModel):
+    at: datetime
+    before: datetime = Field(description="Views older than this were cleared.")
+    views: int = Field(description="How many views' details this run cleared.")
+
+
+class PrivacySettingsOut(BaseModel):
+    ip: IpDetail
+    user_agent: AgentDetail
+    retention_days: int | None
+    last_purge: PurgeOut | None = Field(description="The retention purge's last run.")
+
+
+class EraseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str = Field(max_length=320, description="The person's email address.")
+
+
+class ErasureOut(BaseModel):
+    address: str = Field(description="The address as matched: lowercase, domain in ASCII.")
+    removed: dict[str, int] = Field(description="What was removed, by kind: views, "
+                                                "copy_recipients (replaced by \"erased\").")
+    kept: dict[str, int] = Field(description="What naming them was kept: the messages.")
 
 
 class MailboxBody(BaseModel):
@@ -62,6 +116,25 @@ class MailboxBody(BaseModel):
     imap_username: str | None = Field(None, max_length=320)
     imap_password: str | None = Field(None, max_length=1000, description="Write-only.")
     imap_folder: str = Field("INBOX", min_length=1, max_length=200)
+    imap_sent_folder: str = Field("", max_length=200, description=(
+        "The IMAP folder the team's clients file sent mail in; read so that mail sent "
+        "around mailseen shows, untracked. Empty: not read."))
+    imap_sent_append: bool = Field(False, description=(
+        "File a copy of each message submitted by SMTP in imap_sent_folder."))
+    aliases: str = Field("", max_length=4000, description=(
+        "Other addresses mail clients may send as from this mailbox through SMTP "
+        "submission, comma-separated."))
+    tracking_policy: MailboxPolicy = Field(
+        "global", description="Whom tracking follows: global (the global policy), everyone, "
+                              "unless-refused, with-consent or aggregate.")
+    refusal_line: bool = Field(False, description="Add a line with a one-click refusal link "
+                                                  "to tracked mail.")
+    refusal_text: str = Field("", max_length=500, description="The line's sentence (empty: "
+                                                              "the standard one).")
+    language: Literal["en", "fr", "it", "de", "es"] = Field(
+        "en", description="Of the refusal line and page.")
+    privacy_url: str = Field("", max_length=2000, description="The team's privacy notice, "
+                                                              "linked from the refusal page.")
 
     @field_validator("address")
     @classmethod
@@ -86,6 +159,14 @@ class MailboxPatch(BaseModel):
     imap_username: str | None = Field(None, max_length=320)
     imap_password: str | None = Field(None, max_length=1000)
     imap_folder: str | None = Field(None, min_length=1, max_length=200)
+    aliases: str | None = Field(None, max_length=4000)
+    imap_sent_folder: str | None = Field(None, max_length=200)
+    imap_sent_append: bool | None = None
+    tracking_policy: MailboxPolicy | None = None
+    refusal_line: bool | None = None
+    refusal_text: str | None = Field(None, max_length=500)
+    language: Literal["en", "fr", "it", "de", "es"] | None = None
+    privacy_url: str | None = Field(None, max_length=2000)
 
     @field_validator("address")
     @classmethod
@@ -116,6 +197,15 @@ class MailboxOut(BaseModel):
     imap_status: str = Field(description='"ok", "error" or "" (never polled).')
     imap_error: str | None
     imap_checked_at: datetime | None
+    aliases: str = Field("", description="Other addresses it sends as, comma-separated.")
+    imap_sent_folder: str = ""
+    imap_sent_append: bool = False
+    tracking_policy: str
+    effective_policy: str = Field(description="The policy in force for this mailbox.")
+    refusal_line: bool
+    refusal_text: str
+    language: str
+    privacy_url: str
 
 
 class ConnectionTestBody(BaseModel):
@@ -217,6 +307,11 @@ class RecipientOut(BaseModel):
     next_attempt_at: datetime | None
     sent_at: datetime | None
     tracked: bool = Field(description="The copy carries a pixel of its own.")
+    pixel: Literal["personal", "aggregate", "none"] = Field(
+        description="What the copy carries: a pixel of the recipient's own, one shared by the "
+                    "send that names nobody (policy aggregate), or none.")
+    reason: str = Field(description='Why, in words ("not tracked: no consent recorded for '
+                                    'erin@example.org").')
     view_count: int
     first_viewed_at: datetime | None
     last_viewed_at: datetime | None
@@ -272,7 +367,8 @@ def recipient_out(c: CopyRecord) -> dict[str, Any]:
     return {"recipient": c.recipient, "position": c.position, "status": c.status,
             "attempts": c.attempts, "last_error": c.last_error,
             "next_attempt_at": c.next_attempt_at, "sent_at": c.sent_at,
-            "tracked": c.token_key is not None, "view_count": c.view_count,
+            "tracked": c.token_key is not None, "pixel": c.pixel, "reason": c.reason,
+            "view_count": c.view_count,
             "first_viewed_at": c.first_viewed_at, "last_viewed_at": c.last_viewed_at,
             "machine_count": c.machine_count, "replied_at": c.replied_at}
 
@@ -283,3 +379,53 @@ def view_out(v: ViewRecord, whose: dict[int, str | None] | None = None) -> dict[
             "user_agent": v.user_agent, "recipient": v.recipient, "headers": v.headers,
             "verdict": v.verdict, "reason": v.reason, "client": v.client,
             "recipient_address": (whose or {}).get(v.copy_id) if v.copy_id else None}
+
+
+class ConsentBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: str = Field(max_length=320)
+    state: ConsentState
+    note: str = Field("", max_length=1000, description="How the recipient said so.")
+
+
+class ConsentEventOut(BaseModel):
+    id: int
+    address: str
+    state: ConsentState
+    at: datetime
+    how: str = Field(description="api, csv, web, cli, link (the recipient's own) or erase.")
+    by: str
+    note: str
+
+
+class ConsentOut(BaseModel):
+    address: str
+    state: ConsentState
+    history: list[ConsentEventOut]
+
+
+class ImportOut(BaseModel):
+    imported: int
+
+
+class DoNotTrackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entry: str = Field(max_length=320, description="An address, a domain, or *.domain / *.tld.")
+
+
+class DoNotTrackOut(BaseModel):
+    id: int
+    kind: Literal["address", "domain", "suffix"]
+    text: str
+    created_at: datetime
+    created_by: str
+
+
+class SettingChangeOut(BaseModel):
+    id: int
+    at: datetime
+    user: str
+    scope: str
+    setting: str
+    old: str
+    new: str

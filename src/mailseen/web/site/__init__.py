@@ -17,11 +17,14 @@ from ...services.instance import Instance
 from ...services.mailboxes import Forbidden
 from ..limits import BodyTooLarge
 from . import (
+    ui_account,
     ui_auth,
     ui_compose,
     ui_conversation,
     ui_listing,
     ui_live,
+    ui_privacy,
+    ui_refusal,
     ui_reports,
     ui_settings,
 )
@@ -34,7 +37,8 @@ STATIC = Path(__file__).parent / "static"
 
 
 # Each page module contributes its ``routes``.
-PAGES = (ui_auth, ui_listing, ui_conversation, ui_compose, ui_settings, ui_reports, ui_live)
+PAGES = (ui_auth, ui_listing, ui_conversation, ui_compose, ui_settings, ui_privacy, ui_reports,
+         ui_live, ui_refusal, ui_account)
 
 
 def build_site(instance: Instance) -> Starlette:

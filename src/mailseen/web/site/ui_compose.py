@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ...core.compose import Attachment, Draft, parse_address, reply_threading
+from ...core.consent import PolicyChoice, RecipientDecision
 from ...core.htmlbound import bound_html
 from ...core.tracking import Decision
 from ...errors import InvalidInput, NotFound
@@ -41,6 +42,9 @@ _TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
 class Preview:
     state: str  # "on", "off" or "plain": a class for the page and the script
     words: str
+    # Under a privacy policy: the policy, and each typed recipient who will not be followed
+    # and why ("not tracked: no consent recorded for erin@example.org").
+    details: tuple[str, ...] = ()
 
 
 def _setting(mailbox: MailboxRecord) -> str:
@@ -48,16 +52,29 @@ def _setting(mailbox: MailboxRecord) -> str:
 
 
 def tracking_preview(decision: Decision, mailbox: MailboxRecord, has_html: bool,
-                     no_track: bool = False) -> Preview:
+                     no_track: bool = False,
+                     plan: tuple[PolicyChoice, list[RecipientDecision]] | None = None
+                     ) -> Preview:
     """What tracking will do with a message from ``mailbox`` (whose tracking ``decision``
-    the services made), in the words of the form."""
+    the services made), in the words of the form; ``plan``: the privacy policy's decision
+    for the recipients typed so far."""
     if not decision.enabled:
         return Preview("off", f"Tracking off ({_setting(mailbox)})")
     if no_track:
         return Preview("off", "Tracking off (this message)")
     if not has_html:
         return Preview("plain", "Not trackable: plain text")
-    return Preview("on", f"Tracking on ({_setting(mailbox)})")
+    words = f"Tracking on ({_setting(mailbox)})"
+    if plan is None:
+        return Preview("on", words)
+    choice, decided = plan
+    left_out = tuple(d.reason for d in decided if d.pixel == "none")
+    details = ((choice.reason,) if choice.policy != "everyone" or left_out else ()) + left_out
+    if decided and len(left_out) == len(decided):
+        return Preview("off", "Not tracked: no recipient may be tracked", details)
+    if choice.policy == "aggregate":
+        words = f"Tracking on, counts only ({_setting(mailbox)})"
+    return Preview("on", words, details)
 
 
 @dataclass
@@ -76,6 +93,16 @@ class Fields:
 
 
 # -- reading the form --------------------------------------------------------------------
+
+def _recipients(f: Fields) -> list[str]:
+    """The addresses typed so far, for the preview (checked for real when sending)."""
+    out = []
+    for value in (f.to, f.cc, f.bcc):
+        for _, address in getaddresses(_split(value)):
+            if address:
+                out.append(address)
+    return list(dict.fromkeys(out))
+
 
 def _split(value: str) -> list[str]:
     """Addresses as typed, split at commas (or semicolons) outside quotes and brackets."""
@@ -218,10 +245,12 @@ def _show(request: Request, f: Fields, mailbox: MailboxRecord | None, *,
     # Until something is typed, the message is to be written in the (HTML) editor.
     has_html = _has_html(f.html) or not f.text.strip()
     previews = {b.id: tracking_preview(decisions[b.id], b, True) for b in boxes}
+    recipients = [a for a in _recipients(f) if "@" in a]
+    plan = inst.consents.decide(mailbox, recipients) if mailbox and recipients else None
     return render(
         request, "compose.html", 422 if error else 200, fields=f, mailbox=mailbox,
         boxes=boxes, action=action, previews=previews,
-        preview=(tracking_preview(decisions[mailbox.id], mailbox, has_html, f.no_track)
+        preview=(tracking_preview(decisions[mailbox.id], mailbox, has_html, f.no_track, plan)
                  if mailbox else None),
         error=str(error) if error else None, error_field=error.field if error else None,
         conversation=conversation, reply_to=reply_to, size=human_size,

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from ...core.consent import address_key
 from ...core.mailbody import Body, Display, attachment_data, read_body
 from ...core.status import Eye, delivery_state
 from ...errors import NotFound
@@ -129,6 +130,7 @@ class Recipient:
     label: str  # the recipient, or who a shared pixel stands for
     delivery: str  # where its delivery stands, in words
     client: str  # the client of its latest human view, if any
+    note: str = ""  # why the copy is not (or no longer) followed, in words
 
     @property
     def pending(self) -> bool:
@@ -159,7 +161,7 @@ class Item:
 
 
 def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dict[int, str],
-          copies: list[CopyRecord]) -> Item:
+          copies: list[CopyRecord], refused: set[str] | None = None) -> Item:
     body = display_of(inst, user, message)
     eye = events = None
     truncated = False
@@ -176,16 +178,28 @@ def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dic
         for c in copies:
             latest = next((e.client for e in reversed(events)
                            if e.human and e.view.copy_id == c.id), "")
-            recipients.append(Recipient(c, c.recipient or _everyone(message),
-                                        delivery_state(c, now), latest))
+            recipients.append(Recipient(c, c.recipient or _everyone(message, c),
+                                        delivery_state(c, now), latest,
+                                        _tracking_note(c, refused or set())))
     text = None if body.text is None else linkify(body.text)
     return Item(message, body, text, eye, events or [], truncated, recipients)
 
 
-def _everyone(message: MessageRecord) -> str:
-    n = len(message.envelope_to)
-    return (message.envelope_to[0] if n == 1 else
+def _everyone(message: MessageRecord, copy: CopyRecord) -> str:
+    envelope = copy.envelope or message.envelope_to
+    n = len(envelope)
+    return (envelope[0] if n == 1 else
             f"All {n} recipients (one copy; a view cannot say whose)")
+
+
+def _tracking_note(copy: CopyRecord, refused: set[str]) -> str:
+    """Why a copy's row shows no (or no more) views: a refusal since, or the reason it
+    left without a pixel of its own."""
+    if copy.recipient and copy.token_key is not None and address_key(copy.recipient) in refused:
+        return "tracking refused by recipient"
+    if copy.pixel != "personal" and copy.reason:
+        return copy.reason
+    return ""
 
 
 def _whose(view: ViewRecord, whose: dict[int, str | None], message: MessageRecord) -> str:
@@ -201,7 +215,9 @@ def _load(inst: Instance, user: UserRecord, conversation_id: int) -> list[Item]:
     messages = inst.messages.in_conversation(user, conversation_id)
     machine = inst.messages.machine_clients(messages)
     copies = inst.messages.recipients_of(user, messages)
-    return [_item(inst, user, m, machine, copies.get(m.id, [])) for m in messages]
+    refused = inst.consents.refused({c.recipient for cs in copies.values() for c in cs
+                                     if c.recipient})
+    return [_item(inst, user, m, machine, copies.get(m.id, []), refused) for m in messages]
 
 
 async def conversation(request: Request) -> Response:

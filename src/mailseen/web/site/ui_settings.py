@@ -17,13 +17,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ...core.compose import parse_address
-from ...errors import Conflict, InvalidInput, NotFound
-from ...records import MailboxIn, MailboxRecord, Role, UserRecord
+from ...errors import Conflict, InvalidInput, MailseenError, NotFound
+from ...records import ConsentEventRecord, MailboxIn, MailboxRecord, Role, UserRecord
 from ...services.accounts import MIN_PASSWORD
 from .ui import instance_of, read_form, redirect, render, require_admin, require_user
 
 TABS = {"general": "General", "sending": "Sending", "receiving": "Receiving",
-        "misc": "Miscellaneous"}
+        "misc": "Miscellaneous", "privacy": "Privacy"}
+POLICIES = {"everyone": "Everyone: every recipient who has not refused",
+            "unless-refused": "Unless refused (opt-out): the same, said as an opt-out",
+            "with-consent": "With consent (opt-in): only recipients whose consent is recorded",
+            "aggregate": "Aggregate: counts only, no personal tracking"}
+LANGUAGE_NAMES = {"en": "English", "fr": "Fran\u00e7ais", "it": "Italiano", "de": "Deutsch",
+                  "es": "Espa\u00f1ol"}
 TRANSPORTS = {"outbox": "Outbox folder (for testing: messages are written to files)",
               "smtp": "SMTP server"}
 TLS = {"starttls": "STARTTLS", "implicit": "TLS from the start (implicit TLS)",
@@ -157,6 +163,77 @@ async def global_settings(request: Request) -> Response:
                   notice=_notice(request))
 
 
+# -- privacy: policy, do-not-track list, consents, audit log --------------------------
+
+PRIVACY_NOTICES = {"policy": "Saved.", "added": "Added to the do-not-track list.",
+                   "removed": "Removed from the do-not-track list.",
+                   "consent": "Consent recorded.", "imported": "Consents imported."}
+
+
+async def privacy(request: Request) -> Response:
+    me = require_admin(request)
+    inst = instance_of(request)
+    consents = inst.consents
+    errors: dict[str, str] = {}
+    values: dict[str, str] = {}
+    done = ""
+    if request.method == "POST":
+        form = Form(await read_form(request))
+        action = form.raw("do")
+        try:
+            if action == "policy":
+                consents.set_global_policy(me, form.choice("tracking_policy",
+                                                           "Whom tracking follows", POLICIES))
+                done = "policy"
+            elif action == "add":
+                consents.add_do_not_track(me, form.text("entry", "Entry", max_len=320))
+                done = "added"
+            elif action == "remove":
+                consents.remove_do_not_track(me, form.raw("entry"))
+                done = "removed"
+            elif action == "consent":
+                address = form.text("address", "Address", required=True, max_len=320)
+                consents.set_consent(me, address, form.raw("state"), "web",
+                                     form.text("note", "Note", max_len=1000))
+                return redirect(request, f"/settings/privacy?done=consent&address={address}")
+            elif action == "import":
+                upload = form.data.get("file")
+                text = form.raw("csv")
+                if upload is not None and not isinstance(upload, str):
+                    data = await upload.read(20_000_000)
+                    text = data.decode("utf-8-sig", "replace") if data else text
+                values["imported"] = str(consents.import_csv(me, text, "web"))
+                done = "imported"
+        except (InvalidInput, Conflict, NotFound) as exc:
+            named = exc.field if isinstance(exc, InvalidInput) else None
+            field = {"file": "csv"}.get(named or "", named) or {
+                "add": "entry", "remove": "entry", "import": "csv"}.get(action, "address")
+            errors[field] = _sentence(exc)
+            values.update(form.values)
+        if not errors and done != "imported":
+            return redirect(request, f"/settings/privacy?done={done}")
+    address = request.query_params.get("address", "").strip()
+    state: str = "unknown"
+    history: list[ConsentEventRecord] = []
+    if address:
+        try:
+            state, history = consents.consent_of(address)
+        except InvalidInput as exc:
+            errors.setdefault("address", _sentence(exc))
+    return render(request, "settings_privacy.html", 422 if errors else 200, errors=errors,
+                  values={"address": address, **values}, policies=POLICIES,
+                  global_policy=consents.global_policy(), rules=consents.do_not_track(),
+                  address=address, state=state, history=history,
+                  notice=PRIVACY_NOTICES.get(done or request.query_params.get("done", "")),
+                  imported=values.get("imported"))
+
+
+async def audit(request: Request) -> Response:
+    me = require_admin(request)
+    entries = instance_of(request).consents.audit_log(me, limit=500)
+    return render(request, "settings_audit.html", entries=entries)
+
+
 # -- mailboxes ---------------------------------------------------------------------------
 
 def _mailbox_values(box: MailboxRecord) -> dict[str, str]:
@@ -179,7 +256,8 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                 "smtp_username": form.text("smtp_username", "SMTP user name",
                                            max_len=320) or None,
                 "smtp_password": form.secret("smtp_password", "SMTP password",
-                                             "smtp_password_remove")}
+                                             "smtp_password_remove"),
+                "aliases": form.text("aliases", "Aliases", max_len=4000)}
     if tab == "receiving":
         return {"imap_host": form.host("imap_host", "IMAP server", required=False),
                 "imap_port": form.port("imap_port", "IMAP port"),
@@ -188,7 +266,17 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                                            max_len=320) or None,
                 "imap_password": form.secret("imap_password", "IMAP password",
                                              "imap_password_remove"),
-                "imap_folder": form.text("imap_folder", "Folder", required=True)}
+                "imap_folder": form.text("imap_folder", "Folder", required=True),
+                "imap_sent_folder": form.text("imap_sent_folder", "Sent folder"),
+                "imap_sent_append": form.raw("imap_sent_append") == "1"}
+    if tab == "privacy":
+        return {"tracking_policy": form.choice("tracking_policy", "Whom tracking follows",
+                                               {"global": "", **POLICIES}),
+                "refusal_line": bool(form.raw("refusal_line")),
+                "refusal_text": form.text("refusal_text", "Text of the line", max_len=500),
+                "language": form.choice("language", "Language", LANGUAGE_NAMES),
+                "privacy_url": form.text("privacy_url", "Privacy notice address",
+                                         max_len=2000)}
     return {"tracking": form.choice("tracking", "Open tracking", TRACKING)}
 
 
@@ -228,7 +316,7 @@ def _saved(save: Callable[[], MailboxRecord]) -> tuple[MailboxRecord | None, dic
     except Conflict:
         return None, {"address": "Address: there is a mailbox with this address already."}
     except InvalidInput as exc:
-        return None, {exc.field or "address": str(exc)}
+        return None, {exc.field or "address": _sentence(exc)}
 
 
 def _visible_mailbox(request: Request, user: UserRecord) -> MailboxRecord:
@@ -266,8 +354,13 @@ def _mailbox_page(request: Request, me: UserRecord, box: MailboxRecord, tab: str
                   values: dict[str, str], errors: dict[str, str], **extra: Any) -> Response:
     mailboxes = instance_of(request).mailboxes
     on = mailboxes.global_tracking()
+    policy = instance_of(request).consents.policy_for(box)
     return render(request, "settings_mailbox.html", 422 if errors else 200, box=box, tab=tab,
                   tabs=TABS, values=values, errors=errors, global_on=on,
+                  policy_options={"global": "Use global policy (currently "
+                                            f"{instance_of(request).consents.global_policy()})",
+                                  **POLICIES},
+                  languages=LANGUAGE_NAMES, policy=policy,
                   decision=mailboxes.decision(box, on), transports=TRANSPORTS, tls=TLS,
                   trouble=mailboxes.delivery_trouble(me, [box]).get(box.id), **extra)
 
@@ -410,22 +503,30 @@ async def user_delete(request: Request) -> Response:
     return await _user_action(request, act)
 
 
-_LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server",
-           "imap_host": "IMAP server", "smtp_port": "SMTP port", "imap_port": "IMAP port"}
+_LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server", "aliases": "Aliases",
+           "imap_sent_folder": "Sent folder", "imap_sent_append": "File a copy",
+           "imap_host": "IMAP server", "smtp_port": "SMTP port", "imap_port": "IMAP port",
+           "entry": "Entry", "address": "Address", "state": "Consent", "note": "Note",
+           "file": "CSV", "tracking_policy": "Whom tracking follows",
+           "refusal_text": "Text of the line", "language": "Language",
+           "privacy_url": "Privacy notice address"}
 
 
-def _sentence(exc: InvalidInput) -> str:
+def _sentence(exc: MailseenError) -> str:
     """A service's "field: problem" in the page's words: "Label: problem."."""
     text = str(exc)
-    label = _LABELS.get(exc.field or "", "")
-    if label and exc.field and text.startswith(f"{exc.field}: "):
-        text = f"{label}: {text.removeprefix(f'{exc.field}: ')}"
+    field = exc.field if isinstance(exc, InvalidInput) else None
+    label = _LABELS.get(field or "", "")
+    if label and field and text.startswith(f"{field}: "):
+        text = f"{label}: {text.removeprefix(f'{field}: ')}"
     return text if text.endswith(".") else f"{text}."
 
 
 GET_POST = ["GET", "POST"]
 routes = [
     Route("/settings", global_settings, methods=GET_POST),
+    Route("/settings/privacy", privacy, methods=GET_POST),
+    Route("/settings/audit", audit),
     Route("/settings/mailboxes", mailboxes),
     Route("/settings/mailboxes/new", new_mailbox, methods=GET_POST),
     Route("/settings/mailboxes/{mailbox_id:int}", mailbox, methods=GET_POST),

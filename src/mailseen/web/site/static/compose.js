@@ -96,6 +96,15 @@
     if (!from) return;
     var state = from.getAttribute("data-tracking-state");
     var words = from.getAttribute("data-tracking-words");
+    // What the server worked out for the recipients typed (a privacy policy), while the
+    // mailbox it was worked out for is still the one chosen.
+    var details = document.getElementById("tracking-details");
+    var same = !select || select.value === preview.getAttribute("data-mailbox");
+    if (details) details.hidden = !same;
+    if (same && state === "on" && preview.hasAttribute("data-policy-state")) {
+      state = preview.getAttribute("data-policy-state");
+      words = preview.getAttribute("data-policy-words");
+    }
     // Until something is typed the message is to be written in the editor, as HTML.
     if (state === "on" && !hasContent(source.value) && text && text.value.trim() !== "") {
       state = "plain";
