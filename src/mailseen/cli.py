@@ -18,7 +18,7 @@ from typing import Any, TypeVar, get_args
 
 import click
 
-from .config import Settings, load_settings
+from .config import Settings, listen_address, load_settings
 from .core.autoreply import detect_automatic
 from .core.compose import Attachment, Draft, parse_address
 from .core.consent import POLICIES
@@ -28,7 +28,7 @@ from .core.netsources import FORMATS, Source, load_manifest, update_source
 from .core.reach import Reach, public_url_reach
 from .core.refusal import LANGUAGES
 from .errors import InvalidInput, MailseenError
-from .receivers import ImapPoller, SmtpReceiver
+from .receivers import ImapPoller, SentFiler, SmtpReceiver, SubmissionServer
 from .receivers.imap import ImapChecker
 from .records import MailboxIn, MailboxRecord, MessageRecord, Retention, Status, UserRecord
 from .services.inbound import Renderer
@@ -164,6 +164,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
         background.append(_imap_poller(inst).run)
     if settings.smtp_receiver:
         background.append(_smtp_receiver(inst, settings.smtp_receiver))
+    if settings.submission or settings.submission_tls:
+        background.append(_submission(inst, settings.submission, settings.submission_tls))
     if settings.worker:  # the daily purge runs where the delivery worker does
         background.append(inst.retention_job().run)
     app = MailseenApp(inst, run_worker=settings.worker, background=background)
@@ -225,6 +227,33 @@ def _smtp_receiver(inst: Instance, listen: str
     return run
 
 
+def _submission(inst: Instance, starttls: str, implicit: str
+                ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """SMTP submission on ``starttls`` (HOST:PORT, STARTTLS) and/or ``implicit`` (implicit
+    TLS); both checked (certificate, addresses) before anything listens."""
+    s = inst.settings
+    rules = inst.submissions()
+    filer = SentFiler(inst.mailboxes, ca_file=s.ca_file or None)
+    servers = [SubmissionServer(rules, host=host, port=port, implicit=tls,
+                                tls_cert=s.submission_tls_cert or None,
+                                tls_key=s.submission_tls_key or None,
+                                max_size=s.submission_max_size, file_sent=filer)
+               for listen, name, tls in ((starttls, "submission", False),
+                                         (implicit, "submission_tls", True)) if listen
+               for host, port in [listen_address(listen, name)]]
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            for server in servers:
+                await server.start()
+            await stop.wait()
+        finally:
+            for server in servers:
+                await server.stop()
+
+    return run
+
+
 async def _until_signal(*jobs: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
     """Run ``jobs`` until SIGTERM or SIGINT; each finishes what it holds, then returns."""
     stop = asyncio.Event()
@@ -254,6 +283,26 @@ def receive(ctx: click.Context, listen: str | None) -> None:
     _logging(inst.settings)
     address = listen or inst.settings.smtp_receiver or "0.0.0.0:25"
     asyncio.run(_until_signal(_smtp_receiver(inst, address)))
+
+
+@main.command()
+@click.option("--listen", help="HOST:PORT for submission with STARTTLS (default: "
+              "MAILSEEN_SUBMISSION, else 127.0.0.1:587).")
+@click.option("--listen-tls", help="HOST:PORT for submission with implicit TLS (default: "
+              "MAILSEEN_SUBMISSION_TLS, else none).")
+@click.pass_context
+def submission(ctx: click.Context, listen: str | None, listen_tls: str | None) -> None:
+    """Take mail from the team's mail clients (SMTP submission, RFC 6409) on its own.
+
+    Users log in with an app password (`mailseen user app-password add`) and send as a
+    mailbox they work in; each message is queued like one sent from compose, and the
+    server's worker (or `mailseen worker`) delivers it. See docs/submission.md."""
+    inst = _instance(ctx)
+    _logging(inst.settings)
+    starttls = listen or inst.settings.submission or ("" if listen_tls else "127.0.0.1:587")
+    implicit = listen_tls or inst.settings.submission_tls
+    job = _submission(inst, starttls, implicit)
+    asyncio.run(_until_signal(job))
 
 
 @main.command()
@@ -555,6 +604,8 @@ def _mailbox_options(f: F) -> F:
                      help="Use the global setting, or override it."),
         click.option("--click-tracking", type=click.Choice(["global", "enabled", "disabled"]),
                      help="Click tracking: the global setting, or override it."),
+        click.option("--aliases", help="Other addresses mail clients may send as from this "
+                     "mailbox (comma-separated; \"\" for none)."),
         click.option("--policy", "tracking_policy", type=click.Choice(["global", *POLICIES]),
                      help="Whom tracking follows: the global policy, or this one."),
         click.option("--refusal-line/--no-refusal-line", default=None,
@@ -879,6 +930,53 @@ def user_remove(ctx: click.Context, email: str) -> None:
     inst = _instance(ctx)
     inst.accounts.delete_user(None, inst.accounts.find_user(None, email).id)
     click.echo(f"user {email} removed")
+
+
+@user.group("app-password")
+def app_password() -> None:
+    """App passwords: what a user's mail client logs in to SMTP submission with."""
+
+
+@app_password.command("add")
+@click.argument("email")
+@click.argument("name")
+@click.pass_context
+def app_password_add(ctx: click.Context, email: str, name: str) -> None:
+    """Create an app password for EMAIL named NAME (the client or device it is for) and
+    print it: it is shown only once."""
+    inst = _instance(ctx)
+    u = inst.accounts.find_user(None, email)
+    try:
+        record, value = inst.accounts.create_app_password(None, u.id, name)
+    except InvalidInput as exc:  # the argument, not `user add`'s --name option
+        raise InvalidInput(str(exc).replace("name: ", "NAME: ", 1)) from exc
+    click.echo(value)
+    click.echo(f"app password {record.id} ({record.name}) for {u.email}: give the mail "
+               f"client the user name {u.email} and this password", err=True)
+
+
+@app_password.command("list")
+@click.argument("email")
+@click.pass_context
+def app_password_list(ctx: click.Context, email: str) -> None:
+    """List a user's app passwords (never their values)."""
+    inst = _instance(ctx)
+    u = inst.accounts.find_user(None, email)
+    for p in inst.accounts.list_app_passwords(None, u.id):
+        used = f"last used {p.last_used_at:%Y-%m-%d %H:%M}" if p.last_used_at else "never used"
+        click.echo(f"{p.id}\t{p.name}\tcreated {p.created_at:%Y-%m-%d}\t{used}")
+
+
+@app_password.command("revoke")
+@click.argument("email")
+@click.argument("password_id", type=click.IntRange(1))
+@click.pass_context
+def app_password_revoke(ctx: click.Context, email: str, password_id: int) -> None:
+    """Revoke one of a user's app passwords: clients using it can no longer send."""
+    inst = _instance(ctx)
+    inst.accounts.revoke_app_password(None, inst.accounts.find_user(None, email).id,
+                                      password_id)
+    click.echo(f"app password {password_id} revoked")
 
 
 # -- API tokens --------------------------------------------------------------------------------

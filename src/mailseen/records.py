@@ -57,6 +57,15 @@ class MailboxSettings:
     imap_tls: TlsMode = "implicit"
     imap_username: str | None = None
     imap_folder: str = "INBOX"
+    # Other addresses the team sends as from this mailbox through SMTP submission (an old
+    # address, a per-person alias), comma-separated.
+    aliases: str = ""
+    # The IMAP folder the team's own clients file their sent mail in ("Sent"); when set, the
+    # poller reads it so that mail sent around mailseen shows in its conversation too.
+    imap_sent_folder: str = ""
+    # File a copy of each message its mail clients submit in that folder (for clients that
+    # keep none of their own).
+    imap_sent_append: bool = False
     # Privacy (docs/privacy.md): whom tracking follows, and the line at the bottom of
     # tracked mail where a recipient can refuse it (in the mailbox's language).
     tracking_policy: MailboxPolicy = "global"
@@ -104,6 +113,10 @@ class ImapState:
     folder: str
     uidvalidity: int | None
     last_uid: int
+    # The Sent folder, read too when set, and where reading it got to.
+    sent_folder: str = ""
+    sent_uidvalidity: int | None = None
+    sent_last_uid: int = 0
 
 
 @dataclass(frozen=True)
@@ -377,6 +390,17 @@ class UserRecord:
 
 
 @dataclass(frozen=True)
+class AppPasswordRecord:
+    """An app password as it may be shown: never its value, which is shown once."""
+
+    id: int
+    user_id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     user: UserRecord
     csrf_token: str
@@ -402,6 +426,24 @@ class Claim:
     raw: bytes
     mailbox: MailboxRecord
     smtp_password: str | None
+    # A claim taken in a batch is reserved until then: still queued, nobody else's, and
+    # only marked as being sent (an attempt) when its turn comes (``Store.advance``).
+    reserved_until: datetime | None = None
+    alone: bool = False  # the message's only copy: its state is the message's
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt at a copy ended: ``sent`` (``note`` the relay's reply), ``queued``
+    again (to retry at ``retry_at``, ``note`` the error) or ``failed`` (``note`` why)."""
+
+    copy_id: int
+    message_id: int
+    status: Literal["sent", "queued", "failed"]
+    note: str | None = None
+    retry_at: datetime | None = None
+    attempts: int = 0  # the copy's, this one included
+    alone: bool = False  # the message's only copy (see Claim)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .privacy import Privacy, RetentionJob
 from .recorder import ViewRecorder
 from .secrets import SecretBox
 from .sending import Sender
+from .submission import Submissions
 
 __all__ = ["Instance"]
 
@@ -60,7 +61,10 @@ class Instance:
             db.upgrade()
         store = Store(db, SecretBox(secret), clock)
         signer = TokenSigner(secret)
-        smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file)
+        smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file,
+                             per_connection=settings.smtp_messages_per_connection,
+                             idle_timeout=settings.smtp_idle_seconds,
+                             monotonic=clock.monotonic)
         mailboxes = Mailboxes(store, smtp_probe=smtp.check, imap_probe=imap_probe)
         consents = Consents(store, mailboxes, signer, settings.base_url)
         sender = Sender(store, mailboxes, signer, settings.base_url, consents=consents,
@@ -105,8 +109,15 @@ class Instance:
         s = self.settings
         return DeliveryWorker(self.store, self.transports, retry_base=s.retry_base_seconds,
                               retry_max=s.retry_max_seconds, max_attempts=s.max_attempts,
+                              batch=s.delivery_batch, per_relay=s.smtp_connections_per_relay,
                               clock=self.clock, render=self.sender.copy_bytes)
 
+    def submissions(self) -> Submissions:
+        """The rules of SMTP submission, with this installation's limits."""
+        s = self.settings
+        return Submissions(self.accounts, self.mailboxes, self.sender, self.clock,
+                           max_recipients=s.submission_max_recipients,
+                           per_minute=s.submission_per_minute)
     def retention_job(self) -> RetentionJob:
         """The daily purge of old views' personal details, run beside the delivery worker."""
         return RetentionJob(self.privacy, self.clock)

@@ -24,6 +24,7 @@ from ..records import (
     ImapState,
     MailboxIn,
     MailboxRecord,
+    MailboxSettings,
     Relay,
     UserRecord,
 )
@@ -31,7 +32,7 @@ from ..storage import Store
 from .audit import log_changes
 
 __all__ = ["CLICK_SETTING", "TRACKING_SETTING", "Forbidden", "ImapProbe", "Mailboxes", "SmtpProbe",
-           "can_see_mailbox", "require_admin"]
+           "can_see_mailbox", "normal_aliases", "require_admin", "sending_addresses"]
 
 # How a connection is tested: the SMTP transport's check, the IMAP receiver's checker. Each
 # takes the settings and a timeout per step, and answers in words (records.ConnectionCheck).
@@ -64,6 +65,21 @@ def require_admin(actor: UserRecord | None) -> None:
         raise Forbidden("only admins may do this")
 
 
+def normal_aliases(text: str, address: str = "") -> str:
+    """A mailbox's aliases in one form: each checked, lower case, once, comma-separated,
+    without the mailbox's own address."""
+    found: list[str] = []
+    for part in text.replace(";", ",").replace("\n", ",").split(","):
+        if part.strip():
+            alias = parse_address(part.strip(), "aliases").lower()
+            if alias != address.lower() and alias not in found:
+                found.append(alias)
+    return ", ".join(found)
+
+
+def sending_addresses(box: MailboxSettings) -> set[str]:
+    """The addresses (lower case) mail from ``box`` may be sent as: its own and its aliases."""
+    return {box.address.lower(), *(a.strip() for a in box.aliases.split(",") if a.strip())}
 def _web_url(text: str) -> bool:
     scheme, sep, rest = text.partition("://")
     return bool(sep) and scheme.lower() in ("http", "https") and bool(rest) and not any(
@@ -82,6 +98,15 @@ def checked(box: MailboxIn) -> MailboxIn:
         problem = server_name_problem(value) if value else None
         if problem is not None:
             raise InvalidInput(f"{name}: {problem}", field=name)
+    aliases = normal_aliases(box.aliases, address)
+    if aliases != box.aliases or box.imap_sent_folder != box.imap_sent_folder.strip():
+        box = replace(box, aliases=aliases, imap_sent_folder=box.imap_sent_folder.strip())
+    if any(c in box.imap_sent_folder for c in "\r\n\0"):
+        raise InvalidInput("imap_sent_folder: one line, without control characters",
+                           field="imap_sent_folder")
+    if box.imap_sent_append and not (box.imap_host and box.imap_sent_folder):
+        raise InvalidInput("imap_sent_append: needs an IMAP server and a Sent folder",
+                           field="imap_sent_append")
     if box.tracking not in ("global", "enabled", "disabled"):
         raise InvalidInput("tracking: global, enabled or disabled", field="tracking")
     if box.click_tracking not in ("global", "enabled", "disabled"):
@@ -283,6 +308,9 @@ class Mailboxes:
 
     def imap_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
         self.store.imap_progress(mailbox_id, uidvalidity, last_uid)
+
+    def imap_sent_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
+        self.store.imap_sent_progress(mailbox_id, uidvalidity, last_uid)
 
     def imap_report(self, mailbox_id: int, status: str, error: str | None) -> None:
         self.store.imap_report(mailbox_id, status, error)

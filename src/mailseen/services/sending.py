@@ -15,6 +15,7 @@ from ..core.reach import reach_warning
 from ..core.refusal import refusal_line
 from ..core.tokens import (
     CLICK_URL_LIMIT,
+    TOKEN_LENGTH,
     ClickRef,
     ClickSigner,
     TokenRef,
@@ -51,6 +52,7 @@ class Sender:
         self.signer = signer
         self.base_url = base_url
         self.on_queued = on_queued
+        self._templates: dict[tuple[bytes, tuple[str, str] | None], tuple[bytes, ...] | None] = {}
 
     def own_url(self, url: str) -> OwnUrl | None:
         """Whether fetching ``url`` reaches one of our /t/ (pixel) or /c/ (click) paths (see
@@ -200,18 +202,57 @@ class Sender:
         it has one, and the mailbox's refusal line when it shows one and the pixel is the
         recipient's own. With ``clicks`` (the message's ``clicks_tracked``), a personal
         copy's links lead through the click redirect. The same bytes every time (a retry
-        sends what the first try did): nothing here depends on the time or chance."""
+        sends what the first try did): nothing here depends on the time or chance.
+
+        Without click tracking the message is tagged once with a stand-in token of a real
+        one's length and alphabet, and each copy is that with its own token put in its
+        place: its copies (a batch holds them together) do not parse the message again.
+        Where the stand-in cannot be found as written (an HTML body in base64), and where
+        each copy's links are its own, each copy is tagged."""
         if copy.token_key is None:
             return raw
-        token = self.signer.make(TokenRef(copy_key=copy.token_key))
-        tag = pixel_tag(pixel_url(self.base_url, token))
+        line = None
         if mailbox is not None and mailbox.refusal_line and copy.personal:
-            tag = refusal_line(refusal_url(self.base_url, token), mailbox.language,
-                               mailbox.refusal_text) + tag
-        links = (self._link_edits(raw, copy.token_key)
-                 if clicks and copy.personal and self.click_signer is not None else None)
-        result = tag_message(raw, tag, _none_ours, links)
-        return result.data if result.trackable else raw
+            line = (mailbox.language, mailbox.refusal_text)
+        token = self.signer.make(TokenRef(copy_key=copy.token_key))
+        if clicks and copy.personal and self.click_signer is not None:
+            links = self._link_edits(raw, copy.token_key)
+            result = tag_message(raw, self._tag(token, line), _none_ours, links)
+            return result.data if result.trackable else raw
+        pieces = self._template(raw, line)
+        if pieces is None:
+            result = tag_message(raw, self._tag(token, line), _none_ours)
+            return result.data if result.trackable else raw
+        return token.encode().join(pieces)
+
+    def _tag(self, token: str, line: tuple[str, str] | None) -> str:
+        """What goes into a copy's HTML: its pixel, after the refusal line when there is
+        one (``line``: the mailbox's language and sentence)."""
+        tag = pixel_tag(pixel_url(self.base_url, token))
+        if line is not None:
+            tag = refusal_line(refusal_url(self.base_url, token), *line) + tag
+        return tag
+
+    def _template(self, raw: bytes, line: tuple[str, str] | None
+                  ) -> tuple[bytes, ...] | None:
+        """``raw`` tagged with the stand-in, split where it stands (one piece when the
+        message cannot be tracked); None when copies must be tagged one by one. The last few
+        are kept."""
+        key = (raw, line)
+        if key in self._templates:
+            return self._templates[key]
+        result = tag_message(raw, self._tag(_STAND_IN, line), _none_ours)
+        pieces: tuple[bytes, ...] | None = (raw,)
+        if result.trackable:
+            pieces = tuple(result.data.split(_STAND_IN.encode()))
+            per_part = 1 if line is None else 2  # the pixel, and the refusal link
+            if (len(pieces) != result.parts_tagged * per_part + 1
+                    or _STAND_IN.encode() in raw):
+                pieces = None
+        if len(self._templates) >= _TEMPLATES_KEPT:
+            self._templates.pop(next(iter(self._templates)))
+        self._templates[key] = pieces
+        return pieces
 
     def _link_edits(self, raw: bytes, key: int) -> LinkEdits:
         """Click tracking's edits for the copy whose key is ``key``: each trackable link,
@@ -238,6 +279,12 @@ class Sender:
     def _pixel(self, key: int) -> str:
         return pixel_tag(pixel_url(self.base_url, self.signer.make(TokenRef(copy_key=key))))
 
+
+# What a copy's token is written as in a message's template: as long as a token and of its
+# alphabet (letters and digits), so quoted-printable lines break where they would with it.
+_STAND_IN = "MailseenCopyTokenStandIn0000000"
+assert len(_STAND_IN) == TOKEN_LENGTH
+_TEMPLATES_KEPT = 8
 
 # The tracking reason of a message whose sender turned tracking off for it alone.
 TURNED_OFF = "turned off for this message"

@@ -85,7 +85,8 @@ def mailbox_record(row: Mailbox | Row[Any]) -> MailboxRecord:
         imap_tls=row.imap_tls,  # type: ignore[arg-type]
         imap_username=row.imap_username, has_imap_password=bool(row.imap_password_enc),
         imap_folder=row.imap_folder, imap_status=row.imap_status, imap_error=row.imap_error,
-        imap_checked_at=row.imap_checked_at,
+        imap_checked_at=row.imap_checked_at, aliases=row.aliases,
+        imap_sent_folder=row.imap_sent_folder, imap_sent_append=row.imap_sent_append,
         tracking_policy=row.tracking_policy,  # type: ignore[arg-type]
         refusal_line=row.refusal_line, refusal_text=row.refusal_text, language=row.language,
         privacy_url=row.privacy_url,

@@ -103,6 +103,12 @@ class Mailbox(Base):
     imap_status: Mapped[str] = mapped_column(String(20), default="")
     imap_error: Mapped[str_null]
     imap_checked_at: Mapped[utc_null]
+    aliases: Mapped[str] = mapped_column(Text, default="", server_default="")
+    imap_sent_folder: Mapped[str] = mapped_column(Text, default="", server_default="")
+    imap_sent_uidvalidity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    imap_sent_last_uid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    imap_sent_append: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=text("false"))
 
 
 class Conversation(Base):
@@ -326,6 +332,20 @@ class ApiToken(Base):
     # The user whose rights the token carries; None: an installation-wide admin token.
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
+
+
+class AppPassword(Base):
+    """A password a user gives a mail client for SMTP submission (never their web
+    password). Only its hash is stored: see services/accounts.py for why a fast one."""
+
+    __tablename__ = "app_passwords"
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[utc]
+    last_used_at: Mapped[utc_null]
 
 
 class User(Base):

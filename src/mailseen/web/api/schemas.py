@@ -125,6 +125,14 @@ class MailboxBody(BaseModel):
     imap_username: str | None = Field(None, max_length=320)
     imap_password: str | None = Field(None, max_length=1000, description="Write-only.")
     imap_folder: str = Field("INBOX", min_length=1, max_length=200)
+    imap_sent_folder: str = Field("", max_length=200, description=(
+        "The IMAP folder the team's clients file sent mail in; read so that mail sent "
+        "around mailseen shows, untracked. Empty: not read."))
+    imap_sent_append: bool = Field(False, description=(
+        "File a copy of each message submitted by SMTP in imap_sent_folder."))
+    aliases: str = Field("", max_length=4000, description=(
+        "Other addresses mail clients may send as from this mailbox through SMTP "
+        "submission, comma-separated."))
     tracking_policy: MailboxPolicy = Field(
         "global", description="Whom tracking follows: global (the global policy), everyone, "
                               "unless-refused, with-consent or aggregate.")
@@ -161,6 +169,9 @@ class MailboxPatch(BaseModel):
     imap_username: str | None = Field(None, max_length=320)
     imap_password: str | None = Field(None, max_length=1000)
     imap_folder: str | None = Field(None, min_length=1, max_length=200)
+    aliases: str | None = Field(None, max_length=4000)
+    imap_sent_folder: str | None = Field(None, max_length=200)
+    imap_sent_append: bool | None = None
     tracking_policy: MailboxPolicy | None = None
     refusal_line: bool | None = None
     refusal_text: str | None = Field(None, max_length=500)
@@ -198,6 +209,9 @@ class MailboxOut(BaseModel):
     imap_status: str = Field(description='"ok", "error" or "" (never polled).')
     imap_error: str | None
     imap_checked_at: datetime | None
+    aliases: str = Field("", description="Other addresses it sends as, comma-separated.")
+    imap_sent_folder: str = ""
+    imap_sent_append: bool = False
     tracking_policy: str
     effective_policy: str = Field(description="The policy in force for this mailbox.")
     refusal_line: bool

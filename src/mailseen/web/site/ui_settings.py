@@ -261,7 +261,8 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                 "smtp_username": form.text("smtp_username", "SMTP user name",
                                            max_len=320) or None,
                 "smtp_password": form.secret("smtp_password", "SMTP password",
-                                             "smtp_password_remove")}
+                                             "smtp_password_remove"),
+                "aliases": form.text("aliases", "Aliases", max_len=4000)}
     if tab == "receiving":
         return {"imap_host": form.host("imap_host", "IMAP server", required=False),
                 "imap_port": form.port("imap_port", "IMAP port"),
@@ -270,7 +271,9 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                                            max_len=320) or None,
                 "imap_password": form.secret("imap_password", "IMAP password",
                                              "imap_password_remove"),
-                "imap_folder": form.text("imap_folder", "Folder", required=True)}
+                "imap_folder": form.text("imap_folder", "Folder", required=True),
+                "imap_sent_folder": form.text("imap_sent_folder", "Sent folder"),
+                "imap_sent_append": form.raw("imap_sent_append") == "1"}
     if tab == "privacy":
         return {"tracking_policy": form.choice("tracking_policy", "Whom tracking follows",
                                                {"global": "", **POLICIES}),
@@ -321,7 +324,7 @@ def _saved(save: Callable[[], MailboxRecord]) -> tuple[MailboxRecord | None, dic
     except Conflict:
         return None, {"address": "Address: there is a mailbox with this address already."}
     except InvalidInput as exc:
-        return None, {exc.field or "address": str(exc)}
+        return None, {exc.field or "address": _sentence(exc)}
 
 
 def _visible_mailbox(request: Request, user: UserRecord) -> MailboxRecord:
@@ -509,7 +512,8 @@ async def user_delete(request: Request) -> Response:
     return await _user_action(request, act)
 
 
-_LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server",
+_LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server", "aliases": "Aliases",
+           "imap_sent_folder": "Sent folder", "imap_sent_append": "File a copy",
            "imap_host": "IMAP server", "smtp_port": "SMTP port", "imap_port": "IMAP port",
            "entry": "Entry", "address": "Address", "state": "Consent", "note": "Note",
            "file": "CSV", "tracking_policy": "Whom tracking follows",
