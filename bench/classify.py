@@ -8,7 +8,9 @@ long tail of user agents is seen once or twice. Three runs over the same hits:
 
 - baseline: a no-op in place of the classifier, i.e. the endpoint before classification;
 - cached: ``HitClassifier()`` as the server uses it;
-- uncached: ``HitClassifier(ua_cache_size=0)``, every user agent matched from scratch.
+- uncached: ``HitClassifier(ua_cache_size=0)``, every user agent matched from scratch;
+- clicks: ``ClickClassifier()`` (core/clicks.py) on the same requests, as the click redirect's
+  writer uses it.
 
 The figures in docs/classification.md come from this script.
 """
@@ -21,6 +23,7 @@ import random
 import time
 from collections.abc import Callable
 
+from mailseen.core.clicks import ClickClassifier
 from mailseen.core.hits import Hit, HitClassifier, Verdict
 from mailseen.core.netdata import load_data
 
@@ -116,6 +119,7 @@ def main() -> None:
         "baseline (no-op)": lambda: noop,
         "cached": lambda: HitClassifier(data).classify,
         "uncached": lambda: HitClassifier(data, ua_cache_size=0).classify,
+        "clicks": lambda: ClickClassifier(data).classify,
     }
     for name, make in makers.items():
         results[name] = best_rate(make, hits, args.repeat)

@@ -70,6 +70,7 @@ class SmtpServer:
             self.kwargs.update(authenticator=self._auth, auth_require_tls=mode == "starttls")
         else:
             self.kwargs.update(auth_require_tls=False)
+        self.connections = 0  # SMTP sessions accepted so far
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -86,13 +87,16 @@ class SmtpServer:
         # so run the SMTP protocol on our own loop with create_server.
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(self.loop.create_server(
-            lambda: SMTP(self.handler, hostname="mail.test", **self.kwargs),
-            "127.0.0.1", 0, ssl=self.ssl), self.loop).result(10)
+            self._session, "127.0.0.1", 0, ssl=self.ssl), self.loop).result(10)
         self.port = self.server.sockets[0].getsockname()[1]
         path = tmp_path / "smtp-ca.pem"
         self.ca.cert_pem.write_to_path(str(path))
         self.ca_file = str(path)
         return self
+
+    def _session(self) -> SMTP:
+        self.connections += 1
+        return SMTP(self.handler, hostname="mail.test", **self.kwargs)
 
     def stop(self) -> None:
         async def close() -> None:

@@ -9,14 +9,19 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import httpx
 import pytest
 
 from mailseen.clock import ManualClock
 from mailseen.core.compose import Draft
+from mailseen.core.inject import tag_message
+from mailseen.core.pixel import pixel_tag, pixel_url
+from mailseen.core.tokens import TokenRef
 from mailseen.errors import InvalidInput
-from mailseen.records import MailboxIn, MailboxRecord, MessageRecord
+from mailseen.records import CopyRecord, MailboxIn, MailboxRecord, MessageRecord
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
 from mailseen.services.live import LiveScope
@@ -24,6 +29,7 @@ from mailseen.services.live import LiveScope
 from .cli_runner import Cli
 from .conftest import API_TOKEN, LiveServer, backdate_sent, eventually, make_settings
 from .smtp_server import SmtpServer
+from .test_inject import WORDS, _combos, html_leaf, message, multipart, page, text_leaf
 from .web_client import PASSWORD, WebClient
 
 OUTLOOK = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -581,3 +587,23 @@ async def test_a_stored_server_name_that_cannot_be_resolved_fails_in_words(
     with pytest.raises(InvalidInput, match=r"smtp_host: .* is not a valid server name"):
         await inst.mailboxes.test_smtp(None, box)  # refused by name (the API: a 422)
     inst.close()
+
+
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+@pytest.mark.parametrize(("charset", "cte"), list(_combos()))
+def test_each_copy_is_the_message_tagged_with_its_own_pixel(
+        instance: Instance, charset: str, cte: str, crlf: bool) -> None:
+    """Copies come from one tagging of the message with a stand-in token (no parsing per
+    copy), yet each is byte for byte the message tagged with that copy's pixel: long
+    quoted-printable lines break in the same places, a base64 body is tagged copy by copy."""
+    html = page(f"<p>{WORDS[charset]}</p>\n<p>{'a long line of words ' * 12}</p>")
+    raw = message(multipart("alternative", [text_leaf(), html_leaf(html, charset, cte),
+                                            html_leaf(page("<p>again</p>"), charset, cte)]),
+                  crlf)
+    for key in (1, 2**63 - 1, 0x2D2D2D2D5F5F5F5F):  # tokens with "-" and "_" in them
+        pixel = pixel_tag(pixel_url(instance.sender.base_url,
+                                    instance.signer.make(TokenRef(copy_key=key))))
+        expected = tag_message(raw, pixel, lambda url: False)
+        assert expected.trackable
+        copy = cast(CopyRecord, SimpleNamespace(token_key=key))
+        assert instance.sender.copy_bytes(raw, copy) == expected.data

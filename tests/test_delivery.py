@@ -13,8 +13,10 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.smtp import Envelope, Session
 
 from mailseen.clock import SYSTEM, Clock, ManualClock
 from mailseen.core.compose import Draft
@@ -24,7 +26,7 @@ from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
 
 from .conftest import eventually, make_settings
-from .smtp_server import SmtpServer
+from .smtp_server import RecordingHandler, SmtpServer
 from .web_client import PASSWORD, WebClient
 
 USERS = {"relay-user": "s3cret pass"}
@@ -368,3 +370,173 @@ async def test_a_running_worker_looks_again_after_its_idle_poll_and_on_wake(
     stop.set()
     await asyncio.wait_for(task, 5)
     inst.close()
+
+
+# -- kept connections, batches, paused relays ---------------------------------------------------
+
+class DroppingHandler(RecordingHandler):
+    """A relay that closes the connection after every ``every`` messages of a session, once
+    its 250 is out (as relays that cap messages per connection do), and counts the DATA
+    commands it answers."""
+
+    def __init__(self, every: int = 0) -> None:
+        super().__init__()
+        self.every = every
+        self.data_commands = 0
+        self.per_session: dict[int, int] = {}
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        self.data_commands += 1
+        reply = await super().handle_DATA(server, session, envelope)
+        n = self.per_session[id(session)] = self.per_session.get(id(session), 0) + 1
+        if self.every and n % self.every == 0 and reply.startswith("250"):
+            asyncio.get_running_loop().call_soon(server.transport.close)
+        return reply
+
+
+def _relay(tmp_path: Path, handler: RecordingHandler, name: str = "relay") -> SmtpServer:
+    server = SmtpServer("none")
+    server.handler = handler
+    (tmp_path / name).mkdir()
+    return server.start(tmp_path / name)
+
+
+def _plain_box(inst: Instance, server: SmtpServer, address: str = "sales@example.com") -> int:
+    return inst.store.add_mailbox(MailboxIn(
+        address, transport="smtp", smtp_host="127.0.0.1", smtp_port=server.port,
+        smtp_tls="none")).id
+
+
+def _queue(inst: Instance, box_id: int, count: int) -> list[int]:
+    box = inst.store.get_mailbox(box_id)
+    return [inst.sender.send_draft(box, _draft(subject=f"n{i}", to=[f"c{i}@example.org"],
+                                               bcc=[])).id for i in range(count)]
+
+
+@pytest.mark.parametrize(("settings", "connections"), [
+    ({}, 1),  # one connection carries the whole queue
+    ({"smtp_messages_per_connection": 2}, 4),  # a new one after every two messages
+    ({"smtp_connections_per_relay": 2}, 2),  # two at once, each carrying half
+    ({"delivery_batch": 3}, 1),  # kept from one batch to the next
+])
+async def test_one_kept_connection_carries_message_after_message(
+        tmp_path: Path, database_url: str, settings: dict[str, int], connections: int) -> None:
+    relay = _relay(tmp_path, DroppingHandler())
+    inst = Instance.open(make_settings(tmp_path, database_url, **settings), migrate=False)
+    try:
+        ids = _queue(inst, _plain_box(inst, relay), 7)
+        assert await inst.worker().drain() == 7
+        assert relay.connections == connections
+        assert sorted(email.message_from_bytes(m.data)["Subject"] for m in relay.messages) == [
+            f"n{i}" for i in range(7)]
+        assert all((m := inst.store.get_message(i)).status == "sent" and m.attempts == 1
+                   for i in ids)
+    finally:
+        inst.close()
+        relay.stop()
+
+
+async def test_a_running_worker_keeps_its_connection_until_it_has_been_idle_a_while(
+        tmp_path: Path, database_url: str, clock: ManualClock) -> None:
+    relay = _relay(tmp_path, DroppingHandler())
+    inst = Instance.open(make_settings(tmp_path, database_url, smtp_idle_seconds=10),
+                         migrate=False, clock=clock)
+    box = _plain_box(inst, relay)
+    worker = inst.worker()
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(3):
+            [mid] = _queue(inst, box, 1)
+            worker.wake()
+            await eventually(lambda mid=mid: inst.store.get_message(mid).status == "sent")
+            await clock.until_sleeping()
+            clock.advance(worker.idle_poll)  # a little idle time between messages
+        assert relay.connections == 1  # kept from one message to the next
+        for _ in range(10):  # ten seconds with nothing to send: the worker lets it go
+            await clock.until_sleeping()
+            clock.advance(worker.idle_poll)
+        await clock.until_sleeping()
+        [mid] = _queue(inst, box, 1)
+        worker.wake()
+        await eventually(lambda: inst.store.get_message(mid).status == "sent")
+        assert relay.connections == 2
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        inst.close()
+        relay.stop()
+    assert len(relay.messages) == 4
+
+
+async def test_a_relay_that_drops_the_connection_mid_queue_gets_a_new_one(
+        tmp_path: Path, database_url: str) -> None:
+    relay = _relay(tmp_path, DroppingHandler(every=3))
+    inst = Instance.open(make_settings(tmp_path, database_url), migrate=False)
+    try:
+        ids = _queue(inst, _plain_box(inst, relay), 8)
+        assert await inst.worker().drain() == 8
+        # Nothing failed and nothing was sent twice: each drop cost a new connection only.
+        assert relay.connections == 3
+        assert len(relay.messages) == 8 == len({m.data for m in relay.messages})
+        assert all((m := inst.store.get_message(i)).status == "sent" and m.attempts == 1
+                   for i in ids)
+    finally:
+        inst.close()
+        relay.stop()
+
+
+async def test_a_throttling_relay_is_paused_not_hammered_and_other_relays_go_on(
+        tmp_path: Path, database_url: str, clock: ManualClock) -> None:
+    busy, quiet = DroppingHandler(), DroppingHandler()
+    busy.reply = "451 4.7.1 too many messages, slow down"
+    throttling, healthy = _relay(tmp_path, busy, "busy"), _relay(tmp_path, quiet, "quiet")
+    inst = Instance.open(make_settings(tmp_path, database_url), migrate=False, clock=clock)
+    try:
+        held = _queue(inst, _plain_box(inst, throttling), 6)
+        others = _queue(inst, _plain_box(inst, healthy, "ops@example.com"), 3)
+        worker = inst.worker()
+        # Two refusals in a row and the relay is paused: its other copies wait, no attempt
+        # spent on them; the other relay's messages go.
+        assert await worker.drain() == 2 + 3
+        assert busy.data_commands == 2
+        assert all(inst.store.get_message(i).status == "sent" for i in others)
+        pause_end = clock.now() + timedelta(seconds=worker.backoff(1))
+        waiting = [inst.store.get_message(i) for i in held]
+        assert all(m.status == "queued" and m.next_attempt_at == pause_end for m in waiting)
+        assert sorted(m.attempts for m in waiting) == [0, 0, 0, 0, 1, 1]
+        clock.advance(worker.backoff(1) - 1)
+        assert await worker.drain() == 0  # not before the pause ends
+        busy.reply = None
+        clock.advance(1)
+        assert await worker.drain() == 6
+        assert busy.data_commands == 2 + 6
+        assert all(inst.store.get_message(i).status == "sent" for i in held)
+    finally:
+        inst.close()
+        throttling.stop()
+        healthy.stop()
+
+
+async def test_an_unreachable_relay_is_paused_at_the_first_failure(
+        tmp_path: Path, database_url: str, clock: ManualClock) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inst = Instance.open(make_settings(tmp_path, database_url), migrate=False, clock=clock)
+    try:
+        box = inst.store.add_mailbox(MailboxIn("ops@example.com", transport="smtp",
+                                               smtp_host="127.0.0.1", smtp_port=port,
+                                               smtp_tls="none"))
+        ids = _queue(inst, box.id, 4)
+        worker = inst.worker()
+        assert await worker.drain() == 1  # one try; the relay's trouble holds the rest
+        assert sorted(inst.store.get_message(i).attempts for i in ids) == [0, 0, 0, 1]
+        clock.advance(worker.backoff(1))
+        assert await worker.drain() == 1  # one try again, the pause twice as long
+        clock.advance(worker.backoff(1))
+        assert await worker.drain() == 0
+        clock.advance(worker.backoff(2) - worker.backoff(1))
+        assert await worker.drain() == 1
+    finally:
+        inst.close()

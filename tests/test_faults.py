@@ -274,17 +274,24 @@ def test_worker_killed_mid_queue_delivers_everything_at_most_once_more(
         worker.stop()
     delivered_before = len(relay.messages)
     assert delivered_before < 200, "the worker finished before it could be killed"
-    # At most the message in hand was claimed; its lease would run out in five minutes,
-    # which this test does not wait for.
+    # At most the message in hand was being sent; the rest of its batch was only reserved
+    # (still queued). Both leases would run out in five minutes, which this test does not
+    # wait for.
     with instance.db.engine.begin() as conn:
         in_hand = conn.execute(text(
-            "UPDATE copies SET lease_until = :past WHERE status = 'sending'"),
+            "SELECT count(*) FROM copies WHERE status = 'sending'")).scalar_one()
+        reserved = conn.execute(text(
+            "UPDATE copies SET lease_until = :past WHERE lease_until IS NOT NULL"),
             {"past": datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1)}).rowcount
-    assert in_hand <= 1
+    assert in_hand <= 1 and reserved > in_hand  # killed during a batch
     waiting = instance.store.queue_counts().get("queued", 0)
 
     assert asyncio.run(instance.worker().drain()) == waiting + in_hand  # the restart
     assert instance.store.queue_counts() == {"sent": 200}
+    with instance.db.engine.connect() as conn:
+        attempts = Counter(n for (n,) in conn.execute(text("SELECT attempts FROM copies")))
+    # Only the copy in hand was tried twice: the rest of its batch had cost no attempt.
+    assert attempts == Counter({1: 200 - in_hand, 2: in_hand}) - Counter()
     received = Counter(email.message_from_bytes(m.data)["Message-ID"] for m in relay.messages)
     assert set(received) == queued  # every message arrived …
     assert sum(received.values()) - 200 <= 1  # … at most one of them twice
@@ -563,8 +570,9 @@ def _database_full(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Swi
                 if not down:
                     filler.unlink(missing_ok=True)
                     return
-                # Until ENOSPC: the disk is full.
-                with filler.open("wb") as out, contextlib.suppress(OSError):
+                # Until ENOSPC: the disk is full. The suppress goes outside the file, so
+                # that closing it (which flushes what the last write left) may fail too.
+                with contextlib.suppress(OSError), filler.open("wb") as out:
                     while True:
                         out.write(b"\0" * 65536)
                         out.flush()

@@ -211,6 +211,80 @@ async def test_a_reply_is_threaded_and_marks_the_sent_message_replied(
     assert inst.store.get_message(sent.id).replied_at is not None
 
 
+async def test_the_sent_folder_adds_mail_sent_around_mailseen_untracked(
+        inst: Instance, user: ImapUser) -> None:
+    box = add_box(inst, user)
+    inst.mailboxes.update(None, box, {"imap_sent_folder": " Sent "})
+    user.create("Sent")
+    # Sent through mailseen (the client filed its own copy too): it is ours already.
+    ours = inst.sender.send_draft(inst.store.get_mailbox(box), Draft(
+        from_addr="", to=["alice@example.org"], subject="Quote", text="hello",
+        html="<p>hello</p>"))
+    filed = (f"From: {USER}\r\nTo: alice@example.org\r\nSubject: Quote\r\n"
+             f"Message-ID: {ours.message_id}\r\n\r\nhello\r\n").encode()
+    user.append(filed, folder="Sent")
+    # Sent from a phone straight through the provider, in the same conversation.
+    around = (f"From: {USER}\r\nTo: alice@example.org\r\nSubject: Re: Quote\r\n"
+              f"Message-ID: <phone-1@example.com>\r\nIn-Reply-To: {ours.message_id}\r\n"
+              f"References: {ours.message_id}\r\n\r\nOne more thing\r\n").encode()
+    user.append(around, folder="Sent")
+    user.append(mail("a question"))
+    p = poller(inst, user)
+    assert await p.poll_once(account(inst, box)) == 1  # the inbox's one
+    out = [m for m in inst.store.list_messages(mailbox_id=box, limit=50) if m.direction == "out"]
+    [phone] = [m for m in out if m.message_id == "<phone-1@example.com>"]
+    assert len(out) == 2 and phone.source == "imap-sent" and phone.status == "sent"
+    assert not phone.tracked and phone.tracking_reason == "sent outside mailseen"
+    assert phone.conversation_id == ours.conversation_id
+    assert phone.envelope_to == ["alice@example.org"]
+    state = account(inst, box)
+    assert state.sent_folder == "Sent" and state.sent_last_uid == 2
+    # Read again (a restart, a new poll): nothing twice.
+    assert await p.poll_once(state) == 0
+    assert len([m for m in inst.store.list_messages(mailbox_id=box, limit=50)
+                if m.direction == "out"]) == 2
+
+
+async def test_submitted_mail_is_filed_in_the_sent_folder_and_known_there(
+        inst: Instance, user: ImapUser) -> None:
+    import aiosmtplib
+
+    from mailseen.receivers.imap import SentFiler
+    from mailseen.receivers.submission import SubmissionServer
+
+    box = add_box(inst, user)
+    user.create("Sent")
+    inst.mailboxes.update(None, box, {"imap_sent_folder": "Sent", "imap_sent_append": True,
+                                      "tracking": "enabled"})
+    alice = inst.accounts.create_user("alice@example.com", "correct horse battery",
+                                      role="admin")
+    _, password = inst.accounts.create_app_password(None, alice.id, "laptop")
+    # Loopback without a certificate, as a webmail on the same machine would submit.
+    server = SubmissionServer(inst.submissions(), port=0, hostname="mail.test",
+                              file_sent=SentFiler(inst.mailboxes, ca_file=user.server.ca_file))
+    port = await server.start()
+    raw = (f"From: {USER}\r\nTo: bob@example.org\r\nSubject: Filed\r\n"
+           "Content-Type: text/html\r\n\r\n<p>Hello</p>\r\n").encode()  # no Message-ID
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as smtp:
+        await smtp.login("alice@example.com", password)
+        await smtp.sendmail(USER, ["bob@example.org", "carol@example.org"], raw)
+    await server.stop()  # waits for the copy being filed
+    [sent] = [m for m in inst.store.list_messages(mailbox_id=box) if m.direction == "out"]
+    assert sent.tracked and sent.copies == 2
+    with user.client() as imap:
+        imap.select("Sent", readonly=True)
+        _, found = imap.search(None, "ALL")
+        [number] = found[0].split()
+        _, fetched = imap.fetch(number, "(FLAGS RFC822)")
+    filed = fetched[0][1]
+    assert b"\\Seen" in fetched[0][0] and b"/t/" not in filed  # the untracked original
+    assert sent.message_id.encode() in filed
+    # Read back from the Sent folder, it is known as the message mailseen sent.
+    await poller(inst, user).poll_once(account(inst, box))
+    assert [m.id for m in inst.store.list_messages(mailbox_id=box)
+            if m.direction == "out"] == [sent.id]
+
+
 # -- statuses ------------------------------------------------------------------------------
 
 async def test_a_wrong_password_says_login_failed(inst: Instance, lone_user: ImapUser,

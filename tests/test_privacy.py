@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from mailseen.core.compose import Draft
+from mailseen.core.inject import tag_message
 from mailseen.core.tokens import TokenRef
 from mailseen.errors import InvalidInput, NotFound
 from mailseen.records import MailboxIn, MailboxRecord, MessageRecord
@@ -252,13 +253,21 @@ def test_the_refusal_line_is_in_tracked_mail_in_the_mailbox_language(
         instance: Instance) -> None:
     box = _box(instance, refusal_line=True, language="fr",
                privacy_url="https://example.com/privacy")
-    msg = _send(instance, box, ["erin@example.org"])
+    msg = _send(instance, box, ["erin@example.org", "frank@example.org"])
     asyncio.run(instance.worker().drain())
-    [eml] = instance.settings.outbox_dir.glob("*.eml")
-    data = eml.read_bytes()
-    link = LINK.search(data)
-    pixel = TOKEN.search(data)
-    assert link and pixel and link.group(1) == pixel.group(1)
+    tokens = set()
+    for eml in instance.settings.outbox_dir.glob("*.eml"):
+        data = eml.read_bytes()
+        link = LINK.search(data)
+        pixel = TOKEN.search(data)
+        # each copy's line carries that copy's own token, the one its pixel has
+        assert link and pixel and link.group(1) == pixel.group(1)
+        tokens.add(link.group(1))
+        # the same bytes as tagging this copy on its own
+        alone = tag_message(instance.store.get_raw(msg.id), instance.sender._tag(
+            link.group(1).decode(), ("fr", "")), lambda url: False)
+        assert alone.data == data
+    assert len(tokens) == 2
     assert b"Ne pas me suivre" in data
     assert b"l&#x27;exp&#233;diteur" in data or b"exp&#233;diteur" in data
     # no line when the mailbox shows none, nor on a copy without a pixel of its own
@@ -280,12 +289,14 @@ def test_the_refusal_page_changes_nothing_until_its_form_is_sent(
     assert page.text(".who") == "erin@example.org"
     assert page.soup.select_one('a[href="https://example.com/privacy"]') is not None
     assert instance.consents.consent_of("erin@example.org")[0] == "unknown"  # GET: nothing
-    # a form posted from another site is refused
-    other = web.client.post(f"/r/{token}", data={"state": "refused"},
+    # a form posted from another site is refused, and so is one without the form's token
+    csrf = page.form(f"/r/{token}")["csrf"]
+    other = web.client.post(f"/r/{token}", data={"state": "refused", "csrf": csrf},
                             headers={"Origin": "https://evil.example"})
     assert other.status_code == 403
+    assert web.client.post(f"/r/{token}", data={"state": "refused"}).status_code == 403
     assert instance.consents.consent_of("erin@example.org")[0] == "unknown"
-    done = web.client.post(f"/r/{token}", data={"state": "refused"},
+    done = web.client.post(f"/r/{token}", data={"state": "refused", "csrf": csrf},
                            headers={"Origin": "http://testserver"})
     assert done.status_code == 200
     assert "will no longer record" in done.text
@@ -294,7 +305,8 @@ def test_the_refusal_page_changes_nothing_until_its_form_is_sent(
     assert (history[-1].how, history[-1].by) == ("link", "the recipient")
     # nonsense is a page saying so, never an error
     assert web.get("/r/not-a-token").status == 404
-    assert web.client.post(f"/r/{token}", data={"state": "maybe"}).status_code == 400
+    assert web.client.post(f"/r/{token}", data={"state": "maybe", "csrf": csrf}
+                           ).status_code == 400
     assert "not valid" in web.get("/r/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").text("[role=alert]")
 
 
@@ -385,6 +397,9 @@ def test_a_csv_import_records_all_lines_or_none(instance: Instance, cli: Cli,
     assert caught.value.field == "file"
     assert "line 2" in str(caught.value) and "line 3" in str(caught.value)
     assert instance.consents.consent_of("gina@example.net")[0] == "unknown"
+    for garbage in ("erin@example.org,\x00granted\n", '"erin@example.org,granted'):
+        with pytest.raises(InvalidInput):
+            instance.consents.import_csv(None, garbage)
     path = tmp_path / "bad.csv"
     path.write_text(bad)
     assert "nothing imported" in error(cli("consent", "import", str(path)), 2)
@@ -559,3 +574,19 @@ def test_view_detail_and_retention_changes_are_in_the_audit_log(instance: Instan
     instance.privacy.set_retention(admin, 30)  # no change: no entry
     log = [(e.setting, e.old, e.new) for e in reversed(instance.consents.audit_log(admin))]
     assert log == [("view_ip", "full", "truncated"), ("retention_days", "forever", "30")]
+
+
+def test_the_tag_filter_leaves_a_refused_recipients_copy_without_a_pixel(
+        instance: Instance) -> None:
+    box = _box(instance)
+    instance.consents.set_consent(None, "erin@example.org", "refused", "api")
+    raw = (b"From: sales@example.com\r\nTo: erin@example.org, frank@example.org\r\n"
+           b"Subject: Offer\r\nMessage-ID: <offer-9@example.com>\r\n"
+           b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Our offer</p>\r\n")
+    msg, erin = instance.sender.tag(box, raw, "erin@example.org")
+    _, frank = instance.sender.tag(box, raw, "frank@example.org")
+    assert not TOKEN.search(erin) and TOKEN.search(frank)
+    copies = _copies(instance, instance.store.get_message(msg.id))
+    assert copies["erin@example.org"].reason == (  # type: ignore[attr-defined]
+        "not tracked: erin@example.org refused tracking")
+    assert instance.store.get_message(msg.id).copies == 1

@@ -70,13 +70,14 @@ class Teams:
     ann: UserRecord
     bob: UserRecord  # a member of Bravo
     admin: UserRecord
+    bob_app_password: int = 0  # the id of Bob's app password for his mail client
 
     def snapshot(self, instance: Instance) -> tuple[Any, ...]:
         """Everything of Bravo's that a forged request could change."""
         s = instance.store
         return (s.get_mailbox(self.bravo.id), s.list_messages(mailbox_id=self.bravo.id),
                 s.list_views(self.bravo_msg.id), s.get_user(self.bob.id),
-                s.get_setting("tracking_enabled", "false"))
+                s.get_setting("tracking_enabled", "false"), s.list_app_passwords(self.bob.id))
 
 
 def _send(instance: Instance, box: MailboxRecord, to: str, subject: str) -> MessageRecord:
@@ -105,8 +106,9 @@ def teams(instance: Instance) -> Teams:
     s.set_memberships(bob.id, [bravo.id])
     admin = instance.accounts.create_user("root@example.com", PASSWORD, role="admin")
     s.add_token("ann's token", hash_token(MEMBER_TOKEN), user_id=ann.id)
+    bobs, _ = instance.accounts.create_app_password(None, bob.id, "Thunderbird")
     return Teams(alpha, bravo, s.get_message(alpha_msg.id), s.get_message(bravo_msg.id),
-                 s.get_user(ann.id), s.get_user(bob.id), admin)
+                 s.get_user(ann.id), s.get_user(bob.id), admin, bobs.id)
 
 
 
@@ -231,7 +233,8 @@ def test_a_member_reaches_nothing_of_another_mailbox_through_any_api_route(
 def _page_ids(teams: Teams) -> dict[str, int]:
     return {"conversation_id": teams.bravo_msg.conversation_id or 0,
             "message_id": teams.bravo_msg.id, "mailbox_id": teams.bravo.id,
-            "user_id": teams.bob.id, "index": 0,
+            "user_id": teams.bob.id, "index": 0, "password_id": teams.bob_app_password,
+            "token": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",  # a refusal link: not a genuine one
             "webhook_id": 1, "delivery_id": 1, "action": "enable"}
 
 

@@ -81,3 +81,50 @@ def test_serve_receives_mail_by_smtp_when_configured(tmp_path: Path, database_ur
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     assert listing.startswith("1\treceived\t") and "Hello" in listing, err.decode()
+
+
+def test_serve_takes_submitted_mail_and_its_worker_relays_each_copy(
+        tmp_path: Path, database_url: str, cli: Cli) -> None:
+    import ssl
+
+    from .smtp_server import SmtpServer
+    from .submission_env import message, tls_files
+
+    relay = SmtpServer("none", {}).start(tmp_path)
+    cert, key, ca = tls_files(tmp_path)
+    ok(cli("mailbox", "add", "sales@example.com", "--transport", "smtp", "--smtp-host",
+           "127.0.0.1", "--smtp-port", str(relay.port), "--smtp-tls", "none",
+           "--tracking", "enabled"))
+    ok(cli("user", "add", "alice@example.com", "--mailboxes", "sales@example.com",
+           "--password-stdin", input="correct horse battery\n"))
+    password = ok(cli("user", "app-password", "add", "alice@example.com", "laptop")).strip()
+    port, submission = _free_port(), _free_port()
+    env = {**os.environ, **cli.env, "MAILSEEN_SUBMISSION_TLS": f"127.0.0.1:{submission}",
+           "MAILSEEN_SUBMISSION_TLS_CERT": cert, "MAILSEEN_SUBMISSION_TLS_KEY": key,
+           "MAILSEEN_IMAP_POLL": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "mailseen", "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            try:
+                with smtplib.SMTP_SSL("127.0.0.1", submission, timeout=5,
+                                      context=ssl.create_default_context(cafile=ca)) as smtp:
+                    smtp.login("alice@example.com", password)
+                    smtp.sendmail("sales@example.com", ["bob@example.org", "eve@example.org"],
+                                  message("Submitted", to="bob@example.org"))
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+        for _ in range(400):
+            if len(relay.messages) == 2:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        relay.stop()
+    assert sorted(m.rcpt_tos[0] for m in relay.messages) == [
+        "bob@example.org", "eve@example.org"], err.decode()
+    assert all(b"/t/" in m.data for m in relay.messages)
+    listing = ok(cli("message", "list"))
+    assert "\tsent\tnot viewed\tSubmitted" in listing, listing

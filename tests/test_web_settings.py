@@ -353,3 +353,31 @@ def test_a_member_cannot_tell_another_mailbox_exists(web: WebClient, instance: I
 def test_huge_ids_are_not_found_rather_than_errors(web: WebClient, admin: UserRecord) -> None:
     assert web.get(f"/settings/mailboxes/{10**30}").status == 404
     assert web.get(f"/settings/users/{10**30}").status == 404
+
+
+def test_aliases_are_set_on_the_sending_tab_and_each_is_checked(
+        web: WebClient, instance: Instance, admin: UserRecord, box: MailboxRecord) -> None:
+    action = f"/settings/mailboxes/{box.id}?tab=sending"
+    page = web.submit(web.get(action), action, aliases="help@example.com, not an address")
+    assert page.status == 422 and _problems(page)[0].startswith("Aliases: ")
+    assert page.form(action)["aliases"] == "help@example.com, not an address"
+    page = web.submit(page, action, aliases="Help@Example.com; support@example.com")
+    assert instance.store.get_mailbox(box.id).aliases == "help@example.com"
+    assert page.form(action)["aliases"] == "help@example.com"
+
+
+def test_the_receiving_tab_sets_the_sent_folder_and_filing_copies_there(
+        web: WebClient, instance: Instance, admin: UserRecord, box: MailboxRecord) -> None:
+    action = f"/settings/mailboxes/{box.id}?tab=receiving"
+    page = web.submit(web.get(action), action, imap_sent_append="1")
+    assert page.status == 422
+    assert _problems(page) == ["File a copy: needs an IMAP server and a Sent folder."]
+    page = web.submit(web.get(action), action, imap_host="imap.example.com",
+                      imap_sent_folder="Sent Items", imap_sent_append="1")
+    saved = instance.store.get_mailbox(box.id)
+    assert (saved.imap_sent_folder, saved.imap_sent_append) == ("Sent Items", True)
+    assert page.form(action)["imap_sent_append"] == "1"
+    form = page.form(action)
+    form.pop("imap_sent_append")  # unticked
+    web.client.post(action, data=form)
+    assert not instance.store.get_mailbox(box.id).imap_sent_append

@@ -397,3 +397,31 @@ def test_the_log_keeps_what_was_sent_for_a_while(inst: Instance, hooks: Receiver
     assert [d.status for d in inst.webhooks.log(None, hook.id)] == ["failed"]
     inst.privacy.purge(None)
     assert inst.webhooks.log(None, hook.id) == []
+
+
+def test_a_persons_click_is_an_event_with_the_link_they_followed(
+        inst: Instance, hooks: Receiver) -> None:
+    from mailseen.records import ClickIn
+    from mailseen.services.clicks import record_clicks
+
+    _register(inst, hooks.url, ("message.clicked",))
+    msg = _send(inst, _box(inst))
+    [copy] = [c for c in inst.store.copies_of([msg.id])[msg.id]
+              if c.recipient == "erin@example.org"]
+    assert copy.token_key is not None
+
+    def click(judged: Judged) -> ClickIn:
+        return ClickIn(0, 0, inst.clock.now(), "GET", "198.51.100.7", "Mozilla/5.0",
+                       copy_key=copy.token_key or 0, link=0, url="https://example.com/offer")
+
+    writer = inst.store.click_writer()
+    try:
+        record_clicks(writer, [click(MACHINE)], lambda c, sent: (MACHINE, None))
+        record_clicks(writer, [click(HUMAN)], lambda c, sent: (HUMAN, None))
+    finally:
+        writer.close()
+    assert _drain(inst) == 1  # the machine's click is no event
+    [clicked] = hooks.events("message.clicked")
+    data = clicked.json["data"]
+    assert (data["recipient"], data["url"]) == ("erin@example.org", "https://example.com/offer")
+    assert data["view"]["verdict"] == "human"

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast, get_args
 
 import click
 
-from .config import Settings, load_settings
+from .config import Settings, listen_address, load_settings
 from .core.autoreply import detect_automatic
 from .core.compose import Attachment, Draft, parse_address
 from .core.consent import POLICIES
@@ -28,7 +28,7 @@ from .core.netsources import FORMATS, Source, load_manifest, update_source
 from .core.reach import Reach, public_url_reach
 from .core.refusal import LANGUAGES
 from .errors import InvalidInput, MailseenError
-from .receivers import ImapPoller, SmtpReceiver
+from .receivers import ImapPoller, SentFiler, SmtpReceiver, SubmissionServer
 from .receivers.imap import ImapChecker
 from .records import (
     WEBHOOK_EVENTS,
@@ -177,6 +177,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, public_url: st
         background.append(_imap_poller(inst).run)
     if settings.smtp_receiver:
         background.append(_smtp_receiver(inst, settings.smtp_receiver))
+    if settings.submission or settings.submission_tls:
+        background.append(_submission(inst, settings.submission, settings.submission_tls))
     if settings.worker:  # the daily purge and webhooks run where the delivery worker does
         background.append(inst.retention_job().run)
         background.append(inst.webhook_worker().run)
@@ -240,6 +242,33 @@ def _smtp_receiver(inst: Instance, listen: str
     return run
 
 
+def _submission(inst: Instance, starttls: str, implicit: str
+                ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """SMTP submission on ``starttls`` (HOST:PORT, STARTTLS) and/or ``implicit`` (implicit
+    TLS); both checked (certificate, addresses) before anything listens."""
+    s = inst.settings
+    rules = inst.submissions()
+    filer = SentFiler(inst.mailboxes, ca_file=s.ca_file or None)
+    servers = [SubmissionServer(rules, host=host, port=port, implicit=tls,
+                                tls_cert=s.submission_tls_cert or None,
+                                tls_key=s.submission_tls_key or None,
+                                max_size=s.submission_max_size, file_sent=filer)
+               for listen, name, tls in ((starttls, "submission", False),
+                                         (implicit, "submission_tls", True)) if listen
+               for host, port in [listen_address(listen, name)]]
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            for server in servers:
+                await server.start()
+            await stop.wait()
+        finally:
+            for server in servers:
+                await server.stop()
+
+    return run
+
+
 async def _until_signal(*jobs: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
     """Run ``jobs`` until SIGTERM or SIGINT; each finishes what it holds, then returns."""
     stop = asyncio.Event()
@@ -269,6 +298,26 @@ def receive(ctx: click.Context, listen: str | None) -> None:
     _logging(inst.settings)
     address = listen or inst.settings.smtp_receiver or "0.0.0.0:25"
     asyncio.run(_until_signal(_smtp_receiver(inst, address)))
+
+
+@main.command()
+@click.option("--listen", help="HOST:PORT for submission with STARTTLS (default: "
+              "MAILSEEN_SUBMISSION, else 127.0.0.1:587).")
+@click.option("--listen-tls", help="HOST:PORT for submission with implicit TLS (default: "
+              "MAILSEEN_SUBMISSION_TLS, else none).")
+@click.pass_context
+def submission(ctx: click.Context, listen: str | None, listen_tls: str | None) -> None:
+    """Take mail from the team's mail clients (SMTP submission, RFC 6409) on its own.
+
+    Users log in with an app password (`mailseen user app-password add`) and send as a
+    mailbox they work in; each message is queued like one sent from compose, and the
+    server's worker (or `mailseen worker`) delivers it. See docs/submission.md."""
+    inst = _instance(ctx)
+    _logging(inst.settings)
+    starttls = listen or inst.settings.submission or ("" if listen_tls else "127.0.0.1:587")
+    implicit = listen_tls or inst.settings.submission_tls
+    job = _submission(inst, starttls, implicit)
+    asyncio.run(_until_signal(job))
 
 
 @main.command()
@@ -321,6 +370,7 @@ def settings_show(ctx: click.Context) -> None:
     """Show the global settings."""
     inst = _instance(ctx)
     click.echo(f"tracking: {'on' if inst.mailboxes.global_tracking() else 'off'}")
+    click.echo(f"click tracking: {'on' if inst.mailboxes.global_clicks() else 'off'}")
     click.echo(f"tracking policy: {inst.consents.global_policy()}")
     details = inst.privacy.view_details()
     click.echo(f"view IP address: {details.ip}")
@@ -356,6 +406,16 @@ def settings_tracking(ctx: click.Context, state: str) -> None:
     inst = _instance(ctx)
     inst.mailboxes.set_global_tracking(None, state == "on")
     click.echo(f"tracking: {state}")
+
+
+@settings_group.command("clicks")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.pass_context
+def settings_clicks(ctx: click.Context, state: str) -> None:
+    """Switch click tracking on or off for mailboxes that use the global setting."""
+    inst = _instance(ctx)
+    inst.mailboxes.set_global_clicks(None, state == "on")
+    click.echo(f"click tracking: {state}")
 
 
 @settings_group.command("policy")
@@ -564,6 +624,10 @@ def _mailbox_options(f: F) -> F:
                      envvar="MAILSEEN_SMTP_PASSWORD"),
         click.option("--tracking", type=click.Choice(["global", "enabled", "disabled"]),
                      help="Use the global setting, or override it."),
+        click.option("--click-tracking", type=click.Choice(["global", "enabled", "disabled"]),
+                     help="Click tracking: the global setting, or override it."),
+        click.option("--aliases", help="Other addresses mail clients may send as from this "
+                     "mailbox (comma-separated; \"\" for none)."),
         click.option("--policy", "tracking_policy", type=click.Choice(["global", *POLICIES]),
                      help="Whom tracking follows: the global policy, or this one."),
         click.option("--refusal-line/--no-refusal-line", default=None,
@@ -591,6 +655,7 @@ def _no_zero_days(values: dict[str, Any]) -> dict[str, Any]:
 def _mailbox_json(inst: Instance, box: MailboxRecord) -> dict[str, Any]:
     d = inst.mailboxes.decision(box)
     return {**box.__dict__, "effective_tracking": d.enabled, "tracking_reason": d.reason,
+            "effective_click_tracking": inst.mailboxes.click_decision(box).enabled,
             "effective_policy": inst.consents.policy_for(box).policy}
 
 
@@ -801,6 +866,7 @@ def message_show(ctx: click.Context, message_id: int) -> None:
         del r["token_key"]  # what its pixel names: not for display
     data["views"] = [{**v.__dict__, "recipient_address": whose.get(v.copy_id or 0)}
                      for v in inst.messages.views(None, m)]
+    data["clicks"] = [k.__dict__ for k in inst.messages.clicks(None, m)]
     _out(data)
 
 
@@ -910,6 +976,53 @@ def user_remove(ctx: click.Context, email: str) -> None:
     inst = _instance(ctx)
     inst.accounts.delete_user(None, inst.accounts.find_user(None, email).id)
     click.echo(f"user {email} removed")
+
+
+@user.group("app-password")
+def app_password() -> None:
+    """App passwords: what a user's mail client logs in to SMTP submission with."""
+
+
+@app_password.command("add")
+@click.argument("email")
+@click.argument("name")
+@click.pass_context
+def app_password_add(ctx: click.Context, email: str, name: str) -> None:
+    """Create an app password for EMAIL named NAME (the client or device it is for) and
+    print it: it is shown only once."""
+    inst = _instance(ctx)
+    u = inst.accounts.find_user(None, email)
+    try:
+        record, value = inst.accounts.create_app_password(None, u.id, name)
+    except InvalidInput as exc:  # the argument, not `user add`'s --name option
+        raise InvalidInput(str(exc).replace("name: ", "NAME: ", 1)) from exc
+    click.echo(value)
+    click.echo(f"app password {record.id} ({record.name}) for {u.email}: give the mail "
+               f"client the user name {u.email} and this password", err=True)
+
+
+@app_password.command("list")
+@click.argument("email")
+@click.pass_context
+def app_password_list(ctx: click.Context, email: str) -> None:
+    """List a user's app passwords (never their values)."""
+    inst = _instance(ctx)
+    u = inst.accounts.find_user(None, email)
+    for p in inst.accounts.list_app_passwords(None, u.id):
+        used = f"last used {p.last_used_at:%Y-%m-%d %H:%M}" if p.last_used_at else "never used"
+        click.echo(f"{p.id}\t{p.name}\tcreated {p.created_at:%Y-%m-%d}\t{used}")
+
+
+@app_password.command("revoke")
+@click.argument("email")
+@click.argument("password_id", type=click.IntRange(1))
+@click.pass_context
+def app_password_revoke(ctx: click.Context, email: str, password_id: int) -> None:
+    """Revoke one of a user's app passwords: clients using it can no longer send."""
+    inst = _instance(ctx)
+    inst.accounts.revoke_app_password(None, inst.accounts.find_user(None, email).id,
+                                      password_id)
+    click.echo(f"app password {password_id} revoked")
 
 
 # -- API tokens --------------------------------------------------------------------------------

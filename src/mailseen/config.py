@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from .errors import InvalidInput
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "listen_address", "load_settings"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -62,6 +62,19 @@ class Settings:
                               default=12)
     smtp_timeout: float = _help("Seconds to wait on an SMTP relay before giving up an attempt.",
                                 default=60.0)
+    delivery_batch: int = _help(
+        "Queued copies a delivery worker reserves at a time (the rest stay for other "
+        "workers); a worker killed mid-batch leaves the unsent ones to the next after "
+        "five minutes.", default=50)
+    smtp_connections_per_relay: int = _help(
+        "SMTP connections one delivery worker keeps open to one relay at a time, each "
+        "sending one message after another.", default=1)
+    smtp_messages_per_connection: int = _help(
+        "Messages sent over one SMTP connection before it is closed and a new one opened.",
+        default=100)
+    smtp_idle_seconds: float = _help(
+        "Seconds a kept SMTP connection may stay unused before the worker closes it (relays "
+        "cut idle ones off).", default=30.0)
     ca_file: str = _help(
         "Extra CA certificates (PEM file) to trust for SMTP relays and IMAP servers with private "
         "certificates.",
@@ -87,6 +100,24 @@ class Settings:
         default="")
     smtp_receiver_tls_key: str = _help("Private key (PEM) for smtp_receiver_tls_cert.",
                                        default="")
+    submission: str = _help(
+        "HOST:PORT where `mailseen serve` takes mail from the team's mail clients (SMTP "
+        "submission with STARTTLS, usually :587); empty: off (or run `mailseen submission`).",
+        default="")
+    submission_tls: str = _help(
+        "HOST:PORT for SMTP submission with implicit TLS (usually :465); empty: off.",
+        default="")
+    submission_tls_cert: str = _help(
+        "Certificate (PEM, with its chain) SMTP submission offers; without it submission "
+        "listens only on loopback addresses.", default="")
+    submission_tls_key: str = _help("Private key (PEM) for submission_tls_cert.", default="")
+    submission_max_size: int = _help(
+        "Largest message (bytes) SMTP submission takes; announced with SIZE.",
+        default=25 * 1024 * 1024)
+    submission_max_recipients: int = _help(
+        "Most recipients one submitted message may have.", default=100)
+    submission_per_minute: int = _help(
+        "Messages one user may submit per minute (per submission process).", default=30)
     log_level: str = _help("Logging level: debug, info, warning or error.", default="info")
     password_memory_kib: int = _help(
         "Memory (KiB) each argon2id password hash uses; at least 64. Lower it only on a "
@@ -106,16 +137,7 @@ class Settings:
 
     def receiver_address(self, value: str | None = None) -> tuple[str, int]:
         """The SMTP receiver's listen address from ``HOST:PORT`` (or ``:PORT``)."""
-        text = self.smtp_receiver if value is None else value
-        host, sep, port = text.rpartition(":")
-        try:
-            number = int(port)
-        except ValueError:
-            number = -1
-        if not sep or not 0 <= number < 65536:
-            raise InvalidInput(f"smtp_receiver must be HOST:PORT, not {text!r}",
-                               field="smtp_receiver")
-        return host.strip("[]") or "0.0.0.0", number
+        return listen_address(self.smtp_receiver if value is None else value, "smtp_receiver")
 
     def secret(self) -> bytes:
         """The instance secret, created in the data folder the first time it is needed."""
@@ -128,6 +150,18 @@ class Settings:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(48))
         return path.read_text().strip().encode()
+
+
+def listen_address(text: str, name: str) -> tuple[str, int]:
+    """(host, port) from ``HOST:PORT`` (or ``:PORT``: every address) for setting ``name``."""
+    host, sep, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not 0 <= number < 65536:
+        raise InvalidInput(f"{name} must be HOST:PORT, not {text!r}", field=name)
+    return host.strip("[]") or "0.0.0.0", number
 
 
 def setting_help() -> dict[str, str]:
@@ -205,6 +239,12 @@ def load_settings(options: Mapping[str, Any] | None = None,
             raise InvalidInput("public_url must be an absolute http(s) URL", field="public_url")
     if settings.smtp_receiver:
         settings.receiver_address()  # validates
+    for name in ("submission", "submission_tls"):
+        if getattr(settings, name):
+            listen_address(getattr(settings, name), name)  # validates
+    for name in ("submission_max_size", "submission_max_recipients", "submission_per_minute"):
+        if getattr(settings, name) < 1:
+            raise InvalidInput(f"{name} must be at least 1", field=name)
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise InvalidInput("log_level must be debug, info, warning or error", field="log_level")
     if not 0 <= settings.port < 65536:
@@ -214,6 +254,10 @@ def load_settings(options: Mapping[str, Any] | None = None,
     if settings.connections_per_client < 1:
         raise InvalidInput("connections_per_client must be at least 1",
                            field="connections_per_client")
+    for name in ("delivery_batch", "smtp_connections_per_relay",
+                 "smtp_messages_per_connection"):
+        if getattr(settings, name) < 1:
+            raise InvalidInput(f"{name} must be at least 1", field=name)
     if settings.password_memory_kib < 64:
         # argon2id needs 8 KiB per lane, and the hasher uses four lanes.
         raise InvalidInput("password_memory_kib must be at least 64",

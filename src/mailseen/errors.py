@@ -38,9 +38,12 @@ class StorageFull(StorageUnavailable):
 class DeliveryError(MailseenError):
     """A transport could not hand a message over.
 
-    ``permanent`` is True when retrying cannot help (an SMTP 5xx reply).
+    ``permanent`` is True when retrying cannot help (an SMTP 5xx reply). ``relay`` is True
+    when the trouble is the relay's rather than this message's (it cannot be reached, or
+    it closed the session with 421): every message for it would meet it.
     """
 
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, relay: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.relay = relay

@@ -49,11 +49,23 @@ class MailboxSettings:
     smtp_tls: TlsMode = "starttls"
     smtp_username: str | None = None
     tracking: TrackingMode = "global"
+    # Click tracking (docs/tracking.md, "Click tracking"): like open tracking, the mailbox
+    # wins both ways; "global" follows the global setting.
+    click_tracking: TrackingMode = "global"
     imap_host: str | None = None
     imap_port: int | None = None
     imap_tls: TlsMode = "implicit"
     imap_username: str | None = None
     imap_folder: str = "INBOX"
+    # Other addresses the team sends as from this mailbox through SMTP submission (an old
+    # address, a per-person alias), comma-separated.
+    aliases: str = ""
+    # The IMAP folder the team's own clients file their sent mail in ("Sent"); when set, the
+    # poller reads it so that mail sent around mailseen shows in its conversation too.
+    imap_sent_folder: str = ""
+    # File a copy of each message its mail clients submit in that folder (for clients that
+    # keep none of their own).
+    imap_sent_append: bool = False
     # Privacy (docs/privacy.md): whom tracking follows, and the line at the bottom of
     # tracked mail where a recipient can refuse it (in the mailbox's language).
     tracking_policy: MailboxPolicy = "global"
@@ -105,6 +117,10 @@ class ImapState:
     folder: str
     uidvalidity: int | None
     last_uid: int
+    # The Sent folder, read too when set, and where reading it got to.
+    sent_folder: str = ""
+    sent_uidvalidity: int | None = None
+    sent_last_uid: int = 0
 
 
 @dataclass(frozen=True)
@@ -180,6 +196,9 @@ class MessageRecord(HeaderFacts):
     failed_copies: int = 0
     sent_by: str = ""
     sent_by_user_id: int | None = None
+    # Whether the links of its personal copies lead through our click redirect (decided
+    # when it was queued, so that every attempt sends the same bytes).
+    clicks_tracked: bool = False
 
     @property
     def viewed(self) -> bool:
@@ -272,6 +291,36 @@ class ViewIn:
     anonymous: bool = False
 
 
+@dataclass(slots=True)
+class ClickIn(ViewIn):
+    """One request of a click redirect: a pixel hit's facts (``copy_key`` from the token),
+    and which link it was and where it leads."""
+
+    link: int = 0
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class ClickRecord:
+    """A stored click: whose copy (its position and recipient), which link, and the verdict
+    (only human clicks count)."""
+
+    id: int
+    message_id: int
+    copy_id: int | None
+    recipient: int
+    recipient_address: str | None
+    link: int
+    url: str
+    at: datetime
+    method: str
+    ip: str | None
+    user_agent: str | None
+    verdict: Verdict
+    reason: str
+    client: str
+
+
 @dataclass(slots=True)  # one per pixel hit, like ViewIn
 class Judged:
     """What classifying a hit said of it."""
@@ -346,6 +395,17 @@ class UserRecord:
 
 
 @dataclass(frozen=True)
+class AppPasswordRecord:
+    """An app password as it may be shown: never its value, which is shown once."""
+
+    id: int
+    user_id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     user: UserRecord
     csrf_token: str
@@ -371,6 +431,24 @@ class Claim:
     raw: bytes
     mailbox: MailboxRecord
     smtp_password: str | None
+    # A claim taken in a batch is reserved until then: still queued, nobody else's, and
+    # only marked as being sent (an attempt) when its turn comes (``Store.advance``).
+    reserved_until: datetime | None = None
+    alone: bool = False  # the message's only copy: its state is the message's
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt at a copy ended: ``sent`` (``note`` the relay's reply), ``queued``
+    again (to retry at ``retry_at``, ``note`` the error) or ``failed`` (``note`` why)."""
+
+    copy_id: int
+    message_id: int
+    status: Literal["sent", "queued", "failed"]
+    note: str | None = None
+    retry_at: datetime | None = None
+    attempts: int = 0  # the copy's, this one included
+    alone: bool = False  # the message's only copy (see Claim)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ __all__ = [
     "Attachment",
     "Draft",
     "build_message",
+    "from_addresses",
     "parse_address",
     "prepare_raw",
     "read_facts",
@@ -333,6 +334,20 @@ def read_facts(raw: bytes) -> HeaderFacts:
         bcc=addrs("Bcc"), in_reply_to=text("In-Reply-To") or None,
         references=text("References") or None,
     )
+
+
+def from_addresses(raw: bytes) -> list[list[str]]:
+    """Every address each From field of ``raw`` names, one list per field: both the ones
+    the email package reads and any in angle brackets (see :func:`_sender`), so that a
+    check over them all cannot be passed by a display name that looks like an address."""
+    _check_is_message(raw)
+    head_end, _ = split_head(raw)
+    out = []
+    for name, value in _fields(raw[:head_end]):
+        if name == "from":
+            found = [a for _, a in getaddresses([value]) if a]
+            out.append(list(dict.fromkeys([*found, *_ANGLE_ADDR.findall(value)])))
+    return out
 
 
 def prepare_raw(raw: bytes, domain: str) -> tuple[bytes, HeaderFacts]:

@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from .htmlscan import splice_pixel
 from .mimetree import BrokenMime, Part, eol_of, parse_tree, split_head
 
-__all__ = ["TagResult", "tag_message"]
+__all__ = ["LinkEdits", "TagResult", "tag_message"]
+
+# Click tracking's edits to one HTML body (core/links.py ``link_edits``): given the HTML as
+# text and, where that text is the body's bytes read as latin-1, how to read its characters
+# in the part's own charset, the (start, end, new value) of each link to point elsewhere.
+LinkEdits = Callable[[str, Callable[[str], str] | None], list[tuple[int, int, str]]]
 
 _SIGNED_TYPES = frozenset({
     "multipart/signed", "multipart/encrypted", "application/pkcs7-mime",
@@ -59,15 +64,18 @@ class TagResult:
     pixels_removed: int = 0
 
 
-def tag_message(raw: bytes, tag: str, is_own_pixel: Callable[[str], bool]) -> TagResult:
-    """Return ``raw`` with ``tag`` spliced into each displayed HTML body."""
+def tag_message(raw: bytes, tag: str, is_own_pixel: Callable[[str], bool],
+                links: LinkEdits | None = None) -> TagResult:
+    """Return ``raw`` with ``tag`` spliced into each displayed HTML body, and with ``links``
+    (click tracking) the links of those bodies pointed where it says."""
     try:
-        return _tag(raw, tag, is_own_pixel)
+        return _tag(raw, tag, is_own_pixel, links)
     except BrokenMime as exc:
         return TagResult(raw, False, f"broken MIME: {exc}")
 
 
-def _tag(raw: bytes, tag: str, is_own_pixel: Callable[[str], bool]) -> TagResult:
+def _tag(raw: bytes, tag: str, is_own_pixel: Callable[[str], bool],
+         links: LinkEdits | None) -> TagResult:
     root = parse_tree(raw)
     if root.headers.get("DKIM-Signature") is not None:
         return TagResult(raw, False, "signed")
@@ -87,7 +95,8 @@ def _tag(raw: bytes, tag: str, is_own_pixel: Callable[[str], bool]) -> TagResult
     # Every body is rewritten before any is applied, so a failure leaves the message whole.
     for part in _displayed_html(root):
         is_target = id(part) in target_ids
-        edit, n = _rewrite_part(work, part, tag if is_target else "", is_own_pixel, eol)
+        edit, n = _rewrite_part(work, part, tag if is_target else "", is_own_pixel, eol,
+                                links if is_target else None)
         removed += n
         if edit is not None:
             edits.append(edit)
@@ -331,11 +340,12 @@ def _codec(charset: str, content: bytes) -> str | None:
 
 
 def _rewrite_part(raw: bytes, part: Part, tag: str, is_own_pixel: Callable[[str], bool],
-                  eol: bytes) -> tuple[tuple[int, int, bytes] | None, int]:
+                  eol: bytes, links: LinkEdits | None = None
+                  ) -> tuple[tuple[int, int, bytes] | None, int]:
     """The edit to ``part`` as (start, end, new bytes), None if nothing changes, and how many
     of our old pixels went. A body whose lines would exceed 998 octets goes quoted-printable
     (RFC 5322 2.1.1), its Content-Transfer-Encoding field with it."""
-    body, removed, content = _rewrite_body(raw, part, tag, is_own_pixel, eol)
+    body, removed, content = _rewrite_body(raw, part, tag, is_own_pixel, eol, links)
     if body is None:
         return None, 0
     if any(len(line) > _MAX_LINE for line in body.split(eol)):
@@ -363,7 +373,8 @@ def _qp_head(raw: bytes, part: Part, eol: bytes) -> bytes:
 
 
 def _rewrite_body(raw: bytes, part: Part, tag: str, is_own_pixel: Callable[[str], bool],
-                  eol: bytes) -> tuple[bytes | None, int, bytes | None]:
+                  eol: bytes, links: LinkEdits | None = None
+                  ) -> tuple[bytes | None, int, bytes | None]:
     """The new body bytes of ``part`` (None if nothing changes), how many of our old pixels
     went, and the new decoded content. Raises BrokenMime when the body cannot be rewritten
     without touching other bytes."""
@@ -375,11 +386,14 @@ def _rewrite_body(raw: bytes, part: Part, tag: str, is_own_pixel: Callable[[str]
     charset = part.headers.get_content_charset() or "us-ascii"
     codec = _codec(charset, content)
     max_line = _MAX_LINE if cte in _IDENTITY else None
+    text_of: Callable[[str], str] | None = None
     if codec is None:
         # latin-1 maps every byte to one code point, so offsets and bytes survive unchanged.
         html = content.decode("latin-1")
-        spliced, removed = splice_pixel(html, tag, is_own_pixel, max_line, eol.decode())
-        new_content = spliced.encode("latin-1")
+        text_of = _text_of(charset)
+
+        def encode(text: str) -> bytes:
+            return text.encode("latin-1")
     else:
         try:
             html = content.decode(codec)
@@ -387,14 +401,54 @@ def _rewrite_body(raw: bytes, part: Part, tag: str, is_own_pixel: Callable[[str]
             raise BrokenMime(f"HTML part not valid {charset}") from exc
         if html.encode(codec) != content:
             raise BrokenMime(f"HTML part in {charset} cannot be rewritten byte for byte")
-        spliced, removed = splice_pixel(html, tag, is_own_pixel, max_line, eol.decode())
-        try:
-            new_content = spliced.encode(codec)
-        except UnicodeEncodeError as exc:
-            raise BrokenMime(f"the pixel cannot be written in {charset}") from exc
+        name = codec
+
+        def encode(text: str) -> bytes:
+            try:
+                return text.encode(name)
+            except UnicodeEncodeError as exc:
+                raise BrokenMime(f"the pixel cannot be written in {charset}") from exc
+    edits = links(html, text_of) if links is not None else []
+    linked = _apply(html, edits)
+    spliced, removed = splice_pixel(linked, tag, is_own_pixel, max_line, eol.decode())
+    new_content = encode(spliced)
     if new_content == content:
         return None, 0, None
     if cte == "quoted-printable":
-        return _qp_splice(original, content, new_content, eol), removed, new_content
+        encoded, current, text = original, content, html
+        # One link at a time, the last first: each re-encodes only its own lines, so the
+        # lines between links keep their bytes.
+        for start, end, value in reversed(edits):
+            text = text[:start] + value + text[end:]
+            following = encode(text)
+            encoded, current = _qp_splice(encoded, current, following, eol), following
+        return _qp_splice(encoded, current, new_content, eol), removed, new_content
     trailing = original.endswith(b"\n")
     return _encode_transfer(new_content, cte, eol, trailing), removed, new_content
+
+
+def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """``text`` with non-overlapping ``edits`` (in order) made."""
+    if not edits:
+        return text
+    out: list[str] = []
+    last = 0
+    for start, end, value in edits:
+        out.append(text[last:start])
+        out.append(value)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _text_of(charset: str) -> Callable[[str], str] | None:
+    """How to read characters of HTML decoded as latin-1 in its own ``charset`` (None where
+    latin-1 is that charset)."""
+    name = codecs.lookup(charset).name
+    if name == "latin-1":
+        return None
+
+    def text_of(text: str) -> str:
+        return text.encode("latin-1").decode(name, "replace")
+
+    return text_of

@@ -118,8 +118,9 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int,
     if not boundary.isascii():
         # RFC 2046 boundaries are ASCII; readers (the email package among them) find none.
         raise BrokenMime(f"{part.content_type} with a non-ASCII boundary")
-    # Starting with the literal, so the regex engine finds candidates with a fast scan.
-    delim = re.compile(rb"--" + re.escape(boundary.encode("ascii")) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
+    # The literal found with a fast scan, then the rest of the line matched: no pattern
+    # compiled per boundary (every message has its own, and re's cache would churn).
+    delim = b"--" + boundary.encode("ascii")
     # (start, end, closing) of each delimiter line; the eol before a delimiter belongs to it;
     # the first delimiter may start the body.
     marks: list[tuple[int, int, bool]] = []
@@ -154,15 +155,22 @@ def _parse(raw: bytes, start: int, end: int, default_type: str, depth: int,
     return part
 
 
-def _delimiter(raw: bytes, delim: re.Pattern[bytes], pos: int, end: int
+# What may follow "--" and the boundary on a delimiter line: "--" when it closes, blanks.
+_DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|\Z)")
+
+
+def _delimiter(raw: bytes, delim: bytes, pos: int, end: int
                ) -> tuple[int, int, bool] | None:
     """The next delimiter line in ``raw[pos:end]`` that starts a line: (start, end, whether
     it closes), its start taking in the eol before it when that lies within the range."""
     while True:
-        m = delim.search(raw, pos, end)
-        if m is None:
+        at = raw.find(delim, pos, end)
+        if at < 0:
             return None
-        at = m.start()
+        m = _DELIMITER_TAIL.match(raw, at + len(delim), end)
+        if m is None:
+            pos = at + 1
+            continue
         if at == 0 or raw[at - 1] == 0x0A:  # "\n"
             start = at
             if at - 1 >= pos:

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from .urls import browser_url
 
-__all__ = ["GIF", "OwnUrl", "own_url", "pixel_tag", "pixel_url", "refusal_url"]
+__all__ = ["GIF", "OwnUrl", "click_url", "own_url", "pixel_tag", "pixel_url", "refusal_url"]
 
 # The classic 43-byte 1x1 transparent GIF89a.
 GIF = (
@@ -20,7 +20,7 @@ GIF = (
 )
 assert len(GIF) == 43
 
-_OWN_KINDS = ("t", "c")  # /t/<token>.gif: the pixel; /c/: reserved for clicks
+_OWN_KINDS = ("t", "c")  # /t/<token>.gif: the pixel; /c/<token>: a click redirect
 _FRAGMENT_DEPTH = 2  # an image proxy's URL names the original after "#" (Gmail's does)
 
 
@@ -110,6 +110,12 @@ def pixel_url(base_url: str, token: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"the public base URL must be absolute http(s), not {base_url!r}")
     return f"{base_url.rstrip('/')}/t/{token}.gif"
+
+
+def click_url(base_url: str, token: str) -> str:
+    """Where a tracked link leads: our redirect, which records the click and goes on to the
+    URL signed in ``token``."""
+    return f"{base_url.rstrip('/')}/c/{token}"
 
 
 def refusal_url(base_url: str, token: str) -> str:

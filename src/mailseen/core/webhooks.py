@@ -111,7 +111,9 @@ def event_payload(event: WebhookEvent, facts: WebhookFacts, subject: EventSubjec
         data["view"] = view
     if subject.error and event in ("message.failed", "message.bounced"):
         data["error"] = subject.error
-    if facts.note:
+    if facts.note and event == "message.clicked":
+        data["url"] = facts.note  # the link followed
+    elif facts.note:
         data["note"] = facts.note
     return {"type": event, "timestamp": _time(facts.at), "data": data}
 

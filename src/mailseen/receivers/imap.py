@@ -185,6 +185,15 @@ class _Session:
                 return int(found.group(1))
         raise ImapError(f"the server gave no UIDVALIDITY for folder '{folder}'")
 
+    async def append(self, folder: str, raw: bytes) -> None:
+        """File ``raw`` in ``folder``, marked read (it is the team's own message)."""
+        if any(c in folder for c in "\r\n\0"):
+            raise ImapError(f"folder name {folder!r} is not valid")
+        reply = await self._call(self.imap.append(raw, mailbox=encode_folder(folder),
+                                                  flags="(\\Seen)"), "APPEND")
+        if reply.result != "OK":
+            raise ImapError(f"cannot file the message in '{folder}': {_text(reply)}")
+
     async def new_uids(self, after: int, since: date) -> list[int]:
         """UIDs above ``after`` of messages that arrived on or after ``since``, ascending."""
         reply = await self._call(self.imap.uid_search(
@@ -331,6 +340,41 @@ class ImapChecker:
             f"{account.username}, folder '{account.folder}' found"))
 
 
+class SentFiler:
+    """Files a copy of a message a mail client submitted in its mailbox's IMAP Sent folder
+    (``imap_sent_append``), for clients that keep none of their own. Best effort: the
+    message is queued already, so a failure is logged, never raised."""
+
+    def __init__(self, mailboxes: Mailboxes, *, ca_file: str | None = None,
+                 timeout: float = 30) -> None:
+        self.mailboxes = mailboxes
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self._tls: ssl.SSLContext | None = None
+
+    async def __call__(self, mailbox_id: int, raw: bytes) -> bool:
+        """Whether the copy was filed."""
+        try:
+            accounts = await asyncio.to_thread(self.mailboxes.imap_accounts)
+            account = next((a for a in accounts if a.mailbox_id == mailbox_id), None)
+            if account is None or not account.sent_folder:
+                return False
+            if self._tls is None:
+                self._tls = tls_context(self.ca_file)
+            session = _Session(account, self.timeout, self._tls, SYSTEM)
+            try:
+                await session.open()
+                await session.append(account.sent_folder, raw)
+            except BaseException:
+                session.abort()
+                raise
+            await session.close()
+        except MailseenError as exc:
+            log.warning("mailbox %d: cannot file a sent copy: %s", mailbox_id, exc)
+            return False
+        return True
+
+
 class ImapPoller:
     def __init__(self, mailboxes: Mailboxes, ingestor: Ingestor, *, idle_seconds: float = 300,
                  poll_seconds: float = 60, retry_base: float = 5, retry_max: float = 600,
@@ -394,8 +438,8 @@ class ImapPoller:
                    accounts: list[ImapState], stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Start a watcher for each new or changed account; return the ones stopped."""
         retired = []
-        wanted = {a.mailbox_id: (a.host, a.port, a.tls, a.username, a.password, a.folder)
-                  for a in accounts}
+        wanted = {a.mailbox_id: (a.host, a.port, a.tls, a.username, a.password, a.folder,
+                                 a.sent_folder) for a in accounts}
         for mailbox_id, (key, task) in list(watchers.items()):
             if wanted.get(mailbox_id) != key or task.done():
                 task.cancel()
@@ -478,8 +522,44 @@ class ImapPoller:
                 count += 1
             last = uid
             await asyncio.to_thread(self.mailboxes.imap_progress, mailbox.id, uidvalidity, uid)
+        account = replace(account, uidvalidity=uidvalidity, last_uid=last)
+        if account.sent_folder and not (stop is not None and stop.is_set()):
+            account = await self._poll_sent(session, account, mailbox, since, stop)
+            await session.select(account.folder)  # IDLE watches the folder replies land in
         await asyncio.to_thread(self.mailboxes.imap_report, mailbox.id, "ok", None)
-        return count, replace(account, uidvalidity=uidvalidity, last_uid=last)
+        return count, account
+
+    async def _poll_sent(self, session: _Session, account: ImapState, mailbox: MailboxRecord,
+                         since: date, stop: asyncio.Event | None) -> ImapState:
+        """Record what the team sent around mailseen, from the Sent folder (read each time
+        the inbox is, without IDLE of its own)."""
+        uidvalidity = await session.select(account.sent_folder)
+        last = account.sent_last_uid if uidvalidity == account.sent_uidvalidity else 0
+        for uid in await session.new_uids(last, since):
+            if stop is not None and stop.is_set():
+                break
+            raw = await session.fetch(uid)
+            if raw is not None:
+                await self._record_sent(mailbox, raw, uid, account.sent_folder)
+            last = uid
+            await asyncio.to_thread(self.mailboxes.imap_sent_progress, mailbox.id,
+                                    uidvalidity, uid)
+        if last == 0 and uidvalidity != account.sent_uidvalidity:
+            await asyncio.to_thread(self.mailboxes.imap_sent_progress, mailbox.id,
+                                    uidvalidity, 0)
+        return replace(account, sent_uidvalidity=uidvalidity, sent_last_uid=last)
+
+    async def _record_sent(self, mailbox: MailboxRecord, raw: bytes, uid: int,
+                           folder: str) -> None:
+        try:
+            await asyncio.to_thread(self.ingestor.record_sent, mailbox, raw)
+        except InvalidInput as exc:
+            log.warning("%s: skipped UID %d in '%s': %s", mailbox.address, uid, folder, exc)
+        except MailseenError:
+            raise
+        except Exception:
+            log.exception("%s: could not record UID %d in '%s'; skipped", mailbox.address,
+                          uid, folder)
 
     async def _ingest(self, mailbox: MailboxRecord, raw: bytes, uid: int, folder: str) -> bool:
         """Store one message; False for a duplicate or one that had to be skipped."""

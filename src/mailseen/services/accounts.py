@@ -15,11 +15,11 @@ from ..clock import Clock
 from ..core.clientip import client_key
 from ..core.compose import parse_address
 from ..errors import InvalidInput, MailseenError, NotFound
-from ..records import Role, SessionRecord, UserRecord
+from ..records import AppPasswordRecord, Role, SessionRecord, UserRecord
 from ..storage import Store
 from .mailboxes import require_admin
 
-__all__ = ["Accounts", "SignInRefused", "hash_token"]
+__all__ = ["Accounts", "SignInRefused", "hash_token", "normal_app_password"]
 
 SESSION_DAYS = 14
 # Throttling: after FREE failures in WINDOW each attempt waits; after LOCK it is refused.
@@ -82,6 +82,24 @@ def hash_token(token: str) -> str:
     """API tokens and session ids are random and long: a plain SHA-256 is enough to keep
     the stored value useless to whoever reads the database."""
     return _hash_id(token)
+
+
+# App passwords: 24 characters from 32 letters and digits that cannot be mistaken for one
+# another (no 0/o, 1/l/i), shown in groups of four: 120 random bits.
+_APP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+_APP_LENGTH = 24
+
+
+def normal_app_password(value: str) -> str:
+    """An app password as typed or pasted (groups, spaces, capitals) in its one form."""
+    return "".join(value.split()).replace("-", "").lower()
+
+
+def hash_app_password(value: str) -> str:
+    """App passwords are random and long (120 bits), like API tokens: a fast hash is as
+    safe as a slow one against whoever reads the database (there is nothing to guess), and
+    it keeps each SMTP AUTH to one indexed look-up instead of an argon2 run per login."""
+    return _hash_id("app:" + normal_app_password(value))
 
 
 class Accounts:
@@ -255,3 +273,59 @@ class Accounts:
         """Whether ``value`` is a valid API token and whose rights it carries (None: the
         whole installation's)."""
         return self.store.token_user(hash_token(value))
+
+    # -- app passwords: what a user's mail client logs in to SMTP submission with --------
+
+    def _own_or_admin(self, actor: UserRecord | None, user_id: int) -> None:
+        if actor is not None and actor.id != user_id:
+            require_admin(actor)
+
+    def create_app_password(self, actor: UserRecord | None, user_id: int, name: str
+                            ) -> tuple[AppPasswordRecord, str]:
+        """A new app password for ``user_id`` (their own, or any user's for an admin or the
+        installation) and its value, which is shown this once."""
+        self._own_or_admin(actor, user_id)
+        name = " ".join(name.split())
+        if not name:
+            raise InvalidInput("name: say which client or device it is for, e.g. "
+                               "\"Thunderbird on my laptop\"", field="name")
+        if len(name) > 200:
+            raise InvalidInput("name: at most 200 characters", field="name")
+        raw = "".join(secrets.choice(_APP_ALPHABET) for _ in range(_APP_LENGTH))
+        value = "-".join(raw[i:i + 4] for i in range(0, _APP_LENGTH, 4))
+        record = self.store.add_app_password(user_id, name, hash_app_password(value))
+        return record, value
+
+    def list_app_passwords(self, actor: UserRecord | None, user_id: int
+                           ) -> list[AppPasswordRecord]:
+        self._own_or_admin(actor, user_id)
+        return self.store.list_app_passwords(user_id)
+
+    def revoke_app_password(self, actor: UserRecord | None, user_id: int,
+                            password_id: int) -> None:
+        self._own_or_admin(actor, user_id)
+        self.store.delete_app_password(user_id, password_id)
+
+    def app_password_login(self, email: str, password: str, client: str) -> UserRecord:
+        """The user whose app password ``password`` is, when ``email`` is theirs; failures
+        are throttled like sign-ins (under keys of their own, so a mail client retrying a
+        revoked password cannot lock its owner out of the web app)."""
+        account = email.strip().lower()[:320]
+        address = client_key(client)
+        pair, by_address = f"app:pair:{address} {account}", f"app:ip:{address}"
+        since = self.clock.now() - WINDOW
+        pair_count = self.store.count_login_failures(pair, since)
+        refusal = _refusal([(pair_count, FREE, LOCK),
+                            (self.store.count_login_failures(by_address, since),
+                             ADDRESS_FREE, ADDRESS_LOCK)], self.clock.now())
+        if refusal is not None:
+            if not refusal.locked:
+                self.store.add_login_failure([pair, by_address])
+            raise refusal
+        user = self.store.app_password_user(hash_app_password(password))
+        if user is None or user.email.lower() != account:
+            self.store.add_login_failure([pair, by_address])
+            raise SignInRefused("wrong user name or app password")
+        if pair_count[0]:
+            self.store.clear_login_failures(pair)
+        return user

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..core.hits import Hit, HitClassifier
-from ..core.netdata import load_data
+from ..core.netdata import ClassifierData, load_data
 from ..core.privacy import DETAILS_HEADER, minimise
 from ..records import Judged, ViewDetails, ViewIn
 from ..storage import Store
@@ -169,8 +169,10 @@ class Judge:
     """The hit classifier with what it remembers between hits (bursts, repeats): judges
     each view once, in the order they arrived (in the recorder's writer thread)."""
 
-    def __init__(self, data_dir: Path | None = None) -> None:
-        self.classifier = HitClassifier(load_data(data_dir / "netdata" if data_dir else None))
+    def __init__(self, data_dir: Path | None = None, data: ClassifierData | None = None
+                 ) -> None:
+        self.classifier = HitClassifier(
+            data or load_data(data_dir / "netdata" if data_dir else None))
         self.window = BurstWindow()
         self.repeats = RepeatWindow()
         self.crowd = CrowdWindow()

@@ -115,7 +115,11 @@ class Consents:
         require_admin(actor)
         rows: list[tuple[str, ConsentState, str]] = []
         errors: list[str] = []
-        for number, fields in enumerate(csv.reader(io.StringIO(text)), 1):
+        try:
+            lines = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:  # a NUL byte, a quote left open at the end …
+            raise InvalidInput(f"file: not CSV ({exc})", field="file") from exc
+        for number, fields in enumerate(lines, 1):
             if not fields or not any(f.strip() for f in fields):
                 continue
             if number == 1 and fields[0].strip().lower() in ("address", "email", "e-mail"):
@@ -128,7 +132,7 @@ class Consents:
                              _note(fields[2] if len(fields) > 2 else "")))
             except InvalidInput as exc:
                 errors.append(f"line {number}: {exc}")
-            if len(rows) > MAX_IMPORT_ROWS:
+            if len(rows) + len(errors) > MAX_IMPORT_ROWS:
                 raise InvalidInput(f"file: at most {MAX_IMPORT_ROWS} lines at once",
                                    field="file")
         if errors:

@@ -19,11 +19,14 @@ from ..core.compose import read_facts
 from ..core.dsn import Report, read_report
 from ..core.inject import tag_message
 from ..core.mailbody import Display, TooComplex, body_words, parse_message
-from ..records import Ingested, MailboxRecord, NewMessage
+from ..records import Ingested, MailboxRecord, NewCopy, NewMessage
 from ..storage import Store
 from .sending import Sender
 
-__all__ = ["Ingestor", "Renderer"]
+__all__ = ["SENT_OUTSIDE", "Ingestor", "Renderer"]
+
+# The tracking reason of a message the team sent around mailseen (found in a Sent folder).
+SENT_OUTSIDE = "sent outside mailseen"
 
 log = logging.getLogger(__name__)
 # Control characters (NUL included, which PostgreSQL refuses) and the bidi embedding, override
@@ -124,6 +127,35 @@ class Ingestor:
             if self.on_ingested is not None:
                 self.on_ingested(result)
         return result
+
+    def record_sent(self, mailbox: MailboxRecord, raw: bytes, source: str = "imap-sent"
+                    ) -> bool:
+        """Record ``raw``, found in the mailbox's Sent folder, as sent by the team, not
+        tracked ("sent outside mailseen"), in its conversation; False when mailseen has it
+        already (it sent it, or read it before). Nothing is queued."""
+        facts = read_facts(raw)
+        raw, _ = self._cleaned(raw)  # earlier pixels of ours, quoted
+        message_id = facts.message_id
+        if not message_id or len(message_id) > 900:
+            message_id = f"<{hashlib.sha256(raw).hexdigest()[:32]}@mailseen.invalid>"
+        message_id = _clean(message_id)
+        if self.store.find_outbound(mailbox.id, message_id) is not None:
+            return False
+        try:
+            words = body_words(parse_message(raw))
+        except TooComplex:
+            words = ""
+        recipients = [_clean(a) for a in dict.fromkeys([*facts.to, *facts.cc, *facts.bcc])]
+        self.store.add_message(NewMessage(
+            mailbox_id=mailbox.id, message_id=message_id, subject=_clean(facts.subject),
+            from_addr=_clean(facts.from_addr) or mailbox.address,
+            to=[_clean(a) for a in facts.to], cc=[_clean(a) for a in facts.cc],
+            bcc=[_clean(a) for a in facts.bcc], envelope_to=recipients,
+            in_reply_to=_clean(facts.in_reply_to), references=_clean(facts.references),
+            source=source, sent_by="sent outside mailseen", words=words,
+        ), raw, [NewCopy(0, None, None)], tracked=False, reason=SENT_OUTSIDE, queued=False)
+        log.info("recorded %s, sent by %s outside mailseen", message_id, mailbox.address)
+        return True
 
     def _bounced(self, mailbox: MailboxRecord, report: Report, hints: list[int]) -> None:
         """A delivery report: mark the copies it gave up on as bounced."""

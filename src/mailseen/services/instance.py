@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from ..clock import SYSTEM, Clock
 from ..config import Settings
 from ..core.compose import parse_address
-from ..core.tokens import TokenSigner
+from ..core.netdata import ClassifierData, load_data
+from ..core.tokens import ClickSigner, TokenSigner
 from ..storage import Database, Store
 from ..transports import Transport
 from ..transports.outbox import OutboxTransport
 from ..transports.smtp import SmtpTransport
 from .accounts import Accounts
 from .classification import Judge, reclassify
+from .clicks import ClickJudge, ClickRecorder
 from .consents import Consents
 from .delivery import DeliveryWorker
 from .inbound import Ingestor, Renderer
@@ -24,6 +26,7 @@ from .recorder import ViewRecorder
 from .reminders import ReminderJob, Reminders, relay_of
 from .secrets import SecretBox
 from .sending import Sender
+from .submission import Submissions
 from .webhooks import Webhooks, WebhookWorker
 
 __all__ = ["Instance"]
@@ -46,6 +49,7 @@ class Instance:
     reminders: Reminders
     transports: dict[str, Transport] = field(default_factory=dict)
     clock: Clock = SYSTEM
+    _classifier_data: ClassifierData | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True,
@@ -62,12 +66,15 @@ class Instance:
             db.upgrade()
         store = Store(db, SecretBox(secret), clock)
         signer = TokenSigner(secret)
-        smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file)
+        smtp = SmtpTransport(settings.smtp_timeout, settings.ca_file,
+                             per_connection=settings.smtp_messages_per_connection,
+                             idle_timeout=settings.smtp_idle_seconds,
+                             monotonic=clock.monotonic)
         mailboxes = Mailboxes(store, smtp_probe=smtp.check, imap_probe=imap_probe)
         consents = Consents(store, mailboxes, signer, settings.base_url)
         reminders = Reminders(store, clock)
         sender = Sender(store, mailboxes, signer, settings.base_url, consents=consents,
-                        reminders=reminders)
+                        reminders=reminders, click_signer=ClickSigner(secret))
         transports: dict[str, Transport] = {
             "outbox": OutboxTransport(settings.outbox_dir), "smtp": smtp}
         messages = Messages(store, mailboxes, sender.is_own_pixel)
@@ -85,17 +92,38 @@ class Instance:
         judged, verdicts changed)."""
         return reclassify(self.store, Judge(self.settings.data_dir))
 
+    def classifier_data(self) -> ClassifierData:
+        """The networks and user agents hits and clicks are judged by, loaded once (about
+        18 MB and most of a second) for both recorders."""
+        if self._classifier_data is None:
+            data_dir = self.settings.data_dir
+            self._classifier_data = load_data(data_dir / "netdata" if data_dir else None)
+        return self._classifier_data
+
     def view_recorder(self) -> ViewRecorder:
         """A recorder for pixel hits, judging them with this installation's data."""
-        return ViewRecorder(self.store, Judge(self.settings.data_dir),
+        return ViewRecorder(self.store, Judge(data=self.classifier_data()),
                             details=self.privacy.details)
+
+    def click_recorder(self) -> ClickRecorder:
+        """A recorder for clicks of tracked links, judging them with this installation's
+        data."""
+        return ClickRecorder(self.store, ClickJudge(data=self.classifier_data()),
+                             details=self.privacy.details)
 
     def worker(self) -> DeliveryWorker:
         s = self.settings
         return DeliveryWorker(self.store, self.transports, retry_base=s.retry_base_seconds,
                               retry_max=s.retry_max_seconds, max_attempts=s.max_attempts,
+                              batch=s.delivery_batch, per_relay=s.smtp_connections_per_relay,
                               clock=self.clock, render=self.sender.copy_bytes)
 
+    def submissions(self) -> Submissions:
+        """The rules of SMTP submission, with this installation's limits."""
+        s = self.settings
+        return Submissions(self.accounts, self.mailboxes, self.sender, self.clock,
+                           max_recipients=s.submission_max_recipients,
+                           per_minute=s.submission_per_minute)
     def retention_job(self) -> RetentionJob:
         """The daily purge of old views' personal details, run beside the delivery worker."""
         return RetentionJob(self.privacy, self.clock)

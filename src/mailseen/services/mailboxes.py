@@ -24,14 +24,15 @@ from ..records import (
     ImapState,
     MailboxIn,
     MailboxRecord,
+    MailboxSettings,
     Relay,
     UserRecord,
 )
 from ..storage import Store
 from .audit import log_changes
 
-__all__ = ["TRACKING_SETTING", "Forbidden", "ImapProbe", "Mailboxes", "SmtpProbe",
-           "can_see_mailbox", "require_admin"]
+__all__ = ["CLICK_SETTING", "TRACKING_SETTING", "Forbidden", "ImapProbe", "Mailboxes", "SmtpProbe",
+           "can_see_mailbox", "normal_aliases", "require_admin", "sending_addresses"]
 
 # How a connection is tested: the SMTP transport's check, the IMAP receiver's checker. Each
 # takes the settings and a timeout per step, and answers in words (records.ConnectionCheck).
@@ -40,13 +41,14 @@ ImapProbe = Callable[[ImapState, float], Awaitable[ConnectionCheck]]
 TEST_TIMEOUT = 10.0  # seconds per step of a connection test: a person is waiting
 
 TRACKING_SETTING = "tracking_enabled"
+CLICK_SETTING = "click_tracking_enabled"
 # A mailbox's settings whose changes the settings audit log keeps (docs/privacy.md).
-AUDITED = ("tracking", "tracking_policy", "refusal_line", "refusal_text", "language",
-           "privacy_url")
+AUDITED = ("tracking", "click_tracking", "tracking_policy", "refusal_line", "refusal_text",
+           "language", "privacy_url")
 # Fields a change may not set to nothing (a password set to nothing is removed instead).
-_REQUIRED = ("address", "display_name", "transport", "smtp_tls", "tracking", "imap_tls",
-             "imap_folder", "tracking_policy", "refusal_line", "refusal_text", "language",
-             "privacy_url")
+_REQUIRED = ("address", "display_name", "transport", "smtp_tls", "tracking", "click_tracking",
+             "imap_tls", "imap_folder", "tracking_policy", "refusal_line", "refusal_text",
+             "language", "privacy_url")
 
 
 class Forbidden(MailseenError):
@@ -63,6 +65,21 @@ def require_admin(actor: UserRecord | None) -> None:
         raise Forbidden("only admins may do this")
 
 
+def normal_aliases(text: str, address: str = "") -> str:
+    """A mailbox's aliases in one form: each checked, lower case, once, comma-separated,
+    without the mailbox's own address."""
+    found: list[str] = []
+    for part in text.replace(";", ",").replace("\n", ",").split(","):
+        if part.strip():
+            alias = parse_address(part.strip(), "aliases").lower()
+            if alias != address.lower() and alias not in found:
+                found.append(alias)
+    return ", ".join(found)
+
+
+def sending_addresses(box: MailboxSettings) -> set[str]:
+    """The addresses (lower case) mail from ``box`` may be sent as: its own and its aliases."""
+    return {box.address.lower(), *(a.strip() for a in box.aliases.split(",") if a.strip())}
 def _web_url(text: str) -> bool:
     scheme, sep, rest = text.partition("://")
     return bool(sep) and scheme.lower() in ("http", "https") and bool(rest) and not any(
@@ -81,8 +98,20 @@ def checked(box: MailboxIn) -> MailboxIn:
         problem = server_name_problem(value) if value else None
         if problem is not None:
             raise InvalidInput(f"{name}: {problem}", field=name)
+    aliases = normal_aliases(box.aliases, address)
+    if aliases != box.aliases or box.imap_sent_folder != box.imap_sent_folder.strip():
+        box = replace(box, aliases=aliases, imap_sent_folder=box.imap_sent_folder.strip())
+    if any(c in box.imap_sent_folder for c in "\r\n\0"):
+        raise InvalidInput("imap_sent_folder: one line, without control characters",
+                           field="imap_sent_folder")
+    if box.imap_sent_append and not (box.imap_host and box.imap_sent_folder):
+        raise InvalidInput("imap_sent_append: needs an IMAP server and a Sent folder",
+                           field="imap_sent_append")
     if box.tracking not in ("global", "enabled", "disabled"):
         raise InvalidInput("tracking: global, enabled or disabled", field="tracking")
+    if box.click_tracking not in ("global", "enabled", "disabled"):
+        raise InvalidInput("click_tracking: global, enabled or disabled",
+                           field="click_tracking")
     if box.tracking_policy not in ("global", *POLICIES):
         raise InvalidInput(f"tracking_policy: global, {', '.join(POLICIES)}",
                            field="tracking_policy")
@@ -135,6 +164,22 @@ class Mailboxes:
         if global_enabled is None:
             global_enabled = self.global_tracking()
         return decide(global_enabled, box.tracking)
+
+    def global_clicks(self) -> bool:
+        return self.store.get_setting(CLICK_SETTING, "false") == "true"
+
+    def set_global_clicks(self, actor: UserRecord | None, enabled: bool) -> bool:
+        require_admin(actor)
+        old = self.global_clicks()
+        self.store.set_setting(CLICK_SETTING, "true" if enabled else "false")
+        self._audit(actor, "global", {"click_tracking": (old, enabled)})
+        return enabled
+
+    def click_decision(self, box: MailboxRecord) -> Decision:
+        """Whether the links of ``box``'s tracked mail go through the click redirect: the
+        mailbox setting wins both ways, like open tracking's. Only copies with a personal
+        pixel get their links rewritten (docs/tracking.md, "Click tracking")."""
+        return decide(self.global_clicks(), box.click_tracking)
 
     def decisions(self, boxes: list[MailboxRecord]) -> dict[int, Decision]:
         on = self.global_tracking()
@@ -267,6 +312,9 @@ class Mailboxes:
 
     def imap_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
         self.store.imap_progress(mailbox_id, uidvalidity, last_uid)
+
+    def imap_sent_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
+        self.store.imap_sent_progress(mailbox_id, uidvalidity, last_uid)
 
     def imap_report(self, mailbox_id: int, status: str, error: str | None) -> None:
         self.store.imap_report(mailbox_id, status, error)

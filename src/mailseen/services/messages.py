@@ -13,6 +13,7 @@ from ..core.inject import tag_message
 from ..core.mailbody import Display
 from ..errors import InvalidInput, NotFound
 from ..records import (
+    ClickRecord,
     ConversationRecord,
     CopyRecord,
     MessageRecord,
@@ -80,6 +81,12 @@ class Messages:
         """The views of a message read before (no second lookup of it)."""
         _require(actor, message)
         return self.store.list_views(message.id, limit=limit)
+
+    def clicks(self, actor: UserRecord | None, message: MessageRecord, limit: int = 1000
+               ) -> list[ClickRecord]:
+        """The clicks of a message's tracked links, human and machine, oldest first."""
+        _require(actor, message)
+        return self.store.list_clicks(message.id, limit=limit)
 
     def copies(self, actor: UserRecord | None, message: MessageRecord) -> list[CopyRecord]:
         """A message's copies, one per recipient (or one for all), with each one's delivery

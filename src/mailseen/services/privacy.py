@@ -177,6 +177,13 @@ def _webhook_events(store: Store, who: Subject) -> object:
             for d in store.webhook_events_of([c.id for c in who.copies])]
 
 
+def _clicks(store: Store, who: Subject) -> object:
+    return [{"id": k.id, "message_id": k.message_id, "copy_id": k.copy_id, "at": k.at,
+             "url": k.url, "method": k.method, "ip": k.ip, "user_agent": k.user_agent,
+             "verdict": k.verdict, "reason": k.reason, "client": k.client}
+            for k in store.clicks_of_copies([c.id for c in who.copies])]
+
+
 def _consent(store: Store, who: Subject) -> object:
     return [{"state": e.state, "at": e.at.isoformat(), "how": e.how, "by": e.by,
              "note": e.note} for e in store.consent_history(who.key)]
@@ -195,6 +202,7 @@ EXPORT_SECTIONS: list[ExportSection] = [
     ("copies", _copies),
     ("views", _views),
     ("webhook_events", _webhook_events),
+    ("clicks", _clicks),
     ("messages_received_from_them", _received_from_them),
     ("messages_received_naming_them", _received_naming_them),
     ("consent", _consent),
@@ -214,8 +222,11 @@ class Erasure:
 
 
 def _erase_views_and_copies(store: Store, who: Subject) -> dict[str, int]:
-    views, copies = store.erase_copies([c.id for c in who.copies], ERASED)
-    return {"views": views, "copy_recipients": copies}
+    ids = [c.id for c in who.copies]
+    clicks = store.erase_clicks(ids)  # first: erasing the copies takes their keys
+    views, copies = store.erase_copies(ids, ERASED)
+    removed = {"views": views, "copy_recipients": copies}
+    return {**removed, "clicks": clicks} if clicks else removed  # named where there were any
 
 
 # What erasing runs, in order; each returns {what: how many} it removed.
@@ -318,6 +329,7 @@ class Privacy:
         views = self.store.purge_view_details(before, since)
         # The webhook log's bodies name recipients and their clients: kept no longer.
         self.store.prune_webhook_log(before)
+        self.store.purge_click_details(before)  # clicks are few: one statement
         run = PurgeRun(now, before, views)
         self.store.set_setting(LAST_PURGE_SETTING, json.dumps(
             {"at": now.isoformat(), "before": before.isoformat(), "views": views}))

@@ -64,6 +64,8 @@ class ViewRecorder:
     compete for the database.
     """
 
+    noun = "views"  # what it records, in its log lines
+
     def __init__(self, store: Store, judge: JudgeHit | None = None,
                  max_batch: int = 1000, details: Details | None = None) -> None:
         self.store = store
@@ -165,7 +167,7 @@ class ViewRecorder:
                 try:
                     await loop.run_in_executor(self._executor, self._write, views)
                 except Exception as exc:  # every waiter learns it; the pixel still answers
-                    log.error("recording %d views failed: %s", len(views), exc)
+                    log.error("recording %d %s failed: %s", len(views), self.noun, exc)
                     commit.finish(exc)
                 else:
                     commit.finish(None)

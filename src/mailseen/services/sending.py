@@ -7,12 +7,21 @@ from collections.abc import Callable, Sequence
 
 from ..core.compose import Draft, build_message, parse_address, prepare_raw
 from ..core.consent import AGGREGATE_REASON
-from ..core.inject import tag_message
+from ..core.inject import LinkEdits, tag_message
+from ..core.links import Link, link_edits, list_unsubscribe_of
 from ..core.mailbody import TooComplex, body_words, parse_message
-from ..core.pixel import OwnUrl, own_url, pixel_tag, pixel_url, refusal_url
+from ..core.pixel import OwnUrl, click_url, own_url, pixel_tag, pixel_url, refusal_url
 from ..core.reach import reach_warning
 from ..core.refusal import refusal_line
-from ..core.tokens import TokenRef, TokenSigner, new_copy_key
+from ..core.tokens import (
+    CLICK_URL_LIMIT,
+    TOKEN_LENGTH,
+    ClickRef,
+    ClickSigner,
+    TokenRef,
+    TokenSigner,
+    new_copy_key,
+)
 from ..core.tracking import not_trackable
 from ..errors import InvalidInput
 from ..records import (
@@ -35,17 +44,21 @@ class Sender:
     def __init__(self, store: Store, mailboxes: Mailboxes, signer: TokenSigner, base_url: str,
                  on_queued: Callable[[], None] | None = None,
                  consents: Consents | None = None,
-                 reminders: Reminders | None = None) -> None:
+                 reminders: Reminders | None = None,
+                 click_signer: ClickSigner | None = None) -> None:
         self.store = store
+        # Makes the click redirect's tokens; without one, links are never rewritten.
+        self.click_signer = click_signer
         self.mailboxes = mailboxes
         self.consents = consents or Consents(store, mailboxes, signer, base_url)
         self.reminders = reminders or Reminders(store)
         self.signer = signer
         self.base_url = base_url
         self.on_queued = on_queued
+        self._templates: dict[tuple[bytes, tuple[str, str] | None], tuple[bytes, ...] | None] = {}
 
     def own_url(self, url: str) -> OwnUrl | None:
-        """Whether fetching ``url`` reaches one of our /t/ or /c/ paths (see
+        """Whether fetching ``url`` reaches one of our /t/ (pixel) or /c/ (click) paths (see
         :func:`mailseen.core.pixel.own_url`)."""
         return own_url(url, self.base_url, self._genuine)
 
@@ -56,7 +69,9 @@ class Sender:
         return own_url(url, self.base_url, self._genuine) is not None
 
     def _genuine(self, token: str) -> bool:
-        return self.signer.check(token) is not None
+        if self.signer.check(token) is not None:
+            return True
+        return self.click_signer is not None and self.click_signer.check(token) is not None
 
     def send_draft(self, mailbox: MailboxRecord, draft: Draft, source: str = "api", *,
                    actor: UserRecord | None = None, track: bool = True,
@@ -123,8 +138,10 @@ class Sender:
             source=source, sent_by=_sender_name(actor, source),
             sent_by_user_id=actor.id if actor else None, words=_words(body),
         )
+        clicks = (tracked and self.click_signer is not None
+                  and self.mailboxes.click_decision(mailbox).enabled)
         record = self.store.add_message(new, body, copies, tracked=tracked, reason=reason,
-                                        queued=queue)
+                                        queued=queue, clicks=clicks)
         self.reminders.schedule(record, actor, deadlines)
         if queue and self.on_queued is not None:
             self.on_queued()
@@ -184,26 +201,98 @@ class Sender:
             keep = decided.pixel == "personal"
             copy = self.store.add_copy(found.id, recipient, new_copy_key() if keep else None,
                                        "personal" if keep else "none", decided.reason)
-        return self.store.get_message(found.id), self.copy_bytes(body, copy, mailbox)
+        return self.store.get_message(found.id), self.copy_bytes(
+            body, copy, mailbox, clicks=found.clicks_tracked)
 
-    def copy_bytes(self, raw: bytes, copy: CopyRecord, mailbox: MailboxRecord | None = None
-                   ) -> bytes:
+    def copy_bytes(self, raw: bytes, copy: CopyRecord, mailbox: MailboxRecord | None = None,
+                   clicks: bool = False) -> bytes:
         """A copy as its recipient gets it: the stored message, with the copy's pixel when
         it has one, and the mailbox's refusal line when it shows one and the pixel is the
-        recipient's own. The same bytes every time (a retry sends what the first try did)."""
+        recipient's own. With ``clicks`` (the message's ``clicks_tracked``), a personal
+        copy's links lead through the click redirect. The same bytes every time (a retry
+        sends what the first try did): nothing here depends on the time or chance.
+
+        Without click tracking the message is tagged once with a stand-in token of a real
+        one's length and alphabet, and each copy is that with its own token put in its
+        place: its copies (a batch holds them together) do not parse the message again.
+        Where the stand-in cannot be found as written (an HTML body in base64), and where
+        each copy's links are its own, each copy is tagged."""
         if copy.token_key is None:
             return raw
-        token = self.signer.make(TokenRef(copy_key=copy.token_key))
-        tag = pixel_tag(pixel_url(self.base_url, token))
+        line = None
         if mailbox is not None and mailbox.refusal_line and copy.personal:
-            tag = refusal_line(refusal_url(self.base_url, token), mailbox.language,
-                               mailbox.refusal_text) + tag
-        result = tag_message(raw, tag, _none_ours)
-        return result.data if result.trackable else raw
+            line = (mailbox.language, mailbox.refusal_text)
+        token = self.signer.make(TokenRef(copy_key=copy.token_key))
+        if clicks and copy.personal and self.click_signer is not None:
+            links = self._link_edits(raw, copy.token_key)
+            result = tag_message(raw, self._tag(token, line), _none_ours, links)
+            return result.data if result.trackable else raw
+        pieces = self._template(raw, line)
+        if pieces is None:
+            result = tag_message(raw, self._tag(token, line), _none_ours)
+            return result.data if result.trackable else raw
+        return token.encode().join(pieces)
+
+    def _tag(self, token: str, line: tuple[str, str] | None) -> str:
+        """What goes into a copy's HTML: its pixel, after the refusal line when there is
+        one (``line``: the mailbox's language and sentence)."""
+        tag = pixel_tag(pixel_url(self.base_url, token))
+        if line is not None:
+            tag = refusal_line(refusal_url(self.base_url, token), *line) + tag
+        return tag
+
+    def _template(self, raw: bytes, line: tuple[str, str] | None
+                  ) -> tuple[bytes, ...] | None:
+        """``raw`` tagged with the stand-in, split where it stands (one piece when the
+        message cannot be tracked); None when copies must be tagged one by one. The last few
+        are kept."""
+        key = (raw, line)
+        if key in self._templates:
+            return self._templates[key]
+        result = tag_message(raw, self._tag(_STAND_IN, line), _none_ours)
+        pieces: tuple[bytes, ...] | None = (raw,)
+        if result.trackable:
+            pieces = tuple(result.data.split(_STAND_IN.encode()))
+            per_part = 1 if line is None else 2  # the pixel, and the refusal link
+            if (len(pieces) != result.parts_tagged * per_part + 1
+                    or _STAND_IN.encode() in raw):
+                pieces = None
+        if len(self._templates) >= _TEMPLATES_KEPT:
+            self._templates.pop(next(iter(self._templates)))
+        self._templates[key] = pieces
+        return pieces
+
+    def _link_edits(self, raw: bytes, key: int) -> LinkEdits:
+        """Click tracking's edits for the copy whose key is ``key``: each trackable link,
+        numbered in the order met across the message's HTML bodies, to its own /c/ URL."""
+        signer = self.click_signer
+        assert signer is not None
+        skip = list_unsubscribe_of(raw)
+        count = [0]
+
+        def new_url(link: Link) -> str | None:
+            index = count[0]
+            count[0] += 1
+            if index >= 2**16 or len(link.url.encode()) > CLICK_URL_LIMIT:
+                return None
+            return click_url(self.base_url, signer.make(ClickRef(key, index, link.url)))
+
+        def edits(html: str, text_of: Callable[[str], str] | None
+                  ) -> list[tuple[int, int, str]]:
+            return link_edits(html, new_url, skip=skip, is_ours=self.is_own_pixel,
+                              text_of=text_of)
+
+        return edits
 
     def _pixel(self, key: int) -> str:
         return pixel_tag(pixel_url(self.base_url, self.signer.make(TokenRef(copy_key=key))))
 
+
+# What a copy's token is written as in a message's template: as long as a token and of its
+# alphabet (letters and digits), so quoted-printable lines break where they would with it.
+_STAND_IN = "MailseenCopyTokenStandIn0000000"
+assert len(_STAND_IN) == TOKEN_LENGTH
+_TEMPLATES_KEPT = 8
 
 # The tracking reason of a message whose sender turned tracking off for it alone.
 TURNED_OFF = "turned off for this message"

@@ -80,11 +80,13 @@ def mailbox_record(row: Mailbox | Row[Any]) -> MailboxRecord:
         smtp_tls=row.smtp_tls,  # type: ignore[arg-type]
         smtp_username=row.smtp_username, has_smtp_password=bool(row.smtp_password_enc),
         tracking=row.tracking,  # type: ignore[arg-type]
+        click_tracking=row.click_tracking,  # type: ignore[arg-type]
         created_at=row.created_at, imap_host=row.imap_host, imap_port=row.imap_port,
         imap_tls=row.imap_tls,  # type: ignore[arg-type]
         imap_username=row.imap_username, has_imap_password=bool(row.imap_password_enc),
         imap_folder=row.imap_folder, imap_status=row.imap_status, imap_error=row.imap_error,
-        imap_checked_at=row.imap_checked_at,
+        imap_checked_at=row.imap_checked_at, aliases=row.aliases,
+        imap_sent_folder=row.imap_sent_folder, imap_sent_append=row.imap_sent_append,
         tracking_policy=row.tracking_policy,  # type: ignore[arg-type]
         refusal_line=row.refusal_line, refusal_text=row.refusal_text, language=row.language,
         privacy_url=row.privacy_url, remind_not_viewed_days=row.remind_not_viewed_days,
@@ -109,7 +111,7 @@ def message_record(row: Message) -> MessageRecord:
         conversation_id=row.conversation_id, automatic=row.automatic,
         auto_reason=row.auto_reason, copies=row.copies, viewed_copies=row.viewed_copies,
         failed_copies=row.failed_copies, sent_by=row.sent_by,
-        sent_by_user_id=row.sent_by_user_id,
+        sent_by_user_id=row.sent_by_user_id, clicks_tracked=row.clicks_tracked,
     )
 
 

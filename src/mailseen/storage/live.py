@@ -14,11 +14,11 @@ import typing
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from ..records import CopyStatus, Status
 from .base import StoreBase
-from .models import Copy, Message, ViewEvent
+from .models import ClickEvent, Copy, Message, ViewEvent
 
 # Statuses a message or copy leaves by itself (the worker moves it on): what the listing's
 # digest follows. Every other change shows up elsewhere: a retry or a cancel of a waiting
@@ -99,8 +99,9 @@ class LiveStore(StoreBase):
 
     def conversation_digest(self, conversation_id: int) -> str:
         """A digest of every column of every message in the conversation and of each of
-        their copies: it changes when anything about one of them does (a delivery state, a
-        count, a reply)."""
+        their copies, and of their clicks (how many, the newest, how many by people): it
+        changes when anything about one of them does (a delivery state, a count, a reply, a
+        click)."""
         in_conversation = select(Message.id).where(Message.conversation_id == conversation_id)
         with self._tx() as s:
             messages = s.execute(select(*Message.__table__.columns)
@@ -109,7 +110,12 @@ class LiveStore(StoreBase):
             copies = s.execute(select(*Copy.__table__.columns)
                                .where(Copy.message_id.in_(in_conversation))
                                .order_by(Copy.id)).tuples().all()
-        return _digest([*messages, *copies])
+            clicks = s.execute(select(func.count(), func.max(ClickEvent.id),
+                                      func.sum(case((ClickEvent.verdict == "human", 1),
+                                                    else_=0)))
+                               .where(ClickEvent.message_id.in_(in_conversation))
+                               ).tuples().all()
+        return _digest([*messages, *copies, *clicks])
 
     def unsettled_digest(self, mailbox_ids: Sequence[int]) -> str:
         """A digest of the messages and copies of ``mailbox_ids`` whose delivery is not

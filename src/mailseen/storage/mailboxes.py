@@ -68,6 +68,9 @@ class MailboxStore(StoreBase):
             if (updated.imap_host, updated.imap_username, updated.imap_folder) != (
                     row.imap_host, row.imap_username, row.imap_folder):
                 row.imap_uidvalidity, row.imap_last_uid = None, 0  # a new folder to read
+            if (updated.imap_host, updated.imap_username, updated.imap_sent_folder) != (
+                    row.imap_host, row.imap_username, row.imap_sent_folder):
+                row.imap_sent_uidvalidity, row.imap_sent_last_uid = None, 0
             self._apply_mailbox(row, updated)
             s.flush()
             return mailbox_record(row)
@@ -118,6 +121,8 @@ class MailboxStore(StoreBase):
                 username=r.imap_username or r.address,
                 password=self.cipher.decrypt(r.imap_password_enc) if r.imap_password_enc else "",
                 folder=r.imap_folder, uidvalidity=r.imap_uidvalidity, last_uid=r.imap_last_uid,
+                sent_folder=r.imap_sent_folder, sent_uidvalidity=r.imap_sent_uidvalidity,
+                sent_last_uid=r.imap_sent_last_uid,
             ) for r in rows]
 
     def imap_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
@@ -125,6 +130,12 @@ class MailboxStore(StoreBase):
             row = s.get(Mailbox, mailbox_id)
             if row is not None:
                 row.imap_uidvalidity, row.imap_last_uid = uidvalidity, last_uid
+
+    def imap_sent_progress(self, mailbox_id: int, uidvalidity: int, last_uid: int) -> None:
+        with self._tx() as s:
+            row = s.get(Mailbox, mailbox_id)
+            if row is not None:
+                row.imap_sent_uidvalidity, row.imap_sent_last_uid = uidvalidity, last_uid
 
     def imap_report(self, mailbox_id: int, status: str, error: str | None) -> None:
         with self._tx() as s:

@@ -96,15 +96,18 @@ class MessageStore(StoreBase):
         return conv
 
     def add_message(self, new: NewMessage, raw: bytes, copies: Sequence[NewCopy], *,
-                    tracked: bool, reason: str, queued: bool = True) -> MessageRecord:
+                    tracked: bool, reason: str, queued: bool = True,
+                    clicks: bool = False) -> MessageRecord:
         """Store an outbound message and its copies, and queue the copies, atomically. With
-        ``queued=False`` the copies are recorded as already sent (by other software)."""
+        ``queued=False`` the copies are recorded as already sent (by other software);
+        ``clicks``: the links of its personal copies go through the click redirect."""
         with self._tx() as s:
             row = _new_row(new, self.clock.now())
             row.status = "queued" if queued else "sent"
             row.next_attempt_at = row.created_at if queued else None
             row.sent_at = None if queued else row.created_at
             row.tracked, row.tracking_reason = tracked, reason
+            row.clicks_tracked = clicks and tracked
             row.copies = sum(1 for c in copies if c.personal)
             conv = self._thread(s, new)
             row.conversation_id = conv.id

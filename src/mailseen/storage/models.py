@@ -81,6 +81,8 @@ class Mailbox(Base):
     smtp_username: Mapped[str_null]
     smtp_password_enc: Mapped[str_null]
     tracking: Mapped[str] = mapped_column(String(10), default="global")
+    click_tracking: Mapped[str] = mapped_column(String(10), default="global",
+                                                server_default="global")
     # Whom tracking follows (records.MailboxPolicy), and the refusal line in tracked mail.
     tracking_policy: Mapped[str] = mapped_column(String(16), default="global",
                                                  server_default="global")
@@ -103,6 +105,12 @@ class Mailbox(Base):
     imap_status: Mapped[str] = mapped_column(String(20), default="")
     imap_error: Mapped[str_null]
     imap_checked_at: Mapped[utc_null]
+    aliases: Mapped[str] = mapped_column(Text, default="", server_default="")
+    imap_sent_folder: Mapped[str] = mapped_column(Text, default="", server_default="")
+    imap_sent_uidvalidity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    imap_sent_last_uid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    imap_sent_append: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=text("false"))
 
 
 class Conversation(Base):
@@ -146,6 +154,8 @@ class Message(Base):
     sent_at: Mapped[utc_null]
     tracked: Mapped[bool] = mapped_column(Boolean, default=False)
     tracking_reason: Mapped[str] = mapped_column(Text, default="")
+    clicks_tracked: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                 server_default=false())
     first_viewed_at: Mapped[utc_null]
     last_viewed_at: Mapped[utc_null]
     view_count: Mapped[int] = mapped_column(Integer, default=0)  # human views only
@@ -286,6 +296,34 @@ class ViewEvent(Base):
     )
 
 
+class ClickEvent(Base):
+    """Append-only: one row per request of a click redirect with a genuine token of an
+    existing copy, human or machine (only human clicks count)."""
+
+    __tablename__ = "click_events"
+    id: Mapped[intpk]
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="CASCADE"))
+    copy_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("copies.id", ondelete="CASCADE"), nullable=True)
+    recipient: Mapped[int] = mapped_column(Integer, default=0)
+    link: Mapped[int] = mapped_column(Integer, default=0)
+    url: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    method: Mapped[str] = mapped_column(String(10))
+    ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    user_agent: Mapped[str_null]
+    headers_json: Mapped[str] = mapped_column(Text, default="{}")
+    verdict: Mapped[str] = mapped_column(String(7), default="human")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    client: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        Index("ix_click_events_message", "message_id", "id"),
+        Index("ix_click_events_copy", "copy_id", "at"),
+    )
+
+
 class ApiToken(Base):
     __tablename__ = "api_tokens"
     id: Mapped[intpk]
@@ -296,6 +334,20 @@ class ApiToken(Base):
     # The user whose rights the token carries; None: an installation-wide admin token.
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
+
+
+class AppPassword(Base):
+    """A password a user gives a mail client for SMTP submission (never their web
+    password). Only its hash is stored: see services/accounts.py for why a fast one."""
+
+    __tablename__ = "app_passwords"
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[utc]
+    last_used_at: Mapped[utc_null]
 
 
 class User(Base):

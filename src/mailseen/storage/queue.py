@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import Select, bindparam, case, func, or_, select, update
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
-from ..records import Claim
-from .base import StoreBase, copy_record, mailbox_record, message_record
+from ..records import Claim, Outcome
+from .base import StoreBase, copy_record, mailbox_record, message_record, translated
 from .models import Copy, Mailbox, Message, MessageData
 from .webhooks import status_events
 
@@ -28,16 +28,46 @@ PENDING_COUNTS = (select(Message.status, func.count()).where(Message.status.in_(
                   .group_by(Message.status))
 
 
+# What settling reads of a message's copies, by status: how many, the first sending time, the
+# most attempts, the next due attempt, and the last copy (by position) with an error. Built
+# once: the worker settles a message for every copy it delivers.
+_SUMMARY = (select(Copy.status, func.count(), func.min(Copy.sent_at), func.max(Copy.attempts),
+                   func.min(Copy.next_attempt_at),
+                   func.max(case((Copy.last_error.is_not(None), Copy.position))))
+            .where(Copy.message_id == bindparam("mid")).group_by(Copy.status))
+_ERROR_AT = select(Copy.last_error).where(Copy.message_id == bindparam("mid"),
+                                          Copy.position == bindparam("pos"))
+_SETTLE = update(Message).where(Message.id == bindparam("mid")).values(
+    status=bindparam("v_status"), sent_at=bindparam("v_sent_at"),
+    next_attempt_at=bindparam("v_waiting"), attempts=bindparam("v_attempts"),
+    last_error=bindparam("v_error"), lease_until=None, failed_copies=bindparam("v_failed"))
+_LOCK_MESSAGE = select(Message.id).where(Message.id == bindparam("mid")).with_for_update()
+_START_COPY = update(Copy).where(
+    Copy.id == bindparam("cid"), Copy.status == "queued",
+    Copy.lease_until == bindparam("reserved")).values(
+    status="sending", lease_until=bindparam("v_lease"), attempts=Copy.attempts + 1)
+# How an attempt ended, by the copy's new status (sent: its sending time is the attempt's).
+_RECORD = {status: update(Copy).where(Copy.id == bindparam("cid")).values(
+    status=status, last_error=bindparam("v_error"), lease_until=None,
+    last_attempt_at=bindparam("v_at"), next_attempt_at=bindparam("v_next"),
+    **({"sent_at": bindparam("v_at")} if status == "sent" else {}))
+    for status in ("sent", "queued", "failed")}
+_START_MESSAGE = update(Message).where(Message.id == bindparam("mid"),
+                                       Message.status == "queued").values(status="sending")
+
+
 def settle(s: Session, message_id: int) -> None:
     """Bring a message's status in line with its copies': waiting while any copy waits,
     sent once any copy was accepted and none waits, else failed (or cancelled when every
     copy was withdrawn). Its sending time is its first copy's."""
-    rows = s.execute(select(Copy.status, func.count(), func.min(Copy.sent_at),
-                            func.max(Copy.attempts))
-                     .where(Copy.message_id == message_id).group_by(Copy.status)).all()
-    counts = {status: n for status, n, _, _ in rows}
-    sent_times = [at for _, _, at, _ in rows if at is not None]
-    attempts = max((a for _, _, _, a in rows), default=0)
+    _settle(s.connection(), message_id)
+
+
+def _settle(conn: Connection, message_id: int) -> None:
+    rows = conn.execute(_SUMMARY, {"mid": message_id}).all()
+    counts = {status: n for status, n, *_ in rows}
+    sent_times = [at for _, _, at, *_ in rows if at is not None]
+    attempts = max((a for _, _, _, a, *_ in rows), default=0)
     if counts.get("sending"):
         status = "sending"
     elif counts.get("queued"):
@@ -48,16 +78,27 @@ def settle(s: Session, message_id: int) -> None:
         status = "cancelled"
     else:
         status = "failed"
-    waiting = s.scalar(select(func.min(Copy.next_attempt_at)).where(
-        Copy.message_id == message_id, Copy.status == "queued"))
-    last_error = s.scalar(select(Copy.last_error).where(
-        Copy.message_id == message_id, Copy.last_error.is_not(None))
-        .order_by(Copy.position.desc()).limit(1))
-    s.execute(update(Message).where(Message.id == message_id).values(
-        status=status, sent_at=min(sent_times) if sent_times else None,
-        next_attempt_at=waiting, attempts=attempts, last_error=last_error,
-        lease_until=None,
-        failed_copies=counts.get("failed", 0) + counts.get("bounced", 0)))
+    waiting = next((due for st, _, _, _, due, _ in rows if st == "queued"), None)
+    with_error = max((pos for *_, pos in rows if pos is not None), default=None)
+    last_error = None if with_error is None else conn.execute(
+        _ERROR_AT, {"mid": message_id, "pos": with_error}).scalar()
+    conn.execute(_SETTLE, {
+        "mid": message_id, "v_status": status,
+        "v_sent_at": min(sent_times) if sent_times else None, "v_waiting": waiting,
+        "v_attempts": attempts, "v_error": last_error,
+        "v_failed": counts.get("failed", 0) + counts.get("bounced", 0)})
+
+
+def _next_attempts(s: Session, message_ids: Select[tuple[int]]) -> None:
+    """Bring the messages' next attempt in line with their waiting copies' (as
+    :func:`settle` does) after those were moved."""
+    s.execute(update(Message).where(Message.id.in_(message_ids.scalar_subquery())).values(
+        next_attempt_at=select(func.min(Copy.next_attempt_at)).where(
+            Copy.message_id == Message.id, Copy.status == "queued").scalar_subquery()))
+
+
+# Delivery outcomes a webhook may tell of (storage/webhooks.py says which event).
+_EVENTFUL = ("sent", "failed")
 
 
 class QueueStore(StoreBase):
@@ -116,19 +157,173 @@ class QueueStore(StoreBase):
                 return Claim(message_record(row), copy_record(copy), data.raw,
                              mailbox_record(box), password)
 
+    def reserve(self, limit: int, lease: timedelta) -> list[Claim]:
+        """Reserve up to ``limit`` due copies for one worker, oldest due first, each with
+        what its transport needs (a message's bytes and mailbox read once for all its
+        copies). A reserved copy stays queued, and no attempt is counted, until
+        :meth:`advance` starts it; nobody else takes it until ``lease`` runs out (its worker
+        died), nor after :meth:`release`. Empty means nothing is due, or everything due is
+        being claimed by other sessions for longer than a quarter of a second (as
+        :meth:`claim_next`)."""
+        t = self.clock.now()
+        until = t + lease
+        due = or_(
+            (Copy.status == "queued") & (Copy.next_attempt_at <= t)
+            & (Copy.lease_until.is_(None) | (Copy.lease_until < t)),
+            (Copy.status == "sending") & (Copy.lease_until < t),
+        )
+        waited = 0
+        while True:
+            if waited:
+                time.sleep(_LOCKED_PAUSE)  # outside any transaction
+            with self._tx() as s:
+                ids = list(s.scalars(select(Copy.id).where(due)
+                                     .order_by(Copy.next_attempt_at, Copy.id).limit(limit)
+                                     .with_for_update(skip_locked=True)))
+                if not ids:
+                    if s.scalar(select(Copy.id).where(due).limit(1)) is None:
+                        return []
+                    waited += 1
+                    if waited > _LOCKED_TRIES:
+                        return []
+                    continue
+                # A copy whose worker died while sending it is queued again: its next
+                # start counts another attempt, as a claim does.
+                won = set(s.scalars(update(Copy).where(Copy.id.in_(ids), due)
+                                    .values(status="queued", lease_until=until)
+                                    .returning(Copy.id)))
+                if not won:
+                    continue
+                return self._claims(s, [i for i in ids if i in won], until)
+
+    def _claims(self, s: Session, ids: list[int], until: datetime) -> list[Claim]:
+        copies = {c.id: c for c in s.scalars(select(Copy).where(Copy.id.in_(ids)))}
+        message_ids = {c.message_id for c in copies.values()}
+        messages = {m.id: m for m in s.scalars(select(Message).where(Message.id.in_(
+            message_ids)))}
+        raws = dict(s.execute(select(MessageData.message_id, MessageData.raw).where(
+            MessageData.message_id.in_(message_ids))).tuples().all())
+        boxes = {b.id: b for b in s.scalars(select(Mailbox).where(Mailbox.id.in_(
+            {m.mailbox_id for m in messages.values()})))}
+        passwords = {b.id: self.cipher.decrypt(b.smtp_password_enc)
+                     if b.smtp_password_enc else None for b in boxes.values()}
+        counts = dict(s.execute(select(Copy.message_id, func.count()).where(
+            Copy.message_id.in_(message_ids)).group_by(Copy.message_id)).tuples().all())
+        records = {m.id: message_record(m) for m in messages.values()}
+        mailboxes = {b.id: mailbox_record(b) for b in boxes.values()}
+        out = []
+        for i in ids:
+            copy = copies[i]
+            msg = messages[copy.message_id]
+            out.append(Claim(records[msg.id], copy_record(copy), raws[msg.id],
+                             mailboxes[msg.mailbox_id], passwords[msg.mailbox_id], until,
+                             counts[msg.id] == 1))
+        return out
+
+    def advance(self, done: Outcome | None, start: Claim | None, lease: timedelta) -> bool:
+        """In one transaction, record how the attempt at a copy ended (``done``) and start
+        the next reserved copy (``start``): marked as being sent, one attempt more, its
+        lease from now. The next one is started only once the last is recorded, so a worker
+        killed at any moment has at most the copy in hand sent and not recorded. Returns
+        whether ``start`` was started: False when it is no longer this worker's (cancelled
+        or retried by an admin, deleted, or taken over after its reservation ran out)."""
+        # A connection of its own rather than an ORM session: nothing here needs one, and
+        # this runs once for every copy delivered.
+        with translated(self.db), self.db.engine.begin() as conn:
+            if done is not None:
+                self._record(conn, done)
+            if start is None:
+                return False
+            result = conn.execute(_START_COPY, {
+                "cid": start.copy.id, "reserved": start.reserved_until,
+                "v_lease": self.clock.now() + lease})
+            if not result.rowcount:
+                return False
+            conn.execute(_START_MESSAGE, {"mid": start.message.id})
+            return True
+
+    def release(self, claims: Sequence[Claim], at: datetime | None = None) -> None:
+        """Give back reserved copies that were not started: due again at once, or at ``at``
+        (their relay asked for a pause)."""
+        reservations: dict[datetime | None, list[int]] = {}
+        for claim in claims:
+            reservations.setdefault(claim.reserved_until, []).append(claim.copy.id)
+        values: dict[str, Any] = {"lease_until": None}
+        if at is not None:
+            values["next_attempt_at"] = at
+        with self._tx() as s:
+            for until, ids in reservations.items():
+                s.execute(update(Copy).where(Copy.id.in_(ids), Copy.status == "queued",
+                                             Copy.lease_until == until).values(**values))
+            if at is not None:
+                _next_attempts(s, select(Copy.message_id).where(
+                    Copy.id.in_([c.copy.id for c in claims])))
+
+    def postpone_relay(self, host: str, port: int | None, until: datetime) -> int:
+        """Hold back every waiting copy (not reserved) of the mailboxes that use the relay
+        at ``host`` and ``port`` until ``until``: the relay is failing or throttling, and
+        whoever works the queue should leave it alone until then. An admin's retry still
+        queues a copy for now. Returns how many were held back."""
+        boxes = select(Mailbox.id).where(Mailbox.transport == "smtp",
+                                         Mailbox.smtp_host == host,
+                                         Mailbox.smtp_port.is_(None) if port is None
+                                         else Mailbox.smtp_port == port)
+        messages = select(Message.id).where(Message.mailbox_id.in_(boxes),
+                                            Message.status.in_(("queued", "sending")))
+        held = (Copy.message_id.in_(messages), Copy.status == "queued",
+                Copy.next_attempt_at < until, Copy.lease_until.is_(None))
+        with self._tx() as s:
+            ids = list(s.scalars(select(Copy.message_id).where(*held)))
+            if not ids:
+                return 0
+            result = s.execute(update(Copy).where(*held).values(next_attempt_at=until))
+            _next_attempts(s, select(Copy.message_id).where(Copy.message_id.in_(ids)))
+            return cast(CursorResult[Any], result).rowcount
+
+    def _record(self, conn: Connection, done: Outcome) -> None:
+        if self._record_status(conn, done) and done.status in _EVENTFUL:
+            # Webhooks: in the same transaction, and only when an endpoint takes them.
+            with Session(bind=conn) as s:
+                status_events(s, done.status, [done.copy_id], self.clock.now())
+                s.flush()
+
+    def _record_status(self, conn: Connection, done: Outcome) -> bool:
+        """Record how a copy's delivery ended; False when the copy is gone."""
+        now = self.clock.now()
+        if not conn.execute(_RECORD[done.status], {
+                "cid": done.copy_id, "v_error": done.note, "v_at": now,
+                "v_next": done.retry_at if done.status == "queued" else None}).rowcount:
+            return False  # deleted meanwhile
+        if done.alone:  # what settling would make of the one copy, without reading it back
+            conn.execute(_SETTLE, {
+                "mid": done.message_id, "v_status": done.status,
+                "v_sent_at": now if done.status == "sent" else None,
+                "v_waiting": done.retry_at if done.status == "queued" else None,
+                "v_attempts": done.attempts, "v_error": done.note,
+                "v_failed": int(done.status == "failed")})
+            return True
+        # One settling at a time per message (see _finish_in); SQLite has one writer.
+        if not self.db.is_sqlite:
+            conn.execute(_LOCK_MESSAGE, {"mid": done.message_id})
+        _settle(conn, done.message_id)
+        return True
+
     def _finish(self, copy_id: int, **values: Any) -> None:
         with self._tx() as s:
-            message_id = s.scalar(select(Copy.message_id).where(Copy.id == copy_id))
-            if message_id is None:
-                return  # deleted meanwhile
-            s.execute(update(Copy).where(Copy.id == copy_id).values(
-                lease_until=None, last_attempt_at=self.clock.now(), **values))
-            # One settling at a time per message: two workers finishing two copies at once
-            # would each read the other's copy as still being sent. Rows are locked copy
-            # first, then message, as a claim does.
-            s.execute(select(Message.id).where(Message.id == message_id).with_for_update())
-            settle(s, message_id)
-            status_events(s, values["status"], [copy_id], self.clock.now())  # webhooks
+            self._finish_in(s, copy_id, **values)
+
+    def _finish_in(self, s: Session, copy_id: int, **values: Any) -> None:
+        message_id = s.scalar(select(Copy.message_id).where(Copy.id == copy_id))
+        if message_id is None:
+            return  # deleted meanwhile
+        s.execute(update(Copy).where(Copy.id == copy_id).values(
+            lease_until=None, last_attempt_at=self.clock.now(), **values))
+        # One settling at a time per message: two workers finishing two copies at once
+        # would each read the other's copy as still being sent. Rows are locked copy
+        # first, then message, as a claim does.
+        s.execute(select(Message.id).where(Message.id == message_id).with_for_update())
+        settle(s, message_id)
+        status_events(s, values["status"], [copy_id], self.clock.now())  # webhooks
 
     def mark_sent(self, copy_id: int, note: str | None = None) -> None:
         self._finish(copy_id, status="sent", sent_at=self.clock.now(), next_attempt_at=None,

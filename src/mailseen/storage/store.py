@@ -7,6 +7,7 @@ privacy) that share one transaction helper; adapters and services see only :clas
 from __future__ import annotations
 
 from .base import Cipher
+from .clicks import ClickStore
 from .displays import DisplayStore
 from .live import LiveStore
 from .mailboxes import MailboxStore
@@ -24,6 +25,6 @@ __all__ = ["Cipher", "Store", "referenced_ids"]
 
 
 class Store(MailboxStore, MessageStore, QueueStore, ViewStore, UserStore, ReportStore,
-            DisplayStore, LiveStore, PrivacyStore, PersonalStore, WebhookStore,
+            DisplayStore, LiveStore, PrivacyStore, PersonalStore, ClickStore, WebhookStore,
             ReminderStore):
     pass

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, NotFound, StorageUnavailable
-from ..records import Role, SessionRecord, UserRecord
+from ..records import AppPasswordRecord, Role, SessionRecord, UserRecord
 from .base import StoreBase
-from .models import ApiToken, LoginFailure, Membership, User, WebSession
+from .models import ApiToken, AppPassword, LoginFailure, Membership, User, WebSession
 
 log = logging.getLogger(__name__)
 _TOKEN_USE_GRANULARITY = timedelta(minutes=1)
@@ -88,6 +89,7 @@ class UserStore(StoreBase):
             s.execute(delete(WebSession).where(WebSession.user_id == user_id))
             s.execute(delete(Membership).where(Membership.user_id == user_id))
             s.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+            s.execute(delete(AppPassword).where(AppPassword.user_id == user_id))
             s.delete(row)
 
     def set_memberships(self, user_id: int, mailbox_ids: Iterable[int]) -> None:
@@ -164,3 +166,54 @@ class UserStore(StoreBase):
             except StorageUnavailable as exc:
                 log.warning("could not note an API token's use: %s", exc)
         return found
+
+    # -- app passwords (SMTP submission) ----------------------------------------------------
+
+    def add_app_password(self, user_id: int, name: str, secret_hash: str) -> AppPasswordRecord:
+        with self._tx() as s:
+            if s.get(User, user_id) is None:
+                raise NotFound(f"no user with id {user_id}")
+            row = AppPassword(user_id=user_id, name=name, secret_hash=secret_hash,
+                              created_at=self.clock.now())
+            s.add(row)
+            s.flush()
+            return _app_password(row)
+
+    def list_app_passwords(self, user_id: int) -> list[AppPasswordRecord]:
+        with self._tx() as s:
+            return [_app_password(r) for r in s.scalars(
+                select(AppPassword).where(AppPassword.user_id == user_id)
+                .order_by(AppPassword.id))]
+
+    def delete_app_password(self, user_id: int, password_id: int) -> None:
+        """Revoke one of ``user_id``'s app passwords; NotFound when they have no such one."""
+        with self._tx() as s:
+            done = s.execute(delete(AppPassword).where(
+                AppPassword.id == password_id, AppPassword.user_id == user_id))
+            if not cast(CursorResult[Any], done).rowcount:
+                raise NotFound(f"no app password with id {password_id}")
+
+    def app_password_user(self, secret_hash: str) -> UserRecord | None:
+        """The user an app password (by its hash) belongs to, noting its use at most once a
+        minute (a failed note does not refuse the client, as for API tokens)."""
+        with self._tx() as s:
+            row = s.scalar(select(AppPassword).where(AppPassword.secret_hash == secret_hash))
+            if row is None:
+                return None
+            user = s.get(User, row.user_id)
+            if user is None:
+                return None
+            found, password_id, last_used = _user(s, user), row.id, row.last_used_at
+        at = self.clock.now()
+        if last_used is None or last_used < at - _TOKEN_USE_GRANULARITY:
+            try:
+                with self._tx() as s:
+                    s.execute(update(AppPassword).where(AppPassword.id == password_id)
+                              .values(last_used_at=at))
+            except StorageUnavailable as exc:
+                log.warning("could not note an app password's use: %s", exc)
+        return found
+
+
+def _app_password(row: AppPassword) -> AppPasswordRecord:
+    return AppPasswordRecord(row.id, row.user_id, row.name, row.created_at, row.last_used_at)

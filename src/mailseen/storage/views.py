@@ -224,6 +224,15 @@ class ViewWriter:
         """:meth:`write` for views with their verdicts (default: human)."""
         return self.write(list(zip(views, verdicts or [_HUMAN] * len(views), strict=True)))
 
+    def connection(self) -> Connection:
+        """The connection batches are written on (opened again when it was dropped, or
+        idle for a while): for the click writer, which shares it."""
+        return self._connection()[0]
+
+    def touched(self) -> None:
+        """Note that the connection was just used (it is replaced after a while idle)."""
+        self._used_at = time.monotonic()
+
     def _connection(self) -> tuple[Connection, _Writer]:
         if (self._conn is None or self._conn.invalidated or self._conn.closed
                 or time.monotonic() - self._used_at > self.idle_reconnect):
@@ -275,7 +284,7 @@ class ViewWriter:
         return text
 
     def _write(self, judged: Sequence[tuple[ViewIn, Judged]], check: bool) -> int:
-        conn, writer = self._connection()
+        conn, _ = self._connection()
         with conn.begin():
             keep = judged
             if check:
@@ -285,60 +294,68 @@ class ViewWriter:
                 self._sent.clear()
             if not keep:
                 return 0
-            time_of, headers_json = writer.time, self._headers_json
-            rows: list[tuple[Any, ...]] = []
-            # [first, last, how many] per (message, copy, its position, verdict): one dict
-            # lookup a view.
-            summary: dict[tuple[int, int | None, int, str], list[Any]] = {}
-            for v, j in keep:
-                at = time_of(v.at)  # as stored: bound times of one dialect compare correctly
-                if v.anonymous:  # counted, nothing kept that could point to a person
-                    rows.append((v.message_id, 0, v.copy_id, at, v.method, None, None, "{}",
-                                 j.verdict, j.reason, j.client))
-                else:
-                    rows.append((v.message_id, v.recipient, v.copy_id, at, v.method, v.ip,
-                                 v.user_agent, headers_json(v.headers), j.verdict, j.reason,
-                                 j.client))
-                key = (v.message_id, v.copy_id, v.recipient, j.verdict)
-                entry = summary.get(key)
-                if entry is None:
-                    summary[key] = [at, at, 1]
-                else:
-                    if at < entry[0]:
-                        entry[0] = at
-                    if at > entry[1]:
-                        entry[1] = at
-                    entry[2] += 1
-            by_message: dict[tuple[int, str], list[Any]] = {}
-            copy_summary: dict[tuple[int, str], list[Any]] = {}
-            seen_copies: set[int] = set()  # messages whose personal copies a person viewed
-            for (mid, cid, position, verdict), entry in summary.items():
-                _merge(by_message, (mid, verdict), entry)
-                if cid is not None:
-                    copy_summary[cid, verdict] = entry
-                    if position and verdict == "human":
-                        seen_copies.add(mid)
-            _executemany(conn, writer.insert, rows)
-            # Copies before messages, each in id order: concurrent writers lock rows in the
-            # same order.
-            for table, statements in ((copy_summary, writer.copy_summary),
-                                      (by_message, writer.summary)):
-                for verdict, statement in statements.items():
-                    updates = [(n, first, last, last, rid)
-                               for (rid, kind), (first, last, n) in sorted(table.items())
-                               if kind == verdict]
-                    if updates:
-                        _executemany(conn, statement, updates)
-            if seen_copies:
-                _executemany(conn, writer.viewed_copies, [(m,) for m in sorted(seen_copies)])
-            hooks = self._hooks
-            if hooks.version < 0:  # written without resolving first (imports, tests)
-                self._gate.refresh(conn)
-                hooks.refresh(conn, self._gate.version)
-            if hooks.subscribers:  # events beside the views, only when an endpoint asks
-                hooks.write(conn, lambda events: _executemany(conn, writer.hook_insert, events),
-                            keep, [row[3] for row in rows])
-            return len(keep)
+            return self.append(conn, keep)
+
+    def append(self, conn: Connection, keep: Sequence[tuple[ViewIn, Judged]]) -> int:
+        """Append judged views of existing messages and update the summaries, in the
+        transaction open on ``conn`` (this writer's own; the click writer adds the views a
+        click implies in its transaction)."""
+        writer = self._writer
+        assert writer is not None  # set when the connection was opened
+        time_of, headers_json = writer.time, self._headers_json
+        rows: list[tuple[Any, ...]] = []
+        # [first, last, how many] per (message, copy, its position, verdict): one dict
+        # lookup a view.
+        summary: dict[tuple[int, int | None, int, str], list[Any]] = {}
+        for v, j in keep:
+            at = time_of(v.at)  # as stored: bound times of one dialect compare correctly
+            if v.anonymous:  # counted, nothing kept that could point to a person
+                rows.append((v.message_id, 0, v.copy_id, at, v.method, None, None, "{}",
+                             j.verdict, j.reason, j.client))
+            else:
+                rows.append((v.message_id, v.recipient, v.copy_id, at, v.method, v.ip,
+                             v.user_agent, headers_json(v.headers), j.verdict, j.reason,
+                             j.client))
+            key = (v.message_id, v.copy_id, v.recipient, j.verdict)
+            entry = summary.get(key)
+            if entry is None:
+                summary[key] = [at, at, 1]
+            else:
+                if at < entry[0]:
+                    entry[0] = at
+                if at > entry[1]:
+                    entry[1] = at
+                entry[2] += 1
+        by_message: dict[tuple[int, str], list[Any]] = {}
+        copy_summary: dict[tuple[int, str], list[Any]] = {}
+        seen_copies: set[int] = set()  # messages whose personal copies a person viewed
+        for (mid, cid, position, verdict), entry in summary.items():
+            _merge(by_message, (mid, verdict), entry)
+            if cid is not None:
+                copy_summary[cid, verdict] = entry
+                if position and verdict == "human":
+                    seen_copies.add(mid)
+        _executemany(conn, writer.insert, rows)
+        # Copies before messages, each in id order: concurrent writers lock rows in the
+        # same order.
+        for table, statements in ((copy_summary, writer.copy_summary),
+                                  (by_message, writer.summary)):
+            for verdict, statement in statements.items():
+                updates = [(n, first, last, last, rid)
+                           for (rid, kind), (first, last, n) in sorted(table.items())
+                           if kind == verdict]
+                if updates:
+                    _executemany(conn, statement, updates)
+        if seen_copies:
+            _executemany(conn, writer.viewed_copies, [(m,) for m in sorted(seen_copies)])
+        hooks = self._hooks
+        if hooks.version < 0:  # written without resolving first (imports, tests)
+            self._gate.refresh(conn)
+            hooks.refresh(conn, self._gate.version)
+        if hooks.subscribers:  # events beside the views, only when an endpoint asks
+            hooks.write(conn, lambda events: _executemany(conn, writer.hook_insert, events),
+                        keep, [row[3] for row in rows])
+        return len(keep)
 
 
 def _merge(summary: dict[tuple[int, str], list[Any]], key: tuple[int, str],

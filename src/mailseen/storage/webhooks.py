@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from ..core.webhooks import new_event_id
 from ..errors import NotFound
 from ..records import (
+    ClickIn,
     CopyRecord,
     Judged,
     MailboxRecord,
@@ -38,7 +39,8 @@ from .base import StoreBase, copy_record, mailbox_record, message_record
 from .models import Copy, Mailbox, Message, WebhookEndpoint, WebhookOutbox
 from .privacy import bump_privacy
 
-__all__ = ["ViewHooks", "WebhookStore", "queue_events", "reply_events", "status_events"]
+__all__ = ["ViewHooks", "WebhookStore", "click_events", "queue_events", "reply_events",
+           "status_events"]
 
 _endpoints = cast(Table, WebhookEndpoint.__table__)
 _copies = cast(Table, Copy.__table__)
@@ -139,6 +141,22 @@ def status_events(s: Session, status: str, copy_ids: Sequence[int], at: datetime
                      .join(Message, Message.id == Copy.message_id)
                      .where(Copy.id.in_(list(copy_ids))).order_by(Copy.id))
     queue_events(s, event, [(box, WebhookFacts(mid, cid, at)) for cid, mid, box in rows], at)
+
+
+def click_events(s: Session, clicks: Sequence[tuple[ClickIn, Judged]]) -> None:
+    """Queue ``message.clicked`` for each human click, in the click batch's transaction
+    (the URL followed goes in the event's note); nothing when no endpoint takes it."""
+    human = [(c, j) for c, j in clicks if j.verdict == "human"]
+    if not human or not _anyone_takes(s, "message.clicked"):
+        return
+    ids = sorted({c.message_id for c, _ in human})
+    boxes = {mid: box for mid, box in s.execute(
+        select(Message.id, Message.mailbox_id).where(Message.id.in_(ids)))}
+    queue_events(s, "message.clicked", [
+        (boxes[c.message_id], WebhookFacts(c.message_id, None if c.anonymous else c.copy_id,
+                                           c.at, j.verdict, j.reason, j.client,
+                                           anonymous=c.anonymous, note=c.url))
+        for c, j in human if c.message_id in boxes], max(c.at for c, _ in human))
 
 
 def reply_events(s: Session, message_ids: Sequence[int], replier: str, at: datetime) -> None:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import aiosmtplib
 
-from ..errors import DeliveryError
+from ..errors import DeliveryError, MailseenError
 from ..records import ConnectionCheck, Envelope, Relay
 
-__all__ = ["SmtpTransport"]
+__all__ = ["SmtpSession", "SmtpTransport"]
 
 _TLS_WORDS = {"implicit": "TLS from the start", "starttls": "STARTTLS",
               "none": "no encryption"}
@@ -40,55 +42,38 @@ def failure_in_words(exc: BaseException, host: str, port: int, timeout: float) -
 
 
 class SmtpTransport:
-    def __init__(self, timeout: float = 60.0, ca_file: str | None = None) -> None:
+    """Delivery through SMTP relays. A :meth:`session` keeps its connection to a relay
+    for the next message (``per_connection`` messages at most, and not once it has been
+    idle ``idle_timeout`` seconds on ``monotonic``'s scale, which relays cut off)."""
+
+    def __init__(self, timeout: float = 60.0, ca_file: str | None = None, *,
+                 per_connection: int = 100, idle_timeout: float = 30.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.timeout = timeout
         self.ca_file = ca_file or None
+        self.per_connection = max(1, per_connection)
+        self.idle_timeout = idle_timeout
+        self.monotonic = monotonic
+        self._context: ssl.SSLContext | None = None
 
-    def _tls_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        if self.ca_file:
-            ctx.load_verify_locations(self.ca_file)
-        return ctx
+    def tls_context(self) -> ssl.SSLContext:
+        # One for every connection: making one reads the system's CA certificates.
+        if self._context is None:
+            ctx = ssl.create_default_context()
+            if self.ca_file:
+                ctx.load_verify_locations(self.ca_file)
+            self._context = ctx
+        return self._context
 
-    async def deliver(self, envelope: Envelope, relay: Relay | None) -> str:
-        if relay is None or not relay.host:
-            raise DeliveryError("the mailbox has no SMTP host set", permanent=True)
-        mode = relay.tls
-        port = _port(relay)
-        client = aiosmtplib.SMTP(
-            hostname=relay.host, port=port, timeout=self.timeout,
-            use_tls=mode == "implicit", start_tls=mode == "starttls",
-            tls_context=self._tls_context() if mode != "none" else None,
-        )
+    def session(self) -> SmtpSession:
+        return SmtpSession(self)
+
+    async def deliver(self, envelope: Envelope, relay: Relay | None) -> str | None:
+        session = self.session()
         try:
-            async with client:
-                if relay.username:
-                    await client.login(relay.username, relay.password or "")
-                refused, reply = await client.sendmail(
-                    envelope.sender, list(envelope.recipients), envelope.raw)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [r.code for r in exc.recipients]
-            text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
-            raise DeliveryError(f"all recipients refused: {text}",
-                                permanent=all(500 <= c < 600 for c in codes)) from exc
-        except aiosmtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(
-                f"the relay at {relay.host}:{port} refused the user name or password "
-                f"({exc.code} {exc.message})", permanent=500 <= exc.code < 600) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"{exc.code} {exc.message}",
-                                permanent=500 <= exc.code < 600) from exc
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise DeliveryError(failure_in_words(exc, relay.host, port, self.timeout),
-                                permanent=False) from exc
-        except UnicodeError as exc:  # a server name the resolver cannot even encode
-            raise DeliveryError(f"the relay's name {relay.host!r} is not a valid server name",
-                                permanent=True) from exc
-        note = reply
-        if refused:
-            note += " (refused: " + "; ".join(
-                f"{rcpt}: {resp.code} {resp.message}" for rcpt, resp in refused.items()) + ")"
-        return note
+            return await session.deliver(envelope, relay)
+        finally:
+            await session.close()
 
     async def check(self, relay: Relay, timeout: float) -> ConnectionCheck:
         """Connect to ``relay``, do TLS as set, log in when a user name is set, and say
@@ -100,7 +85,7 @@ class SmtpTransport:
         client = aiosmtplib.SMTP(
             hostname=relay.host, port=_port(relay), timeout=timeout,
             use_tls=relay.tls == "implicit", start_tls=False,  # STARTTLS is a step of its own
-            tls_context=self._tls_context() if relay.tls != "none" else None)
+            tls_context=self.tls_context() if relay.tls != "none" else None)
         try:
             failure = await self._steps(client, relay, where)
         finally:
@@ -150,6 +135,172 @@ class SmtpTransport:
                                else ""))
                 return f"login failed: {_reason(exc)}"
         return None
+
+
+class _Stale(Exception):
+    """A kept connection turned out closed before the relay was told anything of the
+    message: nothing was handed over, so a new connection may try it at once."""
+
+
+class SmtpSession:
+    """One kept connection (at most) to the relay of the last message."""
+
+    def __init__(self, transport: SmtpTransport) -> None:
+        self.transport = transport
+        self._client: aiosmtplib.SMTP | None = None
+        self._relay: Relay | None = None
+        self._sent = 0
+        self._last = transport.monotonic()
+        self.connections = 0  # opened so far, for tests and the benchmark
+
+    def idle_for(self, now: float) -> float:
+        return now - self._last
+
+    async def close_if_idle(self, now: float) -> None:
+        if self._client is not None and self.idle_for(now) >= self.transport.idle_timeout:
+            await self.close()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        with suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            if client.is_connected:
+                await client.quit()
+        client.close()
+
+    def _drop(self) -> None:
+        """Forget the connection without a word: it failed."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def deliver(self, envelope: Envelope, relay: Relay | None,
+                      ready: Awaitable[bool] | None = None) -> str | None:
+        if relay is None or not relay.host:
+            raise DeliveryError("the mailbox has no SMTP host set", permanent=True)
+        t = self.transport
+        port = _port(relay)
+        client = self._client
+        if client is not None and (relay != self._relay or self._sent >= t.per_connection
+                                   or self.idle_for(t.monotonic()) >= t.idle_timeout
+                                   or not client.is_connected):
+            await self.close()
+        try:
+            try:
+                sent = await self._send(envelope, relay, port, ready)
+            except _Stale:
+                self._drop()  # the relay let an idle connection go: one new one
+                sent = await self._send(envelope, relay, port, ready)
+        except MailseenError:
+            raise  # ``ready`` failed (the database), not the relay
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            raise DeliveryError(f"all recipients refused: {text}",
+                                permanent=all(500 <= c < 600 for c in codes)) from exc
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            self._drop()
+            raise DeliveryError(
+                f"the relay at {relay.host}:{port} refused the user name or password "
+                f"({exc.code} {exc.message})", permanent=500 <= exc.code < 600,
+                relay=True) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            closing = exc.code == 421 or not (self._client and self._client.is_connected)
+            if closing:  # "service not available, closing": the relay's, not the message's
+                self._drop()
+            raise DeliveryError(f"{exc.code} {exc.message}", permanent=500 <= exc.code < 600,
+                                relay=closing) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self._drop()
+            raise DeliveryError(failure_in_words(exc, relay.host, port, t.timeout),
+                                permanent=False, relay=True) from exc
+        except UnicodeError as exc:  # a server name the resolver cannot even encode
+            self._drop()
+            raise DeliveryError(f"the relay's name {relay.host!r} is not a valid server name",
+                                permanent=True) from exc
+        finally:
+            self._last = t.monotonic()
+        if sent is None:
+            return None
+        refused, reply = sent
+        self._sent += 1
+        note = reply
+        if refused:
+            note += " (refused: " + "; ".join(
+                f"{rcpt}: {resp.code} {resp.message}" for rcpt, resp in refused.items()) + ")"
+        return note
+
+    async def _send(self, envelope: Envelope, relay: Relay, port: int,
+                    ready: Awaitable[bool] | None
+                    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str] | None:
+        client = self._client
+        kept = client is not None
+        if client is None:
+            client = await self._connect(relay, port)
+        return await _transaction(client, envelope, kept, ready)
+
+    async def _connect(self, relay: Relay, port: int) -> aiosmtplib.SMTP:
+        t = self.transport
+        mode = relay.tls
+        client = aiosmtplib.SMTP(
+            hostname=relay.host, port=port, timeout=t.timeout,
+            use_tls=mode == "implicit", start_tls=mode == "starttls",
+            tls_context=t.tls_context() if mode != "none" else None,
+        )
+        self._client, self._relay, self._sent = client, relay, 0
+        self.connections += 1
+        await client.connect()
+        if relay.username:
+            await client.login(relay.username, relay.password or "")
+        return client
+
+
+async def _transaction(client: aiosmtplib.SMTP, envelope: Envelope, kept: bool,
+                       ready: Awaitable[bool] | None
+                       ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str] | None:
+    """MAIL, RCPT, DATA, as aiosmtplib's sendmail does (and RSET after a refusal, so the
+    connection serves the next message), but telling a kept connection found closed at
+    MAIL (:class:`_Stale`) from a failure once the relay has been told of the message,
+    and awaiting ``ready`` before DATA: None, after RSET, when it says not to send."""
+    options = [f"size={len(envelope.raw)}"] if client.supports_extension("size") else []
+    try:
+        await client.mail(envelope.sender, options=options)
+    except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+        if kept:
+            raise _Stale from exc
+        raise
+    except aiosmtplib.SMTPResponseException:
+        with suppress(aiosmtplib.SMTPException, ConnectionError):
+            await client.rset()
+        raise
+    try:
+        refused: dict[str, aiosmtplib.SMTPResponse] = {}
+        errors = []
+        for address in envelope.recipients:
+            try:
+                await client.rcpt(address)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused[address] = aiosmtplib.SMTPResponse(exc.code, exc.message)
+                errors.append(exc)
+        if len(errors) == len(envelope.recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(errors)
+        if ready is not None:
+            try:
+                go = await ready
+            except BaseException:  # the database failed: leave the session clean
+                with suppress(aiosmtplib.SMTPException, ConnectionError):
+                    await client.rset()
+                raise
+            if not go:
+                await client.rset()
+                return None
+        response = await client.data(envelope.raw)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        with suppress(aiosmtplib.SMTPException, ConnectionError):
+            await client.rset()
+        raise
+    return refused, response.message
 
 
 def _port(relay: Relay) -> int:

@@ -15,6 +15,7 @@ from .api import build_api
 from .connections import ConnectionGuard, guarded_protocol
 from .headers import nosniff
 from .limits import MAX_API_BODY, MAX_FORM_BODY, limit_body
+from .pixel.click import ClickApp
 from .pixel.endpoint import PixelApp, Receive, Scope, Send
 from .site import build_site
 
@@ -26,9 +27,9 @@ Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 log = logging.getLogger(__name__)
 
 class MailseenApp:
-    """Routes ``/t/`` to the framework-less pixel app, ``/api/`` to the REST API and the
-    rest to the web app, and
-    runs the view recorder and (optionally) the delivery worker for the server's lifetime."""
+    """Routes ``/t/`` to the framework-less pixel app, ``/c/`` to the click redirect,
+    ``/api/`` to the REST API and the rest to the web app, and runs the view and click
+    recorders and (optionally) the delivery worker for the server's lifetime."""
 
     def __init__(self, instance: Instance, *, run_worker: bool = True,
                  background: Sequence[Background] = ()) -> None:
@@ -36,6 +37,11 @@ class MailseenApp:
         self.recorder = instance.view_recorder()
         self.pixel = PixelApp(instance.signer, self.recorder,
                               instance.settings.trusted_proxies, instance.clock)
+        self.click_recorder = instance.click_recorder()
+        signer = instance.sender.click_signer
+        assert signer is not None
+        self.click = ClickApp(signer, self.click_recorder, instance.settings.trusted_proxies,
+                              instance.clock)
         self.api = build_api(instance)
         self.site = build_site(instance)
         self.run_worker = run_worker
@@ -49,6 +55,8 @@ class MailseenApp:
             path = scope["path"]
             if path.startswith("/t/"):
                 await self.pixel(scope, receive, send)
+            elif path.startswith("/c/"):
+                await self.click(scope, receive, send)
             elif path.startswith("/api/"):
                 await self.api(scope, limit_body(scope, receive, MAX_API_BODY), nosniff(send))
             else:
@@ -60,6 +68,7 @@ class MailseenApp:
 
     async def startup(self) -> None:
         await self.recorder.start()
+        await self.click_recorder.start()
         if self.run_worker:
             worker = self.instance.worker()
             loop = asyncio.get_running_loop()
@@ -79,6 +88,7 @@ class MailseenApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.recorder.stop()
+        await self.click_recorder.stop()
         log.info("stopped: pending views written, background work finished")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

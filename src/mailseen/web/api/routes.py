@@ -48,6 +48,7 @@ from .schemas import (
     WebhookBody,
     WebhookDeliveryOut,
     WebhookOut,
+    click_out,
     message_out,
     recipient_out,
     view_out,
@@ -100,6 +101,7 @@ def _mailbox_out(inst: Instance, box: MailboxRecord, global_on: bool | None = No
     decision = inst.mailboxes.decision(box, global_on)
     return {**box.__dict__, "effective_tracking": decision.enabled,
             "tracking_reason": decision.reason,
+            "effective_click_tracking": inst.mailboxes.click_decision(box).enabled,
             "effective_policy": inst.consents.policy_for(box).policy}
 
 
@@ -111,6 +113,7 @@ def health(inst: Inst) -> dict[str, Any]:
 def _settings_out(inst: Instance) -> dict[str, Any]:
     reach = public_url_reach(inst.settings.base_url)
     return {"tracking_enabled": inst.mailboxes.global_tracking(),
+            "click_tracking_enabled": inst.mailboxes.global_clicks(),
             "tracking_policy": inst.consents.global_policy(), "public_url": reach.url,
             "public_url_reach": reach.level, "public_url_problem": reach.message}
 
@@ -125,6 +128,8 @@ def put_settings(inst: Inst, who: Who, body: SettingsBody) -> dict[str, Any]:
     inst.mailboxes.set_global_tracking(who.user, body.tracking_enabled)
     if body.tracking_policy is not None:
         inst.consents.set_global_policy(who.user, body.tracking_policy)
+    if body.click_tracking_enabled is not None:
+        inst.mailboxes.set_global_clicks(who.user, body.click_tracking_enabled)
     return _settings_out(inst)
 
 
@@ -283,8 +288,10 @@ def get_message(inst: Inst, who: Who, message_id: Id) -> dict[str, Any]:
     m = inst.messages.get(who.user, message_id)
     copies = inst.messages.copies(who.user, m)
     whose = {c.id: c.recipient for c in copies}
-    return {**message_out(m), "recipients": [recipient_out(c) for c in copies],
+    clicks = inst.messages.clicks(who.user, m)
+    return {**message_out(m), "recipients": [recipient_out(c, clicks) for c in copies],
             "views": [view_out(v, whose) for v in inst.messages.views(who.user, m)],
+            "clicks": [click_out(k) for k in clicks],
             "reminders": [r.__dict__ for r in inst.reminders.of([m.id])[m.id]]}
 
 

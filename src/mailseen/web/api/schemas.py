@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import fields
 from datetime import date, datetime
 from typing import Annotated, Any, Literal, get_type_hints
@@ -16,6 +17,7 @@ from ...errors import InvalidInput
 from ...records import (
     WEBHOOK_EVENTS,
     AgentDetail,
+    ClickRecord,
     ConsentState,
     CopyRecord,
     CopyStatus,
@@ -57,6 +59,10 @@ class SettingsBody(BaseModel):
     tracking_policy: TrackingPolicy | None = Field(
         None, description="Whom tracking follows for mailboxes that use the global policy: "
                           "everyone, unless-refused, with-consent or aggregate (left out: "
+                          "unchanged).")
+    click_tracking_enabled: bool | None = Field(
+        None, description="Click tracking (links of tracked mail through the click "
+                          "redirect) for mailboxes that use the global setting (left out: "
                           "unchanged).")
 
 
@@ -118,12 +124,23 @@ class MailboxBody(BaseModel):
     smtp_username: str | None = Field(None, max_length=320)
     smtp_password: str | None = Field(None, max_length=1000, description="Write-only.")
     tracking: TrackingMode = "global"
+    click_tracking: TrackingMode = Field(
+        "global", description="Click tracking: global (the global setting), enabled or "
+                              "disabled; the links of tracked personal copies only.")
     imap_host: str | None = Field(None, max_length=255, description="Receive by IMAP.")
     imap_port: int | None = Field(None, ge=1, le=65535)
     imap_tls: Literal["none", "starttls", "implicit"] = "implicit"
     imap_username: str | None = Field(None, max_length=320)
     imap_password: str | None = Field(None, max_length=1000, description="Write-only.")
     imap_folder: str = Field("INBOX", min_length=1, max_length=200)
+    imap_sent_folder: str = Field("", max_length=200, description=(
+        "The IMAP folder the team's clients file sent mail in; read so that mail sent "
+        "around mailseen shows, untracked. Empty: not read."))
+    imap_sent_append: bool = Field(False, description=(
+        "File a copy of each message submitted by SMTP in imap_sent_folder."))
+    aliases: str = Field("", max_length=4000, description=(
+        "Other addresses mail clients may send as from this mailbox through SMTP "
+        "submission, comma-separated."))
     tracking_policy: MailboxPolicy = Field(
         "global", description="Whom tracking follows: global (the global policy), everyone, "
                               "unless-refused, with-consent or aggregate.")
@@ -158,12 +175,16 @@ class MailboxPatch(BaseModel):
     smtp_username: str | None = Field(None, max_length=320)
     smtp_password: str | None = Field(None, max_length=1000)
     tracking: TrackingMode | None = None
+    click_tracking: TrackingMode | None = None
     imap_host: str | None = Field(None, max_length=255)
     imap_port: int | None = Field(None, ge=1, le=65535)
     imap_tls: Literal["none", "starttls", "implicit"] | None = None
     imap_username: str | None = Field(None, max_length=320)
     imap_password: str | None = Field(None, max_length=1000)
     imap_folder: str | None = Field(None, min_length=1, max_length=200)
+    aliases: str | None = Field(None, max_length=4000)
+    imap_sent_folder: str | None = Field(None, max_length=200)
+    imap_sent_append: bool | None = None
     tracking_policy: MailboxPolicy | None = None
     refusal_line: bool | None = None
     refusal_text: str | None = Field(None, max_length=500)
@@ -191,6 +212,8 @@ class MailboxOut(BaseModel):
     tracking: str
     effective_tracking: bool
     tracking_reason: str
+    click_tracking: str
+    effective_click_tracking: bool
     created_at: datetime
     imap_host: str | None
     imap_port: int | None
@@ -201,6 +224,9 @@ class MailboxOut(BaseModel):
     imap_status: str = Field(description='"ok", "error" or "" (never polled).')
     imap_error: str | None
     imap_checked_at: datetime | None
+    aliases: str = Field("", description="Other addresses it sends as, comma-separated.")
+    imap_sent_folder: str = ""
+    imap_sent_append: bool = False
     tracking_policy: str
     effective_policy: str = Field(description="The policy in force for this mailbox.")
     refusal_line: bool
@@ -284,6 +310,8 @@ class MessageOut(_HeaderFactsOut):  # type: ignore[misc,valid-type]
     next_attempt_at: datetime | None
     sent_at: datetime | None
     tracking: Tracking
+    clicks_tracked: bool = Field(description="The links of its personal copies lead "
+                                             "through the click redirect.")
     viewed: bool = Field(description="Seen by a person: a human view, or a human reply.")
     first_viewed_at: datetime | None
     last_viewed_at: datetime | None
@@ -326,6 +354,24 @@ class RecipientOut(BaseModel):
     last_viewed_at: datetime | None
     machine_count: int
     replied_at: datetime | None
+    click_count: int = Field(0, description="Links of this copy a person followed (human "
+                                            "clicks).")
+    last_clicked_at: datetime | None = None
+
+
+class ClickOut(BaseModel):
+    id: int
+    at: datetime
+    method: str
+    ip: str | None
+    user_agent: str | None
+    recipient: int = Field(description="Position of the copy whose link it was.")
+    recipient_address: str | None
+    link: int = Field(description="The link's place in the message, from 0.")
+    url: str = Field(description="Where the link led (the URL its token signed).")
+    verdict: Literal["human", "machine"]
+    reason: str
+    client: str
 
 
 class DeliveryChange(BaseModel):
@@ -360,6 +406,8 @@ class ReminderOut(BaseModel):
 class MessageDetail(MessageOut):
     recipients: list[RecipientOut]
     views: list[ViewOut]
+    clicks: list[ClickOut] = Field(description="Clicks of its tracked links, human and "
+                                               "machine (only human clicks count).")
     reminders: list[ReminderOut]
 
 
@@ -376,6 +424,7 @@ def message_out(m: MessageRecord) -> dict[str, Any]:
         "last_error": m.last_error,
         "created_at": m.created_at, "next_attempt_at": m.next_attempt_at, "sent_at": m.sent_at,
         "tracking": {"tracked": m.tracked, "reason": m.tracking_reason},
+        "clicks_tracked": m.clicks_tracked,
         "viewed": m.viewed, "first_viewed_at": m.first_viewed_at,
         "last_viewed_at": m.last_viewed_at, "view_count": m.view_count,
         "replied_at": m.replied_at, "machine_count": m.machine_count,
@@ -387,8 +436,11 @@ def message_out(m: MessageRecord) -> dict[str, Any]:
     }
 
 
-def recipient_out(c: CopyRecord) -> dict[str, Any]:
-    return {"recipient": c.recipient, "position": c.position, "status": c.status,
+def recipient_out(c: CopyRecord, clicks: Sequence[ClickRecord] = ()) -> dict[str, Any]:
+    """A copy; ``clicks`` are its message's (those of this copy are counted)."""
+    human = [k.at for k in clicks if k.copy_id == c.id and k.verdict == "human"]
+    return {"click_count": len(human), "last_clicked_at": max(human, default=None),
+            "recipient": c.recipient, "position": c.position, "status": c.status,
             "attempts": c.attempts, "last_error": c.last_error,
             "next_attempt_at": c.next_attempt_at, "sent_at": c.sent_at,
             "tracked": c.token_key is not None, "pixel": c.pixel, "reason": c.reason,
@@ -403,6 +455,13 @@ def view_out(v: ViewRecord, whose: dict[int, str | None] | None = None) -> dict[
             "user_agent": v.user_agent, "recipient": v.recipient, "headers": v.headers,
             "verdict": v.verdict, "reason": v.reason, "client": v.client,
             "recipient_address": (whose or {}).get(v.copy_id) if v.copy_id else None}
+
+
+def click_out(k: ClickRecord) -> dict[str, Any]:
+    return {"id": k.id, "at": k.at, "method": k.method, "ip": k.ip,
+            "user_agent": k.user_agent, "recipient": k.recipient,
+            "recipient_address": k.recipient_address, "link": k.link, "url": k.url,
+            "verdict": k.verdict, "reason": k.reason, "client": k.client}
 
 
 class ConsentBody(BaseModel):

@@ -17,6 +17,7 @@ from ...services.instance import Instance
 from ...services.mailboxes import Forbidden
 from ..limits import BodyTooLarge
 from . import (
+    ui_account,
     ui_auth,
     ui_compose,
     ui_conversation,
@@ -39,7 +40,7 @@ STATIC = Path(__file__).parent / "static"
 
 # Each page module contributes its ``routes``.
 PAGES = (ui_auth, ui_listing, ui_conversation, ui_compose, ui_settings, ui_privacy, ui_reports,
-         ui_live, ui_refusal, ui_webhooks, ui_notices)
+         ui_live, ui_refusal, ui_account, ui_webhooks, ui_notices)
 
 
 def build_site(instance: Instance) -> Starlette:

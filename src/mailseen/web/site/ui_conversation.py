@@ -25,7 +25,14 @@ from ...core.consent import address_key
 from ...core.mailbody import Body, Display, attachment_data, read_body
 from ...core.status import Eye, delivery_state
 from ...errors import NotFound
-from ...records import ConversationRecord, CopyRecord, MessageRecord, UserRecord, ViewRecord
+from ...records import (
+    ClickRecord,
+    ConversationRecord,
+    CopyRecord,
+    MessageRecord,
+    UserRecord,
+    ViewRecord,
+)
 from ...services.instance import Instance
 from ...services.live import LiveScope
 from .display import display_of, shown_raw, stored_display
@@ -44,7 +51,7 @@ from .ui import (
 from .ui_live import live_state
 
 __all__ = ["content_disposition", "displayed_body", "human_size", "routes", "short_agent",
-           "visible_conversation", "visible_message"]
+           "short_url", "visible_conversation", "visible_message"]
 
 _VIEW_LIMIT = 1000
 
@@ -131,6 +138,8 @@ class Recipient:
     delivery: str  # where its delivery stands, in words
     client: str  # the client of its latest human view, if any
     note: str = ""  # why the copy is not (or no longer) followed, in words
+    clicks: int = 0  # links of this copy a person followed
+    last_link: str = ""  # the latest of them
 
     @property
     def pending(self) -> bool:
@@ -146,6 +155,7 @@ class Item:
     events: list[Event]
     truncated: bool
     recipients: list[Recipient] = field(default_factory=list)
+    clicks: list[ClickRecord] = field(default_factory=list)  # human and machine, oldest first
 
     @property
     def can_retry(self) -> bool:
@@ -166,6 +176,7 @@ def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dic
     eye = events = None
     truncated = False
     recipients: list[Recipient] = []
+    clicks: list[ClickRecord] = []
     if message.direction == "out":
         now = inst.clock.now()
         eye = eye_of(message, machine.get(message.id), now)
@@ -175,14 +186,24 @@ def _item(inst: Instance, user: UserRecord, message: MessageRecord, machine: dic
         events = [Event(v, v.verdict == "human", v.client or short_agent(v.user_agent),
                         _whose(v, whose, message))
                   for v in views]
+        if message.clicks_tracked:
+            clicks = inst.messages.clicks(user, message, limit=_VIEW_LIMIT)
         for c in copies:
             latest = next((e.client for e in reversed(events)
                            if e.human and e.view.copy_id == c.id), "")
+            followed = [k for k in clicks if k.copy_id == c.id and k.verdict == "human"]
             recipients.append(Recipient(c, c.recipient or _everyone(message, c),
                                         delivery_state(c, now), latest,
-                                        _tracking_note(c, refused or set())))
+                                        _tracking_note(c, refused or set()), len(followed),
+                                        short_url(followed[-1].url) if followed else ""))
     text = None if body.text is None else linkify(body.text)
-    return Item(message, body, text, eye, events or [], truncated, recipients)
+    return Item(message, body, text, eye, events or [], truncated, recipients, clicks)
+
+
+def short_url(url: str) -> str:
+    """A link's target in a few characters: its host and path, cut to fit a table cell."""
+    shown = url.split("://", 1)[-1]
+    return shown if len(shown) <= 48 else shown[:47] + "…"
 
 
 def _everyone(message: MessageRecord, copy: CopyRecord) -> str:

@@ -3,8 +3,9 @@ JavaScript. It shows where they stand and offers to refuse (or allow) tracking; 
 from the page changes anything, so a scanner that follows every link in a message refuses
 nothing on the recipient's behalf.
 
-The POST needs no CSRF token (the recipient has no session and may block cookies); a form
-sent from another site is refused by its Origin instead."""
+The POST carries the form's CSRF token like every form of the app (the pre-sign-in token
+that the sign-in page uses too), and a form sent from another site is also refused by its
+Origin."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from starlette.routing import Route
 from ...core.refusal import page_words
 from ...errors import InvalidInput, NotFound
 from ...services.consents import LinkTarget
-from .ui import instance_of, render
+from .ui import instance_of, read_form, render
 
 __all__ = ["routes"]
 
@@ -38,6 +39,7 @@ def _same_origin(request: Request) -> bool:
 async def refusal(request: Request) -> Response:
     token = request.path_params["token"]
     consents = instance_of(request).consents
+    form = await read_form(request) if request.method == "POST" else None
     try:
         target = consents.link_target(token)
     except NotFound:
@@ -46,8 +48,7 @@ async def refusal(request: Request) -> Response:
                       lang="en", done=None, token=token)
     done = None
     status = 200
-    if request.method == "POST":
-        form = await request.form(max_files=0, max_fields=5)
+    if form is not None:
         choice = form.get("state")
         if not _same_origin(request):
             status = 403

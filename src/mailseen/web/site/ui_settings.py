@@ -161,15 +161,20 @@ async def global_settings(request: Request) -> Response:
     if request.method == "POST":
         form = Form(await read_form(request))
         choice = form.choice("tracking", "Open tracking", {"on": "", "off": ""})
+        # A form without the field (an older page, a script) leaves the setting alone.
+        clicks = (form.choice("click_tracking", "Click tracking", {"on": "", "off": ""})
+                  if form.raw("click_tracking") else None)
         if form.errors:
             errors = form.errors
         else:
             boxes.set_global_tracking(me, choice == "on")
+            if clicks is not None and (clicks == "on") != boxes.global_clicks():
+                boxes.set_global_clicks(me, clicks == "on")
             return redirect(request, "/settings?done=saved")
     overrides = [b for b in boxes.all() if b.tracking != "global"]
     return render(request, "settings_global.html", 422 if errors else 200, errors=errors,
-                  tracking=boxes.global_tracking(), overrides=overrides,
-                  notice=_notice(request))
+                  tracking=boxes.global_tracking(), clicks=boxes.global_clicks(),
+                  overrides=overrides, notice=_notice(request))
 
 
 # -- privacy: policy, do-not-track list, consents, audit log --------------------------
@@ -265,7 +270,8 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                 "smtp_username": form.text("smtp_username", "SMTP user name",
                                            max_len=320) or None,
                 "smtp_password": form.secret("smtp_password", "SMTP password",
-                                             "smtp_password_remove")}
+                                             "smtp_password_remove"),
+                "aliases": form.text("aliases", "Aliases", max_len=4000)}
     if tab == "receiving":
         return {"imap_host": form.host("imap_host", "IMAP server", required=False),
                 "imap_port": form.port("imap_port", "IMAP port"),
@@ -274,7 +280,9 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                                            max_len=320) or None,
                 "imap_password": form.secret("imap_password", "IMAP password",
                                              "imap_password_remove"),
-                "imap_folder": form.text("imap_folder", "Folder", required=True)}
+                "imap_folder": form.text("imap_folder", "Folder", required=True),
+                "imap_sent_folder": form.text("imap_sent_folder", "Sent folder"),
+                "imap_sent_append": form.raw("imap_sent_append") == "1"}
     if tab == "privacy":
         return {"tracking_policy": form.choice("tracking_policy", "Whom tracking follows",
                                                {"global": "", **POLICIES}),
@@ -283,11 +291,14 @@ def _tab_changes(tab: str, form: Form) -> dict[str, Any]:
                 "language": form.choice("language", "Language", LANGUAGE_NAMES),
                 "privacy_url": form.text("privacy_url", "Privacy notice address",
                                          max_len=2000)}
-    return {"tracking": form.choice("tracking", "Open tracking", TRACKING),
-            "remind_not_viewed_days": form.days("remind_not_viewed_days",
-                                                "Remind if not viewed in"),
-            "remind_not_replied_days": form.days("remind_not_replied_days",
-                                                 "Remind if not replied to in")}
+    changes = {"tracking": form.choice("tracking", "Open tracking", TRACKING),
+               "remind_not_viewed_days": form.days("remind_not_viewed_days",
+                                                   "Remind if not viewed in"),
+               "remind_not_replied_days": form.days("remind_not_replied_days",
+                                                    "Remind if not replied to in")}
+    if form.raw("click_tracking"):  # left alone by a form without it
+        changes["click_tracking"] = form.choice("click_tracking", "Click tracking", TRACKING)
+    return changes
 
 
 async def mailboxes(request: Request) -> Response:
@@ -326,7 +337,7 @@ def _saved(save: Callable[[], MailboxRecord]) -> tuple[MailboxRecord | None, dic
     except Conflict:
         return None, {"address": "Address: there is a mailbox with this address already."}
     except InvalidInput as exc:
-        return None, {exc.field or "address": str(exc)}
+        return None, {exc.field or "address": _sentence(exc)}
 
 
 def _visible_mailbox(request: Request, user: UserRecord) -> MailboxRecord:
@@ -367,6 +378,7 @@ def _mailbox_page(request: Request, me: UserRecord, box: MailboxRecord, tab: str
     policy = instance_of(request).consents.policy_for(box)
     return render(request, "settings_mailbox.html", 422 if errors else 200, box=box, tab=tab,
                   tabs=TABS, values=values, errors=errors, global_on=on,
+                  global_clicks=mailboxes.global_clicks(),
                   policy_options={"global": "Use global policy (currently "
                                             f"{instance_of(request).consents.global_policy()})",
                                   **POLICIES},
@@ -513,7 +525,8 @@ async def user_delete(request: Request) -> Response:
     return await _user_action(request, act)
 
 
-_LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server",
+_LABELS = {"role": "Role", "confirm": "Delete", "smtp_host": "SMTP server", "aliases": "Aliases",
+           "imap_sent_folder": "Sent folder", "imap_sent_append": "File a copy",
            "imap_host": "IMAP server", "smtp_port": "SMTP port", "imap_port": "IMAP port",
            "entry": "Entry", "address": "Address", "state": "Consent", "note": "Note",
            "file": "CSV", "tracking_policy": "Whom tracking follows",
