@@ -389,3 +389,21 @@ def test_an_alias_added_to_the_mailbox_may_be_sent_as(env: Env, cli: Cli) -> Non
         # The mailbox's own address in the envelope, the alias in From: both its own.
         client.sendmail(SALES, ["bob@example.org"], raw)
     assert [m.mailbox_id for m in env.inst.messages.newest(None)] == [env.sales.id] * 2
+
+
+def test_a_client_asks_for_reminders_in_fields_recipients_never_see(env: Env) -> None:
+    asked = message().replace(b"\r\n\r\n", b"\r\nX-Mailseen-Remind-Not-Viewed: 3\r\n"
+                              b"X-Mailseen-Remind-Not-Replied: never\r\n\r\n", 1)
+    with env.smtplib(False) as client:
+        client.sendmail(SALES, ["bob@example.org"], asked)
+    [msg] = env.inst.messages.newest(None, mailbox_id=env.sales.id)
+    [reminder] = env.inst.reminders.of([msg.id])[msg.id]
+    assert reminder.kind == "not_viewed" and reminder.state == "waiting"
+    assert b"X-Mailseen" not in env.inst.store.get_raw(msg.id)
+    # a value that is no deadline refuses the message, naming the field
+    bad = message().replace(b"\r\n\r\n", b"\r\nX-Mailseen-Remind-Not-Viewed: soon\r\n\r\n", 1)
+    with env.smtplib(False) as client, pytest.raises(smtplib.SMTPDataError) as caught:
+        client.sendmail(SALES, ["bob@example.org"], bad)
+    assert caught.value.smtp_code == 554
+    assert b"X-Mailseen-Remind-Not-Viewed" in caught.value.smtp_error
+    assert len(env.inst.messages.newest(None, mailbox_id=env.sales.id)) == 1

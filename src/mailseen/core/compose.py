@@ -273,6 +273,17 @@ def _remove_header(raw: bytes, name: bytes) -> bytes:
     return head + raw[head_end:]
 
 
+def take_header(raw: bytes, name: str) -> tuple[bytes, str | None]:
+    """The message without its top-level ``name`` fields, and the (unfolded, stripped)
+    value of the first of them, or None: for instructions a client gives mailseen in a
+    field of its own, which the recipients must not see."""
+    head_end, _ = split_head(raw)
+    values = [v for n, v in _fields(raw[:head_end]) if n == name.lower()]
+    if not values:
+        return raw, None
+    return _remove_header(raw, name.encode()), " ".join(values[0].split())
+
+
 def _fields(head: bytes) -> list[tuple[str, str]]:
     """(lowercased name, unfolded value) of each field in a header block. Parsed here rather
     than with the email package, which stops at an obsolete "Name :" field and so would miss

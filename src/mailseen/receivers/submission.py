@@ -46,6 +46,7 @@ _REPLIES = {
     "rate": "451 4.7.1 {}",
     "recipients": "554 5.5.3 {}; nothing was sent",
     "line-endings": "554 5.6.0 message refused: {}",
+    "remind": "554 5.6.0 message refused: {}",
 }
 # aiosmtpd's own replies, with the enhanced status codes RFC 2034 asks of a server that
 # announces ENHANCEDSTATUSCODES; any other 4xx/5xx without one gets the class's X.0.0.

@@ -13,12 +13,13 @@ from datetime import timedelta
 from typing import Literal
 
 from ..clock import Clock
-from ..core.compose import read_facts
+from ..core.compose import read_facts, take_header
 from ..core.submission import line_ending_problem, sender_problem
-from ..errors import MailseenError
+from ..errors import InvalidInput, MailseenError
 from ..records import MailboxRecord, MessageRecord, UserRecord
 from .accounts import Accounts
 from .mailboxes import Mailboxes, can_see_mailbox, sending_addresses
+from .reminders import RemindChoice, parse_deadline
 from .sending import Sender
 
 __all__ = ["SOURCE", "Refused", "Submissions"]
@@ -26,7 +27,7 @@ __all__ = ["SOURCE", "Refused", "Submissions"]
 SOURCE = "submission"  # how a submitted message came in (messages.source)
 _MINUTE = timedelta(minutes=1)
 
-Why = Literal["sender", "from", "rate", "recipients", "line-endings"]
+Why = Literal["sender", "from", "rate", "recipients", "line-endings", "remind"]
 
 
 class Refused(MailseenError):
@@ -35,6 +36,28 @@ class Refused(MailseenError):
     def __init__(self, why: Why, message: str) -> None:
         super().__init__(message)
         self.why = why
+
+
+# Fields a mail client may add to ask for follow-up reminders (docs/submission.md): each a
+# number of days, a date (YYYY-MM-DD) or "never". Taken out before the message is stored.
+REMIND_FIELDS = ("X-Mailseen-Remind-Not-Viewed", "X-Mailseen-Remind-Not-Replied")
+
+
+def remind_fields(raw: bytes) -> tuple[bytes, RemindChoice | None]:
+    """The message without the reminder fields, and what they asked (None: none given, the
+    mailbox's defaults apply). A value that is not a deadline is refused, naming it."""
+    values: list[str | None] = []
+    for name in REMIND_FIELDS:
+        raw, value = take_header(raw, name)
+        values.append(value)
+    if values == [None, None]:
+        return raw, None
+    try:
+        deadlines = [parse_deadline(v or "", name.lower(), name)
+                     for v, name in zip(values, REMIND_FIELDS, strict=True)]
+    except InvalidInput as exc:
+        raise Refused("remind", str(exc)) from exc
+    return raw, RemindChoice(*deadlines)
 
 
 class Submissions:
@@ -94,12 +117,13 @@ class Submissions:
         if problem is not None:
             raise Refused("from", problem)
         self.check_rate(user)
+        raw, remind = remind_fields(raw)
         facts = read_facts(raw)
         shown = {a.lower() for a in (*facts.to, *facts.cc)}
         envelope = list(dict.fromkeys(recipients))
         bcc = [r for r in envelope if r.lower() not in shown]
         record = self.sender.submit(mailbox, raw, bcc=bcc, envelope_to=envelope,
-                                    source=SOURCE, actor=user)
+                                    source=SOURCE, actor=user, remind=remind)
         with self._lock:
             self._window(user.id).append(self._now())
         return record
