@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailseen.clock import SYSTEM
 from mailseen.core import urls
 from mailseen.core.pixel import OwnUrl, own_url
 from mailseen.core.tokens import TokenRef, TokenSigner
 from mailseen.core.urls import browser_url
 from mailseen.services.mailboxes import Mailboxes
+from mailseen.services.reminders import Reminders
 from mailseen.services.sending import Sender
 from mailseen.storage import Store
 
@@ -22,7 +24,8 @@ OTHER_KEY = TokenSigner(b"another-nodes-key-0123456789abcd")
 TOKEN = SIGNER.make(TokenRef(7))
 BASE = "https://track.example"
 # Only is_own_pixel is used, which needs no store.
-SENDER = Sender(cast(Store, None), cast(Mailboxes, None), SIGNER, BASE)
+SENDER = Sender(cast(Store, None), cast(Mailboxes, None), SIGNER, BASE,
+                reminders=Reminders(cast(Store, None), SYSTEM))
 
 
 @pytest.mark.parametrize("url", [
