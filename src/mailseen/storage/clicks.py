@@ -90,7 +90,8 @@ class ClickWriter:
         style = conn.dialect.paramstyle
         time_of = _time_converter(conn.dialect.name)
         with conn.begin():
-            keep = list(judged)
+            # Refused, listed or not consented now: followed, not recorded (as views).
+            keep = list(self.views.still_allowed(conn, judged))
             if check:
                 ids = sorted({c.message_id for c, _ in keep})
                 existing = {r[0] for r in conn.exec_driver_sql(

@@ -287,6 +287,10 @@ class PrivacyGate:
         self._pixel.clear()
         self.version = version
 
+    def knows(self, wanted: set[tuple[int, str]]) -> bool:
+        """Whether every pair is decided already (no query needed)."""
+        return wanted.issubset(self._pixel)
+
     def load(self, conn: Connection, wanted: set[tuple[int, str]]) -> None:
         """Decide for the (mailbox, recipient key) pairs not decided yet: one query for
         their consents."""

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.engine import Connection, Dialect
@@ -64,6 +64,7 @@ _VIEWED_COPIES = ("UPDATE messages SET viewed_copies = (SELECT COUNT(*) FROM cop
                   "copies.message_id = messages.id AND copies.recipient IS NOT NULL AND "
                   "copies.pixel = 'personal' AND "
                   "(copies.view_count > 0 OR copies.replied_at IS NOT NULL)) WHERE id = ?")
+V = TypeVar("V", bound=ViewIn)  # a view, or a click (records.ClickIn)
 # A hit's target: (copy id or None, message id, copy position, sending time, what the copy
 # carries, its recipient's address key, the message's mailbox).
 Target = tuple[int | None, int, int, datetime | None, str, str | None, int]
@@ -151,6 +152,8 @@ class ViewWriter:
         self._json: dict[tuple[tuple[str, str], ...], str] = {}
         self._gate = PrivacyGate()
         self._hooks = ViewHooks()  # the endpoints that take message.viewed
+        # The (mailbox, recipient) of each personal view of the batch being written.
+        self._whose: dict[int, tuple[int, str]] = {}
 
     def close(self) -> None:
         self._hooks.forget()  # a batch may have failed after learning from it
@@ -162,26 +165,21 @@ class ViewWriter:
     def resolve(self, views: Sequence[ViewIn]) -> list[tuple[ViewIn, datetime | None]]:
         """Find where each hit lands and fill it in (its message, copy and the copy's
         position), with the sending time the judge needs; hits of copies or messages that
-        do not exist are left out, and so are hits of a recipient who may not be followed
-        now (a refusal, the do-not-track list, the mailbox's policy: withdrawal reaches mail
-        already sent). Hits that may be counted but not tied to anyone (an aggregate pixel)
-        are marked ``anonymous``. Mostly answered from short-lived caches; one read per
-        batch tells whether what decides tracking has changed."""
-        gate = self._gate
+        do not exist are left out. Hits that may be counted but not tied to anyone (an
+        aggregate pixel) are marked ``anonymous``. Mostly answered from a short-lived
+        cache, with no query. Whether each recipient may still be followed is asked when the
+        batch is written (:meth:`still_allowed`), in the writing transaction."""
         try:
             with translated(self.store.db):
                 conn, _ = self._connection()
-                with conn.begin():
-                    targets = self._targets(conn, views)
-                    gate.refresh(conn)
-                    self._hooks.refresh(conn, gate.version)
-                    gate.load(conn, {(t[6], t[5]) for t in targets.values()
-                                     if t[5] is not None and t[4] == "personal"})
+                targets = self._targets(conn, views)
         except BaseException:
             self.close()  # the next batch starts on a fresh connection
             raise
         finally:
             self._used_at = time.monotonic()
+        whose = self._whose
+        whose.clear()
         found = []
         for v in views:
             target = targets.get((v.copy_key, v.message_id if not v.copy_key else 0))
@@ -191,19 +189,44 @@ class ViewWriter:
             if pixel == "aggregate":
                 v.anonymous = True
             elif key is not None and pixel == "personal":
-                now = gate.pixel(box, key)
-                if now == "none":
-                    continue
-                if now == "aggregate":  # counted for the message, tied to no copy
-                    copy_id, position, v.anonymous = None, 0, True
+                whose[id(v)] = (box, key)  # asked about when written (still_allowed)
             v.copy_id, v.recipient = copy_id, position
             found.append((v, sent_at))
         return found
+
+    def still_allowed(self, conn: Connection, judged: Sequence[tuple[V, Judged]]
+                      ) -> Sequence[tuple[V, Judged]]:
+        """The views of ``judged`` that may be written, decided in the writing transaction
+        by the policy, consents and do-not-track list in force: whether they changed is one
+        row read a batch (``privacy_version``); each (mailbox, recipient) is decided once and
+        remembered until they change. A view of a recipient who may no longer be followed is
+        left out; one the policy now counts only is tied to no copy and keeps nothing."""
+        gate = self._gate
+        before = gate.version
+        gate.refresh(conn)
+        if gate.version != before:
+            self._hooks.refresh(conn, gate.version)
+        whose = self._whose
+        if not whose:
+            return judged
+        gate.load(conn, {pair for v, _ in judged if (pair := whose.get(id(v))) is not None})
+        keep = []
+        for v, j in judged:
+            pair = whose.get(id(v))
+            if pair is not None:
+                now = gate.pixel(*pair)
+                if now == "none":
+                    continue
+                if now == "aggregate":  # counted for the message, tied to no copy
+                    v.copy_id, v.recipient, v.anonymous = None, 0, True
+            keep.append((v, j))
+        return keep
 
     def write(self, judged: Sequence[tuple[ViewIn, Judged]]) -> int:
         """Append judged views and update their messages' summaries in one transaction;
         views of messages that no longer exist are dropped. Returns how many were stored."""
         if not judged:
+            self._whose.clear()
             return 0
         try:
             with translated(self.store.db):
@@ -217,7 +240,7 @@ class ViewWriter:
             self.close()
             raise
         finally:
-            self._used_at = time.monotonic()
+            self.touched()  # the ids of this batch's views mean nothing once it is written
 
     def record(self, views: Sequence[ViewIn], verdicts: Sequence[Judged] | None = None
                ) -> int:
@@ -230,8 +253,10 @@ class ViewWriter:
         return self._connection()[0]
 
     def touched(self) -> None:
-        """Note that the connection was just used (it is replaced after a while idle)."""
+        """Note that the connection was just used (it is replaced after a while idle), and
+        that the batch resolved last is written."""
         self._used_at = time.monotonic()
+        self._whose.clear()
 
     def _connection(self) -> tuple[Connection, _Writer]:
         if (self._conn is None or self._conn.invalidated or self._conn.closed
@@ -256,13 +281,14 @@ class ViewWriter:
         if missing:
             keys = sorted(k for k, _ in missing if k)
             ids = sorted(m for k, m in missing if not k)
-            if keys:
-                for key, cid, mid, position, at, pixel, rkey, box in conn.execute(
-                        _BY_KEY, {"keys": keys}):
-                    found[key, 0] = (cid, mid, position, at, pixel, rkey, box)
-            if ids:
-                for mid, cid, at, pixel in conn.execute(_BY_MESSAGE, {"ids": ids}):
-                    found[0, mid] = (cid, mid, 0, at, pixel or "none", None, 0)
+            with conn.begin():
+                if keys:
+                    for key, cid, mid, position, at, pixel, rkey, box in conn.execute(
+                            _BY_KEY, {"keys": keys}):
+                        found[key, 0] = (cid, mid, position, at, pixel, rkey, box)
+                if ids:
+                    for mid, cid, at, pixel in conn.execute(_BY_MESSAGE, {"ids": ids}):
+                        found[0, mid] = (cid, mid, 0, at, pixel or "none", None, 0)
             for k in missing:
                 target = found.get(k)
                 if target is not None and target[3] is not None:
@@ -286,11 +312,11 @@ class ViewWriter:
     def _write(self, judged: Sequence[tuple[ViewIn, Judged]], check: bool) -> int:
         conn, _ = self._connection()
         with conn.begin():
-            keep = judged
+            keep = self.still_allowed(conn, judged)
             if check:
-                ids = sorted({v.message_id for v, _ in judged})
+                ids = sorted({v.message_id for v, _ in keep})
                 existing = {mid for mid, _ in conn.execute(_SENT, {"ids": ids})}
-                keep = [(v, j) for v, j in judged if v.message_id in existing]
+                keep = [(v, j) for v, j in keep if v.message_id in existing]
                 self._sent.clear()
             if not keep:
                 return 0
