@@ -23,7 +23,7 @@ from ..records import MailboxRecord
 from ..services.inbound import Ingestor
 from ..services.mailboxes import Mailboxes
 
-__all__ = ["MAX_RECIPIENTS", "SmtpReceiver", "receive", "route"]
+__all__ = ["MAX_RECIPIENTS", "SmtpReceiver", "receive", "route", "server_tls"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,25 @@ def receive(ingestor: Ingestor, mailboxes: Sequence[MailboxRecord], raw: bytes,
     return "250 2.0.0 OK"
 
 
+def server_tls(cert: str | None, key: str | None, what: str, cert_field: str,
+               key_field: str) -> ssl.SSLContext | None:
+    """The TLS context a server of ours offers, from a certificate (with its chain) and
+    its key, both PEM files; None when neither is given. ``what`` and the fields name the
+    setting in the error a half-given or unreadable pair raises."""
+    if not (cert or key):
+        return None
+    if not (cert and key):
+        raise InvalidInput(f"{what} needs both a certificate and a key file",
+                           key_field if cert else cert_field)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(f"cannot load the TLS certificate {cert} and key {key}: {exc}",
+                           cert_field) from exc
+    return context
+
+
 class ReceiveHandler:
     def __init__(self, mailboxes: Mailboxes, ingestor: Ingestor) -> None:
         self.mailboxes = mailboxes
@@ -126,17 +145,7 @@ class SmtpReceiver:
         self.port = port
         self.max_size = max_size
         self.hostname = hostname
-        self.tls: ssl.SSLContext | None = None
-        if tls_cert or tls_key:
-            if not (tls_cert and tls_key):
-                raise InvalidInput("STARTTLS needs both a certificate and a key file",
-                                   "tls_key" if tls_cert else "tls_cert")
-            self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                self.tls.load_cert_chain(tls_cert, tls_key)
-            except (OSError, ssl.SSLError) as exc:
-                raise InvalidInput(f"cannot load the TLS certificate {tls_cert} and key "
-                                   f"{tls_key}: {exc}", "tls_cert") from exc
+        self.tls = server_tls(tls_cert, tls_key, "STARTTLS", "tls_cert", "tls_key")
         self._server: asyncio.Server | None = None
 
     def _protocol(self, loop: asyncio.AbstractEventLoop, hostname: str) -> SMTP:

@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import re
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from ..errors import InvalidInput, MailseenError
 from ..records import MailboxRecord, MessageRecord, UserRecord
 from ..services.accounts import SignInRefused
 from ..services.submission import Refused, Submissions
+from .smtpd import server_tls
 
 __all__ = ["SubmissionServer", "is_loopback"]
 
@@ -258,17 +258,8 @@ class SubmissionServer:
         self.host, self.port, self.implicit = host, port, implicit
         self.max_size = max_size
         self.hostname = hostname
-        self.tls: ssl.SSLContext | None = None
-        if tls_cert or tls_key:
-            if not (tls_cert and tls_key):
-                raise InvalidInput("submission needs both a certificate and a key file",
-                                   "submission_tls_key" if tls_cert else "submission_tls_cert")
-            self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                self.tls.load_cert_chain(tls_cert, tls_key)
-            except (OSError, ssl.SSLError) as exc:
-                raise InvalidInput(f"cannot load the TLS certificate {tls_cert} and key "
-                                   f"{tls_key}: {exc}", "submission_tls_cert") from exc
+        self.tls = server_tls(tls_cert, tls_key, "submission", "submission_tls_cert",
+                              "submission_tls_key")
         if implicit and self.tls is None:
             raise InvalidInput("submission_tls: implicit TLS needs submission_tls_cert and "
                                "submission_tls_key", "submission_tls_cert")

@@ -18,12 +18,11 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from ...clock import SYSTEM, Clock
-from ...core.clientip import Network, client_ip
+from ...core.clientip import Network
 from ...core.tokens import ClickSigner
 from ...records import ClickIn
-from ...services.classification import OWN_VIEWER_HEADER
 from ...services.clicks import ClickRecorder
-from .endpoint import _READ_HEADERS, _SESSION_COOKIE, Receive, Scope, Send, _header_text
+from .endpoint import Receive, Scope, Send, read_request
 
 __all__ = ["WAIT_SECONDS", "ClickApp"]
 
@@ -111,24 +110,7 @@ class ClickApp:
         ref = self.signer.check(path[len(_PREFIX):])
         if ref is None or not _safe_location(ref.url):
             return None
-        kept: dict[str, str] = {}
-        user_agent: str | None = None
-        forwarded: str | None = None
-        for raw_name, raw_value in headers:
-            name = raw_name.lower()
-            if name in _READ_HEADERS:
-                value = _header_text(raw_value)
-                if name == b"user-agent":
-                    user_agent = value
-                elif name == b"x-forwarded-for":
-                    forwarded = value
-                else:
-                    kept[name.decode()] = value
-            elif name == b"cookie" and _SESSION_COOKIE in raw_value:
-                kept[OWN_VIEWER_HEADER] = "1"  # a team member's browser: never a click
-        ip = peer
-        if self.trusted and forwarded:
-            ip = client_ip(ip, forwarded, self.trusted)
+        kept, user_agent, ip = read_request(headers, peer, self.trusted)
         return ClickIn(message_id=0, recipient=0, at=self.now(), method=method, ip=ip,
                        user_agent=user_agent, headers=kept, copy_key=ref.copy_key,
                        link=ref.link, url=ref.url)

@@ -59,6 +59,33 @@ def _header_text(raw: bytes) -> str:
     return raw[:_MAX_HEADER_VALUE].replace(b"\x00", b"").decode("latin-1")
 
 
+def read_request(headers: Iterable[tuple[bytes, bytes]], peer: str | None,
+                 trusted: Sequence[Network]) -> tuple[dict[str, str], str | None, str | None]:
+    """What a pixel hit or a click keeps of its request: the headers judging reads, the
+    user agent, and the client's address (the peer's, or from X-Forwarded-For when the
+    peer is a trusted proxy). A signed-in team member's browser is marked: their own
+    viewing never counts."""
+    kept: dict[str, str] = {}
+    user_agent: str | None = None
+    forwarded: str | None = None
+    for raw_name, raw_value in headers:
+        name = raw_name.lower()
+        if name in _READ_HEADERS:
+            value = _header_text(raw_value)
+            if name == b"user-agent":
+                user_agent = value
+            elif name == b"x-forwarded-for":
+                forwarded = value
+            else:
+                kept[name.decode()] = value
+        elif name == b"cookie" and _SESSION_COOKIE in raw_value:
+            kept[OWN_VIEWER_HEADER] = "1"
+    ip = peer
+    if trusted and forwarded:  # else the peer is the client: no need to parse it
+        ip = client_ip(ip, forwarded, trusted)
+    return kept, user_agent, ip
+
+
 class PixelApp:
     def __init__(self, signer: TokenSigner, recorder: ViewRecorder,
                  trusted_proxies: Sequence[Network] = (), clock: Clock = SYSTEM) -> None:
@@ -94,25 +121,7 @@ class PixelApp:
         ref = self.signer.check(path[_PREFIX_LEN : -len(_SUFFIX)])
         if ref is None:
             return None
-        kept: dict[str, str] = {}
-        user_agent: str | None = None
-        forwarded: str | None = None
-        for raw_name, raw_value in headers:
-            name = raw_name.lower()
-            if name in _READ_HEADERS:
-                value = _header_text(raw_value)
-                if name == b"user-agent":
-                    user_agent = value
-                elif name == b"x-forwarded-for":
-                    forwarded = value
-                else:
-                    kept[name.decode()] = value
-            elif name == b"cookie" and _SESSION_COOKIE in raw_value:
-                # A signed-in team member's browser: their own viewing never counts.
-                kept[OWN_VIEWER_HEADER] = "1"
-        ip = peer
-        if self.trusted and forwarded:  # else the peer is the client: no need to parse it
-            ip = client_ip(ip, forwarded, self.trusted)
+        kept, user_agent, ip = read_request(headers, peer, self.trusted)
         return ViewIn(message_id=ref.message_id, recipient=ref.recipient, at=self.now(),
                       method=method, ip=ip, user_agent=user_agent, headers=kept,
                       copy_key=ref.copy_key)
