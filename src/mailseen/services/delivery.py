@@ -142,19 +142,20 @@ class DeliveryWorker:
         worker killed at any moment has at most the copy in hand sent and not recorded."""
         transport = self.transports.get(key[0])
         session = self._take(key[0], _relay(claims[0])) if transport else None
+        lane = self.store.lane()  # one database connection for the lane's marks
         done: Outcome | None = None
         tried = 0
         try:
             for n, claim in enumerate(claims):
                 paused = self._paused.get(key)
                 if paused is not None or (stop is not None and stop.is_set()):
-                    await asyncio.to_thread(self.store.advance, done, None, self.lease)
+                    await asyncio.to_thread(self.store.advance, done, None, self.lease, lane)
                     done = None
                     await asyncio.to_thread(self.store.release, claims[n:], paused)
                     break
                 # The executor's future itself (no task around it): this runs per copy.
                 started = asyncio.get_running_loop().run_in_executor(
-                    None, self.store.advance, done, claim, self.lease)
+                    None, self.store.advance, done, claim, self.lease, lane)
                 done = None
                 try:
                     done = await self._attempt(claim, session, key, started)
@@ -162,9 +163,10 @@ class DeliveryWorker:
                     if not started.done():  # never left running, whatever happened
                         await asyncio.wait([started])
                 tried += done is not None
-            if done is not None:
-                await asyncio.to_thread(self.store.advance, done, None, self.lease)
+            if done is not None:  # and the lane's connection back
+                await asyncio.to_thread(self.store.advance, done, None, self.lease, lane)
         finally:
+            lane.close()  # when not given back above (nothing when it was)
             if session is not None:
                 self._idle.setdefault((key[0], _relay(claims[0])), []).append(session)
         return tried

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -127,6 +128,26 @@ def _next_attempts(s: Session, message_ids: Select[tuple[int]]) -> None:
     s.execute(update(Message).where(Message.id.in_(message_ids.scalar_subquery())).values(
         next_attempt_at=select(func.min(Copy.next_attempt_at)).where(
             Copy.message_id == Message.id, Copy.status == "queued").scalar_subquery()))
+
+
+class Lane:
+    """One connection kept for a run of :meth:`QueueStore.advance` calls, opened when first
+    used. Not for two threads at once: the calls of a run come one after the other."""
+
+    def __init__(self, store: QueueStore) -> None:
+        self.store = store
+        self._conn: Connection | None = None
+
+    def connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.store.db.engine.connect()
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail too
+                conn.close()
 
 
 _copies = cast(Table, Copy.__table__)
@@ -260,30 +281,58 @@ class QueueStore(StoreBase):
                              counts[msg.id] == 1))
         return out
 
-    def advance(self, done: Outcome | None, start: Claim | None, lease: timedelta) -> bool:
+    def advance(self, done: Outcome | None, start: Claim | None, lease: timedelta,
+                lane: Lane | None = None) -> bool:
         """In one transaction, record how the attempt at a copy ended (``done``) and start
         the next reserved copy (``start``): marked as being sent, one attempt more, its
         lease from now. The next one is started only once the last is recorded, so a worker
         killed at any moment has at most the copy in hand sent and not recorded. Returns
         whether ``start`` was started: False when it is no longer this worker's (cancelled
-        or retried by an admin, deleted, or taken over after its reservation ran out)."""
-        # A connection of its own rather than an ORM session, and plain SQL: nothing here
-        # needs more, and this runs once for every copy delivered.
-        with translated(self.db), self.db.engine.begin() as conn:
-            sql = self._statements
-            if sql is None:
-                sql = self._statements = _Statements(conn.dialect)
-            if done is not None:
-                self._record(conn, sql, done)
+        or retried by an admin, deleted, or taken over after its reservation ran out).
+        ``lane``: a connection kept for one worker's run of copies (see :meth:`lane`); the
+        call without ``start`` that ends the run gives it back."""
+        if lane is None:
+            lane = Lane(self)
+        if done is None and start is None:
+            lane.close()
+            return False
+        try:
+            with translated(self.db):
+                conn = lane.connection()
+                with conn.begin():
+                    return self._advance(conn, done, start, lease)
+        except BaseException:
+            lane.close()  # a failed connection is not used again
+            raise
+        finally:
             if start is None:
-                return False
-            assert start.reserved_until is not None  # a reserved claim
-            if not _run(conn, sql.start_copy, (
-                    sql.time(self.clock.now() + lease), start.copy.id,
-                    sql.time(start.reserved_until))):
-                return False
-            _run(conn, sql.start_message, (start.message.id,))
-            return True
+                lane.close()
+
+    def lane(self) -> Lane:
+        """A connection for one run of :meth:`advance` calls, made one after the other
+        (from any thread): taking a connection from the pool (and PostgreSQL's check of it)
+        once per run rather than once per copy. Closed by the call without a copy to
+        start, or :meth:`Lane.close`."""
+        return Lane(self)
+
+    def _advance(self, conn: Connection, done: Outcome | None, start: Claim | None,
+                 lease: timedelta) -> bool:
+        # Plain SQL on a connection rather than an ORM session: nothing here needs more,
+        # and this runs once for every copy delivered.
+        sql = self._statements
+        if sql is None:
+            sql = self._statements = _Statements(conn.dialect)
+        if done is not None:
+            self._record(conn, sql, done)
+        if start is None:
+            return False
+        assert start.reserved_until is not None  # a reserved claim
+        if not _run(conn, sql.start_copy, (
+                sql.time(self.clock.now() + lease), start.copy.id,
+                sql.time(start.reserved_until))):
+            return False
+        _run(conn, sql.start_message, (start.message.id,))
+        return True
 
     def release(self, claims: Sequence[Claim], at: datetime | None = None) -> None:
         """Give back reserved copies that were not started: due again at once, or at ``at``
