@@ -291,6 +291,7 @@ class QueueStore(StoreBase):
         or retried by an admin, deleted, or taken over after its reservation ran out).
         ``lane``: a connection kept for one worker's run of copies (see :meth:`lane`); the
         call without ``start`` that ends the run gives it back."""
+        own = lane is None  # a connection for this call alone
         if lane is None:
             lane = Lane(self)
         if done is None and start is None:
@@ -305,7 +306,7 @@ class QueueStore(StoreBase):
             lane.close()  # a failed connection is not used again
             raise
         finally:
-            if start is None:
+            if own or start is None:
                 lane.close()
 
     def lane(self) -> Lane:
