@@ -417,6 +417,8 @@ def _queue(inst: Instance, box_id: int, count: int) -> list[int]:
     ({}, 1),  # one connection carries the whole queue
     ({"smtp_messages_per_connection": 2}, 4),  # a new one after every two messages
     ({"smtp_connections_per_relay": 2}, 2),  # two at once, each carrying half
+    # more at once than keep a database connection each for their marks
+    ({"smtp_connections_per_relay": 5}, 5),
     ({"delivery_batch": 3}, 1),  # kept from one batch to the next
 ])
 async def test_one_kept_connection_carries_message_after_message(
@@ -431,6 +433,8 @@ async def test_one_kept_connection_carries_message_after_message(
             f"n{i}" for i in range(7)]
         assert all((m := inst.store.get_message(i)).status == "sent" and m.attempts == 1
                    for i in ids)
+        # every database connection the worker took for its marks was given back
+        assert "Current Checked out connections: 0" in inst.db.engine.pool.status()
     finally:
         inst.close()
         relay.stop()

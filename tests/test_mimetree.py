@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailseen.core import mimetree
 from mailseen.core.mimetree import BrokenMime, Part, eol_of, parse_tree, split_head
 
 
@@ -213,3 +214,32 @@ def test_part_without_a_blank_line_has_an_empty_unseparated_body() -> None:
     part = parse_tree(raw).children[0]
     assert part.content_type == "text/html"
     assert part.body_start == part.end and not part.separated
+
+
+_HEADER_LINES = [b"Content-Type: text/html; charset=utf-8",
+                 b'Content-Type: multipart/alternative;\r\n boundary="b1"',
+                 b"content-type:text/plain", b"Content-Type : text/html", b"Subject: hello",
+                 b" folded", b"\tfolded", b"From bob", b"Received: from x\r\n\tby y",
+                 b"DKIM-Signature: v=1", b"Content-Transfer-Encoding: base64", b"X-A: a:b",
+                 b":empty", b"not a header", b"MIME-Version: 1.0", b"Content-ID: <a@b>",
+                 b"CONTENT-DISPOSITION: attachment", b"\xc3\xa9: x", b"X-B: bare \r cr",
+                 b"Content-Type: text/plain\r", b"Subject:\r"]
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_HEADER_LINES), min_size=1, max_size=8),
+       st.sampled_from([b"\n", b"\r\n"]))
+def test_mime_headers_read_as_the_whole_header_block_reads(lines: list[bytes],
+                                                           eol: bytes) -> None:
+    # Only the MIME headers of a part are parsed; what they say must not change, whatever
+    # else the block holds (or the block is parsed whole).
+    head = eol.join(lines)
+    ours = mimetree._headers(head, 0, len(head), "text/plain")  # a multipart needs more
+    theirs = email.message_from_bytes(head + b"\n\n", policy=email.policy.compat32)
+    for m in (ours, theirs):
+        assert isinstance(m, Message)
+    assert ours.get_content_type() == theirs.get_content_type()
+    assert ours.get_param("charset") == theirs.get_param("charset")
+    for name in ("Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
+                 "Content-ID", "DKIM-Signature", "MIME-Version"):
+        assert ours.get_all(name) == theirs.get_all(name)

@@ -26,6 +26,10 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 # taken to be throttling and paused. One alone may be about that message (it is too big
 # for now, a scan timed out); one that is the relay's own (unreachable, 421) pauses it.
 _REFUSALS_BEFORE_PAUSE = 2
+# Lanes of one round (relays times connections each) up to which each keeps a database
+# connection for its marks: well within the connection pools (SQLite 5 + 10, PostgreSQL
+# 10 + 20), which the web app may share with the worker.
+_LANES_KEEPING_CONNECTIONS = 4
 
 # Where a copy goes: its transport, and for a relay its host and port (what a pause is
 # for) and how to log in (what a kept connection is for).
@@ -123,10 +127,14 @@ class DeliveryWorker:
         groups: dict[RelayKey, list[Claim]] = {}
         for claim in claims:
             groups.setdefault(_relay_key(claim), []).append(claim)
+        widths = {key: min(self.per_relay, len(group)) for key, group in groups.items()}
+        # A lane keeps a database connection while it works only when there are few of
+        # them: a batch for many relays must not take more than the pool holds.
+        keep = sum(widths.values()) <= _LANES_KEEPING_CONNECTIONS
         lanes: list[Awaitable[int]] = []
         for key, group in groups.items():
-            width = min(self.per_relay, len(group))
-            lanes.extend(self._lane(key, group[i::width], stop) for i in range(width))
+            width = widths[key]
+            lanes.extend(self._lane(key, group[i::width], stop, keep) for i in range(width))
         results = await asyncio.gather(*lanes, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -134,7 +142,7 @@ class DeliveryWorker:
         return len(claims), sum(r for r in results if isinstance(r, int))
 
     async def _lane(self, key: RelayKey, claims: Sequence[Claim],
-                    stop: asyncio.Event | None) -> int:
+                    stop: asyncio.Event | None, keep: bool = True) -> int:
         """Deliver ``claims`` one after the other over one session. Each is started (an
         attempt) in the transaction that records how the one before ended; that commit
         runs while the session gives the relay the envelope, and the message itself goes
@@ -142,19 +150,21 @@ class DeliveryWorker:
         worker killed at any moment has at most the copy in hand sent and not recorded."""
         transport = self.transports.get(key[0])
         session = self._take(key[0], _relay(claims[0])) if transport else None
+        # One database connection for the lane's marks (else one taken for each).
+        lane = self.store.lane() if keep else None
         done: Outcome | None = None
         tried = 0
         try:
             for n, claim in enumerate(claims):
                 paused = self._paused.get(key)
                 if paused is not None or (stop is not None and stop.is_set()):
-                    await asyncio.to_thread(self.store.advance, done, None, self.lease)
+                    await asyncio.to_thread(self.store.advance, done, None, self.lease, lane)
                     done = None
                     await asyncio.to_thread(self.store.release, claims[n:], paused)
                     break
                 # The executor's future itself (no task around it): this runs per copy.
                 started = asyncio.get_running_loop().run_in_executor(
-                    None, self.store.advance, done, claim, self.lease)
+                    None, self.store.advance, done, claim, self.lease, lane)
                 done = None
                 try:
                     done = await self._attempt(claim, session, key, started)
@@ -162,9 +172,11 @@ class DeliveryWorker:
                     if not started.done():  # never left running, whatever happened
                         await asyncio.wait([started])
                 tried += done is not None
-            if done is not None:
-                await asyncio.to_thread(self.store.advance, done, None, self.lease)
+            if done is not None:  # and the lane's connection back
+                await asyncio.to_thread(self.store.advance, done, None, self.lease, lane)
         finally:
+            if lane is not None:
+                lane.close()  # when not given back above (nothing when it was)
             if session is not None:
                 self._idle.setdefault((key[0], _relay(claims[0])), []).append(session)
         return tried

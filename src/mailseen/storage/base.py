@@ -94,7 +94,8 @@ def mailbox_record(row: Mailbox | Row[Any]) -> MailboxRecord:
     )
 
 
-def message_record(row: Message) -> MessageRecord:
+def message_record(row: Message | Row[Any]) -> MessageRecord:
+    """A message's record from its ORM object or a row of all its columns."""
     return MessageRecord(
         id=row.id, mailbox_id=row.mailbox_id, message_id=row.message_id, subject=row.subject,
         from_addr=row.from_addr, to=json.loads(row.to_json), cc=json.loads(row.cc_json),
@@ -125,7 +126,8 @@ def viewed_copies() -> Any:
             .scalar_subquery())
 
 
-def copy_record(row: Copy) -> CopyRecord:
+def copy_record(row: Copy | Row[Any]) -> CopyRecord:
+    """A copy's record from its ORM object or a row of all its columns."""
     return CopyRecord(
         position=row.position, recipient=row.recipient, token_key=row.token_key, id=row.id,
         pixel=row.pixel, reason=row.reason,  # type: ignore[arg-type]

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, case, func, or_, select, update
-from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy import Select, Table, bindparam, case, func, or_, select, update
+from sqlalchemy.engine import Connection, CursorResult, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..records import Claim, Outcome
 from .base import StoreBase, copy_record, mailbox_record, message_record, translated
 from .models import Copy, Mailbox, Message, MessageData
-from .webhooks import status_events
+from .views import _naive_utc, _sqlite_time
+from .webhooks import status_events, takes_status
 
 # When every due message is locked by other workers' claims: how often to look again, and
 # how long to pause before each look (at most a quarter of a second in all).
@@ -42,18 +45,48 @@ _SETTLE = update(Message).where(Message.id == bindparam("mid")).values(
     next_attempt_at=bindparam("v_waiting"), attempts=bindparam("v_attempts"),
     last_error=bindparam("v_error"), lease_until=None, failed_copies=bindparam("v_failed"))
 _LOCK_MESSAGE = select(Message.id).where(Message.id == bindparam("mid")).with_for_update()
-_START_COPY = update(Copy).where(
-    Copy.id == bindparam("cid"), Copy.status == "queued",
-    Copy.lease_until == bindparam("reserved")).values(
-    status="sending", lease_until=bindparam("v_lease"), attempts=Copy.attempts + 1)
-# How an attempt ended, by the copy's new status (sent: its sending time is the attempt's).
-_RECORD = {status: update(Copy).where(Copy.id == bindparam("cid")).values(
-    status=status, last_error=bindparam("v_error"), lease_until=None,
-    last_attempt_at=bindparam("v_at"), next_attempt_at=bindparam("v_next"),
-    **({"sent_at": bindparam("v_at")} if status == "sent" else {}))
-    for status in ("sent", "queued", "failed")}
-_START_MESSAGE = update(Message).where(Message.id == bindparam("mid"),
-                                       Message.status == "queued").values(status="sending")
+
+
+class _Statements:
+    """What :meth:`QueueStore.advance` runs for every copy delivered, as plain SQL in the
+    driver's placeholder style, with times bound as UTCDateTime binds them: SQLAlchemy's
+    per-statement work (compiling, parameter processing) cost more CPU than the database's
+    (as for the pixel writer, storage/views.py)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        def native(sql: str) -> str:
+            return sql if dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+
+        self.start_copy = native(
+            "UPDATE copies SET status = 'sending', lease_until = ?, attempts = attempts + 1 "
+            "WHERE id = ? AND status = 'queued' AND lease_until = ?")
+        self.start_message = native(
+            "UPDATE messages SET status = 'sending' WHERE id = ? AND status = 'queued'")
+        # last_error, last_attempt_at, next_attempt_at[, sent_at], id
+        self.record = {status: native(
+            f"UPDATE copies SET status = '{status}', last_error = ?, lease_until = NULL, "
+            "last_attempt_at = ?, next_attempt_at = ?"
+            + (", sent_at = ?" if status == "sent" else "") + " WHERE id = ?")
+            for status in ("sent", "queued", "failed")}
+        # status, sent_at, next_attempt_at, attempts, last_error, failed_copies, id
+        self.settle_alone = native(
+            "UPDATE messages SET status = ?, sent_at = ?, next_attempt_at = ?, attempts = ?, "
+            "last_error = ?, lease_until = NULL, failed_copies = ? WHERE id = ?")
+        self.time = _sqlite_time if dialect.name == "sqlite" else _naive_utc
+
+
+def _run(conn: Connection, statement: str, params: tuple[Any, ...]) -> int:
+    """One statement through the driver (as views.py's ``_executemany``), its driver errors
+    wrapped as SQLAlchemy wraps them; returns the rows it changed."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(statement, params)
+        return int(cursor.rowcount)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(statement, params, exc, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
 
 
 def settle(s: Session, message_id: int) -> None:
@@ -97,11 +130,37 @@ def _next_attempts(s: Session, message_ids: Select[tuple[int]]) -> None:
             Copy.message_id == Message.id, Copy.status == "queued").scalar_subquery()))
 
 
+class Lane:
+    """One connection kept for a run of :meth:`QueueStore.advance` calls, opened when first
+    used. Not for two threads at once: the calls of a run come one after the other."""
+
+    def __init__(self, store: QueueStore) -> None:
+        self.store = store
+        self._conn: Connection | None = None
+
+    def connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.store.db.engine.connect()
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail too
+                conn.close()
+
+
+_copies = cast(Table, Copy.__table__)
+_messages = cast(Table, Message.__table__)
+_mailboxes = cast(Table, Mailbox.__table__)
+
 # Delivery outcomes a webhook may tell of (storage/webhooks.py says which event).
 _EVENTFUL = ("sent", "failed")
 
 
 class QueueStore(StoreBase):
+    _statements: _Statements | None = None  # built on first use, for the engine's dialect
+
     def claim_next(self, lease: timedelta) -> Claim | None:
         """Claim one due copy for delivery, or None. Safe with many workers: the claim
         is a conditional UPDATE whose row count says who won. A claim whose worker died is
@@ -197,13 +256,15 @@ class QueueStore(StoreBase):
                 return self._claims(s, [i for i in ids if i in won], until)
 
     def _claims(self, s: Session, ids: list[int], until: datetime) -> list[Claim]:
-        copies = {c.id: c for c in s.scalars(select(Copy).where(Copy.id.in_(ids)))}
+        # Rows, not ORM objects: the records are all the worker wants, and a batch's
+        # messages and mailboxes are read once for all their copies.
+        copies = {c.id: c for c in s.execute(select(_copies).where(_copies.c.id.in_(ids)))}
         message_ids = {c.message_id for c in copies.values()}
-        messages = {m.id: m for m in s.scalars(select(Message).where(Message.id.in_(
-            message_ids)))}
+        messages = {m.id: m for m in s.execute(select(_messages).where(
+            _messages.c.id.in_(message_ids)))}
         raws = dict(s.execute(select(MessageData.message_id, MessageData.raw).where(
             MessageData.message_id.in_(message_ids))).tuples().all())
-        boxes = {b.id: b for b in s.scalars(select(Mailbox).where(Mailbox.id.in_(
+        boxes = {b.id: b for b in s.execute(select(_mailboxes).where(_mailboxes.c.id.in_(
             {m.mailbox_id for m in messages.values()})))}
         passwords = {b.id: self.cipher.decrypt(b.smtp_password_enc)
                      if b.smtp_password_enc else None for b in boxes.values()}
@@ -214,33 +275,65 @@ class QueueStore(StoreBase):
         out = []
         for i in ids:
             copy = copies[i]
-            msg = messages[copy.message_id]
-            out.append(Claim(records[msg.id], copy_record(copy), raws[msg.id],
+            msg = records[copy.message_id]
+            out.append(Claim(msg, copy_record(copy), raws[msg.id],
                              mailboxes[msg.mailbox_id], passwords[msg.mailbox_id], until,
                              counts[msg.id] == 1))
         return out
 
-    def advance(self, done: Outcome | None, start: Claim | None, lease: timedelta) -> bool:
+    def advance(self, done: Outcome | None, start: Claim | None, lease: timedelta,
+                lane: Lane | None = None) -> bool:
         """In one transaction, record how the attempt at a copy ended (``done``) and start
         the next reserved copy (``start``): marked as being sent, one attempt more, its
         lease from now. The next one is started only once the last is recorded, so a worker
         killed at any moment has at most the copy in hand sent and not recorded. Returns
         whether ``start`` was started: False when it is no longer this worker's (cancelled
-        or retried by an admin, deleted, or taken over after its reservation ran out)."""
-        # A connection of its own rather than an ORM session: nothing here needs one, and
-        # this runs once for every copy delivered.
-        with translated(self.db), self.db.engine.begin() as conn:
-            if done is not None:
-                self._record(conn, done)
-            if start is None:
-                return False
-            result = conn.execute(_START_COPY, {
-                "cid": start.copy.id, "reserved": start.reserved_until,
-                "v_lease": self.clock.now() + lease})
-            if not result.rowcount:
-                return False
-            conn.execute(_START_MESSAGE, {"mid": start.message.id})
-            return True
+        or retried by an admin, deleted, or taken over after its reservation ran out).
+        ``lane``: a connection kept for one worker's run of copies (see :meth:`lane`); the
+        call without ``start`` that ends the run gives it back."""
+        own = lane is None  # a connection for this call alone
+        if lane is None:
+            lane = Lane(self)
+        if done is None and start is None:
+            lane.close()
+            return False
+        try:
+            with translated(self.db):
+                conn = lane.connection()
+                with conn.begin():
+                    return self._advance(conn, done, start, lease)
+        except BaseException:
+            lane.close()  # a failed connection is not used again
+            raise
+        finally:
+            if own or start is None:
+                lane.close()
+
+    def lane(self) -> Lane:
+        """A connection for one run of :meth:`advance` calls, made one after the other
+        (from any thread): taking a connection from the pool (and PostgreSQL's check of it)
+        once per run rather than once per copy. Closed by the call without a copy to
+        start, or :meth:`Lane.close`."""
+        return Lane(self)
+
+    def _advance(self, conn: Connection, done: Outcome | None, start: Claim | None,
+                 lease: timedelta) -> bool:
+        # Plain SQL on a connection rather than an ORM session: nothing here needs more,
+        # and this runs once for every copy delivered.
+        sql = self._statements
+        if sql is None:
+            sql = self._statements = _Statements(conn.dialect)
+        if done is not None:
+            self._record(conn, sql, done)
+        if start is None:
+            return False
+        assert start.reserved_until is not None  # a reserved claim
+        if not _run(conn, sql.start_copy, (
+                sql.time(self.clock.now() + lease), start.copy.id,
+                sql.time(start.reserved_until))):
+            return False
+        _run(conn, sql.start_message, (start.message.id,))
+        return True
 
     def release(self, claims: Sequence[Claim], at: datetime | None = None) -> None:
         """Give back reserved copies that were not started: due again at once, or at ``at``
@@ -280,27 +373,28 @@ class QueueStore(StoreBase):
             _next_attempts(s, select(Copy.message_id).where(Copy.message_id.in_(ids)))
             return cast(CursorResult[Any], result).rowcount
 
-    def _record(self, conn: Connection, done: Outcome) -> None:
-        if self._record_status(conn, done) and done.status in _EVENTFUL:
+    def _record(self, conn: Connection, sql: _Statements, done: Outcome) -> None:
+        if (self._record_status(conn, sql, done) and done.status in _EVENTFUL
+                and takes_status(conn, done.status)):
             # Webhooks: in the same transaction, and only when an endpoint takes them.
             with Session(bind=conn) as s:
                 status_events(s, done.status, [done.copy_id], self.clock.now())
                 s.flush()
 
-    def _record_status(self, conn: Connection, done: Outcome) -> bool:
+    def _record_status(self, conn: Connection, sql: _Statements, done: Outcome) -> bool:
         """Record how a copy's delivery ended; False when the copy is gone."""
         now = self.clock.now()
-        if not conn.execute(_RECORD[done.status], {
-                "cid": done.copy_id, "v_error": done.note, "v_at": now,
-                "v_next": done.retry_at if done.status == "queued" else None}).rowcount:
+        at = sql.time(now)
+        retry_at = (sql.time(done.retry_at) if done.status == "queued"
+                    and done.retry_at is not None else None)
+        params: tuple[Any, ...] = (done.note, at, retry_at, at, done.copy_id) if (
+            done.status == "sent") else (done.note, at, retry_at, done.copy_id)
+        if not _run(conn, sql.record[done.status], params):
             return False  # deleted meanwhile
         if done.alone:  # what settling would make of the one copy, without reading it back
-            conn.execute(_SETTLE, {
-                "mid": done.message_id, "v_status": done.status,
-                "v_sent_at": now if done.status == "sent" else None,
-                "v_waiting": done.retry_at if done.status == "queued" else None,
-                "v_attempts": done.attempts, "v_error": done.note,
-                "v_failed": int(done.status == "failed")})
+            _run(conn, sql.settle_alone, (
+                done.status, at if done.status == "sent" else None, retry_at, done.attempts,
+                done.note, int(done.status == "failed"), done.message_id))
             return True
         # One settling at a time per message (see _finish_in); SQLite has one writer.
         if not self.db.is_sqlite:

@@ -117,10 +117,17 @@ def _anyone_takes(s: Session, event: WebhookEvent) -> bool:
 _cache: dict[str, tuple[float, list[Subscriber]]] = {}
 
 
-def _cached_subscribers(s: Session) -> list[Subscriber]:
+def takes_status(conn: Connection, status: str) -> bool:
+    """Whether any endpoint takes the event a copy's new delivery status tells of: the
+    worker asks before it makes the session :func:`status_events` needs."""
+    event = _STATUS_EVENTS.get(status)
+    return event is not None and any(event in sub[2] for sub in _cached_subscribers(conn))
+
+
+def _cached_subscribers(s: Session | Connection) -> list[Subscriber]:
     """The enabled endpoints, read at most every two seconds per database (each process's
     own changes clear it at once: :func:`_forget`)."""
-    url = str(s.get_bind().engine.url)
+    url = str((s.get_bind() if isinstance(s, Session) else s).engine.url)
     found = _cache.get(url)
     if found is None or time.monotonic() - found[0] > _SUBSCRIBED_SECONDS:
         found = _cache[url] = (time.monotonic(), _subscribers(s.execute(_SUBSCRIBED)))
