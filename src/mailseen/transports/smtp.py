@@ -3,6 +3,7 @@ test of a relay's settings that says which step failed."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
@@ -89,10 +90,12 @@ class SmtpTransport:
         try:
             failure = await self._steps(client, relay, where)
         finally:
+            protocol = client.protocol
             with suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 if client.is_connected:
                     await client.quit()
             client.close()
+            await _gone(protocol)
         if failure is not None:
             return ConnectionCheck("smtp", False, failure)
         done = f"connected to {where}, {_TLS_WORDS[relay.tls]}"
@@ -137,6 +140,16 @@ class SmtpTransport:
         return None
 
 
+async def _gone(protocol: object, limit: float = 1.0) -> None:
+    """Wait, briefly, until a closed connection is really gone. A TLS connection finishes
+    its shutdown on the event loop after ``close()``; a loop that stops first (a command
+    that delivers and exits) leaves its socket open."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while getattr(protocol, "transport", None) is not None and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+
+
 class _Stale(Exception):
     """A kept connection turned out closed before the relay was told anything of the
     message: nothing was handed over, so a new connection may try it at once."""
@@ -164,10 +177,12 @@ class SmtpSession:
         client, self._client = self._client, None
         if client is None:
             return
+        protocol = client.protocol
         with suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
             if client.is_connected:
                 await client.quit()
         client.close()
+        await _gone(protocol)
 
     def _drop(self) -> None:
         """Forget the connection without a word: it failed."""
