@@ -13,7 +13,7 @@ import logging
 import socket
 import ssl
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -23,7 +23,7 @@ from ..records import MailboxRecord
 from ..services.inbound import Ingestor
 from ..services.mailboxes import Mailboxes
 
-__all__ = ["MAX_RECIPIENTS", "SmtpReceiver", "receive", "route", "server_tls"]
+__all__ = ["MAX_RECIPIENTS", "SmtpReceiver", "listen", "receive", "route", "server_tls"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,20 @@ def receive(ingestor: Ingestor, mailboxes: Sequence[MailboxRecord], raw: bytes,
             log.exception("cannot store a message received for %s", box.address)
             return TRY_LATER
     return "250 2.0.0 OK"
+
+
+async def listen(host: str, port: int, hostname: str | None,
+                 protocol: Callable[[str], SMTP], tls: ssl.SSLContext | None = None
+                 ) -> asyncio.Server:
+    """Serve SMTP sessions made by ``protocol(our name)`` on the running loop; the name is
+    ``hostname``, else this machine's, looked up once (aiosmtpd would look it up, blocking,
+    on every connection). ``tls``: implicit TLS."""
+    name: str = hostname if hostname else await asyncio.to_thread(socket.getfqdn)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.create_server(lambda: protocol(name), host, port, ssl=tls)
+    except OSError as exc:
+        raise MailseenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def server_tls(cert: str | None, key: str | None, what: str, cert_field: str,
@@ -158,16 +172,8 @@ class SmtpReceiver:
     async def start(self) -> int:
         """Serve on the running loop; the bound port (useful with ``port=0``)."""
         loop = asyncio.get_running_loop()
-        # aiosmtpd would look the name up (blocking) on every connection.
-        name = self.hostname
-        if not name:
-            name = await asyncio.to_thread(socket.getfqdn)
-        try:
-            self._server = await loop.create_server(
-                lambda: self._protocol(loop, name), self.host, self.port)
-        except OSError as exc:
-            raise MailseenError(f"cannot listen on {self.host}:{self.port}: "
-                                f"{exc.strerror or exc}") from exc
+        self._server = await listen(self.host, self.port, self.hostname,
+                                    lambda name: self._protocol(loop, name))
         port = int(self._server.sockets[0].getsockname()[1])
         log.info("SMTP receiver listening on %s:%d%s", self.host, port,
                  " (STARTTLS offered)" if self.tls else "")

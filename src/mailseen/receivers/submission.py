@@ -14,7 +14,6 @@ import asyncio
 import ipaddress
 import logging
 import re
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from ..errors import InvalidInput, MailseenError
 from ..records import MailboxRecord, MessageRecord, UserRecord
 from ..services.accounts import SignInRefused
 from ..services.submission import Refused, Submissions
-from .smtpd import server_tls
+from .smtpd import listen, server_tls
 
 __all__ = ["SubmissionServer", "is_loopback"]
 
@@ -283,18 +282,8 @@ class SubmissionServer:
 
     async def start(self) -> int:
         """Serve on the running loop; the bound port (useful with ``port=0``)."""
-        loop = asyncio.get_running_loop()
-        # aiosmtpd would look the name up (blocking) on every connection.
-        name = self.hostname
-        if not name:
-            name = await asyncio.to_thread(socket.getfqdn)
-        try:
-            self._server = await loop.create_server(
-                lambda: self._protocol(name), self.host, self.port,
-                ssl=self.tls if self.implicit else None)
-        except OSError as exc:
-            raise MailseenError(f"cannot listen on {self.host}:{self.port}: "
-                                f"{exc.strerror or exc}") from exc
+        self._server = await listen(self.host, self.port, self.hostname, self._protocol,
+                                    self.tls if self.implicit else None)
         port = int(self._server.sockets[0].getsockname()[1])
         how = ("implicit TLS" if self.implicit else "STARTTLS" if self.tls
                else "no TLS, loopback only")

@@ -90,12 +90,7 @@ class SmtpTransport:
         try:
             failure = await self._steps(client, relay, where)
         finally:
-            protocol = client.protocol
-            with suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                if client.is_connected:
-                    await client.quit()
-            client.close()
-            await _gone(protocol)
+            await _hang_up(client)
         if failure is not None:
             return ConnectionCheck("smtp", False, failure)
         done = f"connected to {where}, {_TLS_WORDS[relay.tls]}"
@@ -140,10 +135,16 @@ class SmtpTransport:
         return None
 
 
-async def _gone(protocol: object, limit: float = 1.0) -> None:
-    """Wait, briefly, until a closed connection is really gone. A TLS connection finishes
-    its shutdown on the event loop after ``close()``; a loop that stops first (a command
-    that delivers and exits) leaves its socket open."""
+async def _hang_up(client: aiosmtplib.SMTP, limit: float = 1.0) -> None:
+    """QUIT (when still connected), close, and wait, briefly, until the connection is
+    really gone: a TLS connection finishes its shutdown on the event loop after
+    ``close()``, and a loop that stops first (a command that delivers and exits) leaves its
+    socket open."""
+    protocol = client.protocol
+    with suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+        if client.is_connected:
+            await client.quit()
+    client.close()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     while getattr(protocol, "transport", None) is not None and loop.time() < deadline:
@@ -175,14 +176,8 @@ class SmtpSession:
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        if client is None:
-            return
-        protocol = client.protocol
-        with suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-            if client.is_connected:
-                await client.quit()
-        client.close()
-        await _gone(protocol)
+        if client is not None:
+            await _hang_up(client)
 
     def _drop(self) -> None:
         """Forget the connection without a word: it failed."""
