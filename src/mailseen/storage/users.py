@@ -157,14 +157,7 @@ class UserStore(StoreBase):
             if row.user_id is not None:
                 user = s.get(User, row.user_id)
                 found = (False, None) if user is None else (True, _user(s, user))
-        at = self.clock.now()
-        if last_used is None or last_used < at - _TOKEN_USE_GRANULARITY:
-            try:
-                with self._tx() as s:
-                    s.execute(update(ApiToken).where(ApiToken.id == token_id)
-                              .values(last_used_at=at))
-            except StorageUnavailable as exc:
-                log.warning("could not note an API token's use: %s", exc)
+        self._note_use(ApiToken, token_id, last_used, "an API token")
         return found
 
     # -- app passwords (SMTP submission) ----------------------------------------------------
@@ -204,15 +197,22 @@ class UserStore(StoreBase):
             if user is None:
                 return None
             found, password_id, last_used = _user(s, user), row.id, row.last_used_at
-        at = self.clock.now()
-        if last_used is None or last_used < at - _TOKEN_USE_GRANULARITY:
-            try:
-                with self._tx() as s:
-                    s.execute(update(AppPassword).where(AppPassword.id == password_id)
-                              .values(last_used_at=at))
-            except StorageUnavailable as exc:
-                log.warning("could not note an app password's use: %s", exc)
+        self._note_use(AppPassword, password_id, last_used, "an app password")
         return found
+
+    def _note_use(self, model: type[ApiToken] | type[AppPassword], row_id: int,
+                  last_used: datetime | None, what: str) -> None:
+        """Note when a credential was last used, at most once per _TOKEN_USE_GRANULARITY
+        (a write per request would cost more than the check it follows). A database that
+        refuses the write does not refuse the request."""
+        at = self.clock.now()
+        if last_used is not None and last_used >= at - _TOKEN_USE_GRANULARITY:
+            return
+        try:
+            with self._tx() as s:
+                s.execute(update(model).where(model.id == row_id).values(last_used_at=at))
+        except StorageUnavailable as exc:
+            log.warning("could not note %s's use: %s", what, exc)
 
 
 def _app_password(row: AppPassword) -> AppPasswordRecord:
