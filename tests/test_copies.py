@@ -8,6 +8,7 @@ import json
 import re
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -19,6 +20,7 @@ from mailseen.clock import ManualClock
 from mailseen.core.compose import Draft
 from mailseen.core.inject import tag_message
 from mailseen.core.pixel import pixel_tag, pixel_url
+from mailseen.core.splice import splice_of, spliced
 from mailseen.core.tokens import TokenRef
 from mailseen.errors import InvalidInput
 from mailseen.records import CopyRecord, MailboxIn, MailboxRecord, MessageRecord
@@ -607,3 +609,51 @@ def test_each_copy_is_the_message_tagged_with_its_own_pixel(
         assert expected.trackable
         copy = cast(CopyRecord, SimpleNamespace(token_key=key))
         assert instance.sender.copy_bytes(raw, copy) == expected.data
+
+
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+@pytest.mark.parametrize(("charset", "cte"), list(_combos()))
+def test_copies_made_from_what_queueing_kept_are_each_tagged_with_its_pixel(
+        instance: Instance, charset: str, cte: str, crlf: bool) -> None:
+    """What tagging changed is kept when a message is queued, and the worker makes every
+    copy of it by splicing (no parsing at all): each is byte for byte the stored message
+    tagged with that copy's own pixel (and refusal line), the line the mailbox shows when
+    the copy leaves, not when it was queued."""
+    html = page(f"<p>{WORDS[charset]}</p>\n<p>{'a long line of words ' * 12}</p>")
+    raw = message(multipart("alternative", [text_leaf(), html_leaf(html, charset, cte),
+                                            html_leaf(page("<p>again</p>"), charset, cte)]),
+                  crlf)
+    box = instance.store.add_mailbox(MailboxIn("sales@example.com", tracking="enabled",
+                                               refusal_line=True, language="de"))
+    instance.sender.submit(box, raw, envelope_to=["erin@example.org", "frank@example.org"])
+    claims = instance.store.reserve(10, timedelta(minutes=5))
+    assert len(claims) == 2
+    stored = claims[0].raw
+    for line_on in (True, False):  # as queued; then the line turned off meanwhile
+        box = instance.mailboxes.update(None, box.id, {"refusal_line": line_on})
+        for claim in claims:
+            if cte == "base64":  # the stand-in cannot be found as written: tagged per copy
+                assert claim.splice is None
+            else:
+                assert claim.splice is not None
+            token = instance.signer.make(TokenRef(copy_key=cast(int, claim.copy.token_key)))
+            expected = tag_message(stored, instance.sender._tag(
+                token, ("de", "") if line_on else None), lambda url: False)
+            assert expected.trackable
+            made = instance.sender.copy_bytes(claim.raw, claim.copy, box, False, claim.splice)
+            assert made == expected.data
+            unfolded = made.replace(b"=\r\n", b"").replace(b"=\n", b"")  # QP soft breaks
+            assert (b"/r/" in unfolded) is line_on or cte == "base64"
+
+
+def test_a_splice_of_a_message_is_where_it_and_its_tagging_differ() -> None:
+    """The kept change is the one run of bytes between what both share at the start and
+    at the end, never overlapping; none when nothing changed or the run is too long."""
+    assert splice_of(b"abc", b"abc", "k") is None
+    for raw, tagged in [(b"<p>x</p>", b"<p>x<img></p>"), (b"aaaa", b"aaaaaa"),
+                        (b"aaaaaa", b"aaaa"), (b"", b"new"), (b"ab" * 5000, b"ab" * 4000),
+                        (b"x" * 9000 + b"y", b"x" * 9000 + b"z" + b"x" * 3)]:
+        splice = splice_of(raw, tagged, "k")
+        assert splice is not None and spliced(raw, splice) == tagged
+        assert 0 <= splice.start <= splice.end <= len(raw)
+    assert splice_of(b"a" * 10, b"b" * 100, "k", limit=50) is None

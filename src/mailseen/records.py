@@ -422,11 +422,33 @@ class Ingested:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """What delivering a copy needs of its message: who it is for and how it goes."""
+
+    id: int
+    mailbox_id: int
+    created_at: datetime
+    envelope_to: list[str]
+    clicks_tracked: bool = False
+
+
+@dataclass(frozen=True)
+class Splice:
+    """What tagging a stored message for its copies changes: ``raw[start:end]`` replaced
+    by ``insert`` (core/splice.py), made with the tag ``key`` names."""
+
+    start: int
+    end: int
+    insert: bytes
+    key: str
+
+
+@dataclass(frozen=True)
 class Claim:
     """A copy of a message claimed for delivery, with what its transport needs. ``raw`` is
     the message as stored; the copy's own pixel is put in as it is handed over."""
 
-    message: MessageRecord
+    message: Queued
     copy: CopyRecord
     raw: bytes
     mailbox: MailboxRecord
@@ -435,6 +457,7 @@ class Claim:
     # only marked as being sent (an attempt) when its turn comes (``Store.advance``).
     reserved_until: datetime | None = None
     alone: bool = False  # the message's only copy: its state is the message's
+    splice: Splice | None = None  # how to make its copies without tagging (core/splice.py)
 
 
 @dataclass(frozen=True)

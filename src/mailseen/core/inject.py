@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from .htmlscan import splice_pixel
 from .mimetree import BrokenMime, Part, eol_of, parse_tree, split_head
+from .splice import common_prefix, common_suffix
 
 __all__ = ["LinkEdits", "TagResult", "tag_message"]
 
@@ -218,44 +219,6 @@ def _qp_encode(data: bytes, eol: bytes) -> bytes:
     return eol.join(out)
 
 
-def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
-    """How many leading bytes ``a`` and ``b`` share, at most ``limit``; compared in slices
-    (C loops) rather than byte by byte."""
-    lo, step = 0, 4096
-    while lo < limit and a[lo : min(lo + step, limit)] == b[lo : min(lo + step, limit)]:
-        lo += step
-    if lo >= limit:
-        return limit
-    hi = min(lo + step, limit)  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
-    """How many trailing bytes ``a`` and ``b`` share, at most ``limit``."""
-    lo, step = 0, 4096
-    while lo < limit:
-        n = min(lo + step, limit)
-        if a[len(a) - n : len(a) - lo] != b[len(b) - n : len(b) - lo]:
-            break
-        lo = n
-    else:
-        return limit
-    hi = min(lo + step, limit)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[len(a) - mid : len(a) - lo] == b[len(b) - mid : len(b) - lo]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
 def _qp_splice(original: bytes, content: bytes, new: bytes, eol: bytes) -> bytes:
     """``new`` as quoted-printable, keeping ``original``'s encoded lines where the decoded
     lines (``content``) did not change and encoding only the lines around the edits: the
@@ -263,8 +226,8 @@ def _qp_splice(original: bytes, content: bytes, new: bytes, eol: bytes) -> bytes
     times what finding their place does. Falls back to encoding it all when the original's
     hard line breaks do not match its decoded lines one for one; the result decodes to
     ``new`` either way."""
-    p = _common_prefix(content, new, min(len(content), len(new)))
-    q = _common_suffix(content, new, min(len(content), len(new)) - p)
+    p = common_prefix(content, new, min(len(content), len(new)))
+    q = common_suffix(content, new, min(len(content), len(new)) - p)
     # Widened to whole decoded lines: the kept prefix ends with an eol (or is empty), the
     # kept suffix starts with one (or is empty).
     ls = content.rfind(eol, 0, p)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from ..clock import Clock, wait
 from ..errors import DeliveryError, MailseenError
-from ..records import Claim, CopyRecord, Envelope, MailboxRecord, Outcome, Relay
+from ..records import Claim, CopyRecord, Envelope, MailboxRecord, Outcome, Relay, Splice
 from ..storage import Store
 from ..transports import Session, Transport
 
@@ -38,7 +38,8 @@ RelayKey = tuple[str, str | None, int | None]
 
 class DeliveryWorker:
     def __init__(self, store: Store, transports: dict[str, Transport], *,
-                 render: Callable[[bytes, CopyRecord, MailboxRecord, bool], bytes],
+                 render: Callable[[bytes, CopyRecord, MailboxRecord, bool, Splice | None],
+                                  bytes],
                  retry_base: float = 30.0,
                  retry_max: float = 3600.0, max_attempts: int = 12,
                  lease: timedelta = timedelta(minutes=5), idle_poll: float = 1.0,
@@ -202,7 +203,7 @@ class DeliveryWorker:
                 raise DeliveryError(f"unknown transport {claim.mailbox.transport!r}",
                                     permanent=True)
             data = self.render(claim.raw, copy, claim.mailbox,
-                               claim.message.clicks_tracked)
+                               claim.message.clicks_tracked, claim.splice)
             note = await session.deliver(*_handover(claim, data), ready=started)
         except DeliveryError as exc:
             if not await started:

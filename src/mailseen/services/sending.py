@@ -13,6 +13,7 @@ from ..core.mailbody import TooComplex, body_words, parse_message
 from ..core.pixel import OwnUrl, click_url, own_url, pixel_tag, pixel_url, refusal_url
 from ..core.reach import reach_warning
 from ..core.refusal import refusal_line
+from ..core.splice import splice_of, spliced, tag_key
 from ..core.tokens import (
     CLICK_URL_LIMIT,
     TOKEN_LENGTH,
@@ -30,6 +31,7 @@ from ..records import (
     MessageRecord,
     NewCopy,
     NewMessage,
+    Splice,
     UserRecord,
 )
 from ..storage import Store
@@ -56,6 +58,7 @@ class Sender:
         self.base_url = base_url
         self.on_queued = on_queued
         self._templates: dict[tuple[bytes, tuple[str, str] | None], tuple[bytes, ...] | None] = {}
+        self._tag_keys: dict[tuple[str, str] | None, str] = {}
 
     def own_url(self, url: str) -> OwnUrl | None:
         """Whether fetching ``url`` reaches one of our /t/ (pixel) or /c/ (click) paths (see
@@ -117,11 +120,17 @@ class Sender:
         body = cleaned.data if cleaned.pixels_removed else raw
         tracked, reason = False, decision.reason
         copies = [NewCopy(0, None, None)]
+        splice = None
         if decision.enabled and not track:
             reason = TURNED_OFF
         elif decision.enabled:
-            # Whether a pixel can go in depends on the message's structure alone: try one.
-            probe = tag_message(body, self._pixel(new_copy_key()), _none_ours)
+            # Whether a pixel can go in depends on the message's structure alone: try one,
+            # with the stand-in each copy's token takes the place of, as a personal copy
+            # has it; what that changes is kept, and copies are made of it by splicing.
+            line = _line(mailbox)
+            probe = tag_message(body, self._tag(_STAND_IN, line), _none_ours)
+            if probe.trackable and _pieces(body, probe.data, probe.parts_tagged, line):
+                splice = splice_of(body, probe.data, self._tag_key(line))
             if not probe.trackable:
                 reason = not_trackable(probe.reason or "unknown")
             elif not queue:  # mail other software sends gets its copies from :meth:`tag`
@@ -141,7 +150,8 @@ class Sender:
         clicks = (tracked and self.click_signer is not None
                   and self.mailboxes.click_decision(mailbox).enabled)
         record = self.store.add_message(new, body, copies, tracked=tracked, reason=reason,
-                                        queued=queue, clicks=clicks)
+                                        queued=queue, clicks=clicks,
+                                        splice=splice if tracked else None)
         self.reminders.schedule(record, actor, deadlines)
         if queue and self.on_queued is not None:
             self.on_queued()
@@ -205,7 +215,7 @@ class Sender:
             body, copy, mailbox, clicks=found.clicks_tracked)
 
     def copy_bytes(self, raw: bytes, copy: CopyRecord, mailbox: MailboxRecord | None = None,
-                   clicks: bool = False) -> bytes:
+                   clicks: bool = False, splice: Splice | None = None) -> bytes:
         """A copy as its recipient gets it: the stored message, with the copy's pixel when
         it has one, and the mailbox's refusal line when it shows one and the pixel is the
         recipient's own. With ``clicks`` (the message's ``clicks_tracked``), a personal
@@ -215,19 +225,23 @@ class Sender:
         Without click tracking the message is tagged once with a stand-in token of a real
         one's length and alphabet, and each copy is that with its own token put in its
         place: its copies (a batch holds them together) do not parse the message again.
+        ``splice``, what that tagging changed as kept when the message was queued, spares
+        even the first copy the parsing, when made with the tag the copy would get now.
         Where the stand-in cannot be found as written (an HTML body in base64), and where
         each copy's links are its own, each copy is tagged."""
         if copy.token_key is None:
             return raw
-        line = None
-        if mailbox is not None and mailbox.refusal_line and copy.personal:
-            line = (mailbox.language, mailbox.refusal_text)
+        line = _line(mailbox) if mailbox is not None and copy.personal else None
         token = self.signer.make(TokenRef(copy_key=copy.token_key))
         if clicks and copy.personal and self.click_signer is not None:
             links = self._link_edits(raw, copy.token_key)
             result = tag_message(raw, self._tag(token, line), _none_ours, links)
             return result.data if result.trackable else raw
-        pieces = self._template(raw, line)
+        if splice is not None and splice.key == self._tag_key(line):
+            pieces: tuple[bytes, ...] | None = tuple(
+                spliced(raw, splice).split(_STAND_IN.encode()))
+        else:
+            pieces = self._template(raw, line)
         if pieces is None:
             result = tag_message(raw, self._tag(token, line), _none_ours)
             return result.data if result.trackable else raw
@@ -241,6 +255,13 @@ class Sender:
             tag = refusal_line(refusal_url(self.base_url, token), *line) + tag
         return tag
 
+    def _tag_key(self, line: tuple[str, str] | None) -> str:
+        """The name of the stand-in tag of copies with refusal line ``line``."""
+        key = self._tag_keys.get(line)
+        if key is None:
+            key = self._tag_keys[line] = tag_key(self._tag(_STAND_IN, line))
+        return key
+
     def _template(self, raw: bytes, line: tuple[str, str] | None
                   ) -> tuple[bytes, ...] | None:
         """``raw`` tagged with the stand-in, split where it stands (one piece when the
@@ -252,11 +273,7 @@ class Sender:
         result = tag_message(raw, self._tag(_STAND_IN, line), _none_ours)
         pieces: tuple[bytes, ...] | None = (raw,)
         if result.trackable:
-            pieces = tuple(result.data.split(_STAND_IN.encode()))
-            per_part = 1 if line is None else 2  # the pixel, and the refusal link
-            if (len(pieces) != result.parts_tagged * per_part + 1
-                    or _STAND_IN.encode() in raw):
-                pieces = None
+            pieces = _pieces(raw, result.data, result.parts_tagged, line)
         if len(self._templates) >= _TEMPLATES_KEPT:
             self._templates.pop(next(iter(self._templates)))
         self._templates[key] = pieces
@@ -284,8 +301,23 @@ class Sender:
 
         return edits
 
-    def _pixel(self, key: int) -> str:
-        return pixel_tag(pixel_url(self.base_url, self.signer.make(TokenRef(copy_key=key))))
+
+
+def _line(mailbox: MailboxRecord) -> tuple[str, str] | None:
+    """The refusal line a personal copy from ``mailbox`` shows: (language, sentence)."""
+    return (mailbox.language, mailbox.refusal_text) if mailbox.refusal_line else None
+
+
+def _pieces(raw: bytes, tagged: bytes, parts: int, line: tuple[str, str] | None
+            ) -> tuple[bytes, ...] | None:
+    """``tagged`` (``raw`` with the stand-in tag in ``parts`` bodies) split where the
+    stand-in stands; None when it is not found once for each place it went (written
+    otherwise, as in base64, or in ``raw`` already)."""
+    pieces = tuple(tagged.split(_STAND_IN.encode()))
+    per_part = 1 if line is None else 2  # the pixel, and the refusal link
+    if len(pieces) != parts * per_part + 1 or _STAND_IN.encode() in raw:
+        return None
+    return pieces
 
 
 # What a copy's token is written as in a message's template: as long as a token and of its

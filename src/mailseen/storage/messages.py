@@ -23,6 +23,7 @@ from ..records import (
     NewCopy,
     NewMessage,
     PixelKind,
+    Splice,
 )
 from .base import (
     StoreBase,
@@ -97,10 +98,11 @@ class MessageStore(StoreBase):
 
     def add_message(self, new: NewMessage, raw: bytes, copies: Sequence[NewCopy], *,
                     tracked: bool, reason: str, queued: bool = True,
-                    clicks: bool = False) -> MessageRecord:
+                    clicks: bool = False, splice: Splice | None = None) -> MessageRecord:
         """Store an outbound message and its copies, and queue the copies, atomically. With
         ``queued=False`` the copies are recorded as already sent (by other software);
-        ``clicks``: the links of its personal copies go through the click redirect."""
+        ``clicks``: the links of its personal copies go through the click redirect;
+        ``splice``: what tagging it for its copies changes (core/splice.py)."""
         with self._tx() as s:
             row = _new_row(new, self.clock.now())
             row.status = "queued" if queued else "sent"
@@ -113,7 +115,11 @@ class MessageStore(StoreBase):
             row.conversation_id = conv.id
             s.add(row)
             s.flush()
-            s.add(MessageData(message_id=row.id, raw=raw))
+            data = MessageData(message_id=row.id, raw=raw)
+            if splice is not None:
+                data.splice_start, data.splice_end = splice.start, splice.end
+                data.splice_insert, data.splice_key = splice.insert, splice.key
+            s.add(data)
             if new.words:
                 s.add(MessageWords(message_id=row.id, words=new.words))
             for c in copies:

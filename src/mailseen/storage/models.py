@@ -238,6 +238,13 @@ class MessageData(Base):
     message_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # What tagging it for its copies changes (core/splice.py): raw[splice_start:splice_end]
+    # becomes splice_insert, made with the tag splice_key names. None: copies are tagged as
+    # they are made (untracked, too far-flung a change, or stored before this was kept).
+    splice_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    splice_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    splice_insert: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    splice_key: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class MessageWords(Base):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -13,8 +14,8 @@ from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from ..records import Claim, Outcome
-from .base import StoreBase, copy_record, mailbox_record, message_record, translated
+from ..records import Claim, Outcome, Queued, Splice
+from .base import StoreBase, copy_record, mailbox_record, translated
 from .models import Copy, Mailbox, Message, MessageData
 from .views import _naive_utc, _sqlite_time
 from .webhooks import status_events, takes_status
@@ -154,6 +155,24 @@ _copies = cast(Table, Copy.__table__)
 _messages = cast(Table, Message.__table__)
 _mailboxes = cast(Table, Mailbox.__table__)
 
+# What a claim reads of its message (records.Queued) and of its stored bytes.
+_QUEUED = (_messages.c.id, _messages.c.mailbox_id, _messages.c.created_at,
+           _messages.c.envelope_json, _messages.c.clicks_tracked)
+_DATA = (MessageData.message_id, MessageData.raw, MessageData.splice_start,
+         MessageData.splice_end, MessageData.splice_insert, MessageData.splice_key)
+
+
+def _queued(row: Any) -> Queued:
+    return Queued(row.id, row.mailbox_id, row.created_at, json.loads(row.envelope_json),
+                  row.clicks_tracked)
+
+
+def _splice(row: Any) -> Splice | None:
+    if row.splice_key is None:
+        return None
+    return Splice(row.splice_start, row.splice_end, row.splice_insert, row.splice_key)
+
+
 # Delivery outcomes a webhook may tell of (storage/webhooks.py says which event).
 _EVENTFUL = ("sent", "failed")
 
@@ -213,8 +232,8 @@ class QueueStore(StoreBase):
                 assert box is not None and data is not None
                 password = (self.cipher.decrypt(box.smtp_password_enc)
                             if box.smtp_password_enc else None)
-                return Claim(message_record(row), copy_record(copy), data.raw,
-                             mailbox_record(box), password)
+                return Claim(_queued(row), copy_record(copy), data.raw,
+                             mailbox_record(box), password, splice=_splice(data))
 
     def reserve(self, limit: int, lease: timedelta) -> list[Claim]:
         """Reserve up to ``limit`` due copies for one worker, oldest due first, each with
@@ -257,28 +276,29 @@ class QueueStore(StoreBase):
 
     def _claims(self, s: Session, ids: list[int], until: datetime) -> list[Claim]:
         # Rows, not ORM objects: the records are all the worker wants, and a batch's
-        # messages and mailboxes are read once for all their copies.
+        # messages and mailboxes are read once for all their copies; of a message, only
+        # what delivering it needs.
         copies = {c.id: c for c in s.execute(select(_copies).where(_copies.c.id.in_(ids)))}
         message_ids = {c.message_id for c in copies.values()}
-        messages = {m.id: m for m in s.execute(select(_messages).where(
+        messages = {m.id: _queued(m) for m in s.execute(select(*_QUEUED).where(
             _messages.c.id.in_(message_ids)))}
-        raws = dict(s.execute(select(MessageData.message_id, MessageData.raw).where(
-            MessageData.message_id.in_(message_ids))).tuples().all())
+        data = {d.message_id: d for d in s.execute(select(*_DATA).where(
+            MessageData.message_id.in_(message_ids)))}
         boxes = {b.id: b for b in s.execute(select(_mailboxes).where(_mailboxes.c.id.in_(
             {m.mailbox_id for m in messages.values()})))}
         passwords = {b.id: self.cipher.decrypt(b.smtp_password_enc)
                      if b.smtp_password_enc else None for b in boxes.values()}
         counts = dict(s.execute(select(Copy.message_id, func.count()).where(
             Copy.message_id.in_(message_ids)).group_by(Copy.message_id)).tuples().all())
-        records = {m.id: message_record(m) for m in messages.values()}
+        splices = {mid: _splice(d) for mid, d in data.items()}
         mailboxes = {b.id: mailbox_record(b) for b in boxes.values()}
         out = []
         for i in ids:
             copy = copies[i]
-            msg = records[copy.message_id]
-            out.append(Claim(msg, copy_record(copy), raws[msg.id],
+            msg = messages[copy.message_id]
+            out.append(Claim(msg, copy_record(copy), data[msg.id].raw,
                              mailboxes[msg.mailbox_id], passwords[msg.mailbox_id], until,
-                             counts[msg.id] == 1))
+                             counts[msg.id] == 1, splices[msg.id]))
         return out
 
     def advance(self, done: Outcome | None, start: Claim | None, lease: timedelta,
