@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mailseen.clock import SYSTEM, Clock, ManualClock
 from mailseen.core.compose import Draft
-from mailseen.errors import InvalidInput
-from mailseen.records import MailboxIn
+from mailseen.errors import InvalidInput, MailseenError
+from mailseen.records import Envelope, MailboxIn, Relay
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
+from mailseen.transports.smtp import SmtpTransport
 
 from .conftest import eventually, make_settings
 from .smtp_server import RecordingHandler, SmtpServer
@@ -385,7 +387,7 @@ class DroppingHandler(RecordingHandler):
         self.data_commands = 0
         self.per_session: dict[int, int] = {}
 
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: Any, session: Session, envelope: SmtpEnvelope) -> str:
         self.data_commands += 1
         reply = await super().handle_DATA(server, session, envelope)
         n = self.per_session[id(session)] = self.per_session.get(id(session), 0) + 1
@@ -544,3 +546,60 @@ async def test_an_unreachable_relay_is_paused_at_the_first_failure(
         assert await worker.drain() == 1
     finally:
         inst.close()
+
+
+class _DataCountingServer(SmtpServer):
+    """A relay counting the DATA commands it is given (before the message itself)."""
+
+    data_commands = 0
+
+    def _session(self) -> SMTP:
+        server = self
+
+        class Counting(SMTP):
+            async def smtp_DATA(self, arg: str) -> None:
+                server.data_commands += 1
+                await super().smtp_DATA(arg)
+
+        self.connections += 1
+        return Counting(self.handler, hostname="mail.test", **self.kwargs)
+
+
+async def test_the_envelope_goes_while_the_commit_runs_and_the_message_only_after_it(
+        tmp_path: Path) -> None:
+    """A kept session gives the relay MAIL, RCPT and DATA while the worker's commit runs,
+    and the message only once the commit says go: when it says not to send, or fails,
+    the connection is hung up in the middle of DATA (the relay discards the transaction:
+    nothing is delivered) and the next message goes on a new connection."""
+    relay = _DataCountingServer("none").start(tmp_path)
+    session = SmtpTransport(timeout=10).session()
+    where = Relay("127.0.0.1", relay.port, "none", None, None)
+    try:
+        async def commit(go: bool, n: int) -> bool:
+            # the commit ends only once the relay has had DATA for this message, the n-th
+            await eventually(lambda: relay.data_commands == n)
+            return go
+
+        async def broken() -> bool:
+            raise MailseenError("the database went away")
+
+        def envelope(n: int) -> Envelope:
+            return Envelope("sales@example.com", ("erin@example.org",),
+                            f"Subject: {n}\r\n\r\n.leading dot\r\nbody {n}\r\n".encode(),
+                            f"key-{n}")
+
+        go = asyncio.ensure_future
+        assert await session.deliver(envelope(1), where, ready=go(commit(True, 1)))
+        assert await session.deliver(envelope(2), where, ready=go(commit(False, 2))) is None
+        with pytest.raises(MailseenError):
+            await session.deliver(envelope(3), where, ready=go(broken()))
+        assert await session.deliver(envelope(4), where, ready=go(commit(True, 4)))
+        await eventually(lambda: len(relay.messages) == 2)
+        assert [m.data.splitlines()[0] for m in relay.messages] == [
+            b"Subject: 1", b"Subject: 4"]
+        assert b"\r\n.leading dot\r\n" in relay.messages[0].data  # as written, unstuffed
+        assert relay.data_commands == 4
+        assert relay.connections == 3  # one, then a new one after each hang-up
+    finally:
+        await session.close()
+        relay.stop()

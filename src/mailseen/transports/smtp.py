@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import ssl
 import time
@@ -18,6 +19,9 @@ from ..records import ConnectionCheck, Envelope, Relay
 
 __all__ = ["SmtpSession", "SmtpTransport"]
 
+# What aiosmtplib's ``data`` does to a message's lines before sending it.
+_LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 _TLS_WORDS = {"implicit": "TLS from the start", "starttls": "STARTTLS",
               "none": "no encryption"}
 
@@ -272,7 +276,11 @@ async def _transaction(client: aiosmtplib.SMTP, envelope: Envelope, kept: bool,
     """MAIL, RCPT, DATA, as aiosmtplib's sendmail does (and RSET after a refusal, so the
     connection serves the next message), but telling a kept connection found closed at
     MAIL (:class:`_Stale`) from a failure once the relay has been told of the message,
-    and awaiting ``ready`` before DATA: None, after RSET, when it says not to send."""
+    and awaiting ``ready`` once the relay has said go ahead (354) and before the message
+    itself goes: what ``ready`` waits for (a commit) overlaps the whole envelope. When it
+    says not to send, or fails, the connection is closed: in the middle of DATA only
+    hanging up ends a transaction without a message (RFC 5321 4.1.1.4), and None is
+    returned."""
     options = [f"size={len(envelope.raw)}"] if client.supports_extension("size") else []
     try:
         await client.mail(envelope.sender, options=options)
@@ -295,22 +303,44 @@ async def _transaction(client: aiosmtplib.SMTP, envelope: Envelope, kept: bool,
                 errors.append(exc)
         if len(errors) == len(envelope.recipients):
             raise aiosmtplib.SMTPRecipientsRefused(errors)
-        if ready is not None:
+        if ready is None:
+            response = await client.data(envelope.raw)
+        else:
+            start = await client.execute_command(b"DATA")
+            if start.code != 354:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
             try:
                 go = await ready
-            except BaseException:  # the database failed: leave the session clean
-                with suppress(aiosmtplib.SMTPException, ConnectionError):
-                    await client.rset()
+            except BaseException:  # the database failed: nothing is sent
+                client.close()
                 raise
             if not go:
-                await client.rset()
+                client.close()
                 return None
-        response = await client.data(envelope.raw)
+            response = await _content(client, envelope.raw)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         with suppress(aiosmtplib.SMTPException, ConnectionError):
             await client.rset()
         raise
     return refused, response.message
+
+
+async def _content(client: aiosmtplib.SMTP, raw: bytes) -> aiosmtplib.SMTPResponse:
+    """The message after the relay's 354, as aiosmtplib's ``data`` sends it (line ends as
+    CRLF, leading dots doubled, the final dot), and the relay's reply to it."""
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    data = _LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", raw))
+    protocol.write(data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"))
+    try:
+        response = await protocol.read_response(timeout=client.timeout)
+    except aiosmtplib.SMTPServerDisconnected:
+        client.close()
+        raise
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
 
 
 def _port(relay: Relay) -> int:
