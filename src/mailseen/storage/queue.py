@@ -61,18 +61,23 @@ class _Statements:
         self.start_copy = native(
             "UPDATE copies SET status = 'sending', lease_until = ?, attempts = attempts + 1 "
             "WHERE id = ? AND status = 'queued' AND lease_until = ?")
+        # id, and the copy's id and new lease: only once that copy was started
         self.start_message = native(
-            "UPDATE messages SET status = 'sending' WHERE id = ? AND status = 'queued'")
+            "UPDATE messages SET status = 'sending' WHERE id = ? AND status = 'queued' "
+            "AND EXISTS (SELECT 1 FROM copies WHERE id = ? AND status = 'sending' "
+            "AND lease_until = ?)")
         # last_error, last_attempt_at, next_attempt_at[, sent_at], id
         self.record = {status: native(
             f"UPDATE copies SET status = '{status}', last_error = ?, lease_until = NULL, "
             "last_attempt_at = ?, next_attempt_at = ?"
             + (", sent_at = ?" if status == "sent" else "") + " WHERE id = ?")
             for status in ("sent", "queued", "failed")}
-        # status, sent_at, next_attempt_at, attempts, last_error, failed_copies, id
+        # status, sent_at, next_attempt_at, attempts, last_error, failed_copies, id, and
+        # the copy's id: only while that copy is there
         self.settle_alone = native(
             "UPDATE messages SET status = ?, sent_at = ?, next_attempt_at = ?, attempts = ?, "
-            "last_error = ?, lease_until = NULL, failed_copies = ? WHERE id = ?")
+            "last_error = ?, lease_until = NULL, failed_copies = ? WHERE id = ? "
+            "AND EXISTS (SELECT 1 FROM copies WHERE id = ?)")
         self.time = _sqlite_time if dialect.name == "sqlite" else _naive_utc
 
 
@@ -88,6 +93,33 @@ def _run(conn: Connection, statement: str, params: tuple[Any, ...]) -> int:
                                   dialect=conn.dialect) from exc
     finally:
         cursor.close()
+
+
+def _run_all(conn: Connection, steps: Sequence[tuple[str, tuple[Any, ...]]],
+             commit: bool) -> list[int]:
+    """Statements through the driver, one after the other; with ``commit`` (PostgreSQL),
+    they and the commit go in one round trip (psycopg's pipeline mode) rather than one
+    each. Returns the rows each changed."""
+    if not commit:
+        return [_run(conn, statement, params) for statement, params in steps]
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursors = []
+    try:
+        with driver.pipeline():
+            for statement, params in steps:
+                cursor = driver.cursor()
+                cursor.execute(statement, params)
+                cursors.append(cursor)
+            driver.commit()  # the transaction around this call then has nothing to do
+        return [cursor.rowcount for cursor in cursors]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(steps[0][0], steps[0][1], exc,
+                                  conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect) from exc
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def settle(s: Session, message_id: int) -> None:
@@ -129,6 +161,24 @@ def _next_attempts(s: Session, message_ids: Select[tuple[int]]) -> None:
     s.execute(update(Message).where(Message.id.in_(message_ids.scalar_subquery())).values(
         next_attempt_at=select(func.min(Copy.next_attempt_at)).where(
             Copy.message_id == Message.id, Copy.status == "queued").scalar_subquery()))
+
+
+def _recorded(sql: _Statements, done: Outcome, now: datetime
+              ) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements recording how the attempt at a copy ended: the copy's state, and for
+    a message's only copy the message's, which is what settling would make of that one
+    copy (without reading it back)."""
+    at = sql.time(now)
+    retry_at = (sql.time(done.retry_at) if done.status == "queued"
+                and done.retry_at is not None else None)
+    record: tuple[Any, ...] = (done.note, at, retry_at, at, done.copy_id) if (
+        done.status == "sent") else (done.note, at, retry_at, done.copy_id)
+    steps: list[tuple[str, tuple[Any, ...]]] = [(sql.record[done.status], record)]
+    if done.alone:
+        steps.append((sql.settle_alone, (
+            done.status, at if done.status == "sent" else None, retry_at, done.attempts,
+            done.note, int(done.status == "failed"), done.message_id, done.copy_id)))
+    return steps
 
 
 class Lane:
@@ -340,20 +390,28 @@ class QueueStore(StoreBase):
                  lease: timedelta) -> bool:
         # Plain SQL on a connection rather than an ORM session: nothing here needs more,
         # and this runs once for every copy delivered.
+        # The common case (a message's only copy, no webhook to tell) is statements whose
+        # outcome nothing here reads before the next, so on PostgreSQL they go, with the
+        # commit, in one round trip.
         sql = self._statements
         if sql is None:
             sql = self._statements = _Statements(conn.dialect)
+        now = self.clock.now()
+        steps: list[tuple[str, tuple[Any, ...]]] = []
         if done is not None:
-            self._record(conn, sql, done)
-        if start is None:
-            return False
-        assert start.reserved_until is not None  # a reserved claim
-        if not _run(conn, sql.start_copy, (
-                sql.time(self.clock.now() + lease), start.copy.id,
-                sql.time(start.reserved_until))):
-            return False
-        _run(conn, sql.start_message, (start.message.id,))
-        return True
+            if done.alone and not (done.status in _EVENTFUL
+                                   and takes_status(conn, done.status)):
+                steps.extend(_recorded(sql, done, now))
+            else:
+                self._record(conn, sql, done)
+        if start is not None:
+            assert start.reserved_until is not None  # a reserved claim
+            until = sql.time(now + lease)
+            steps.append((sql.start_copy, (until, start.copy.id,
+                                           sql.time(start.reserved_until))))
+            steps.append((sql.start_message, (start.message.id, start.copy.id, until)))
+        changed = _run_all(conn, steps, commit=not self.db.is_sqlite)
+        return start is not None and changed[-2] == 1
 
     def release(self, claims: Sequence[Claim], at: datetime | None = None) -> None:
         """Give back reserved copies that were not started: due again at once, or at ``at``
@@ -403,18 +461,10 @@ class QueueStore(StoreBase):
 
     def _record_status(self, conn: Connection, sql: _Statements, done: Outcome) -> bool:
         """Record how a copy's delivery ended; False when the copy is gone."""
-        now = self.clock.now()
-        at = sql.time(now)
-        retry_at = (sql.time(done.retry_at) if done.status == "queued"
-                    and done.retry_at is not None else None)
-        params: tuple[Any, ...] = (done.note, at, retry_at, at, done.copy_id) if (
-            done.status == "sent") else (done.note, at, retry_at, done.copy_id)
-        if not _run(conn, sql.record[done.status], params):
+        steps = _recorded(sql, done, self.clock.now())
+        if not _run_all(conn, steps, commit=False)[0]:
             return False  # deleted meanwhile
-        if done.alone:  # what settling would make of the one copy, without reading it back
-            _run(conn, sql.settle_alone, (
-                done.status, at if done.status == "sent" else None, retry_at, done.attempts,
-                done.note, int(done.status == "failed"), done.message_id))
+        if done.alone:
             return True
         # One settling at a time per message (see _finish_in); SQLite has one writer.
         if not self.db.is_sqlite:
