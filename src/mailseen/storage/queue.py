@@ -5,20 +5,22 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Select, Table, bindparam, case, func, or_, select, update
 from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from ..records import Claim, Outcome, Queued, Splice
+from ..records import Claim, CopyRecord, Outcome, Queued, Splice
 from .base import StoreBase, copy_record, mailbox_record, translated
 from .models import Copy, Mailbox, Message, MessageData
 from .views import _naive_utc, _sqlite_time
 from .webhooks import status_events, takes_status
+
+T = TypeVar("T")
 
 # When every due message is locked by other workers' claims: how often to look again, and
 # how long to pause before each look (at most a quarter of a second in all).
@@ -79,15 +81,66 @@ class _Statements:
             "last_error = ?, lease_until = NULL, failed_copies = ? WHERE id = ? "
             "AND EXISTS (SELECT 1 FROM copies WHERE id = ?)")
         self.time = _sqlite_time if dialect.name == "sqlite" else _naive_utc
+        self.read_time = _read_sqlite_time if dialect.name == "sqlite" else _read_utc
+        # What a batch's claims read, by how many ids they ask for: the copies, and their
+        # messages with their stored bytes, splice and number of copies.
+        self.claimed_copies = _ByCount(native(
+            f"SELECT {', '.join(_CLAIMED_COPY)} FROM copies WHERE id IN ({{}})"), native("?"))
+        self.claimed_messages = _ByCount(native(
+            "SELECT m.id, m.mailbox_id, m.created_at, m.envelope_json, m.clicks_tracked, "
+            "d.raw, d.splice_start, d.splice_end, d.splice_insert, d.splice_key, "
+            "(SELECT count(*) FROM copies c WHERE c.message_id = m.id) "
+            "FROM messages m JOIN message_data d ON d.message_id = m.id WHERE m.id IN ({})"),
+            native("?"))
 
 
-def _run(conn: Connection, statement: str, params: tuple[Any, ...]) -> int:
+class _ByCount:
+    """A statement with an IN list, built once for each length of list."""
+
+    def __init__(self, template: str, mark: str) -> None:
+        self.template = template
+        self.mark = mark  # the driver's placeholder
+        self.built: dict[int, str] = {}
+
+    def __call__(self, count: int) -> str:
+        found = self.built.get(count)
+        if found is None:
+            found = self.built[count] = self.template.format(", ".join([self.mark] * count))
+        return found
+
+
+# A claimed copy's columns, in the order records.CopyRecord is made from them.
+_CLAIMED_COPY = ("id", "message_id", "position", "recipient", "token_key", "pixel", "reason",
+                 "envelope_json", "status", "attempts", "last_error", "next_attempt_at",
+                 "sent_at")
+
+
+def _read_sqlite_time(value: str | None) -> datetime | None:
+    """A time as SQLite keeps it (UTCDateTime's text) as the aware time it stands for."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _read_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _run(conn: Connection, statement: str, params: Sequence[Any]) -> int:
     """One statement through the driver (as views.py's ``_executemany``), its driver errors
     wrapped as SQLAlchemy wraps them; returns the rows it changed."""
+    return _driver(conn, statement, params, lambda cursor: int(cursor.rowcount))
+
+
+def _rows(conn: Connection, statement: str, params: Sequence[Any]) -> list[Any]:
+    """The rows a query through the driver gives (as :func:`_run`)."""
+    return _driver(conn, statement, params, lambda cursor: list(cursor.fetchall()))
+
+
+def _driver(conn: Connection, statement: str, params: Sequence[Any],
+            result: Callable[[Any], T]) -> T:
     cursor = conn.connection.cursor()
     try:
         cursor.execute(statement, params)
-        return int(cursor.rowcount)
+        return result(cursor)
     except conn.dialect.loaded_dbapi.Error as exc:
         raise DBAPIError.instance(statement, params, exc, conn.dialect.loaded_dbapi.Error,
                                   dialect=conn.dialect) from exc
@@ -205,13 +258,6 @@ _copies = cast(Table, Copy.__table__)
 _messages = cast(Table, Message.__table__)
 _mailboxes = cast(Table, Mailbox.__table__)
 
-# What a claim reads of its message (records.Queued) and of its stored bytes.
-_QUEUED = (_messages.c.id, _messages.c.mailbox_id, _messages.c.created_at,
-           _messages.c.envelope_json, _messages.c.clicks_tracked)
-_DATA = (MessageData.message_id, MessageData.raw, MessageData.splice_start,
-         MessageData.splice_end, MessageData.splice_insert, MessageData.splice_key)
-
-
 def _queued(row: Any) -> Queued:
     return Queued(row.id, row.mailbox_id, row.created_at, json.loads(row.envelope_json),
                   row.clicks_tracked)
@@ -325,31 +371,47 @@ class QueueStore(StoreBase):
                 return self._claims(s, [i for i in ids if i in won], until)
 
     def _claims(self, s: Session, ids: list[int], until: datetime) -> list[Claim]:
-        # Rows, not ORM objects: the records are all the worker wants, and a batch's
-        # messages and mailboxes are read once for all their copies; of a message, only
+        # Plain rows through the driver, not ORM objects nor SQLAlchemy's result rows (this
+        # runs for every copy delivered): the records are all the worker wants; a batch's
+        # messages and mailboxes are read once for all their copies, and of a message only
         # what delivering it needs.
-        copies = {c.id: c for c in s.execute(select(_copies).where(_copies.c.id.in_(ids)))}
-        message_ids = {c.message_id for c in copies.values()}
-        messages = {m.id: _queued(m) for m in s.execute(select(*_QUEUED).where(
-            _messages.c.id.in_(message_ids)))}
-        data = {d.message_id: d for d in s.execute(select(*_DATA).where(
-            MessageData.message_id.in_(message_ids)))}
+        conn = s.connection()
+        sql = self._sql(conn)
+        copies = {row[0]: row for row in _rows(conn, sql.claimed_copies(len(ids)), ids)}
+        message_ids = sorted({row[1] for row in copies.values()})
+        messages = {row[0]: row for row in _rows(
+            conn, sql.claimed_messages(len(message_ids)), message_ids)}
         boxes = {b.id: b for b in s.execute(select(_mailboxes).where(_mailboxes.c.id.in_(
-            {m.mailbox_id for m in messages.values()})))}
+            {m[1] for m in messages.values()})))}
         passwords = {b.id: self.cipher.decrypt(b.smtp_password_enc)
                      if b.smtp_password_enc else None for b in boxes.values()}
-        counts = dict(s.execute(select(Copy.message_id, func.count()).where(
-            Copy.message_id.in_(message_ids)).group_by(Copy.message_id)).tuples().all())
-        splices = {mid: _splice(d) for mid, d in data.items()}
         mailboxes = {b.id: mailbox_record(b) for b in boxes.values()}
+        read = sql.read_time
+        made: dict[int, tuple[Queued, bytes, Splice | None, bool]] = {}
+        for (mid, box, created, envelope, clicks, raw, start, end, insert, key,
+             count) in messages.values():
+            made[mid] = (Queued(mid, box, cast(datetime, read(created)), json.loads(envelope),
+                                bool(clicks)), bytes(raw),
+                         None if key is None else Splice(start, end, bytes(insert), key),
+                         count == 1)
         out = []
         for i in ids:
-            copy = copies[i]
-            msg = messages[copy.message_id]
-            out.append(Claim(msg, copy_record(copy), data[msg.id].raw,
-                             mailboxes[msg.mailbox_id], passwords[msg.mailbox_id], until,
-                             counts[msg.id] == 1, splices[msg.id]))
+            (_, mid, position, recipient, token_key, pixel, reason, envelope, status,
+             attempts, error, due, sent) = copies[i]
+            msg, raw, splice, alone = made[mid]
+            copy = CopyRecord(position, recipient, token_key, pixel=pixel, reason=reason,
+                              envelope=tuple(json.loads(envelope)) if envelope else None,
+                              id=i, message_id=mid, status=status, attempts=attempts,
+                              last_error=error, next_attempt_at=read(due), sent_at=read(sent))
+            out.append(Claim(msg, copy, raw, mailboxes[msg.mailbox_id],
+                             passwords[msg.mailbox_id], until, alone, splice))
         return out
+
+    def _sql(self, conn: Connection) -> _Statements:
+        sql = self._statements
+        if sql is None:
+            sql = self._statements = _Statements(conn.dialect)
+        return sql
 
     def advance(self, done: Outcome | None, start: Claim | None, lease: timedelta,
                 lane: Lane | None = None) -> bool:
@@ -393,9 +455,7 @@ class QueueStore(StoreBase):
         # The common case (a message's only copy, no webhook to tell) is statements whose
         # outcome nothing here reads before the next, so on PostgreSQL they go, with the
         # commit, in one round trip.
-        sql = self._statements
-        if sql is None:
-            sql = self._statements = _Statements(conn.dialect)
+        sql = self._sql(conn)
         now = self.clock.now()
         steps: list[tuple[str, tuple[Any, ...]]] = []
         if done is not None:
