@@ -60,26 +60,21 @@ class _Statements:
         def native(sql: str) -> str:
             return sql if dialect.paramstyle == "qmark" else sql.replace("?", "%s")
 
-        self.start_copy = native(
-            "UPDATE copies SET status = 'sending', lease_until = ?, attempts = attempts + 1 "
-            "WHERE id = ? AND status = 'queued' AND lease_until = ?")
+        self.native = native
+        self.postgresql = dialect.name == "postgresql"
+        # lease_until, id, reserved until
+        self.start_copy = native(_START_COPY)
         # id, and the copy's id and new lease: only once that copy was started
         self.start_message = native(
             "UPDATE messages SET status = 'sending' WHERE id = ? AND status = 'queued' "
             "AND EXISTS (SELECT 1 FROM copies WHERE id = ? AND status = 'sending' "
             "AND lease_until = ?)")
         # last_error, last_attempt_at, next_attempt_at[, sent_at], id
-        self.record = {status: native(
-            f"UPDATE copies SET status = '{status}', last_error = ?, lease_until = NULL, "
-            "last_attempt_at = ?, next_attempt_at = ?"
-            + (", sent_at = ?" if status == "sent" else "") + " WHERE id = ?")
-            for status in ("sent", "queued", "failed")}
-        # status, sent_at, next_attempt_at, attempts, last_error, failed_copies, id, and
-        # the copy's id: only while that copy is there
+        self.record = {status: native(_record_copy(status)) for status in _OUTCOMES}
+        # _SETTLE_ALONE's, the message's id, and the copy's: only while that copy is there
         self.settle_alone = native(
-            "UPDATE messages SET status = ?, sent_at = ?, next_attempt_at = ?, attempts = ?, "
-            "last_error = ?, lease_until = NULL, failed_copies = ? WHERE id = ? "
-            "AND EXISTS (SELECT 1 FROM copies WHERE id = ?)")
+            _SETTLE_ALONE + "id = ? AND EXISTS (SELECT 1 FROM copies WHERE id = ?)")
+        self._fused: dict[tuple[str | None, bool], str] = {}
         self.time = _sqlite_time if dialect.name == "sqlite" else _naive_utc
         self.read_time = _read_sqlite_time if dialect.name == "sqlite" else _read_utc
         # What a batch's claims read, by how many ids they ask for: the copies, and their
@@ -92,6 +87,45 @@ class _Statements:
             "(SELECT count(*) FROM copies c WHERE c.message_id = m.id) "
             "FROM messages m JOIN message_data d ON d.message_id = m.id WHERE m.id IN ({})"),
             native("?"))
+
+
+    def fused(self, status: str | None, start: bool) -> str:
+        """PostgreSQL: one statement recording how a message's only copy ended (with
+        ``status``; None: nothing to record) and starting the next copy (``start``),
+        giving how many copies it started: one round trip rather than four. Its parts
+        cannot see each other's changes, so each part's condition names the rows the part
+        before changed (RETURNING) where the statements run in turn check them again."""
+        key = (status, start)
+        found = self._fused.get(key)
+        if found is None:
+            parts = []
+            if status is not None:
+                parts += [f"recorded AS ({_record_copy(status)} RETURNING message_id)",
+                          f"settled AS ({_SETTLE_ALONE}id IN "
+                          "(SELECT message_id FROM recorded))"]
+            if start:
+                parts += [f"started AS ({_START_COPY} RETURNING message_id)",
+                          "begun AS (UPDATE messages SET status = 'sending' WHERE id IN "
+                          "(SELECT message_id FROM started) AND status = 'queued')"]
+            found = self._fused[key] = self.native(
+                "WITH " + ", ".join(parts)
+                + (" SELECT count(*) FROM started" if start else " SELECT 0"))
+        return found
+
+
+# The statements QueueStore.advance runs for each copy, in the driver's style once native.
+_OUTCOMES = ("sent", "queued", "failed")
+_START_COPY = ("UPDATE copies SET status = 'sending', lease_until = ?, "
+               "attempts = attempts + 1 WHERE id = ? AND status = 'queued' AND lease_until = ?")
+# status, sent_at, next_attempt_at, attempts, last_error, failed_copies; then which message
+_SETTLE_ALONE = ("UPDATE messages SET status = ?, sent_at = ?, next_attempt_at = ?, "
+                 "attempts = ?, last_error = ?, lease_until = NULL, failed_copies = ? WHERE ")
+
+
+def _record_copy(status: str) -> str:
+    return (f"UPDATE copies SET status = '{status}', last_error = ?, lease_until = NULL, "
+            "last_attempt_at = ?, next_attempt_at = ?"
+            + (", sent_at = ?" if status == "sent" else "") + " WHERE id = ?")
 
 
 class _ByCount:
@@ -148,33 +182,6 @@ def _driver(conn: Connection, statement: str, params: Sequence[Any],
         cursor.close()
 
 
-def _run_all(conn: Connection, steps: Sequence[tuple[str, tuple[Any, ...]]],
-             commit: bool) -> list[int]:
-    """Statements through the driver, one after the other; with ``commit`` (PostgreSQL),
-    they and the commit go in one round trip (psycopg's pipeline mode) rather than one
-    each. Returns the rows each changed."""
-    if not commit:
-        return [_run(conn, statement, params) for statement, params in steps]
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    cursors = []
-    try:
-        with driver.pipeline():
-            for statement, params in steps:
-                cursor = driver.cursor()
-                cursor.execute(statement, params)
-                cursors.append(cursor)
-            driver.commit()  # the transaction around this call then has nothing to do
-        return [cursor.rowcount for cursor in cursors]
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(steps[0][0], steps[0][1], exc,
-                                  conn.dialect.loaded_dbapi.Error,
-                                  dialect=conn.dialect) from exc
-    finally:
-        for cursor in cursors:
-            cursor.close()
-
-
 def settle(s: Session, message_id: int) -> None:
     """Bring a message's status in line with its copies': waiting while any copy waits,
     sent once any copy was accepted and none waits, else failed (or cancelled when every
@@ -217,21 +224,17 @@ def _next_attempts(s: Session, message_ids: Select[tuple[int]]) -> None:
 
 
 def _recorded(sql: _Statements, done: Outcome, now: datetime
-              ) -> list[tuple[str, tuple[Any, ...]]]:
-    """The statements recording how the attempt at a copy ended: the copy's state, and for
-    a message's only copy the message's, which is what settling would make of that one
-    copy (without reading it back)."""
+              ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """What records how the attempt at a copy ended: the values of the copy's new state,
+    and of its message's had it no other copy (what settling would make of that one
+    copy, without reading it back)."""
     at = sql.time(now)
     retry_at = (sql.time(done.retry_at) if done.status == "queued"
                 and done.retry_at is not None else None)
     record: tuple[Any, ...] = (done.note, at, retry_at, at, done.copy_id) if (
         done.status == "sent") else (done.note, at, retry_at, done.copy_id)
-    steps: list[tuple[str, tuple[Any, ...]]] = [(sql.record[done.status], record)]
-    if done.alone:
-        steps.append((sql.settle_alone, (
-            done.status, at if done.status == "sent" else None, retry_at, done.attempts,
-            done.note, int(done.status == "failed"), done.message_id, done.copy_id)))
-    return steps
+    return record, (done.status, at if done.status == "sent" else None, retry_at,
+                    done.attempts, done.note, int(done.status == "failed"))
 
 
 class Lane:
@@ -451,27 +454,32 @@ class QueueStore(StoreBase):
     def _advance(self, conn: Connection, done: Outcome | None, start: Claim | None,
                  lease: timedelta) -> bool:
         # Plain SQL on a connection rather than an ORM session: nothing here needs more,
-        # and this runs once for every copy delivered.
-        # The common case (a message's only copy, no webhook to tell) is statements whose
-        # outcome nothing here reads before the next, so on PostgreSQL they go, with the
-        # commit, in one round trip.
+        # and this runs once for every copy delivered. In the common case (a message's
+        # only copy, no webhook to tell) PostgreSQL gets it all as one statement: one
+        # round trip, where each is a wait between the relay's 354 and the message.
         sql = self._sql(conn)
         now = self.clock.now()
-        steps: list[tuple[str, tuple[Any, ...]]] = []
-        if done is not None:
-            if done.alone and not (done.status in _EVENTFUL
-                                   and takes_status(conn, done.status)):
-                steps.extend(_recorded(sql, done, now))
-            else:
-                self._record(conn, sql, done)
+        starting: tuple[Any, ...] = ()
         if start is not None:
             assert start.reserved_until is not None  # a reserved claim
-            until = sql.time(now + lease)
-            steps.append((sql.start_copy, (until, start.copy.id,
-                                           sql.time(start.reserved_until))))
-            steps.append((sql.start_message, (start.message.id, start.copy.id, until)))
-        changed = _run_all(conn, steps, commit=not self.db.is_sqlite)
-        return start is not None and changed[-2] == 1
+            starting = (sql.time(now + lease), start.copy.id, sql.time(start.reserved_until))
+        simple = done is None or (done.alone and not (
+            done.status in _EVENTFUL and takes_status(conn, done.status)))
+        if sql.postgresql and simple:
+            values: tuple[Any, ...] = ()
+            if done is not None:
+                record, settled = _recorded(sql, done, now)
+                values = record + settled
+            statement = sql.fused(None if done is None else done.status, start is not None)
+            return bool(_rows(conn, statement, values + starting)[0][0])
+        if done is not None:
+            self._record(conn, sql, done)
+        if start is None:
+            return False
+        if not _run(conn, sql.start_copy, starting):
+            return False
+        _run(conn, sql.start_message, (start.message.id, start.copy.id, starting[0]))
+        return True
 
     def release(self, claims: Sequence[Claim], at: datetime | None = None) -> None:
         """Give back reserved copies that were not started: due again at once, or at ``at``
@@ -521,10 +529,11 @@ class QueueStore(StoreBase):
 
     def _record_status(self, conn: Connection, sql: _Statements, done: Outcome) -> bool:
         """Record how a copy's delivery ended; False when the copy is gone."""
-        steps = _recorded(sql, done, self.clock.now())
-        if not _run_all(conn, steps, commit=False)[0]:
+        record, settled = _recorded(sql, done, self.clock.now())
+        if not _run(conn, sql.record[done.status], record):
             return False  # deleted meanwhile
         if done.alone:
+            _run(conn, sql.settle_alone, (*settled, done.message_id, done.copy_id))
             return True
         # One settling at a time per message (see _finish_in); SQLite has one writer.
         if not self.db.is_sqlite:
