@@ -61,7 +61,6 @@ class _Statements:
             return sql if dialect.paramstyle == "qmark" else sql.replace("?", "%s")
 
         self.native = native
-        self.postgresql = dialect.name == "postgresql"
         # lease_until, id, reserved until
         self.start_copy = native(_START_COPY)
         # id, and the copy's id and new lease: only once that copy was started
@@ -435,6 +434,11 @@ class QueueStore(StoreBase):
         try:
             with translated(self.db):
                 conn = lane.connection()
+                simple = not self.db.is_sqlite and self._simple(conn, done)
+                if conn.in_transaction():  # the webhook check read its endpoints
+                    conn.commit()
+                if simple:
+                    return self._advance_at_once(conn, done, start, lease)
                 with conn.begin():
                     return self._advance(conn, done, start, lease)
         except BaseException:
@@ -454,24 +458,9 @@ class QueueStore(StoreBase):
     def _advance(self, conn: Connection, done: Outcome | None, start: Claim | None,
                  lease: timedelta) -> bool:
         # Plain SQL on a connection rather than an ORM session: nothing here needs more,
-        # and this runs once for every copy delivered. In the common case (a message's
-        # only copy, no webhook to tell) PostgreSQL gets it all as one statement: one
-        # round trip, where each is a wait between the relay's 354 and the message.
+        # and this runs once for every copy delivered.
         sql = self._sql(conn)
-        now = self.clock.now()
-        starting: tuple[Any, ...] = ()
-        if start is not None:
-            assert start.reserved_until is not None  # a reserved claim
-            starting = (sql.time(now + lease), start.copy.id, sql.time(start.reserved_until))
-        simple = done is None or (done.alone and not (
-            done.status in _EVENTFUL and takes_status(conn, done.status)))
-        if sql.postgresql and simple:
-            values: tuple[Any, ...] = ()
-            if done is not None:
-                record, settled = _recorded(sql, done, now)
-                values = record + settled
-            statement = sql.fused(None if done is None else done.status, start is not None)
-            return bool(_rows(conn, statement, values + starting)[0][0])
+        starting = self._starting(sql, start, lease)
         if done is not None:
             self._record(conn, sql, done)
         if start is None:
@@ -480,6 +469,40 @@ class QueueStore(StoreBase):
             return False
         _run(conn, sql.start_message, (start.message.id, start.copy.id, starting[0]))
         return True
+
+    def _simple(self, conn: Connection, done: Outcome | None) -> bool:
+        """Whether recording ``done`` reads nothing back: a message's only copy, and no
+        webhook endpoint to tell of it."""
+        return done is None or (done.alone and not (
+            done.status in _EVENTFUL and takes_status(conn, done.status)))
+
+    def _starting(self, sql: _Statements, start: Claim | None, lease: timedelta
+                  ) -> tuple[Any, ...]:
+        """The values starting ``start`` takes: its lease, its id, its reservation."""
+        if start is None:
+            return ()
+        assert start.reserved_until is not None  # a reserved claim
+        return (sql.time(self.clock.now() + lease), start.copy.id,
+                sql.time(start.reserved_until))
+
+    def _advance_at_once(self, conn: Connection, done: Outcome | None, start: Claim | None,
+                         lease: timedelta) -> bool:
+        """PostgreSQL, the common case (:meth:`_simple`): everything as one statement, its
+        own transaction (no BEGIN, no COMMIT: one round trip, where each is a wait between
+        the relay's 354 and the message)."""
+        sql = self._sql(conn)
+        values: tuple[Any, ...] = ()
+        if done is not None:
+            record, settled = _recorded(sql, done, self.clock.now())
+            values = record + settled
+        statement = sql.fused(None if done is None else done.status, start is not None)
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.autocommit = True  # psycopg: no BEGIN before it; it commits by itself
+        try:
+            return bool(_rows(conn, statement, values + self._starting(sql, start, lease))[0][0])
+        finally:
+            driver.autocommit = False
 
     def release(self, claims: Sequence[Claim], at: datetime | None = None) -> None:
         """Give back reserved copies that were not started: due again at once, or at ``at``
