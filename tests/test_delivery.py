@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from aiosmtplib.protocol import LINE_ENDINGS_REGEX, PERIOD_REGEX
 
 from mailseen.clock import SYSTEM, Clock, ManualClock
 from mailseen.core.compose import Draft
@@ -25,7 +26,7 @@ from mailseen.errors import InvalidInput, MailseenError
 from mailseen.records import Envelope, MailboxIn, Relay
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
-from mailseen.transports.smtp import SmtpTransport
+from mailseen.transports.smtp import SmtpTransport, _on_the_wire
 
 from .conftest import eventually, make_settings
 from .smtp_server import RecordingHandler, SmtpServer
@@ -598,6 +599,11 @@ async def test_the_envelope_goes_while_the_commit_runs_and_the_message_only_afte
         assert [m.data.splitlines()[0] for m in relay.messages] == [
             b"Subject: 1", b"Subject: 4"]
         assert b"\r\n.leading dot\r\n" in relay.messages[0].data  # as written, unstuffed
+        for raw in (b"a\r\n.b\r\n", b"a\n.b\n\n", b".a\rb\r\n\r\r\n..c", b"a\r\nb"):
+            # on the wire as aiosmtplib's own DATA would send it
+            wire = PERIOD_REGEX.sub(b"..", LINE_ENDINGS_REGEX.sub(b"\r\n", raw))
+            wire += b"" if wire.endswith(b"\r\n") else b"\r\n"
+            assert _on_the_wire(raw) == wire + b".\r\n"
         assert relay.data_commands == 4
         assert relay.connections == 3  # one, then a new one after each hang-up
     finally:

@@ -331,8 +331,7 @@ async def _content(client: aiosmtplib.SMTP, raw: bytes) -> aiosmtplib.SMTPRespon
     protocol = client.protocol
     if protocol is None:
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-    data = _LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", raw))
-    protocol.write(data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"))
+    protocol.write(_on_the_wire(raw))
     try:
         response = await protocol.read_response(timeout=client.timeout)
     except aiosmtplib.SMTPServerDisconnected:
@@ -341,6 +340,18 @@ async def _content(client: aiosmtplib.SMTP, raw: bytes) -> aiosmtplib.SMTPRespon
     if response.code != 250:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
     return response
+
+
+def _on_the_wire(raw: bytes) -> bytes:
+    """``raw`` as DATA carries it: CRLF line ends, leading dots doubled, the final dot.
+    The regular expressions run only where there is something to change (a stored message
+    has CRLF line ends and rarely a line starting with a dot): counting is cheaper."""
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+        raw = _LINE_END.sub(b"\r\n", raw)
+    if raw.startswith(b".") or b"\n." in raw:
+        raw = _LEADING_DOT.sub(b"..", raw)
+    return raw + (b".\r\n" if raw.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
 def _port(relay: Relay) -> int:
