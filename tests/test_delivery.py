@@ -609,3 +609,37 @@ async def test_the_envelope_goes_while_the_commit_runs_and_the_message_only_afte
     finally:
         await session.close()
         relay.stop()
+
+
+class _StopAtFirst(RecordingHandler):
+    """A relay that asks the worker to stop once it has the first message."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+        super().__init__()
+        self.loop, self.stop = loop, stop
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: SmtpEnvelope) -> str:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_the_batch_reserved_ahead_is_given_back_when_the_worker_stops(
+        tmp_path: Path, database_url: str) -> None:
+    """A running worker with a full batch reserves the next one while it delivers; when it
+    stops, that one is given back, due again at once for any worker, not held until its
+    reservation runs out (five minutes)."""
+    stop = asyncio.Event()
+    relay = _relay(tmp_path, _StopAtFirst(asyncio.get_running_loop(), stop))
+    inst = Instance.open(make_settings(tmp_path, database_url, delivery_batch=2),
+                         migrate=False)
+    try:
+        ids = _queue(inst, _plain_box(inst, relay), 6)
+        worker = inst.worker()
+        await asyncio.wait_for(worker.run(stop), 20)
+        sent = [i for i in ids if inst.store.get_message(i).status == "sent"]
+        assert len(sent) == 1  # the one in hand when asked to stop
+        assert await inst.worker().drain() == 5  # the rest at once, reserved ahead or not
+        assert len(relay.messages) == 6 == len({m.data for m in relay.messages})
+    finally:
+        inst.close()
+        relay.stop()
