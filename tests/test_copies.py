@@ -24,6 +24,7 @@ from mailseen.core.splice import splice_of, spliced
 from mailseen.core.tokens import TokenRef
 from mailseen.errors import InvalidInput
 from mailseen.records import CopyRecord, MailboxIn, MailboxRecord, MessageRecord
+from mailseen.services import sending
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
 from mailseen.services.live import LiveScope
@@ -640,10 +641,21 @@ def test_copies_made_from_what_queueing_kept_are_each_tagged_with_its_pixel(
             expected = tag_message(stored, instance.sender._tag(
                 token, ("de", "") if line_on else None), lambda url: False)
             assert expected.trackable
-            made = instance.sender.copy_bytes(claim.raw, claim.copy, box, False, claim.splice)
+            if claim.splice is not None and line_on:  # as queued: made without tagging
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(sending, "tag_message", _no_tagging)
+                    made = instance.sender.copy_bytes(claim.raw, claim.copy, box, False,
+                                                      claim.splice)
+            else:
+                made = instance.sender.copy_bytes(claim.raw, claim.copy, box, False,
+                                                  claim.splice)
             assert made == expected.data
             unfolded = made.replace(b"=\r\n", b"").replace(b"=\n", b"")  # QP soft breaks
             assert (b"/r/" in unfolded) is line_on or cte == "base64"
+
+
+def _no_tagging(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the copy was tagged, not spliced")
 
 
 def test_a_splice_of_a_message_is_where_it_and_its_tagging_differ() -> None:

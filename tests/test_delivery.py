@@ -23,7 +23,7 @@ from aiosmtplib.protocol import LINE_ENDINGS_REGEX, PERIOD_REGEX
 from mailseen.clock import SYSTEM, Clock, ManualClock
 from mailseen.core.compose import Draft
 from mailseen.errors import InvalidInput, MailseenError
-from mailseen.records import Envelope, MailboxIn, Relay
+from mailseen.records import Envelope, MailboxIn, Outcome, Relay
 from mailseen.services.inbound import Ingestor
 from mailseen.services.instance import Instance
 from mailseen.transports.smtp import SmtpTransport, _on_the_wire
@@ -643,3 +643,28 @@ async def test_the_batch_reserved_ahead_is_given_back_when_the_worker_stops(
     finally:
         inst.close()
         relay.stop()
+
+
+def test_a_copy_whose_reservation_ran_out_is_not_started_by_its_first_worker(
+        tmp_path: Path, database_url: str, clock: ManualClock) -> None:
+    """Reserved, then taken over by another worker once the reservation ran out: the first
+    worker's start of it (recording its last copy in the same call) is refused and leaves
+    the message as the other worker has it, on both backends' ways of writing marks."""
+    inst = Instance.open(make_settings(tmp_path, database_url), migrate=False, clock=clock)
+    try:
+        box = inst.store.add_mailbox(MailboxIn("sales@example.com"))
+        first, second = _queue(inst, box.id, 2)
+        lease = timedelta(minutes=5)
+        old = {c.message.id: c for c in inst.store.reserve(10, lease)}
+        assert inst.store.advance(None, old[first], lease)  # started, in hand
+        clock.advance(lease.total_seconds() + 1)
+        taken = {c.message.id: c for c in inst.store.reserve(10, lease)}  # another worker
+        assert set(taken) == {first, second}
+        done = Outcome(old[first].copy.id, first, "sent", "250 OK", None, 1, True)
+        assert not inst.store.advance(done, old[second], lease)
+        assert inst.store.get_message(second).status == "queued"  # not marked as being sent
+        assert inst.store.get_message(first).status == "sent"  # the outcome was recorded
+        assert inst.store.advance(None, taken[second], lease)  # the other worker's start
+        assert inst.store.get_message(second).status == "sending"
+    finally:
+        inst.close()

@@ -139,9 +139,11 @@ class DeliveryWorker:
         ``ahead`` (the running worker), a full batch means more is waiting: the next one
         is reserved while this one is delivered, since reserving is round trips to the
         database (on PostgreSQL most of its time) the relay need not wait for."""
-        pending, self._next = self._next, None
-        claims = await (pending if pending is not None
+        pending = self._next
+        # Shielded: a cancelled round leaves the reservation for _give_back to release.
+        claims = await (asyncio.shield(pending) if pending is not None
                         else asyncio.to_thread(self.store.reserve, self.batch, self.lease))
+        self._next = None
         if not claims:
             return 0, 0
         # A batch reserved ahead was taken while the last round paused relays (and
@@ -184,6 +186,10 @@ class DeliveryWorker:
         tried = 0
         try:
             for n, claim in enumerate(claims):
+                if claim.reserved_until is not None and claim.reserved_until <= self.clock.now():
+                    # Its reservation ran out (a batch reserved ahead behind a slow relay):
+                    # it may be another worker's by now, and is due again for any.
+                    continue
                 paused = self._paused.get(key)
                 if paused is not None or (stop is not None and stop.is_set()):
                     await asyncio.to_thread(self.store.advance, done, None, self.lease, lane)

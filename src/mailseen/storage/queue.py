@@ -502,7 +502,8 @@ class QueueStore(StoreBase):
         try:
             return bool(_rows(conn, statement, values + self._starting(sql, start, lease))[0][0])
         finally:
-            driver.autocommit = False
+            if not driver.closed and not driver.broken:  # a lost one is not used again
+                driver.autocommit = False
 
     def release(self, claims: Sequence[Claim], at: datetime | None = None) -> None:
         """Give back reserved copies that were not started: due again at once, or at ``at``
