@@ -149,9 +149,10 @@ class Sender:
         )
         clicks = (tracked and self.click_signer is not None
                   and self.mailboxes.click_decision(mailbox).enabled)
+        # Copies with click tracking are tagged one by one (each one's links are its own).
         record = self.store.add_message(new, body, copies, tracked=tracked, reason=reason,
                                         queued=queue, clicks=clicks,
-                                        splice=splice if tracked else None)
+                                        splice=splice if tracked and not clicks else None)
         self.reminders.schedule(record, actor, deadlines)
         if queue and self.on_queued is not None:
             self.on_queued()
@@ -237,11 +238,7 @@ class Sender:
             links = self._link_edits(raw, copy.token_key)
             result = tag_message(raw, self._tag(token, line), _none_ours, links)
             return result.data if result.trackable else raw
-        if splice is not None and splice.key == self._tag_key(line):
-            pieces: tuple[bytes, ...] | None = tuple(
-                spliced(raw, splice).split(_STAND_IN.encode()))
-        else:
-            pieces = self._template(raw, line)
+        pieces = self._template(raw, line, splice)
         if pieces is None:
             result = tag_message(raw, self._tag(token, line), _none_ours)
             return result.data if result.trackable else raw
@@ -262,18 +259,22 @@ class Sender:
             key = self._tag_keys[line] = tag_key(self._tag(_STAND_IN, line))
         return key
 
-    def _template(self, raw: bytes, line: tuple[str, str] | None
-                  ) -> tuple[bytes, ...] | None:
+    def _template(self, raw: bytes, line: tuple[str, str] | None,
+                  splice: Splice | None = None) -> tuple[bytes, ...] | None:
         """``raw`` tagged with the stand-in, split where it stands (one piece when the
-        message cannot be tracked); None when copies must be tagged one by one. The last few
-        are kept."""
+        message cannot be tracked); None when copies must be tagged one by one. Made from
+        ``splice`` when it was made with this tag, else by tagging. The last few are
+        kept."""
         key = (raw, line)
         if key in self._templates:
             return self._templates[key]
-        result = tag_message(raw, self._tag(_STAND_IN, line), _none_ours)
         pieces: tuple[bytes, ...] | None = (raw,)
-        if result.trackable:
-            pieces = _pieces(raw, result.data, result.parts_tagged, line)
+        if splice is not None and splice.key == self._tag_key(line):
+            pieces = tuple(spliced(raw, splice).split(_STAND_IN.encode()))
+        else:
+            result = tag_message(raw, self._tag(_STAND_IN, line), _none_ours)
+            if result.trackable:
+                pieces = _pieces(raw, result.data, result.parts_tagged, line)
         if len(self._templates) >= _TEMPLATES_KEPT:
             self._templates.pop(next(iter(self._templates)))
         self._templates[key] = pieces

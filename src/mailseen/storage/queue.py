@@ -63,16 +63,11 @@ class _Statements:
         self.native = native
         # lease_until, id, reserved until
         self.start_copy = native(_START_COPY)
-        # id, and the copy's id and new lease: only once that copy was started
         self.start_message = native(
-            "UPDATE messages SET status = 'sending' WHERE id = ? AND status = 'queued' "
-            "AND EXISTS (SELECT 1 FROM copies WHERE id = ? AND status = 'sending' "
-            "AND lease_until = ?)")
+            "UPDATE messages SET status = 'sending' WHERE id = ? AND status = 'queued'")
         # last_error, last_attempt_at, next_attempt_at[, sent_at], id
         self.record = {status: native(_record_copy(status)) for status in _OUTCOMES}
-        # _SETTLE_ALONE's, the message's id, and the copy's: only while that copy is there
-        self.settle_alone = native(
-            _SETTLE_ALONE + "id = ? AND EXISTS (SELECT 1 FROM copies WHERE id = ?)")
+        self.settle_alone = native(_SETTLE_ALONE + "id = ?")  # _SETTLE_ALONE's, the id
         self._fused: dict[tuple[str | None, bool], str] = {}
         self.time = _sqlite_time if dialect.name == "sqlite" else _naive_utc
         self.read_time = _read_sqlite_time if dialect.name == "sqlite" else _read_utc
@@ -467,7 +462,7 @@ class QueueStore(StoreBase):
             return False
         if not _run(conn, sql.start_copy, starting):
             return False
-        _run(conn, sql.start_message, (start.message.id, start.copy.id, starting[0]))
+        _run(conn, sql.start_message, (start.message.id,))
         return True
 
     def _simple(self, conn: Connection, done: Outcome | None) -> bool:
@@ -557,7 +552,7 @@ class QueueStore(StoreBase):
         if not _run(conn, sql.record[done.status], record):
             return False  # deleted meanwhile
         if done.alone:
-            _run(conn, sql.settle_alone, (*settled, done.message_id, done.copy_id))
+            _run(conn, sql.settle_alone, (*settled, done.message_id))
             return True
         # One settling at a time per message (see _finish_in); SQLite has one writer.
         if not self.db.is_sqlite:
