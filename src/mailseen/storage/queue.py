@@ -82,7 +82,6 @@ class _Statements:
             "FROM messages m JOIN message_data d ON d.message_id = m.id WHERE m.id IN ({})"),
             native("?"))
 
-
     def fused(self, status: str | None, start: bool) -> str:
         """PostgreSQL: one statement recording how a message's only copy ended (with
         ``status``; None: nothing to record) and starting the next copy (``start``),
